@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUN_ARGS ?= --backend torch --model resnet20 --dataset mnist5k --epochs 15
+
+.PHONY: run test bench venv clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# one pip command for everything, so numpy stays <2 for pynq
+	$(PY) -m pip install --quiet -r requirements.txt -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/e2t train $(RUN_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	mkdir -p bench/out
+	$(PY) bench/train_speed.py --json bench/out/train_speed.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,140 @@
+"""The ``e2t`` command line.
+
+``e2t train`` trains a CIFAR ResNet on a built-in or user-supplied data set;
+``e2t info`` prints a model's parameters and MACs. Backends load lazily, so the
+board (no torch) can run the CLI for the backends it has.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .config import BACKENDS, MODELS, TrainConfig
+from .datasets import DATASETS
+from .errors import E2TError
+
+def _floats(text: str) -> tuple:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="e2t", description="Energy-efficient on-device CNN training (E2-Train).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model; writes a run folder",
+                       argument_default=argparse.SUPPRESS,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--backend", help=f"where the arithmetic runs: {', '.join(BACKENDS)} (default {d.backend})")
+    t.add_argument("--model", help=f"{', '.join(MODELS)} (default {d.model})")
+    t.add_argument("--dataset", help=f"{', '.join(DATASETS)} (default {d.dataset})")
+    t.add_argument("--data-dir", help="folder with cifar-10-python.tar.gz / cifar-100-python.tar.gz "
+                                      "(or their extracted folders), or mnist_5k.csv.gz / digits.csv.gz")
+    t.add_argument("--epochs", type=int, help=f"default {d.epochs}")
+    t.add_argument("--batch-size", type=int, help=f"global mini-batch (default {d.batch_size})")
+    t.add_argument("--lr", type=float, help=f"default {d.lr}")
+    t.add_argument("--momentum", type=float, help=f"default {d.momentum}")
+    t.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
+    t.add_argument("--lr-milestones", type=_floats,
+                   help=f"fractions of all iterations where lr is multiplied by --lr-gamma "
+                        f"(default {','.join(map(str, d.lr_milestones))})")
+    t.add_argument("--lr-gamma", type=float, help=f"default {d.lr_gamma}")
+    t.add_argument("--seed", type=int, help=f"default {d.seed}")
+    t.add_argument("--out", help="run folder (default runs/<model>-<dataset>-<time>)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with its saved config")
+    t.add_argument("--device", help="auto (GPU if present), cpu, cuda, cuda:N (default auto)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    i = sub.add_parser("info", help="parameters and MACs per image of a model")
+    i.add_argument("--model", default=d.model)
+    i.add_argument("--in-channels", type=int, default=3)
+    i.add_argument("--num-classes", type=int, default=10)
+    i.add_argument("--size", type=int, default=32, help="input height and width")
+    return p
+
+
+CONFIG_FLAGS = frozenset(TrainConfig.__dataclass_fields__)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A new run's config: the flags given, defaults for the rest."""
+    given = {k: v for k, v in vars(args).items() if k in CONFIG_FLAGS}
+    return TrainConfig(**given)
+
+
+def resume_config(args: argparse.Namespace, saved: dict) -> TrainConfig:
+    """The saved config of a run; flags that contradict it are an error, not a silent change."""
+    cfg = TrainConfig.from_dict(saved)
+    for key, value in vars(args).items():
+        if key in CONFIG_FLAGS and value != getattr(cfg, key):
+            flag = "--" + key.replace("_", "-")
+            raise E2TError(f"{flag} {value} differs from the run's saved {getattr(cfg, key)}: "
+                           f"--resume continues the saved config (drop {flag} or start a new --out)")
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runs import RunDir
+
+    if getattr(args, "resume", False):
+        if not hasattr(args, "out"):
+            raise E2TError("--resume needs --out RUN_FOLDER (the run to continue)")
+        cfg = resume_config(args, RunDir(args.out, "").load_config())
+    else:
+        cfg = config_from_args(args)
+    out = getattr(args, "out", None) or os.path.join(
+        "runs", f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if cfg.backend == "torch":
+        try:
+            from reference.train import Trainer
+        except ImportError as e:
+            raise E2TError(f"the torch backend needs PyTorch and the reference/ package ({e}); "
+                           f"install requirements.txt, or use a board backend") from None
+        trainer = Trainer(cfg, out, resume=getattr(args, "resume", False),
+                          data_dir=getattr(args, "data_dir", None),
+                          device=getattr(args, "device", "auto"), progress=not getattr(args, "quiet", False))
+        try:
+            records = trainer.fit()
+        except KeyboardInterrupt:
+            raise E2TError(f"interrupted after epoch {trainer.epoch}; continue with: "
+                           f"e2t train --resume --out {out}") from None
+    if records:
+        last = records[-1]
+        print(f"{cfg.model} on {cfg.dataset}: test accuracy {100 * last['test_acc']:.2f} % after "
+              f"{last['epoch']} epochs; run folder {out}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    try:
+        from reference.models import build_model, count_macs, count_params
+    except ImportError as e:
+        raise E2TError(f"e2t info needs PyTorch ({e})") from None
+    model = build_model(args.model, args.num_classes, args.in_channels)
+    macs = count_macs(model, args.in_channels, args.size)
+    print(f"{args.model}: {count_params(model):,} parameters, {sum(macs.values()) / 1e6:.2f} M MACs "
+          f"per {args.in_channels}x{args.size}x{args.size} image ({len(macs)} conv/linear layers)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``e2t`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "info": cmd_info}[args.command](args)
+    except E2TError as e:
+        print(f"e2t: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("e2t: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The training configuration every backend shares, and its learning-rate schedule.
+
+Plain Python (no numpy, no torch), so the CLI can parse and check a run's settings on
+any machine before it imports a backend.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import E2TError
+
+BACKENDS = ("torch",)
+MODELS = ("resnet8", "resnet20", "resnet38", "resnet74", "resnet110")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What defines a run: two runs with equal configs train to the same weights."""
+
+    backend: str = "torch"
+    model: str = "resnet20"
+    dataset: str = "mnist5k"
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_milestones: tuple = (0.5, 0.75)
+    lr_gamma: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise E2TError(f"unknown model '{self.model}' (known: {', '.join(MODELS)})")
+        if self.backend not in BACKENDS:
+            raise E2TError(f"unknown backend '{self.backend}' (known: {', '.join(BACKENDS)})")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise E2TError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise E2TError(f"need lr > 0, 0 <= momentum < 1, weight decay >= 0; got "
+                           f"{self.lr}, {self.momentum}, {self.weight_decay}")
+        if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise E2TError(f"--lr-milestones must be increasing fractions of the run in (0, 1), "
+                           f"got {self.lr_milestones}")
+        object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lr_milestones"] = list(self.lr_milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise E2TError(f"config has unknown settings: {', '.join(unknown)}")
+        d = dict(d)
+        if "lr_milestones" in d:
+            d["lr_milestones"] = tuple(d["lr_milestones"])
+        return cls(**d)
+
+
+def lr_at(cfg: TrainConfig, iteration: int, total_iterations: int) -> float:
+    """Step schedule keyed on iterations: x lr_gamma at each milestone fraction of the run."""
+    drops = sum(iteration >= round(m * total_iterations) for m in cfg.lr_milestones)
+    return cfg.lr * cfg.lr_gamma ** drops

@@ -1,0 +1,135 @@
+"""CIFAR ResNets (He et al. 2016): 3 stages of BasicBlocks with 16/32/64 channels.
+
+ResNet-N has (N - 2) / 6 blocks per stage. Shortcuts that change shape are option-B
+projections (1x1 conv, stride 2, + BN), as in E2-Train. Every conv is built by a
+``conv`` factory so that later layers (quantized, PSG) slot in without a rewrite.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from host.config import MODELS
+from host.errors import E2TError
+
+WIDTHS = (16, 32, 64)
+
+
+def conv3x3(conv, c_in: int, c_out: int, stride: int = 1) -> nn.Module:
+    """A bias-free 3x3 convolution with padding 1 from the ``conv`` factory."""
+    return conv(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN plus shortcut, then ReLU.
+
+    ``residual`` and ``shortcut`` are separate so that a gate can skip the residual
+    branch while the projection shortcut still runs.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, conv=nn.Conv2d):
+        super().__init__()
+        self.conv1 = conv3x3(conv, c_in, c_out, stride)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = conv3x3(conv, c_out, c_out)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                conv(c_in, c_out, kernel_size=1, stride=stride, padding=0, bias=False),
+                nn.BatchNorm2d(c_out),
+            )
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.downsample is None else self.downsample(x)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.residual(x) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """Stem conv (16 ch), 3 stages of ``blocks_per_stage`` BasicBlocks, avgpool, linear."""
+
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, conv=nn.Conv2d):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise E2TError(f"ResNet depth {depth} is not 6n+2 >= 8 (known: {', '.join(MODELS)})")
+        self.depth = depth
+        n = (depth - 2) // 6
+        self.conv1 = conv3x3(conv, in_channels, WIDTHS[0])
+        self.bn1 = nn.BatchNorm2d(WIDTHS[0])
+        blocks, c_in = [], WIDTHS[0]
+        for stage, width in enumerate(WIDTHS):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(BasicBlock(c_in, width, stride, conv))
+                c_in = width
+        self.blocks = nn.ModuleList(blocks)
+        self.fc = nn.Linear(WIDTHS[-1], num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He init for convs (fan_out), BN to identity, PyTorch default for the classifier."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(self.conv1(x)))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def build_model(name: str, num_classes: int, in_channels: int, conv=nn.Conv2d) -> CifarResNet:
+    """``resnet20`` etc. -> a freshly initialised model (seed torch before calling)."""
+    if name not in MODELS:
+        raise E2TError(f"unknown model '{name}' (known: {', '.join(MODELS)})")
+    return CifarResNet(int(name[len("resnet"):]), num_classes, in_channels, conv)
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(model: nn.Module, in_channels: int, size: int = 32) -> dict[str, int]:
+    """Multiply-accumulates per image of one forward pass, per conv/linear layer.
+
+    Runs one forward pass on a zero image with hooks; the dict maps the module name to its
+    MACs (output elements x input taps), in execution order.
+    """
+    macs: dict[str, int] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            def hook(mod, inputs, out, name=name):
+                if isinstance(mod, nn.Conv2d):
+                    taps = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+                else:
+                    taps = mod.in_features
+                macs[name] = macs.get(name, 0) + out[0].numel() * taps
+            hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return macs

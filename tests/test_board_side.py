@@ -1,0 +1,42 @@
+"""The board side (host/, energy/) imports and runs with no torch installed."""
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+NO_TORCH = "import sys; sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
+
+
+def run_without_torch(code):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-c", NO_TORCH + code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_every_board_module_imports_without_torch():
+    r = run_without_torch(
+        "import importlib, pkgutil, host, energy\n"
+        "for pkg in (host, energy):\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(m.name)\n"
+        "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
+        "print('ok')\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+
+
+def test_board_loads_data_without_torch():
+    r = run_without_torch("from host.datasets import load_dataset, train_batches\n"
+                          "ds = load_dataset('digits')\n"
+                          "x, y = next(train_batches(ds, 8, 0, 0))\n"
+                          "print(x.shape, x.dtype)\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(8, 1, 32, 32) float32"
+
+
+def test_torch_backend_without_torch_is_one_clear_line():
+    r = run_without_torch("from host.cli import main; sys.exit(main(['train', '--dataset', 'digits']))")
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("e2t: error: the torch backend needs PyTorch")
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,73 @@
+"""Bad input: one line naming the problem, non-zero exit, no traceback, nothing lost."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from host.cli import main
+
+from conftest import ROOT
+
+FAST = ["--model", "resnet8", "--dataset", "digits", "--epochs", "1", "--batch-size", "128", "--quiet"]
+
+
+def one_line_error(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("e2t: error:") and "\n" not in err and "Traceback" not in err
+    assert match in err
+    return err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--model", "resnet19"], "unknown model 'resnet19'"),
+    (["train", "--dataset", "imagenet"], "unknown dataset"),
+    (["train", "--backend", "tpu"], "unknown backend 'tpu'"),
+    (["train", "--resume"], "--resume needs --out"),
+])
+def test_bad_names(capsys, argv, match):
+    one_line_error(capsys, argv, match)
+
+
+def test_missing_cifar_says_where_to_put_it(capsys, tmp_path):
+    one_line_error(capsys, ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path),
+                            "--out", str(tmp_path / "run")], "cifar-10-python.tar.gz")
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_cifar_tarball(capsys, tmp_path):
+    (tmp_path / "cifar-100-python.tar.gz").write_bytes(b"\x1f\x8b not really a tarball")
+    one_line_error(capsys, ["train", "--dataset", "cifar100", "--data-dir", str(tmp_path),
+                            "--out", str(tmp_path / "run")], "cifar-100-python.tar.gz")
+
+
+def test_corrupt_checkpoint_loses_nothing(capsys, tmp_path):
+    out = str(tmp_path / "run")
+    assert main(["train", *FAST, "--out", out]) == 0
+    capsys.readouterr()
+    ckpt = os.path.join(out, "checkpoint.pt")
+    with open(ckpt, "r+b") as f:
+        f.truncate(os.path.getsize(ckpt) // 2)
+    before = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)}
+    one_line_error(capsys, ["train", "--resume", "--out", out], "corrupt or truncated")
+    assert {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)} == before
+
+
+def test_existing_run_is_not_overwritten(capsys, tmp_path):
+    out = str(tmp_path / "run")
+    assert main(["train", *FAST, "--out", out]) == 0
+    capsys.readouterr()
+    before = open(os.path.join(out, "checkpoint.pt"), "rb").read()
+    one_line_error(capsys, ["train", *FAST, "--out", out], "already holds a run")
+    one_line_error(capsys, ["train", "--resume", "--out", out, "--lr", "0.5"], "--lr 0.5 differs")
+    assert open(os.path.join(out, "checkpoint.pt"), "rb").read() == before
+
+
+def test_console_script_exit_code():
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-m", "host.cli", "train", "--model", "resnet7"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["e2t: error: unknown model 'resnet7' (known: resnet8, resnet20, "
+                                             "resnet38, resnet74, resnet110)"]

@@ -1,0 +1,32 @@
+import pytest
+
+from host.config import TrainConfig, lr_at
+from host.errors import E2TError
+
+
+def test_lr_schedule_keyed_on_iterations():
+    cfg = TrainConfig(lr=0.1, lr_milestones=(0.5, 0.75), lr_gamma=0.1)
+    lrs = [lr_at(cfg, i, 64_000) for i in (0, 31_999, 32_000, 47_999, 48_000, 63_999)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_round_trip_through_dict():
+    cfg = TrainConfig(model="resnet8", lr_milestones=(0.3,))
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"model": "resnet19"}, "unknown model"),
+    ({"backend": "fpga9000"}, "unknown backend"),
+    ({"epochs": 0}, "--epochs"),
+    ({"lr_milestones": (0.75, 0.5)}, "--lr-milestones"),
+    ({"momentum": 1.0}, "momentum"),
+])
+def test_bad_values_are_named(kwargs, match):
+    with pytest.raises(E2TError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_unknown_saved_setting():
+    with pytest.raises(E2TError, match="unknown settings: colour"):
+        TrainConfig.from_dict({"colour": "red"})

@@ -285,16 +285,20 @@ def psg_select(g_msb, g_full, T: int | None = None, R: int | None = None) -> tup
     return sign, sure
 
 
-def uncertain_tiles(sure, tile_o: int, tile_i: int) -> tuple[int, int]:
-    """(tiles, tiles with any uncertain entry) over the (out, in) channel grid of a layer:
-    the engine recomputes a whole tile at full precision when any of its entries is unsure."""
+def uncertain_tiles(sure, tile_o: int, tile_i: int) -> tuple[int, int, int]:
+    """Tiles of the engine's weight-gradient loop over the (out, in) channel grid: returns
+    (tiles, tiles with any unsure entry, channel pairs inside those tiles). The engine
+    recomputes a tile at full precision, whole, when any of its entries is unsure."""
     o, c = sure.shape[:2]
     unsure = ~np.asarray(sure).reshape(o, c, -1).all(axis=2)
     to, ti = -(-o // tile_o), -(-c // tile_i)
     padded = np.zeros((to * tile_o, ti * tile_i), dtype=bool)
     padded[:o, :c] = unsure
     per_tile = padded.reshape(to, tile_o, ti, tile_i).any(axis=(1, 3))
-    return to * ti, int(per_tile.sum())
+    present = np.zeros_like(padded)
+    present[:o, :c] = True
+    pairs = int((present.reshape(to, tile_o, ti, tile_i).sum(axis=(1, 3)) * per_tile).sum())
+    return to * ti, int(per_tile.sum()), pairs
 
 
 # -- update -------------------------------------------------------------------------------

@@ -175,9 +175,9 @@ class _IntConv(torch.autograd.Function):
             sign, sure = psg_select(g_msb, g_full, T=nx.threshold_abs(cfg.tau, e_x, e_g))
         else:
             sign, sure = psg_select(g_msb, g_full, R=nx.ratio_fixed(cfg.ratio))
-        tiles, recomputed = nx.uncertain_tiles(sure.numpy(), cfg.tile_o, cfg.tile_i)
+        tiles, recomputed, pairs = nx.uncertain_tiles(sure.numpy(), cfg.tile_o, cfg.tile_i)
         layer.stats.update(entries=sure.numel(), predicted=int(sure.sum()), tiles=tiles,
-                           tiles_recomputed=recomputed)
+                           tiles_recomputed=recomputed, pairs_recomputed=pairs)
         return g_x, sign.to(torch.float32), None
 
 

@@ -123,9 +123,9 @@ def test_uncertain_tiles_hand_count():
     sure = np.ones((5, 3, 3, 3), dtype=bool)
     sure[0, 0, 1, 1] = False  # tile (0, 0)
     sure[4, 2, 0, 0] = False  # tile (2, 1) with 2x2 tiles over a 5x3 grid
-    assert nx.uncertain_tiles(sure, 2, 2) == (3 * 2, 2)
-    assert nx.uncertain_tiles(sure, 16, 16) == (1, 1)
-    assert nx.uncertain_tiles(np.ones((4, 4, 1, 1), bool), 2, 2) == (4, 0)
+    assert nx.uncertain_tiles(sure, 2, 2) == (3 * 2, 2, 4 + 1)  # the (2, 1) edge tile holds 1 pair
+    assert nx.uncertain_tiles(sure, 16, 16) == (1, 1, 15)
+    assert nx.uncertain_tiles(np.ones((4, 4, 1, 1), bool), 2, 2) == (4, 0, 0)
 
 
 def plain_update(w, e_w, buf, sign, k):

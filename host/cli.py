@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from .config import BACKENDS, MODELS, TrainConfig
+from .config import BACKENDS, MODELS, SLU_WEIGHTINGS, TrainConfig
 from .datasets import DATASETS
 from .errors import E2TError
 
@@ -45,6 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {','.join(map(str, d.lr_milestones))})")
     t.add_argument("--lr-gamma", type=float, help=f"default {d.lr_gamma}")
     t.add_argument("--seed", type=int, help=f"default {d.seed}")
+    t.add_argument("--smd", type=float, metavar="P",
+                   help=f"stochastic mini-batch dropping: skip each batch with probability P (default {d.smd})")
+    t.add_argument("--smd-coast", action="store_true",
+                   help="on a dropped batch still step SGD with zero gradients (momentum and weight decay "
+                        "move the weights, as in the authors' code)")
+    t.add_argument("--slu-target", type=float, metavar="F",
+                   help="selective layer update: gate the residual blocks and aim at executing this "
+                        "fraction of them (default: no gates)")
+    t.add_argument("--slu-beta", type=float, help=f"weight of the SLU cost loss (default {d.slu_beta})")
+    t.add_argument("--slu-weighting", help=f"SLU cost per block: {', '.join(SLU_WEIGHTINGS)} "
+                                           f"(default {d.slu_weighting})")
     t.add_argument("--out", help="run folder (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its saved config")

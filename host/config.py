@@ -12,6 +12,7 @@ from .errors import E2TError
 
 BACKENDS = ("torch",)
 MODELS = ("resnet8", "resnet20", "resnet38", "resnet74", "resnet110")
+SLU_WEIGHTINGS = ("uniform", "macs")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class TrainConfig:
     lr_milestones: tuple = (0.5, 0.75)
     lr_gamma: float = 0.1
     seed: int = 0
+    smd: float = 0.0  # SMD: probability of dropping a mini-batch
+    smd_coast: bool = False  # SMD: dropped iterations still step with zero gradients
+    slu_target: float | None = None  # SLU: executed fraction of gated blocks aimed at; None = no gates
+    slu_beta: float = 1e-5  # SLU: weight of the computational-cost loss
+    slu_weighting: str = "uniform"  # SLU: per-block cost weights, uniform or by MACs
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -44,6 +50,14 @@ class TrainConfig:
         if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
             raise E2TError(f"--lr-milestones must be increasing fractions of the run in (0, 1), "
                            f"got {self.lr_milestones}")
+        if not 0 <= self.smd < 1:
+            raise E2TError(f"--smd must be a drop probability in [0, 1), got {self.smd}")
+        if self.slu_target is not None and not 0 < self.slu_target <= 1:
+            raise E2TError(f"--slu-target must be an executed fraction in (0, 1], got {self.slu_target}")
+        if self.slu_beta < 0:
+            raise E2TError(f"--slu-beta must be >= 0, got {self.slu_beta}")
+        if self.slu_weighting not in SLU_WEIGHTINGS:
+            raise E2TError(f"unknown --slu-weighting '{self.slu_weighting}' (known: {', '.join(SLU_WEIGHTINGS)})")
         object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
 
     def to_dict(self) -> dict:

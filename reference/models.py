@@ -3,6 +3,7 @@
 ResNet-N has (N - 2) / 6 blocks per stage. Shortcuts that change shape are option-B
 projections (1x1 conv, stride 2, + BN), as in E2-Train. Every conv is built by a
 ``conv`` factory so that later layers (quantized, PSG) slot in without a rewrite.
+``GatedResNet`` adds the SLU gates (reference/slu.py) to the same backbone.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch.nn.functional as F
 
 from host.config import MODELS
 from host.errors import E2TError
+
+from .slu import RecurrentGate, decide, gated_block
 
 WIDTHS = (16, 32, 64)
 
@@ -47,8 +50,23 @@ class BasicBlock(nn.Module):
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
 
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(block output, shortcut output): the two results an SLU gate chooses between."""
+        short = self.shortcut(x)
+        return F.relu(self.residual(x) + short), short
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.residual(x) + self.shortcut(x))
+        return self.branches(x)[0]
+
+
+def he_init(module: nn.Module) -> None:
+    """He init for convs (fan_out), BN to identity; other layers keep PyTorch's defaults."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class CifarResNet(nn.Module):
@@ -73,13 +91,8 @@ class CifarResNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He init for convs (fan_out), BN to identity, PyTorch default for the classifier."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        """Re-initialise every layer (``he_init``)."""
+        he_init(self)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn1(self.conv1(x)))
@@ -94,11 +107,45 @@ class CifarResNet(nn.Module):
         return self.head(x)
 
 
-def build_model(name: str, num_classes: int, in_channels: int, conv=nn.Conv2d) -> CifarResNet:
-    """``resnet20`` etc. -> a freshly initialised model (seed torch before calling)."""
+class GatedResNet(CifarResNet):
+    """A CifarResNet whose blocks after the first are gated per sample (SLU).
+
+    The backbone is built and initialised exactly as the plain model's (same seed, same
+    weights); the gates come after it. Each forward pass leaves ``gate_masks`` (gates, batch),
+    the straight-through decisions for the cost loss, and ``last_gates`` (blocks, batch), the
+    detached decisions with 1 for the always-run first block: block i ran on
+    ``last_gates[i].sum()`` samples.
+    """
+
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, conv=nn.Conv2d):
+        super().__init__(depth, num_classes, in_channels, conv)
+        self.gate = RecurrentGate([b.bn2.num_features for b in self.blocks[:-1]], conv)
+        he_init(self.gate)
+        self.gate_masks = self.last_gates = None
+
+    @property
+    def num_gates(self) -> int:
+        return len(self.blocks) - 1
+
+    def forward(self, x: torch.Tensor, gates: str | None = None) -> torch.Tensor:
+        """``gates``: ``sampled`` or ``deterministic``; by default sampled in training, else deterministic."""
+        mode = gates or ("sampled" if self.training else "deterministic")
+        x = self.blocks[0](self.stem(x))
+        state, masks = None, []
+        for j, block in enumerate(self.blocks[1:]):
+            p, state = self.gate(j, x, state)
+            masks.append(decide(p, mode))
+            x = gated_block(block, x, masks[-1])
+        self.gate_masks = torch.stack(masks)
+        self.last_gates = torch.cat([torch.ones_like(self.gate_masks[:1]), self.gate_masks]).detach()
+        return self.head(x)
+
+
+def build_model(name: str, num_classes: int, in_channels: int, conv=nn.Conv2d, slu: bool = False) -> CifarResNet:
+    """``resnet20`` etc. -> a freshly initialised model (seed torch before calling); ``slu`` adds gates."""
     if name not in MODELS:
         raise E2TError(f"unknown model '{name}' (known: {', '.join(MODELS)})")
-    return CifarResNet(int(name[len("resnet"):]), num_classes, in_channels, conv)
+    return (GatedResNet if slu else CifarResNet)(int(name[len("resnet"):]), num_classes, in_channels, conv)
 
 
 def count_params(model: nn.Module) -> int:
@@ -133,3 +180,9 @@ def count_macs(model: nn.Module, in_channels: int, size: int = 32) -> dict[str, 
             h.remove()
         model.train(was_training)
     return macs
+
+
+def residual_macs(model: CifarResNet, in_channels: int, size: int = 32) -> list[int]:
+    """MACs per image of each block's residual branch: what skipping the block saves."""
+    macs = count_macs(model, in_channels, size)
+    return [macs[f"blocks.{i}.conv1"] + macs[f"blocks.{i}.conv2"] for i in range(len(model.blocks))]

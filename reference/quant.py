@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.grad import conv2d_input, conv2d_weight
+from torch.nn.grad import conv2d_input
 
 from host import numerics as nx
 
@@ -80,7 +80,9 @@ def out_shift(bound: int) -> int:
 
 def conv_fwd(x_q, w_q, stride, pad) -> tuple[torch.Tensor, int]:
     bound = -nx.ACT.lo * int(w_q.abs().flatten(1).sum(1).max())
-    acc = F.conv2d(x_q.to(F64), w_q.to(F64), stride=stride, padding=pad).to(torch.int64)
+    # float32 sums of integers are exact while every partial sum stays below 2**24
+    dtype = torch.float32 if bound < 1 << 24 else F64
+    acc = F.conv2d(x_q.to(dtype), w_q.to(dtype), stride=stride, padding=pad).to(torch.int64)
     r = out_shift(bound)
     return rshift_round(acc, r), r
 
@@ -95,7 +97,12 @@ def conv_bwd_data(g_q, w_q, e, stride, pad, in_shape) -> tuple[torch.Tensor, int
 
 
 def conv_wgrad(x_q, g_q, w_shape, stride, pad) -> torch.Tensor:
-    return conv2d_weight(x_q.to(F64), w_shape, g_q.to(F64), stride=stride, padding=pad).to(torch.int64)
+    """Exact sum over batch and positions, as a batched im2col product in float64
+    (about 10x faster on CPU than torch's float64 conv weight gradient)."""
+    o, c, k, _ = w_shape
+    cols = F.unfold(x_q.to(F64), k, padding=pad, stride=stride)  # N, C*k*k, L
+    per_sample = torch.bmm(g_q.to(F64).flatten(2), cols.transpose(1, 2))  # N, O, C*k*k
+    return per_sample.sum(0).to(torch.int64).view(o, c, k, k)
 
 
 def psg_select(g_msb, g_full, T=None, R=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,6 +5,9 @@ Seeds everything, keys the learning-rate schedule on iterations, writes the run 
 resumes from it to the same weights as an uninterrupted run: all randomness of an epoch
 is drawn from (seed, epoch), so an epoch replays identically whatever ran before it.
 Runs on a GPU when one is present, and data-parallel under ``torchrun``.
+
+E2-Train's data and model levels are here: SMD (``cfg.smd``) drops whole iterations,
+SLU (``cfg.slu_target``) trains a ``GatedResNet`` with the cost loss of reference/slu.py.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import io
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -23,7 +27,8 @@ from host.progress import Progress
 from host.runs import RunDir
 
 from .distributed import World, close_world, init_world, use_global_batchnorm
-from .models import build_model
+from .models import GatedResNet, build_model, residual_macs
+from .slu import cost_loss, cost_sign, cost_weights
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -59,19 +64,55 @@ def decode_checkpoint(data: bytes, path: str) -> dict:
     return state
 
 
-def evaluate(model: torch.nn.Module, ds, device: torch.device, batch_size: int = 500) -> tuple[float, float]:
-    """(mean loss, accuracy) on the test split."""
+def smd_drops(p: float, seed: int, epoch: int, iterations: int) -> np.ndarray:
+    """Which iterations of an epoch SMD drops (bool per iteration).
+
+    One uniform draw per iteration, in order, from ``default_rng([seed, epoch, 1])``: seeded,
+    independent of torch and of the data order, so a resumed epoch drops the same batches.
+    """
+    return np.random.default_rng([seed, epoch, 1]).random(iterations) < p
+
+
+def evaluate(model: torch.nn.Module, ds, device: torch.device, batch_size: int = 500) -> dict:
+    """Test-split metrics: ``test_loss`` and ``test_acc``.
+
+    A ``GatedResNet`` is measured with deterministic gates (p > 0.5) for those, and again with
+    sampled gates (``test_loss_sampled``, ``test_acc_sampled``); ``test_executed_fraction[_sampled]``
+    is the fraction of gated blocks run per test image.
+    """
+    gated = isinstance(model, GatedResNet)
+    passes = (("deterministic", ""), ("sampled", "_sampled")) if gated else ((None, ""),)
+    record, n = {}, len(ds.test_y)
     model.eval()
-    loss_sum, correct = 0.0, 0
     with torch.no_grad():
-        for x, y in test_batches(ds, batch_size):
-            x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-            logits = model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
+        for mode, suffix in passes:
+            loss_sum = correct = executed = 0.0
+            for x, y in test_batches(ds, batch_size):
+                x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+                logits = model(x, gates=mode) if gated else model(x)
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += (logits.argmax(1) == y).sum().item()
+                if gated:
+                    executed += model.last_gates[1:].sum().item()
+            record["test_loss" + suffix], record["test_acc" + suffix] = loss_sum / n, correct / n
+            if gated:
+                record["test_executed_fraction" + suffix] = executed / (n * model.num_gates)
     model.train()
-    n = len(ds.test_y)
-    return loss_sum / n, correct / n
+    return record
+
+
+def summary(record: dict) -> str:
+    """One log line for an epoch's metrics record."""
+    line = f"epoch {record['epoch']}: "
+    if record["train_loss"] is not None:
+        line += f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f} %, "
+    line += f"test acc {100 * record['test_acc']:.2f} %"
+    if record["dropped_iterations"]:
+        line += f", {record['dropped_iterations']} of {record['kept_iterations'] + record['dropped_iterations']} " \
+                f"batches dropped"
+    if record.get("executed_fraction") is not None:
+        line += f", {100 * record['executed_fraction']:.1f} % of gated blocks run"
+    return line + f" ({record['seconds']:.1f} s, {record['images_per_s']:.0f} img/s)"
 
 
 class Trainer:
@@ -87,7 +128,13 @@ class Trainer:
         self.ds = load_dataset(cfg.dataset, data_dir)
         self.world.shard(cfg.batch_size)  # fail early if the batch does not split
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, self.ds.num_classes, self.ds.in_channels).to(self.device)
+        self.model = build_model(cfg.model, self.ds.num_classes, self.ds.in_channels,
+                                 slu=cfg.slu_target is not None)
+        self.slu_weights = None  # cost weights w_l of the gated blocks when SLU is on
+        if cfg.slu_target is not None:
+            gated_macs = residual_macs(self.model, self.ds.in_channels)[1:]
+            self.slu_weights = cost_weights(gated_macs, cfg.slu_weighting).to(self.device)
+        self.model.to(self.device)
         if self.world.size > 1:
             use_global_batchnorm(self.model)
             self.net = DistributedDataParallel(self.model)
@@ -107,7 +154,7 @@ class Trainer:
 
     def _restore(self) -> None:
         state = decode_checkpoint(self.run.read_checkpoint(), self.run.checkpoint)
-        if state["config"] != self.cfg.to_dict():
+        if TrainConfig.from_dict(state["config"]) != self.cfg:
             raise E2TError(f"checkpoint {self.run.checkpoint} belongs to a different config")
         try:
             self.model.load_state_dict(state["model"])
@@ -126,37 +173,80 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "epoch": self.epoch, "iteration": self.iteration, "config": self.cfg.to_dict()}))
 
+    def _coast(self) -> None:
+        """A dropped iteration under ``smd_coast``: an SGD step with zero gradients."""
+        for p in self.model.parameters():
+            p.grad = torch.zeros_like(p)
+        self.opt.step()
+
+    def _slu_cost(self) -> torch.Tensor:
+        """The SLU cost loss of the last forward pass, signed by the global batch's executed fraction."""
+        masks = self.model.gate_masks
+        executed, count = self.world.sum([masks.detach().sum().item(), masks.numel()])
+        sign = cost_sign(executed / count, self.cfg.slu_target)
+        # DDP averages gradients over ranks; the factor makes the sum run over the global batch
+        return self.world.size * cost_loss(masks, self.slu_weights, sign, self.cfg.slu_beta)
+
     def train_epoch(self) -> dict:
-        """One epoch over the training split; returns its metrics record."""
+        """One epoch over the training split; returns its metrics record.
+
+        A batch that SMD drops is still drawn (the data order does not depend on p) and
+        counts as an iteration of the lr schedule, but runs no forward, backward or update;
+        with ``smd_coast`` it still steps SGD with zero gradients, so momentum and weight
+        decay move the weights, as ``optimizer.step()`` did on PyTorch 1.x in the authors'
+        code. train_loss (cross-entropy only) and train_acc average over the kept batches
+        (None if all were dropped).
+        """
         cfg, world = self.cfg, self.world
         torch.manual_seed(cfg.seed * 100_003 + self.epoch)  # torch-side randomness of this epoch
         self.net.train()
         start = time.perf_counter()
+        dropped = smd_drops(cfg.smd, cfg.seed, self.epoch, self.iters_per_epoch)
+        gated = self.slu_weights is not None
         loss_sum = correct = seen = 0.0
+        block_runs = torch.zeros(len(self.model.blocks) if gated else 0, device=self.device)  # samples per block
         part = world.shard(cfg.batch_size)
         with Progress(self.iters_per_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=self.progress) as bar:
-            for x, y in train_batches(self.ds, cfg.batch_size, cfg.seed, self.epoch):
+            for drop, (x, y) in zip(dropped, train_batches(self.ds, cfg.batch_size, cfg.seed, self.epoch)):
                 lr = lr_at(cfg, self.iteration, self.total_iterations)
                 for group in self.opt.param_groups:
                     group["lr"] = lr
+                self.iteration += 1
+                if drop:
+                    if cfg.smd_coast:
+                        self._coast()
+                    bar.update(lr=lr)
+                    continue
                 x = torch.from_numpy(x[part]).to(self.device)
                 y = torch.from_numpy(y[part]).to(self.device)
                 logits = self.net(x)
                 loss = F.cross_entropy(logits, y)
+                objective = loss + self._slu_cost() if gated else loss
                 self.opt.zero_grad(set_to_none=True)
-                loss.backward()
+                objective.backward()
                 self.opt.step()
-                self.iteration += 1
                 loss_sum += loss.item() * len(y)
                 correct += (logits.argmax(1) == y).sum().item()
                 seen += len(y)
+                if gated:
+                    block_runs += self.model.last_gates.sum(1)
                 bar.update(loss=loss.item(), lr=lr)
-        loss_sum, correct, seen = world.sum([loss_sum, correct, seen])
+        loss_sum, correct, seen, *block_runs = world.sum([loss_sum, correct, seen, *block_runs.tolist()])
         seconds = time.perf_counter() - start
         self.epoch += 1
-        return {"epoch": self.epoch, "iteration": self.iteration, "lr": lr,
-                "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                "seconds": seconds, "images_per_s": seen / seconds}
+
+        def mean(total: float) -> float | None:
+            return total / seen if seen else None
+
+        kept = int((~dropped).sum())
+        record = {"epoch": self.epoch, "iteration": self.iteration, "lr": lr,
+                  "train_loss": mean(loss_sum), "train_acc": mean(correct),
+                  "kept_iterations": kept, "dropped_iterations": len(dropped) - kept,
+                  "seconds": seconds, "images_per_s": seen / seconds}
+        if gated:
+            record["executed_fraction"] = mean(sum(block_runs[1:]) / self.model.num_gates)
+            record["block_executed"] = [mean(r) for r in block_runs]
+        return record
 
     def fit(self) -> list[dict]:
         """Train the remaining epochs; checkpoint and log after each. Returns all records."""
@@ -164,13 +254,10 @@ class Trainer:
             while self.epoch < self.cfg.epochs:
                 record = self.train_epoch()
                 if self.world.is_main:
-                    record["test_loss"], record["test_acc"] = evaluate(self.model, self.ds, self.device)
+                    record.update(evaluate(self.model, self.ds, self.device))
                     self._checkpoint()
                     self.run.append_metrics(record)
-                    self.log(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} "
-                             f"acc {100 * record['train_acc']:.2f} %, test acc "
-                             f"{100 * record['test_acc']:.2f} % ({record['seconds']:.1f} s, "
-                             f"{record['images_per_s']:.0f} img/s)")
+                    self.log(summary(record))
                 self.world.barrier()
             return self.run.metrics() if self.world.is_main else []
         finally:

@@ -1,0 +1,77 @@
+"""SLU, selective layer update (E2-Train section 2): SkipNet's recurrent gate and its cost loss.
+
+Block i's output feeds a gate that decides, per sample, whether block i + 1 runs; the first
+block always runs. Each gate pools its input over the whole feature map, embeds it with a
+bias-free 1x1 conv (from the model's ``conv`` factory, so quantized convs apply to it too),
+and one LSTM shared by all gates carries its state from gate to gate (reset every forward
+pass); a linear layer and a sigmoid give the probability p of running the block.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+GATE_MODES = ("sampled", "deterministic")
+
+
+class RecurrentGate(nn.Module):
+    """Gates for blocks whose inputs have ``channels[j]`` channels; ``forward`` is one gate."""
+
+    def __init__(self, channels: Sequence[int], conv=nn.Conv2d, hidden: int = 10):
+        super().__init__()
+        self.embeds = nn.ModuleList(conv(c, hidden, kernel_size=1, stride=1, padding=0, bias=False)
+                                    for c in channels)
+        self.lstm = nn.LSTM(hidden, hidden)
+        self.proj = nn.Linear(hidden, 1)
+
+    def forward(self, j: int, x: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
+        """Gate ``j`` on feature map ``x``: (p per sample, LSTM state for gate j + 1)."""
+        e = torch.flatten(self.embeds[j](F.adaptive_avg_pool2d(x, 1)), 1)
+        out, state = self.lstm(e[None], state)
+        return torch.sigmoid(self.proj(out[0]))[:, 0], state
+
+
+def straight_through(p: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
+    """Hard decision 1[p > threshold] in the forward pass, gradient passed to p unchanged."""
+    hard = (p > threshold).to(p.dtype)
+    return hard + (p - p.detach())  # exactly hard: p - p.detach() is 0
+
+
+def decide(p: torch.Tensor, mode: str) -> torch.Tensor:
+    """``sampled``: m = 1[p > u], u ~ U(0, 1) from torch's RNG; ``deterministic``: m = 1[p > 0.5]."""
+    if mode == "sampled":
+        return straight_through(p, torch.rand_like(p))
+    if mode == "deterministic":
+        return straight_through(p, 0.5)
+    raise ValueError(f"unknown gate mode '{mode}' (known: {', '.join(GATE_MODES)})")
+
+
+def gated_block(block: nn.Module, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """m * block(x) + (1 - m) * shortcut(x) per sample.
+
+    The residual branch runs on the whole batch and is masked (the authors' semantics, and
+    what carries the straight-through gradient to the gate); hardware runs it only on the
+    samples with m = 1. A skipped down-sampling block still applies its projection.
+    """
+    out, short = block.branches(x)
+    m = m[:, None, None, None]
+    return m * out + (1 - m) * short
+
+
+def cost_weights(block_macs: Sequence[int], weighting: str) -> torch.Tensor:
+    """w_l per gated block: all 1 (``uniform``) or proportional to its MACs, mean 1 (``macs``)."""
+    w = torch.tensor([float(v) for v in block_macs])
+    return torch.ones_like(w) if weighting == "uniform" else w / w.mean()
+
+
+def cost_sign(executed_fraction: float, target: float) -> float:
+    """-1 (reward executing) while at or below the target, +1 (reward skipping) above it."""
+    return -1.0 if executed_fraction <= target else 1.0
+
+
+def cost_loss(masks: torch.Tensor, weights: torch.Tensor, sign: float, beta: float) -> torch.Tensor:
+    """s * beta * sum_l w_l * sum_batch m_l for masks of shape (gates, batch)."""
+    return sign * beta * (weights.to(masks)[:, None] * masks).sum()

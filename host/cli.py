@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from .config import BACKENDS, MODELS, SLU_WEIGHTINGS, TrainConfig
+from .config import BACKENDS, MODELS, PRECISIONS, SLU_WEIGHTINGS, TrainConfig
 from .datasets import DATASETS
 from .errors import E2TError
 
@@ -56,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--slu-beta", type=float, help=f"weight of the SLU cost loss (default {d.slu_beta})")
     t.add_argument("--slu-weighting", help=f"SLU cost per block: {', '.join(SLU_WEIGHTINGS)} "
                                            f"(default {d.slu_weighting})")
+    t.add_argument("--precision", help=f"conv arithmetic: {', '.join(PRECISIONS)} (docs/numerics.md; "
+                                       f"default {d.precision})")
+    t.add_argument("--psg", action="store_true",
+                   help="predictive sign gradients: 4-bit predictor, full gradient only where unsure, "
+                        "integer sign-momentum update (needs --precision fixed)")
+    t.add_argument("--psg-tau", type=float, help=f"PSG absolute threshold (default {d.psg_tau})")
+    t.add_argument("--psg-ratio", type=float,
+                   help="PSG adaptive threshold: tau = ratio * max|G_msb| per layer and step (overrides --psg-tau)")
+    t.add_argument("--psg-tile", type=int, help=f"PSG recompute tile, out x in channels (default {d.psg_tile})")
+    t.add_argument("--predictive-forward", action="store_true",
+                   help="PSG: zero conv outputs the 4-bit forward predicts negative (PredictiveNet)")
     t.add_argument("--out", help="run folder (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its saved config")

@@ -13,6 +13,7 @@ from .errors import E2TError
 BACKENDS = ("torch",)
 MODELS = ("resnet8", "resnet20", "resnet38", "resnet74", "resnet110")
 SLU_WEIGHTINGS = ("uniform", "macs")
+PRECISIONS = ("fp32", "fixed")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ class TrainConfig:
     slu_target: float | None = None  # SLU: executed fraction of gated blocks aimed at; None = no gates
     slu_beta: float = 1e-5  # SLU: weight of the computational-cost loss
     slu_weighting: str = "uniform"  # SLU: per-block cost weights, uniform or by MACs
+    precision: str = "fp32"  # conv arithmetic: fp32, or fixed (docs/numerics.md)
+    psg: bool = False  # PSG: 4-bit predictor + selective full gradient, integer sign update
+    psg_tau: float = 5e-5  # PSG: absolute threshold on |G_msb|
+    psg_ratio: float | None = None  # PSG: adaptive threshold tau = ratio * max|G_msb| (overrides tau)
+    psg_tile: int = 16  # PSG: weight-gradient tile (out x in channels) recomputed whole
+    predictive_forward: bool = False  # PSG: zero outputs the MSB forward predicts negative
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -58,6 +65,18 @@ class TrainConfig:
             raise E2TError(f"--slu-beta must be >= 0, got {self.slu_beta}")
         if self.slu_weighting not in SLU_WEIGHTINGS:
             raise E2TError(f"unknown --slu-weighting '{self.slu_weighting}' (known: {', '.join(SLU_WEIGHTINGS)})")
+        if self.precision not in PRECISIONS:
+            raise E2TError(f"unknown --precision '{self.precision}' (known: {', '.join(PRECISIONS)})")
+        if self.psg and self.precision != "fixed":
+            raise E2TError("--psg computes in fixed point: add --precision fixed")
+        if self.predictive_forward and not self.psg:
+            raise E2TError("--predictive-forward is part of PSG: add --psg --precision fixed")
+        if self.psg and (self.lr >= 0.5 or self.weight_decay >= 0.5):
+            raise E2TError(f"--psg's integer update needs lr < 0.5 and weight decay < 0.5, got "
+                           f"{self.lr}, {self.weight_decay}")
+        if self.psg_tau < 0 or self.psg_tile < 1 or (self.psg_ratio is not None and not 0 < self.psg_ratio <= 1):
+            raise E2TError(f"need --psg-tau >= 0, --psg-tile >= 1, --psg-ratio in (0, 1]; got "
+                           f"{self.psg_tau}, {self.psg_tile}, {self.psg_ratio}")
         object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
 
     def to_dict(self) -> dict:

@@ -255,7 +255,8 @@ class PSGUpdater:
         return [m.weight for m in self.layers]
 
     def step(self, lr: float) -> None:
-        """One update; a layer without a gradient (skipped, or a coasting step) gets sign 0."""
+        """One update; a layer without a gradient (skipped, or a coasting step) gets sign 0.
+        Consumes the signs: every layer's ``weight.grad`` is None afterwards."""
         k = nx.UpdateConstants.from_floats(lr, self.weight_decay, self.momentum)
         for m in self.layers:
             sign = torch.zeros_like(m.w_master) if m.weight.grad is None else m.weight.grad.to(torch.int64)
@@ -263,6 +264,7 @@ class PSGUpdater:
             w, e_w = renormalize(w, m.w_exp)
             self.buffers[id(m)], self.saturations = buf, self.saturations + sat
             m.set_master(w, e_w)
+            m.weight.grad = None  # consumed: signs must not accumulate into the next step
 
     def state_dict(self) -> dict:
         return {"buffers": [self.buffers[id(m)] for m in self.layers], "saturations": self.saturations}

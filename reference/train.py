@@ -7,7 +7,10 @@ is drawn from (seed, epoch), so an epoch replays identically whatever ran before
 Runs on a GPU when one is present, and data-parallel under ``torchrun``.
 
 E2-Train's data and model levels are here: SMD (``cfg.smd``) drops whole iterations,
-SLU (``cfg.slu_target``) trains a ``GatedResNet`` with the cost loss of reference/slu.py.
+SLU (``cfg.slu_target``) trains a ``GatedResNet`` with the cost loss of reference/slu.py,
+and the algorithm level, PSG (``cfg.psg``), swaps every conv for the integer ``QConv2d``
+of reference/quant.py with its sign-momentum ``PSGUpdater``. Every kept iteration is
+counted per layer and phase (host/opcount.py) into the epoch's ``ops`` record.
 """
 from __future__ import annotations
 
@@ -23,11 +26,14 @@ from torch.nn.parallel import DistributedDataParallel
 from host.config import TrainConfig, lr_at
 from host.datasets import batches_per_epoch, load_dataset, test_batches, train_batches
 from host.errors import E2TError
+from host.opcount import OpCounter, Precision, total_macs
 from host.progress import Progress
 from host.runs import RunDir
 
 from .distributed import World, close_world, init_world, use_global_batchnorm
+from .geometry import layer_geometry
 from .models import GatedResNet, build_model, residual_macs
+from .quant import PSGConfig, PSGUpdater, QConv2d, conv_factory, sync_masters
 from .slu import cost_loss, cost_sign, cost_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -127,9 +133,17 @@ class Trainer:
         self.progress = progress and self.world.is_main
         self.ds = load_dataset(cfg.dataset, data_dir)
         self.world.shard(cfg.batch_size)  # fail early if the batch does not split
+        if cfg.psg and self.world.size > 1:
+            raise E2TError("--psg is not supported under torchrun yet: averaging sign gradients "
+                           "over processes is not the single-process update")
         torch.manual_seed(cfg.seed)
+        psg = PSGConfig(cfg.psg_tau, cfg.psg_ratio, cfg.psg_tile, cfg.psg_tile, cfg.predictive_forward) \
+            if cfg.psg else None
         self.model = build_model(cfg.model, self.ds.num_classes, self.ds.in_channels,
-                                 slu=cfg.slu_target is not None)
+                                 conv=conv_factory(cfg.precision, psg), slu=cfg.slu_target is not None)
+        sync_masters(self.model)
+        self.counter = OpCounter(layer_geometry(self.model, self.ds.in_channels),
+                                 Precision(cfg.precision, cfg.psg))
         self.slu_weights = None  # cost weights w_l of the gated blocks when SLU is on
         if cfg.slu_target is not None:
             gated_macs = residual_macs(self.model, self.ds.in_channels)[1:]
@@ -140,8 +154,10 @@ class Trainer:
             self.net = DistributedDataParallel(self.model)
         else:
             self.net = self.model
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
+        self.psg = PSGUpdater(self.model, cfg.weight_decay, cfg.momentum)
+        signed = {id(p) for p in self.psg.parameters()}
+        self.opt = torch.optim.SGD([p for p in self.model.parameters() if id(p) not in signed], lr=cfg.lr,
+                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.run = RunDir(out, CHECKPOINT)
         self.epoch = self.iteration = 0
         self.iters_per_epoch = batches_per_epoch(self.ds, cfg.batch_size)
@@ -159,6 +175,7 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
+            self.psg.load_state_dict(state["psg"])
         except (RuntimeError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0]
             raise E2TError(f"checkpoint {self.run.checkpoint} does not fit {self.cfg.model}: {first}") from None
@@ -171,13 +188,28 @@ class Trainer:
         if self.world.is_main:
             self.run.write_checkpoint(encode_checkpoint({
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "epoch": self.epoch, "iteration": self.iteration, "config": self.cfg.to_dict()}))
+                "psg": self.psg.state_dict(), "epoch": self.epoch, "iteration": self.iteration, "config": self.cfg.to_dict()}))
 
-    def _coast(self) -> None:
+    def _coast(self, lr: float) -> None:
         """A dropped iteration under ``smd_coast``: an SGD step with zero gradients."""
         for p in self.model.parameters():
             p.grad = torch.zeros_like(p)
+        self.step(lr)
+
+    def step(self, lr: float) -> None:
+        """Update: float SGD for BN, classifier and gates; the integer sign update for PSG convs."""
         self.opt.step()
+        if self.psg.layers:
+            self.psg.step(lr)
+
+    def _count(self, batch: int, kept: bool) -> dict:
+        """Count one iteration's operations; returns the PSG layers' statistics."""
+        executed = None
+        if kept and isinstance(self.model, GatedResNet):
+            executed = {i: int(n) for i, n in enumerate(self.model.last_gates.sum(1).tolist())}
+        stats = {name: m.stats for name, m in self.model.named_modules() if isinstance(m, QConv2d)} if kept else {}
+        self.counter.add_iteration(batch, executed, stats, kept=kept, coast=self.cfg.smd_coast)
+        return stats
 
     def _slu_cost(self) -> torch.Tensor:
         """The SLU cost loss of the last forward pass, signed by the global batch's executed fraction."""
@@ -204,6 +236,8 @@ class Trainer:
         dropped = smd_drops(cfg.smd, cfg.seed, self.epoch, self.iters_per_epoch)
         gated = self.slu_weights is not None
         loss_sum = correct = seen = 0.0
+        self.counter.reset()
+        psg_tally: dict[str, list] = {}  # per QConv2d: predicted, entries, act and grad saturations
         block_runs = torch.zeros(len(self.model.blocks) if gated else 0, device=self.device)  # samples per block
         part = world.shard(cfg.batch_size)
         with Progress(self.iters_per_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=self.progress) as bar:
@@ -214,7 +248,8 @@ class Trainer:
                 self.iteration += 1
                 if drop:
                     if cfg.smd_coast:
-                        self._coast()
+                        self._coast(lr)
+                    self._count(len(y[part]), kept=False)
                     bar.update(lr=lr)
                     continue
                 x = torch.from_numpy(x[part]).to(self.device)
@@ -224,7 +259,11 @@ class Trainer:
                 objective = loss + self._slu_cost() if gated else loss
                 self.opt.zero_grad(set_to_none=True)
                 objective.backward()
-                self.opt.step()
+                self.step(lr)
+                for name, st in self._count(len(y), kept=True).items():
+                    tally = psg_tally.setdefault(name, [0, 0, 0, 0])
+                    for j, key in enumerate(("predicted", "entries", "act_saturations", "grad_saturations")):
+                        tally[j] += st.get(key, 0)
                 loss_sum += loss.item() * len(y)
                 correct += (logits.argmax(1) == y).sum().item()
                 seen += len(y)
@@ -243,6 +282,15 @@ class Trainer:
                   "train_loss": mean(loss_sum), "train_acc": mean(correct),
                   "kept_iterations": kept, "dropped_iterations": len(dropped) - kept,
                   "seconds": seconds, "images_per_s": seen / seconds}
+        record["ops"] = self.counter.record()
+        record["macs"] = total_macs(record["ops"]["total"])
+        if psg_tally:
+            t = np.array(list(psg_tally.values()), dtype=np.float64)
+            record["saturations"] = {"act": int(t[:, 2].sum()), "grad": int(t[:, 3].sum()),
+                                     "update": self.psg.saturations}
+            if cfg.psg:
+                record["psg_predicted_fraction"] = float(t[:, 0].sum() / max(t[:, 1].sum(), 1))
+                record["psg_predicted_per_layer"] = {n: v[0] / max(v[1], 1) for n, v in psg_tally.items()}
         if gated:
             record["executed_fraction"] = mean(sum(block_runs[1:]) / self.model.num_gates)
             record["block_executed"] = [mean(r) for r in block_runs]

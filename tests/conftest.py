@@ -5,3 +5,47 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+def interrupted_and_resumed(cfg, tmp_path, monkeypatch):
+    """Train ``cfg`` twice: straight through (run a), and killed during epoch 2 then resumed
+    (run b). Returns (records a, records b, checkpoint a, checkpoint b)."""
+    import pytest
+
+    from reference.train import CHECKPOINT, Trainer, decode_checkpoint
+
+    def state(name):
+        with open(os.path.join(tmp_path, name, CHECKPOINT), "rb") as f:
+            return decode_checkpoint(f.read(), name)
+
+    quiet = dict(progress=False, log=lambda m: None)
+    records = Trainer(cfg, str(tmp_path / "a"), **quiet).fit()
+    real_epoch, calls = Trainer.train_epoch, []
+
+    def interrupted(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed half-way through the second epoch
+        return real_epoch(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, str(tmp_path / "b"), **quiet).fit()
+    assert state("b")["epoch"] == 1
+    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
+    resumed = Trainer(cfg, str(tmp_path / "b"), resume=True, **quiet).fit()
+    return records, resumed, state("a"), state("b")
+
+
+def assert_same_state(a, b):
+    """Bit-identical weights, buffers and optimizer state of two checkpoints."""
+    import torch
+
+    assert a["iteration"] == b["iteration"]
+    for key, value in a["model"].items():
+        same = torch.equal(value, b["model"][key]) if torch.is_tensor(value) else value == b["model"][key]
+        assert same, key
+    for key, value in a["optimizer"]["state"].items():
+        assert torch.equal(value["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"])
+    for x, y in zip(a["psg"]["buffers"], b["psg"]["buffers"]):
+        assert torch.equal(x, y)

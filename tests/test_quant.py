@@ -154,6 +154,7 @@ def test_updater_applies_contract_update_and_keeps_float_view():
     assert layer.w_exp == en and np.array_equal(layer.w_master.numpy(), wn)
     assert np.array_equal(upd.buffers[id(layer)].numpy(), bn)
     assert np.array_equal(layer.weight.detach().numpy(), np.ldexp(wn.astype(np.float64), en).astype(np.float32))
+    assert layer.weight.grad is None  # the next backward's signs start afresh
 
 
 def test_predictive_forward_zeroes_predicted_negatives():

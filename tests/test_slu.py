@@ -14,6 +14,7 @@ from reference.models import CifarResNet, GatedResNet, build_model, residual_mac
 from reference.slu import cost_loss, cost_sign, cost_weights, decide, gated_block, straight_through
 from reference.train import Trainer
 
+from conftest import assert_same_state, interrupted_and_resumed
 from test_train import final_state
 
 TINY = dict(model="resnet8", dataset="digits", batch_size=64, epochs=2, lr=0.05, seed=3)
@@ -134,7 +135,9 @@ def test_bad_slu_settings(kwargs, match):
 
 def test_resume_with_smd_and_slu_reaches_same_weights(tmp_path, monkeypatch):
     cfg = TrainConfig(**TINY, smd=0.5, smd_coast=True, slu_target=0.6, slu_beta=1e-3, slu_weighting="macs")
-    records = Trainer(cfg, str(tmp_path / "a"), progress=False, log=lambda m: None).fit()
+    records, resumed, a, b = interrupted_and_resumed(cfg, tmp_path, monkeypatch)
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    assert resumed[1]["block_executed"] == records[1]["block_executed"]
     for r in records:
         assert 0 < r["dropped_iterations"] < r["kept_iterations"] + r["dropped_iterations"] == 1438 // 64
         assert 0 < r["executed_fraction"] <= 1 and len(r["block_executed"]) == 3 and r["block_executed"][0] == 1
@@ -142,28 +145,8 @@ def test_resume_with_smd_and_slu_reaches_same_weights(tmp_path, monkeypatch):
         for key in ("test_acc", "test_acc_sampled", "test_executed_fraction", "test_executed_fraction_sampled"):
             assert 0 <= r[key] <= 1, key
 
-    real_epoch = Trainer.train_epoch
-    calls = []
-
-    def interrupted(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_epoch(self)
-
-    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, str(tmp_path / "b"), progress=False, log=lambda m: None).fit()
-    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
-    resumed = Trainer(cfg, str(tmp_path / "b"), resume=True, progress=False, log=lambda m: None).fit()
-    assert [r["epoch"] for r in resumed] == [1, 2]
-    assert resumed[1]["block_executed"] == records[1]["block_executed"]
-    a, b = final_state(str(tmp_path / "a")), final_state(str(tmp_path / "b"))
+    assert_same_state(a, b)
     assert any(k.startswith("gate.") for k in a["model"])
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
-    for key, value in a["optimizer"]["state"].items():
-        assert torch.equal(value["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"])
 
 
 def test_cli_flags_reach_the_run_config(tmp_path, capsys):

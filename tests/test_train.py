@@ -10,7 +10,7 @@ from host.config import TrainConfig
 from reference import train as train_mod
 from reference.train import CHECKPOINT, Trainer, decode_checkpoint
 
-from conftest import ROOT
+from conftest import ROOT, assert_same_state, interrupted_and_resumed
 
 TINY = dict(model="resnet8", dataset="digits", batch_size=64, epochs=2, lr=0.05, seed=3)
 
@@ -31,32 +31,9 @@ def test_trains_and_writes_run_folder(tmp_path):
 
 
 def test_resume_after_interruption_reaches_same_weights(tmp_path, monkeypatch):
-    cfg = TrainConfig(**TINY)
-    Trainer(cfg, str(tmp_path / "a"), progress=False, log=lambda m: None).fit()
-
-    real_epoch = Trainer.train_epoch
-    calls = []
-
-    def interrupted(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # killed half-way through the second epoch
-        return real_epoch(self)
-
-    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, str(tmp_path / "b"), progress=False, log=lambda m: None).fit()
-    assert final_state(str(tmp_path / "b"))["epoch"] == 1
-    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
-
-    records = Trainer(cfg, str(tmp_path / "b"), resume=True, progress=False, log=lambda m: None).fit()
-    assert [r["epoch"] for r in records] == [1, 2]
-    a, b = final_state(str(tmp_path / "a")), final_state(str(tmp_path / "b"))
-    assert a["iteration"] == b["iteration"]
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
-    for key, value in a["optimizer"]["state"].items():
-        assert torch.equal(value["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"])
+    records, resumed, a, b = interrupted_and_resumed(TrainConfig(**TINY), tmp_path, monkeypatch)
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    assert_same_state(a, b)
 
 
 def test_reproducible_to_the_bit(tmp_path):

@@ -1,0 +1,90 @@
+"""E2-Train ablation: baseline / SMD / SMD+SLU / SMD+SLU+PSG, accuracy vs counted work.
+
+    python bench/ablation.py [--model resnet20] [--dataset mnist5k] [--epochs 15] [--out bench/out/ablation]
+
+Trains each configuration with the reference trainer (same seed and schedule), then prints
+test accuracy, the MACs and DDR bytes counted over the whole run (host/opcount.py) and
+their ratios to the float baseline, and writes the table as JSON next to the run folders.
+Counts are operations, not joules: the energy model turns them into modeled energy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from host.config import TrainConfig  # noqa: E402
+from reference.train import Trainer  # noqa: E402
+
+CONFIGS = {
+    "baseline": {},
+    "smd": {"smd": 0.5},
+    "smd+slu": {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3},
+    "smd+slu+psg": {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3, "precision": "fixed", "psg": True,
+                    "psg_ratio": 0.05},
+}
+
+
+def run(name: str, overrides: dict, args) -> dict:
+    cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, seed=args.seed, **overrides)
+    out = os.path.join(args.out, name)
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    records = Trainer(cfg, out, data_dir=args.data_dir, progress=False, log=lambda m: print(f"  [{name}] {m}")).fit()
+    widths: dict = {}
+    for r in records:
+        for width, macs in r["ops"]["total"]["all"]["macs"].items():
+            widths[width] = widths.get(width, 0) + macs
+    last = records[-1]
+    return {"name": name, "config": cfg.to_dict(), "test_acc": last["test_acc"],
+            "macs": sum(r["macs"] for r in records), "macs_by_width": widths,
+            "bytes": sum(r["ops"]["total"]["all"]["bytes"] for r in records),
+            "kept_iterations": sum(r["kept_iterations"] for r in records),
+            "executed_fraction": last.get("executed_fraction"),
+            "psg_predicted_fraction": last.get("psg_predicted_fraction"),
+            "seconds": time.perf_counter() - start}
+
+
+def table(rows: list[dict]) -> str:
+    base = rows[0]
+    lines = [f"{'config':<14}{'test acc':>10}{'d acc':>8}{'MACs':>12}{'MACs/base':>11}{'bytes/base':>12}"
+             f"{'kept it':>9}{'exec':>7}{'pred':>7}{'time':>8}"]
+    for r in rows:
+        fmt = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+        lines.append(f"{r['name']:<14}{100 * r['test_acc']:>9.2f}%{100 * (r['test_acc'] - base['test_acc']):>+8.2f}"
+                     f"{r['macs']:>12.3g}{r['macs'] / base['macs']:>11.3f}{r['bytes'] / base['bytes']:>12.3f}"
+                     f"{r['kept_iterations']:>9}{fmt(r['executed_fraction']):>7}{fmt(r['psg_predicted_fraction']):>7}"
+                     f"{r['seconds']:>7.0f}s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--data-dir")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="*", choices=list(CONFIGS), help="run a subset (baseline always runs first)")
+    p.add_argument("--out", default="bench/out/ablation")
+    args = p.parse_args()
+    names = ["baseline"] + [n for n in CONFIGS if n != "baseline" and (not args.only or n in args.only)]
+    rows = []
+    for name in names:
+        print(f"running {name} ...", flush=True)
+        rows.append(run(name, CONFIGS[name], args))
+    text = table(rows)
+    print(f"\n{args.model} on {args.dataset}, {args.epochs} epochs (exec: gated blocks run in training, "
+          f"last epoch; pred: PSG weight-gradient entries decided by the 4-bit predictor)\n{text}")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "ablation.json"), "w") as f:
+        json.dump({"rows": rows, "table": text}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from reference.models import build_model, count_macs  # noqa: E402
+from reference.geometry import count_macs  # noqa: E402
+from reference.models import build_model  # noqa: E402
 
 
 def measure(model_name: str, batch_size: int, steps: int, warmup: int = 2) -> dict:

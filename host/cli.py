@@ -135,7 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     try:
-        from reference.models import build_model, count_macs, count_params
+        from reference.geometry import count_macs
+        from reference.models import build_model, count_params
     except ImportError as e:
         raise E2TError(f"e2t info needs PyTorch ({e})") from None
     model = build_model(args.model, args.num_classes, args.in_channels)

@@ -1,4 +1,5 @@
-"""Layer geometry of a reference model for the operation accounting (host/opcount.py)."""
+"""Layer geometry of a reference model: for the operation accounting (host/opcount.py)
+and the MACs per image that ``e2t info`` prints."""
 from __future__ import annotations
 
 import re
@@ -54,3 +55,8 @@ def layer_geometry(model: nn.Module, in_channels: int, size: int = 32) -> list[L
             h.remove()
         model.train(was_training)
     return list(found.values())
+
+
+def count_macs(model: nn.Module, in_channels: int, size: int = 32) -> dict[str, int]:
+    """Multiply-accumulates per image of one forward pass, per conv/linear layer, in order."""
+    return {g.name: g.macs_per_sample() for g in layer_geometry(model, in_channels, size)}

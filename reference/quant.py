@@ -72,10 +72,6 @@ def msb(x_q: torch.Tensor) -> torch.Tensor:
     return saturate(rshift_round(x_q, nx.MSB_SHIFT), nx.MSB)[0]
 
 
-def out_shift(bound: int) -> int:
-    return max(0, int(bound).bit_length() - (nx.OUT.bits - 1))
-
-
 # -- integer convolutions -----------------------------------------------------------------
 
 def conv_fwd(x_q, w_q, stride, pad) -> tuple[torch.Tensor, int]:
@@ -83,7 +79,7 @@ def conv_fwd(x_q, w_q, stride, pad) -> tuple[torch.Tensor, int]:
     # float32 sums of integers are exact while every partial sum stays below 2**24
     dtype = torch.float32 if bound < 1 << 24 else F64
     acc = F.conv2d(x_q.to(dtype), w_q.to(dtype), stride=stride, padding=pad).to(torch.int64)
-    r = out_shift(bound)
+    r = nx.out_shift(bound)
     return rshift_round(acc, r), r
 
 
@@ -92,7 +88,7 @@ def conv_bwd_data(g_q, w_q, e, stride, pad, in_shape) -> tuple[torch.Tensor, int
     w_al = rshift_round(w_q, (e_ref - e).view(-1, 1, 1, 1))
     bound = int(g_q.abs().max()) * int(w_al.abs().sum((0, 2, 3)).max())
     acc = conv2d_input(in_shape, w_al.to(F64), g_q.to(F64), stride=stride, padding=pad).to(torch.int64)
-    r = out_shift(bound)
+    r = nx.out_shift(bound)
     return rshift_round(acc, r), r, e_ref
 
 

@@ -1,0 +1,233 @@
+"""CPU builds of the engine, loaded with ctypes: hls4ml's ``compile`` step for e2t.
+
+Three builds share one C entry point, ``e2t_call`` (hls/include/e2t_regs.h), so the same
+Python call runs on any of them:
+
+- ``ap``: the HLS kernel (hls/src/e2t_engine.cpp) with the HLS arbitrary-precision types at
+  the widths of engine_config.h, taken from the installed hls4ml package: the bit-true build;
+- ``native``: the same kernel source with plain C++ integers (faster to build and run);
+- ``fast``: hls/fast/e2t_fast.cpp, im2col + blocked integer GEMM, for training at useful
+  scale; it gives the same integers as the kernel, which tests check.
+
+Builds are cached under ``build/hls/`` by a hash of the sources, the board configuration and
+the compiler command, and land atomically, so parallel processes never load half a library.
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from host import numerics as nx
+
+from . import boards, regmap
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CACHE = os.path.join(ROOT, "build", "hls")
+INCLUDE = os.path.join(HERE, "include")
+KERNEL_SOURCES = [os.path.join(HERE, "src", "e2t_engine.cpp"), os.path.join(HERE, "src", "e2t_call.cpp")]
+FAST_SOURCES = [os.path.join(HERE, "fast", "e2t_fast.cpp")]
+VARIANTS = ("ap", "native", "fast")
+CXX = os.environ.get("CXX", "g++")
+
+
+class EngineError(RuntimeError):
+    """The engine refused an op (its status register) or a build failed."""
+
+
+def ap_types_dir() -> str:
+    """hls4ml's copy of the HLS arbitrary-precision headers (Apache-2.0), used in place."""
+    spec = importlib.util.find_spec("hls4ml")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineError("the 'ap' build needs the ap_types headers of hls4ml: pip install hls4ml==1.3.0")
+    path = os.path.join(spec.submodule_search_locations[0], "templates", "vivado", "ap_types")
+    if not os.path.exists(os.path.join(path, "ap_int.h")):
+        raise EngineError(f"hls4ml is installed but {path}/ap_int.h is missing")
+    return path
+
+
+def _sources(variant: str) -> list[str]:
+    srcs = FAST_SOURCES if variant == "fast" else KERNEL_SOURCES
+    headers = [os.path.join(d, f) for d in (INCLUDE, os.path.join(HERE, "src"), os.path.join(HERE, "fast"))
+               if os.path.isdir(d) for f in sorted(os.listdir(d)) if f.endswith(".h")]
+    return srcs + headers
+
+
+def _command(variant: str, cfg_dir: str, out: str) -> list[str]:
+    cmd = [CXX, "-std=c++17", "-shared", "-fPIC", "-I", INCLUDE, "-I", os.path.join(HERE, "src"), "-I", cfg_dir]
+    if variant == "ap":
+        cmd += ["-O2", "-DE2T_AP_TYPES", "-isystem", ap_types_dir()]
+    elif variant == "native":
+        cmd += ["-O3", "-march=native"]
+    else:
+        cmd += ["-O3", "-march=native", "-fopenmp"]
+    srcs = FAST_SOURCES if variant == "fast" else KERNEL_SOURCES
+    return cmd + srcs + ["-o", out]
+
+
+def build(variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None) -> str:
+    """Compile one build for one board (or reuse the cached one); returns the library's path."""
+    if variant not in VARIANTS:
+        raise EngineError(f"unknown engine build '{variant}' (known: {', '.join(VARIANTS)})")
+    if shutil.which(CXX) is None:
+        raise EngineError(f"the CPU builds need a C++ compiler: '{CXX}' is not on PATH (apt install g++)")
+    cfg = boards.config_header(boards.board(board))
+    digest = hashlib.sha256(cfg.encode())
+    for path in _sources(variant):
+        with open(path, "rb") as f:
+            digest.update(path.encode() + b"\0" + f.read())
+    digest.update(" ".join(_command(variant, "CFG", "OUT")).encode())
+    digest.update(subprocess.run([CXX, "--version"], capture_output=True, text=True).stdout.encode())
+    folder = os.path.join(CACHE, f"{variant}-{board}-{digest.hexdigest()[:16]}")
+    lib = os.path.join(folder, f"libe2t_{variant}.so")
+    if os.path.exists(lib):
+        return lib
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(lib):
+            return lib
+        with open(os.path.join(folder, "engine_config.h"), "w") as f:
+            f.write(cfg)
+        tmp = lib + f".tmp{os.getpid()}"
+        cmd = _command(variant, folder, tmp)
+        start = time.perf_counter()
+        (log or (lambda m: print(m, file=sys.stderr)))(f"e2t: building the '{variant}' engine for {board} ...")
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise EngineError(f"building the '{variant}' engine failed:\n{' '.join(cmd)}\n{done.stderr[-4000:]}")
+        os.replace(tmp, lib)
+        (log or (lambda m: print(m, file=sys.stderr)))(f"e2t: built {lib} in {time.perf_counter() - start:.1f} s")
+    return lib
+
+
+_CTYPES = {"uint32_t": ctypes.c_uint32, "int32_t": ctypes.c_int32, "uint64_t": ctypes.c_uint64}
+_DTYPES = {"int8_t": np.int8, "int16_t": np.int16, "int32_t": np.int32, "int64_t": np.int64}
+
+
+def _struct(kind: str) -> type:
+    fields = [(r.name, ctypes.c_void_p if kind == "ptr" else _CTYPES[r.ctype]) for r in regmap.REGISTERS if r.kind == kind]
+    return type(f"e2t_{kind}", (ctypes.Structure,), {"_fields_": fields})
+
+
+Regs, Ports, Status = _struct("in"), _struct("ptr"), _struct("out")
+_STATUS_NAMES = {v: k for k, v in regmap.STATUS.items()}
+_MODES = {"full": regmap.WGRAD_MODES["FULL"], "abs": regmap.WGRAD_MODES["PSG_ABS"],
+          "ratio": regmap.WGRAD_MODES["PSG_RATIO"]}
+
+
+def _buffer(name: str, a) -> np.ndarray:
+    want = _DTYPES[next(r.ctype for r in regmap.REGISTERS if r.name == name)]
+    if not isinstance(a, np.ndarray) or a.dtype != want or not a.flags.c_contiguous or not a.flags.writeable:
+        raise EngineError(f"buffer '{name}' must be a writeable C-contiguous numpy array of {np.dtype(want).name}")
+    return a
+
+
+def _ints(name: str, a, fmt: nx.Fmt, dtype) -> np.ndarray:
+    a = np.asarray(a)
+    if a.size and (a.min() < fmt.lo or a.max() > fmt.hi):
+        raise EngineError(f"{name} has values outside the {fmt.bits}-bit range [{fmt.lo}, {fmt.hi}]")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+class Engine:
+    """One CPU build of the engine: ``call`` is the register-level interface (what the PYNQ
+    driver's emulated overlay uses), and there is one numpy-level method per op."""
+
+    def __init__(self, variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None):
+        self.variant, self.board = variant, boards.board(board)
+        self.path = build(variant, board, log)
+        self._fn = ctypes.CDLL(self.path).e2t_call
+        self._fn.argtypes = [ctypes.POINTER(Regs), ctypes.POINTER(Ports), ctypes.POINTER(Status)]
+        self._fn.restype = None
+
+    def call(self, regs: dict, ports: dict) -> dict:
+        """Run one op: ``regs`` maps register names to integers (missing ones are 0), ``ports``
+        maps buffer names to numpy arrays of the register map's element types. Returns the
+        status registers. The GIL is released while the engine runs."""
+        unknown = set(regs) - {f for f, _ in Regs._fields_} | set(ports) - {f for f, _ in Ports._fields_}
+        if unknown:
+            raise EngineError(f"unknown register(s): {', '.join(sorted(unknown))}")
+        held = {k: _buffer(k, v) for k, v in ports.items()}
+        r = Regs(**{k: int(v) for k, v in regs.items()})
+        p = Ports(**{k: v.ctypes.data for k, v in held.items()})
+        s = Status()
+        self._fn(ctypes.byref(r), ctypes.byref(p), ctypes.byref(s))
+        return {f: getattr(s, f) for f, _ in Status._fields_}
+
+    def _run(self, what: str, regs: dict, ports: dict) -> dict:
+        st = self.call(regs, ports)
+        if st["status"] != regmap.STATUS["OK"]:
+            raise EngineError(f"e2t_engine refused {what} with registers {regs}: {_STATUS_NAMES.get(st['status'], st['status'])}"
+                              f" (limits of board {self.board.name}: channels <= {self.board.max_c}, "
+                              f"H, W <= {self.board.max_h}, k <= {self.board.max_k}, pad <= {self.board.max_pad}, "
+                              f"batch <= {self.board.max_batch})")
+        return st
+
+    @staticmethod
+    def _shape(x_shape, o: int, k: int, stride: int, pad: int) -> dict:
+        n, c, h, w = x_shape
+        return {"batch": n, "c_in": c, "h_in": h, "w_in": w, "c_out": o, "kernel": k, "stride": stride, "pad": pad}
+
+    def conv_fwd(self, x_q, w_q, stride: int, pad: int, shift: int | None = None) -> tuple[np.ndarray, int, dict]:
+        """y = rshift_round(conv(x_q, W_q), r) as int32 NCHW; r = the contract's shift unless given.
+        Returns (y, r, status)."""
+        x = _ints("x_q", x_q, nx.ACT, np.int8)
+        w = _ints("W_q", w_q, nx.WGT, np.int8)
+        r = nx.out_shift(nx.fwd_bound(w)) if shift is None else shift
+        n, _, h, wd = x.shape
+        o, _, k, _ = w.shape
+        y = np.empty((n, o, (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1), np.int32)
+        st = self._run("CONV_FWD", {"op": regmap.OPS["CONV_FWD"], "shift": r, **self._shape(x.shape, o, k, stride, pad)},
+                       {"act": x, "wgt": w, "out": y})
+        return y, r, st
+
+    def conv_bwd_data(self, g_q, w_q, shifts, stride: int, pad: int, in_hw: tuple,
+                      shift: int | None = None) -> tuple[np.ndarray, int, dict]:
+        """g_x = rshift_round(conv_transpose(g_q, W_al), r) as int32 NCHW, weights aligned by their
+        per-channel shifts (docs/numerics.md, section 4). Returns (g_x, r, status)."""
+        g = _ints("g_q", g_q, nx.GRAD, np.int16)
+        w = _ints("W_q", w_q, nx.WGT, np.int8)
+        s = np.ascontiguousarray(shifts, dtype=np.int8)
+        if shift is None:
+            shift = nx.out_shift(nx.bwd_data_bound(g, nx.aligned_weights(w, s)[0]))
+        n, o = g.shape[:2]
+        c, k = w.shape[1], w.shape[2]
+        gx = np.empty((n, c) + tuple(in_hw), np.int32)
+        regs = {"op": regmap.OPS["CONV_BWD_DATA"], "shift": shift, **self._shape((n, c) + tuple(in_hw), o, k, stride, pad)}
+        st = self._run("CONV_BWD_DATA", regs, {"grad": g, "wgt": w, "wshift": s, "out": gx})
+        return gx, shift, st
+
+    def conv_wgrad(self, x_q, g_q, k: int, stride: int, pad: int, mode: str = "full",
+                   threshold: int = 0) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Weight gradient. ``full``: returns (G_full int64, None, status). ``abs`` (threshold T)
+        or ``ratio`` (threshold R = ratio * 2^16): returns (G_msb, sign int8, status) with the
+        PSG counts in the status."""
+        if mode not in _MODES:
+            raise EngineError(f"unknown weight-gradient mode '{mode}' (known: {', '.join(_MODES)})")
+        x = _ints("x_q", x_q, nx.ACT, np.int8)
+        g = _ints("g_q", g_q, nx.GRAD, np.int16)
+        o, c = g.shape[1], x.shape[1]
+        scratch = np.empty((o, c, k, k), np.int64)
+        sign = np.zeros((o, c, k, k), np.int8)
+        regs = {"op": regmap.OPS["CONV_WGRAD"], "mode": _MODES[mode], "threshold": threshold,
+                **self._shape(x.shape, o, k, stride, pad)}
+        st = self._run("CONV_WGRAD", regs, {"act": x, "grad": g, "sgn": sign, "scratch": scratch})
+        return scratch, (None if mode == "full" else sign), st
+
+    def update(self, master: np.ndarray, mom: np.ndarray, sign, e_w: int, k: nx.UpdateConstants) -> int:
+        """One sign-momentum step on int32 ``master`` and ``mom`` in place; returns saturations."""
+        s = np.ascontiguousarray(sign, dtype=np.int8)
+        if master.shape != mom.shape or master.size != s.size:
+            raise EngineError(f"update: master {master.shape}, momentum {mom.shape} and sign {s.shape} differ in size")
+        regs = {"op": regmap.OPS["UPDATE"], "count": master.size, "e_w": e_w, "lr": k.LR, "wd": k.WD, "mu": k.MU}
+        return self._run("UPDATE", regs, {"master": _buffer("master", master), "mom": _buffer("mom", mom), "sgn": s})["saturations"]

@@ -1,0 +1,184 @@
+"""The engine's register map: the one place its AXI-Lite offsets are defined.
+
+    python -m hls.regmap          # regenerate the files below
+    python -m hls.regmap --check  # exit 1 if any generated file is stale
+
+From ``REGISTERS`` this module generates
+- ``hls/include/e2t_regs.h``: offsets as constants, op and mode codes, and the C structs
+  (registers in, buffer addresses, status out) of the emulation ABI ``e2t_call``;
+- the INTERFACE pragma block inside ``hls/src/e2t_engine.cpp`` (between its markers), so
+  Vitis HLS places every register at the offset written here;
+- ``hls/e2t_engine_regmap.json``: the map the host driver reads (PYNQ register-map shape).
+
+Layout follows Vitis HLS's s_axilite rules: 0x00-0x0C are the block-level control
+registers (ap_ctrl_hs), a 32-bit argument takes a data word plus a control word, a 64-bit one
+(scalars and m_axi addresses) two data words plus a control word.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+from host import numerics as nx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HEADER = os.path.join(HERE, "include", "e2t_regs.h")
+KERNEL = os.path.join(HERE, "src", "e2t_engine.cpp")
+JSON = os.path.join(HERE, "e2t_engine_regmap.json")
+VLNV = "e2t:hls:e2t_engine:1.0"
+BUNDLE = "control"
+BEGIN, END = "// BEGIN GENERATED INTERFACE (python -m hls.regmap)", "// END GENERATED INTERFACE"
+
+OPS = {"NOP": 0, "CONV_FWD": 1, "CONV_BWD_DATA": 2, "CONV_WGRAD": 3, "UPDATE": 4}
+WGRAD_MODES = {"FULL": 0, "PSG_ABS": 1, "PSG_RATIO": 2}
+STATUS = {"OK": 0, "BAD_OP": 1, "BAD_SHAPE": 2, "BAD_ARG": 3}
+
+
+@dataclass(frozen=True)
+class Reg:
+    """One argument of ``e2t_engine``: a scalar register (``in``/``out``) or a DDR buffer (``ptr``)."""
+
+    name: str
+    kind: str        # "in", "out" or "ptr"
+    ctype: str       # C type of the scalar, or of the buffer's elements
+    doc: str
+
+    @property
+    def bits(self) -> int:
+        return 64 if self.kind == "ptr" or "64" in self.ctype else 32
+
+
+REGISTERS = (
+    Reg("op", "in", "uint32_t", "operation: " + ", ".join(f"{v} {k}" for k, v in OPS.items())),
+    Reg("mode", "in", "uint32_t", "CONV_WGRAD result: " + ", ".join(f"{v} {k}" for k, v in WGRAD_MODES.items())),
+    Reg("batch", "in", "uint32_t", "N, images in the batch"),
+    Reg("c_in", "in", "uint32_t", "C, input channels of the conv"),
+    Reg("h_in", "in", "uint32_t", "H, input height"),
+    Reg("w_in", "in", "uint32_t", "W, input width"),
+    Reg("c_out", "in", "uint32_t", "O, output channels"),
+    Reg("kernel", "in", "uint32_t", "k, square kernel size"),
+    Reg("stride", "in", "uint32_t", "stride, 1 or 2"),
+    Reg("pad", "in", "uint32_t", "zero padding on each side"),
+    Reg("shift", "in", "uint32_t", "r: output rounding shift of CONV_FWD / CONV_BWD_DATA"),
+    Reg("threshold", "in", "uint64_t", "PSG: T (PSG_ABS) or R (PSG_RATIO, R / 2^16)"),
+    Reg("count", "in", "uint32_t", "UPDATE: number of weights"),
+    Reg("e_w", "in", "int32_t", "UPDATE: master weights' exponent"),
+    Reg("lr", "in", "uint64_t", "UPDATE: LR = round(lr * 2^32)"),
+    Reg("wd", "in", "uint64_t", "UPDATE: WD = round(weight decay * 2^32)"),
+    Reg("mu", "in", "uint32_t", "UPDATE: MU = round(momentum * 2^16)"),
+    Reg("act", "ptr", "int8_t", "x_q, N x C x H x W"),
+    Reg("wgt", "ptr", "int8_t", "W_q, O x C x k x k"),
+    Reg("wshift", "ptr", "int8_t", "CONV_BWD_DATA: per-output-channel weight shifts s[o]"),
+    Reg("grad", "ptr", "int16_t", "g_q, N x O x Ho x Wo"),
+    Reg("out", "ptr", "int32_t", "y (N x O x Ho x Wo) or g_x (N x C x H x W)"),
+    Reg("sgn", "ptr", "int8_t", "sign gradient (O x C x k x k) out of CONV_WGRAD, into UPDATE"),
+    Reg("scratch", "ptr", "int64_t", "CONV_WGRAD: G_full (mode FULL) or the predictor's G_msb"),
+    Reg("master", "ptr", "int32_t", "UPDATE: master weights, updated in place"),
+    Reg("mom", "ptr", "int32_t", "UPDATE: momentum, updated in place"),
+    Reg("status", "out", "uint32_t", "0 OK, else: " + ", ".join(f"{v} {k}" for k, v in STATUS.items() if v)),
+    Reg("saturations", "out", "uint32_t", "values clipped by this op"),
+    Reg("psg_sure", "out", "uint32_t", "CONV_WGRAD PSG: entries decided by the predictor"),
+    Reg("psg_tiles", "out", "uint32_t", "CONV_WGRAD PSG: weight-gradient tiles"),
+    Reg("psg_recomputed", "out", "uint32_t", "CONV_WGRAD PSG: tiles recomputed at full precision"),
+)
+
+
+def offsets() -> dict[str, int]:
+    """Byte offset of every register in the s_axilite space."""
+    out, at = {}, 0x10
+    for r in REGISTERS:
+        out[r.name] = at
+        at += 0xC if r.bits == 64 else 0x8
+    return out
+
+
+def pragma_block() -> str:
+    """The INTERFACE pragmas of ``e2t_engine``, one per argument, offsets included."""
+    off = offsets()
+    lines = [BEGIN, f"#pragma HLS INTERFACE mode=s_axilite port=return bundle={BUNDLE}"]
+    for r in REGISTERS:
+        if r.kind == "ptr":
+            lines.append(f"#pragma HLS INTERFACE mode=m_axi port={r.name} offset=slave bundle=gmem_{r.name} "
+                         f"depth=E2T_DEPTH_{r.name.upper()} max_widen_bitwidth=64")
+        lines.append(f"#pragma HLS INTERFACE mode=s_axilite port={r.name} offset=0x{off[r.name]:03X} bundle={BUNDLE}")
+    lines.append(END)
+    return "\n".join("    " + ln for ln in lines)
+
+
+def header_text() -> str:
+    """The text of e2t_regs.h."""
+    off = offsets()
+    L = ["// Generated by `python -m hls.regmap`: the engine's register map and emulation ABI.",
+         "// Do not edit: change hls/regmap.py and regenerate.",
+         "#ifndef E2T_REGS_H", "#define E2T_REGS_H", "", "#include <stdint.h>", "",
+         "// Operations, CONV_WGRAD modes and status codes."]
+    L += [f"#define E2T_OP_{k} {v}" for k, v in OPS.items()]
+    L += [f"#define E2T_WGRAD_{k} {v}" for k, v in WGRAD_MODES.items()]
+    L += [f"#define E2T_STATUS_{k} {v}" for k, v in STATUS.items()]
+    L += ["", "// AXI-Lite byte offsets (0x00 ap_ctrl: bit 0 start, 1 done, 2 idle)."]
+    L += [f"#define E2T_REG_{r.name.upper()} 0x{off[r.name]:03X}  // {r.doc}" for r in REGISTERS]
+    for struct, kind, fmt in (("e2t_regs", "in", "{t} {n};"), ("e2t_ports", "ptr", "{t} *{n};"),
+                              ("e2t_status", "out", "{t} {n};")):
+        L += ["", f"struct {struct} {{"]
+        L += [f"    {fmt.format(t=r.ctype, n=r.name)}  // {r.doc}" for r in REGISTERS if r.kind == kind]
+        L += ["};"]
+    L += ["", "// One engine call on host buffers: what the IP does after ap_start, as a C function.",
+          "#ifdef __cplusplus", 'extern "C"', "#endif",
+          "void e2t_call(const struct e2t_regs *regs, const struct e2t_ports *ports, struct e2t_status *status);",
+          "", "#endif  // E2T_REGS_H", ""]
+    return "\n".join(L)
+
+
+def regmap_json() -> dict:
+    """The register map as the host driver reads it."""
+    off = offsets()
+    regs = {}
+    for r in REGISTERS:
+        regs[r.name] = {"offset": off[r.name], "width": r.bits, "access": "read-only" if r.kind == "out" else "read-write",
+                        "kind": {"in": "scalar", "out": "status", "ptr": "address"}[r.kind], "type": r.ctype,
+                        "description": r.doc}
+    return {"ip": "e2t_engine", "vlnv": VLNV, "control": {"offset": 0, "ap_start": 0, "ap_done": 1, "ap_idle": 2},
+            "ops": OPS, "wgrad_modes": WGRAD_MODES, "status": STATUS,
+            "numerics": {name: getattr(nx, name) for name in nx.CONSTANTS},
+            "registers": regs}
+
+
+def kernel_text(current: str) -> str:
+    """``current`` (e2t_engine.cpp) with its generated INTERFACE block replaced."""
+    pattern = re.compile(r"[ \t]*" + re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(current):
+        raise ValueError(f"{KERNEL} has no '{BEGIN}' ... '{END}' block")
+    return pattern.sub(lambda _: pragma_block(), current, count=1)
+
+
+def outputs() -> dict[str, str]:
+    """Every generated file: path -> text."""
+    with open(KERNEL) as f:
+        kernel = f.read()
+    return {HEADER: header_text(), KERNEL: kernel_text(kernel), JSON: json.dumps(regmap_json(), indent=1) + "\n"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
+    args = p.parse_args(argv)
+    stale = []
+    for path, text in outputs().items():
+        old = open(path).read() if os.path.exists(path) else None
+        if old != text:
+            stale.append(os.path.relpath(path))
+            if not args.check:
+                with open(path, "w") as f:
+                    f.write(text)
+    if args.check and stale:
+        print("stale: " + ", ".join(stale) + " (run: python -m hls.regmap)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	mkdir -p bench/out
 	$(PY) bench/train_speed.py --json bench/out/train_speed.json
+	$(PY) bench/engine_speed.py --json bench/out/engine_speed.json
 	$(PY) bench/ablation.py --out bench/out/ablation
 
 clean:

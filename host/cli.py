@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--slu-beta", type=float, help=f"weight of the SLU cost loss (default {d.slu_beta})")
     t.add_argument("--slu-weighting", help=f"SLU cost per block: {', '.join(SLU_WEIGHTINGS)} "
                                            f"(default {d.slu_weighting})")
+    t.add_argument("--slu-gate-init", type=float, metavar="P",
+                   help="SLU: start the gates open, running each block with probability P (default: "
+                        "as initialised, about 0.5)")
     t.add_argument("--precision", help=f"conv arithmetic: {', '.join(PRECISIONS)} (docs/numerics.md; "
                                        f"default {d.precision})")
     t.add_argument("--psg", action="store_true",

@@ -118,10 +118,13 @@ class GatedResNet(CifarResNet):
     ``last_gates[i].sum()`` samples.
     """
 
-    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, conv=nn.Conv2d):
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, conv=nn.Conv2d,
+                 gate_init: float | None = None):
         super().__init__(depth, num_classes, in_channels, conv)
         self.gate = RecurrentGate([b.bn2.num_features for b in self.blocks[:-1]], conv)
         he_init(self.gate)
+        if gate_init is not None:
+            self.gate.start_open(gate_init)
         self.gate_masks = self.last_gates = None
 
     @property
@@ -142,11 +145,16 @@ class GatedResNet(CifarResNet):
         return self.head(x)
 
 
-def build_model(name: str, num_classes: int, in_channels: int, conv=nn.Conv2d, slu: bool = False) -> CifarResNet:
-    """``resnet20`` etc. -> a freshly initialised model (seed torch before calling); ``slu`` adds gates."""
+def build_model(name: str, num_classes: int, in_channels: int, conv=nn.Conv2d, slu: bool = False,
+                gate_init: float | None = None) -> CifarResNet:
+    """``resnet20`` etc. -> a freshly initialised model (seed torch before calling); ``slu`` adds
+    gates, started open with probability ``gate_init`` when given."""
     if name not in MODELS:
         raise E2TError(f"unknown model '{name}' (known: {', '.join(MODELS)})")
-    return (GatedResNet if slu else CifarResNet)(int(name[len("resnet"):]), num_classes, in_channels, conv)
+    depth = int(name[len("resnet"):])
+    if slu:
+        return GatedResNet(depth, num_classes, in_channels, conv, gate_init)
+    return CifarResNet(depth, num_classes, in_channels, conv)
 
 
 def count_params(model: nn.Module) -> int:

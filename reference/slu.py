@@ -8,6 +8,7 @@ pass); a linear layer and a sigmoid give the probability p of running the block.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -26,6 +27,13 @@ class RecurrentGate(nn.Module):
                                     for c in channels)
         self.lstm = nn.LSTM(hidden, hidden)
         self.proj = nn.Linear(hidden, 1)
+
+    @torch.no_grad()
+    def start_open(self, p: float) -> None:
+        """Bias the gates to run every block with probability about ``p`` at the start: the
+        output bias becomes logit(p) and the output weights shrink tenfold."""
+        self.proj.bias.fill_(math.log(p / (1 - p)))
+        self.proj.weight.mul_(0.1)
 
     def forward(self, j: int, x: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
         """Gate ``j`` on feature map ``x``: (p per sample, LSTM state for gate j + 1)."""

@@ -140,7 +140,8 @@ class Trainer:
         psg = PSGConfig(cfg.psg_tau, cfg.psg_ratio, cfg.psg_tile, cfg.psg_tile, cfg.predictive_forward) \
             if cfg.psg else None
         self.model = build_model(cfg.model, self.ds.num_classes, self.ds.in_channels,
-                                 conv=conv_factory(cfg.precision, psg), slu=cfg.slu_target is not None)
+                                 conv=conv_factory(cfg.precision, psg), slu=cfg.slu_target is not None,
+                                 gate_init=cfg.slu_gate_init)
         sync_masters(self.model)
         self.counter = OpCounter(layer_geometry(self.model, self.ds.in_channels),
                                  Precision(cfg.precision, cfg.psg))

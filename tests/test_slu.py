@@ -89,6 +89,20 @@ def test_gate_learns_through_the_task_loss():
         assert model.get_parameter(name).grad.abs().sum() > 0, name
 
 
+def test_gates_can_start_open():
+    torch.manual_seed(0)
+    closed_ish = build_model("resnet20", 10, 1, slu=True)
+    torch.manual_seed(0)
+    opened = build_model("resnet20", 10, 1, slu=True, gate_init=0.95)
+    x = torch.randn(64, 1, 32, 32)
+    torch.manual_seed(1)
+    closed_ish(x)
+    torch.manual_seed(1)
+    opened(x)
+    assert opened.gate_masks.mean() > 0.85 > closed_ish.gate_masks.mean()
+    assert torch.equal(opened.conv1.weight, closed_ish.conv1.weight)  # the backbone is untouched
+
+
 def test_cost_loss_sign_flips_at_the_target():
     assert cost_sign(0.6, 0.6) == -1.0 and cost_sign(0.59, 0.6) == -1.0 and cost_sign(0.61, 0.6) == 1.0
     masks = torch.ones(2, 5, requires_grad=True)
@@ -127,6 +141,7 @@ def test_no_target_is_the_plain_model(tmp_path):
     ({"slu_target": 1.5}, "--slu-target"),
     ({"slu_beta": -1.0}, "--slu-beta"),
     ({"slu_weighting": "flops"}, "unknown --slu-weighting 'flops'"),
+    ({"slu_gate_init": 1.0}, "--slu-gate-init"),
 ])
 def test_bad_slu_settings(kwargs, match):
     with pytest.raises(E2TError, match=match):
@@ -153,11 +168,11 @@ def test_cli_flags_reach_the_run_config(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["train", "--model", "resnet8", "--dataset", "digits", "--epochs", "1", "--quiet",
                  "--smd", "0.5", "--smd-coast", "--slu-target", "0.6", "--slu-beta", "2e-5",
-                 "--slu-weighting", "macs", "--out", out]) == 0
+                 "--slu-weighting", "macs", "--slu-gate-init", "0.9", "--out", out]) == 0
     with open(os.path.join(out, "config.json")) as f:
         saved = json.load(f)
-    assert (saved["smd"], saved["smd_coast"], saved["slu_target"], saved["slu_beta"], saved["slu_weighting"]) \
-        == (0.5, True, 0.6, 2e-5, "macs")
+    assert (saved["smd"], saved["smd_coast"], saved["slu_target"], saved["slu_beta"], saved["slu_weighting"],
+            saved["slu_gate_init"]) == (0.5, True, 0.6, 2e-5, "macs", 0.9)
     capsys.readouterr()
     assert main(["train", "--resume", "--out", out, "--smd", "0.25"]) == 2
     assert "--smd 0.25 differs" in capsys.readouterr().err

@@ -1,2 +1,3 @@
-"""The training engine's side of e2t: generated C++ headers from the numeric contract
-(and, with the engine issue, the HLS kernels, their CPU builds and the exporter)."""
+"""The training engine: the HLS C++ kernel (src/), its register map (regmap.py) and board
+configurations (boards.py), generated headers from the numeric contract (gen_numerics.py),
+the CPU builds loaded with ctypes (csim.py) and the analytical cycle model (cycles.py)."""

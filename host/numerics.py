@@ -60,11 +60,12 @@ LR_FRAC = 32                     # learning rate as LR / 2**32 (so lr < 0.5)
 RATIO_FRAC = 16                  # adaptive PSG threshold ratio as R / 2**16
 MASTER_INIT_BITS = 24            # a fresh layer's largest weight fits in 24 bits ...
 MASTER_RENORM_BITS = 30          # ... and a layer whose weights reach 2**30 is shifted right
-MASTER_EXP_MIN = -48             # keeps the update's shift (56 + e_w) positive
+MASTER_EXP_MIN = -48             # keeps the update's shift (56 + e_w) positive ...
+MASTER_EXP_MAX = 7               # ... and below 64, as the weight-decay shift 8 - e_w is above 0
 ALIGN_BITS = 12                  # backward-data aligns channel weights within 2**12 of the largest
 ACC_BITS = 64                    # accumulators of this model; docs/numerics.md bounds each op
 CONSTANTS = ("MSB_SHIFT", "MOM_EXP", "MU_FRAC", "WD_FRAC", "LR_FRAC", "RATIO_FRAC",
-             "MASTER_INIT_BITS", "MASTER_RENORM_BITS", "MASTER_EXP_MIN", "ALIGN_BITS")
+             "MASTER_INIT_BITS", "MASTER_RENORM_BITS", "MASTER_EXP_MIN", "MASTER_EXP_MAX", "ALIGN_BITS")
 
 
 # -- primitives ---------------------------------------------------------------------------
@@ -341,6 +342,9 @@ def sign_update(w, e_w: int, buf, sign, k: UpdateConstants) -> tuple[np.ndarray,
 
     Returns (W, buf, saturations). The caller renormalizes W afterwards.
     """
+    if not MASTER_EXP_MIN <= e_w <= MASTER_EXP_MAX:
+        raise ValueError(f"master exponent {e_w} outside [{MASTER_EXP_MIN}, {MASTER_EXP_MAX}]: the update's shifts "
+                         f"would leave 1..63")
     w = np.asarray(w, np.int64)
     d = np.asarray(sign, np.int64) * (1 << -MOM_EXP) + rshift_round(k.WD * w, (WD_FRAC + MOM_EXP) - e_w)
     buf, sat_b = MOM.saturate(rshift_round(k.MU * np.asarray(buf, np.int64), MU_FRAC) + d)

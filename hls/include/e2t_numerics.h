@@ -51,6 +51,7 @@ static const int RATIO_FRAC = 16;
 static const int MASTER_INIT_BITS = 24;
 static const int MASTER_RENORM_BITS = 30;
 static const int MASTER_EXP_MIN = -48;
+static const int MASTER_EXP_MAX = 7;
 static const int ALIGN_BITS = 12;
 
 // Round half up: floor(v / 2^s + 1/2) for s > 0, v * 2^-s for s <= 0.

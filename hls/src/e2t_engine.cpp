@@ -160,7 +160,7 @@ void conv_bwd_data(const int16_t *grad, const int8_t *wgt, const int8_t *wshift,
 #pragma HLS ARRAY_PARTITION variable = wb dim = 1 complete
 #pragma HLS ARRAY_PARTITION variable = wb dim = 2 complete
 #pragma HLS ARRAY_PARTITION variable = acc dim = 1 complete
-    const int taps = sh.k * sh.k, wp = sh.wp(), pix = sh.ho * sh.wo;
+    const int taps = sh.k * sh.k, wp = sh.wp();
     int smax = wshift[0];
 BWD_SMAX:
     for (int o = 1; o < sh.o; o++) {
@@ -421,7 +421,7 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
                (op == E2T_OP_CONV_WGRAD && (mode > E2T_WGRAD_PSG_RATIO ||
                                             (mode == E2T_WGRAD_PSG_RATIO && threshold > (1u << e2t::RATIO_FRAC)) ||
                                             threshold > ((uint64_t)1 << 62))) ||
-               (op == E2T_OP_UPDATE && (e_w < e2t::MASTER_EXP_MIN || e_w > 8 || lr >= ((uint64_t)1 << 31) ||
+               (op == E2T_OP_UPDATE && (e_w < e2t::MASTER_EXP_MIN || e_w > e2t::MASTER_EXP_MAX || lr >= ((uint64_t)1 << 31) ||
                                         wd >= ((uint64_t)1 << 31) || mu >= (1u << e2t::MU_FRAC)))) {
         st = E2T_STATUS_BAD_ARG;
     } else if (op == E2T_OP_CONV_FWD) {

@@ -24,9 +24,9 @@ from reference.train import Trainer  # noqa: E402
 CONFIGS = {
     "baseline": {},
     "smd": {"smd": 0.5},
-    "smd+slu": {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3},
-    "smd+slu+psg": {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3, "precision": "fixed", "psg": True,
-                    "psg_ratio": 0.05},
+    "smd+slu": {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3, "slu_gate_init": 0.95},
+    "smd+slu+psg": {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3, "slu_gate_init": 0.95, "precision": "fixed",
+                    "psg": True, "psg_ratio": 0.05},
 }
 
 

@@ -63,9 +63,10 @@ MASTER_RENORM_BITS = 30          # ... and a layer whose weights reach 2**30 is 
 MASTER_EXP_MIN = -48             # keeps the update's shift (56 + e_w) positive ...
 MASTER_EXP_MAX = 7               # ... and below 64, as the weight-decay shift 8 - e_w is above 0
 ALIGN_BITS = 12                  # backward-data aligns channel weights within 2**12 of the largest
+WSHIFT_MAX = 31                  # per-channel weight shifts s[o] lie in [0, 31] (int32 masters give <= 25)
 ACC_BITS = 64                    # accumulators of this model; docs/numerics.md bounds each op
 CONSTANTS = ("MSB_SHIFT", "MOM_EXP", "MU_FRAC", "WD_FRAC", "LR_FRAC", "RATIO_FRAC",
-             "MASTER_INIT_BITS", "MASTER_RENORM_BITS", "MASTER_EXP_MIN", "MASTER_EXP_MAX", "ALIGN_BITS")
+             "MASTER_INIT_BITS", "MASTER_RENORM_BITS", "MASTER_EXP_MIN", "MASTER_EXP_MAX", "ALIGN_BITS", "WSHIFT_MAX")
 
 
 # -- primitives ---------------------------------------------------------------------------
@@ -200,7 +201,8 @@ def fwd_bound(w_q) -> int:
 def bwd_data_bound(g_q, w_al) -> int:
     """Largest possible |conv_transpose(g_q, W_al)|: max|g_q| * max_c sum_{o,taps} |W_al[o, c]|."""
     w = np.abs(np.asarray(w_al, np.int64))
-    gmax = int(np.abs(np.asarray(g_q, np.int64)).max(initial=0))
+    g = np.asarray(g_q)
+    gmax = max(-int(g.min()), int(g.max())) if g.size else 0  # no int64 copy of a large g
     return gmax * int(w.transpose(1, 0, 2, 3).reshape(w.shape[1], -1).sum(1).max(initial=0))
 
 

@@ -132,6 +132,8 @@ def test_status_names_the_problem(engine):
         engine.conv_fwd(x, np.zeros((2, 65, 3, 3)), 1, 1)
     with pytest.raises(EngineError, match="BAD_SHAPE"):  # stride 3
         engine.conv_fwd(x[:, :4], np.zeros((2, 4, 3, 3)), 3, 1)
+    with pytest.raises(EngineError, match="BAD_ARG"):  # a weight shift outside [0, WSHIFT_MAX]
+        engine.conv_bwd_data(np.zeros((1, 2, 4, 4)), np.zeros((2, 4, 3, 3)), [0, nx.WSHIFT_MAX + 1], 1, 1, (4, 4))
     with pytest.raises(EngineError, match="BAD_ARG"):  # ratio above 1
         engine.conv_wgrad(x[:, :4], np.zeros((1, 2, 4, 4)), 3, 1, 1, "ratio", (1 << 16) + 1)
     assert engine.call({"op": 9}, {})["status"] == regmap.STATUS["BAD_OP"]

@@ -53,6 +53,7 @@ static const int MASTER_RENORM_BITS = 30;
 static const int MASTER_EXP_MIN = -48;
 static const int MASTER_EXP_MAX = 7;
 static const int ALIGN_BITS = 12;
+static const int WSHIFT_MAX = 31;
 
 // Round half up: floor(v / 2^s + 1/2) for s > 0, v * 2^-s for s <= 0.
 inline int64_t rshift_round(int64_t v, int s) {

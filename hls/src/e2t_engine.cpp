@@ -7,6 +7,7 @@
 // with the shift the host passes, weight gradients never leave as magnitudes (PSG writes signs).
 #include "e2t_engine.h"
 
+#include "e2t_checks.h"
 #include "e2t_numerics.h"
 
 #ifdef E2T_AP_TYPES
@@ -26,27 +27,9 @@ const int PIX = E2T_MAX_H * E2T_MAX_W;
 const int XB_H = E2T_MAX_H + 2 * E2T_MAX_PAD;
 const int XB_W = E2T_MAX_W + 2 * E2T_MAX_PAD;
 
-struct Shape {
-    int n, c, h, w, o, k, s, p, ho, wo;
-    int hp() const { return h + 2 * p; }
-    int wp() const { return w + 2 * p; }
-};
+using e2t::Shape;
 
-inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 inline int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
-
-// The registers describe a conv the buffers can hold and the accumulators can sum exactly.
-bool shape_ok(Shape &sh, uint32_t op) {
-    if (sh.n < 1 || sh.n > E2T_MAX_BATCH || sh.c < 1 || sh.c > E2T_MAX_C || sh.o < 1 || sh.o > E2T_MAX_C) return false;
-    if (sh.h < 1 || sh.h > E2T_MAX_H || sh.w < 1 || sh.w > E2T_MAX_W || sh.k < 1 || sh.k > E2T_MAX_K) return false;
-    if ((sh.s != 1 && sh.s != 2) || sh.p < 0 || sh.p > E2T_MAX_PAD || sh.hp() < sh.k || sh.wp() < sh.k) return false;
-    sh.ho = (sh.hp() - sh.k) / sh.s + 1;
-    sh.wo = (sh.wp() - sh.k) / sh.s + 1;
-    const int64_t taps = (int64_t)sh.k * sh.k;
-    if (op == E2T_OP_CONV_FWD) return sh.c * taps < ((int64_t)1 << (E2T_ACC_FWD_BITS - 15));     // |x W| <= 2^14
-    if (op == E2T_OP_CONV_BWD_DATA) return sh.o * taps < ((int64_t)1 << (E2T_ACC_WIDE_BITS - 35));  // |g W_al| <= 2^34
-    return (int64_t)sh.n * sh.ho * sh.wo < ((int64_t)1 << (E2T_ACC_WIDE_BITS - 23));               // |x g| <= 2^22
-}
 
 // Input channels [ct, ct + TI) of image n, zero-padded by p; the 4-bit MSB part when `use_msb`.
 void load_act(const int8_t *act, const Shape &sh, int n, int ct, bool use_msb, act_t xb[TI][XB_H][XB_W]) {
@@ -409,21 +392,12 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
     #pragma HLS INTERFACE mode=s_axilite port=psg_tiles offset=0x128 bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=psg_recomputed offset=0x130 bundle=control
     // END GENERATED INTERFACE
-    uint32_t st = E2T_STATUS_OK, sat = 0, sure = 0, tiles = 0, recomputed = 0;
-    Shape sh = {(int)batch, (int)c_in, (int)h_in, (int)w_in, (int)c_out, (int)kernel, (int)stride, (int)pad, 0, 0};
-    const bool conv = op == E2T_OP_CONV_FWD || op == E2T_OP_CONV_BWD_DATA || op == E2T_OP_CONV_WGRAD;
-    if (op != E2T_OP_NOP && op != E2T_OP_UPDATE && !conv) {
-        st = E2T_STATUS_BAD_OP;
-    } else if (conv && (batch > E2T_MAX_BATCH || c_in > E2T_MAX_C || c_out > E2T_MAX_C || h_in > E2T_MAX_H ||
-                        w_in > E2T_MAX_W || kernel > E2T_MAX_K || !shape_ok(sh, op))) {
-        st = E2T_STATUS_BAD_SHAPE;
-    } else if (((op == E2T_OP_CONV_FWD || op == E2T_OP_CONV_BWD_DATA) && shift > 62) ||
-               (op == E2T_OP_CONV_WGRAD && (mode > E2T_WGRAD_PSG_RATIO ||
-                                            (mode == E2T_WGRAD_PSG_RATIO && threshold > (1u << e2t::RATIO_FRAC)) ||
-                                            threshold > ((uint64_t)1 << 62))) ||
-               (op == E2T_OP_UPDATE && (e_w < e2t::MASTER_EXP_MIN || e_w > e2t::MASTER_EXP_MAX || lr >= ((uint64_t)1 << 31) ||
-                                        wd >= ((uint64_t)1 << 31) || mu >= (1u << e2t::MU_FRAC)))) {
-        st = E2T_STATUS_BAD_ARG;
+    uint32_t sat = 0, sure = 0, tiles = 0, recomputed = 0;
+    Shape sh;
+    const uint32_t st = e2t::check_call(op, mode, batch, c_in, h_in, w_in, c_out, kernel, stride, pad, shift, threshold,
+                                        e_w, lr, wd, mu, wshift, sh);
+    if (st != E2T_STATUS_OK) {
+        // refused: no buffer is written, only the status registers
     } else if (op == E2T_OP_CONV_FWD) {
         conv_fwd(act, wgt, out, sh, (int)shift, sat);
     } else if (op == E2T_OP_CONV_BWD_DATA) {

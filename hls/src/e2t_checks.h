@@ -1,0 +1,70 @@
+// Which register settings the engine accepts: shared by the HLS kernel (e2t_engine.cpp) and the
+// fast CPU build (hls/fast/e2t_fast.cpp), so both refuse exactly the same calls with the same code.
+#ifndef E2T_CHECKS_H
+#define E2T_CHECKS_H
+
+#include <stdint.h>
+
+#include "e2t_numerics.h"
+#include "e2t_regs.h"
+#include "engine_config.h"
+
+namespace e2t {
+
+// A conv call's shape registers, with the output size derived by shape_ok.
+struct Shape {
+    int n, c, h, w, o, k, s, p, ho, wo;
+    int hp() const { return h + 2 * p; }
+    int wp() const { return w + 2 * p; }
+};
+
+// The registers describe a conv the buffers can hold and the accumulators can sum exactly.
+inline bool shape_ok(Shape &sh, uint32_t op) {
+    if (sh.n < 1 || sh.n > E2T_MAX_BATCH || sh.c < 1 || sh.c > E2T_MAX_C || sh.o < 1 || sh.o > E2T_MAX_C) return false;
+    if (sh.h < 1 || sh.h > E2T_MAX_H || sh.w < 1 || sh.w > E2T_MAX_W || sh.k < 1 || sh.k > E2T_MAX_K) return false;
+    if ((sh.s != 1 && sh.s != 2) || sh.p < 0 || sh.p > E2T_MAX_PAD || sh.hp() < sh.k || sh.wp() < sh.k) return false;
+    sh.ho = (sh.hp() - sh.k) / sh.s + 1;
+    sh.wo = (sh.wp() - sh.k) / sh.s + 1;
+    const int64_t taps = (int64_t)sh.k * sh.k;
+    if (op == E2T_OP_CONV_FWD) return sh.c * taps < ((int64_t)1 << (E2T_ACC_FWD_BITS - 15));     // |x W| <= 2^14
+    if (op == E2T_OP_CONV_BWD_DATA) return sh.o * taps < ((int64_t)1 << (E2T_ACC_WIDE_BITS - 35));  // |g W_al| <= 2^34
+    return (int64_t)sh.n * sh.ho * sh.wo < ((int64_t)1 << (E2T_ACC_WIDE_BITS - 23));               // |x g| <= 2^22
+}
+
+// Per-channel weight shifts of CONV_BWD_DATA lie in [0, WSHIFT_MAX], so alignment shifts stay small.
+inline bool wshift_ok(const int8_t *wshift, int o) {
+    bool ok = true;
+CHECK_WSHIFT:
+    for (int i = 0; i < o; i++) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_C
+        ok &= wshift[i] >= 0 && wshift[i] <= WSHIFT_MAX;
+    }
+    return ok;
+}
+
+// The status an op gets before it runs: OK, or why it is refused. Fills in `sh` for conv ops.
+inline uint32_t check_call(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint32_t h_in, uint32_t w_in,
+                           uint32_t c_out, uint32_t kernel, uint32_t stride, uint32_t pad, uint32_t shift,
+                           uint64_t threshold, int32_t e_w, uint64_t lr, uint64_t wd, uint32_t mu,
+                           const int8_t *wshift, Shape &sh) {
+    sh.n = (int)batch; sh.c = (int)c_in; sh.h = (int)h_in; sh.w = (int)w_in; sh.o = (int)c_out;
+    sh.k = (int)kernel; sh.s = (int)stride; sh.p = (int)pad; sh.ho = sh.wo = 0;
+    const bool conv = op == E2T_OP_CONV_FWD || op == E2T_OP_CONV_BWD_DATA || op == E2T_OP_CONV_WGRAD;
+    if (op != E2T_OP_NOP && op != E2T_OP_UPDATE && !conv) return E2T_STATUS_BAD_OP;
+    if (conv && (batch > E2T_MAX_BATCH || c_in > E2T_MAX_C || c_out > E2T_MAX_C || h_in > E2T_MAX_H ||
+                 w_in > E2T_MAX_W || kernel > E2T_MAX_K || !shape_ok(sh, op)))
+        return E2T_STATUS_BAD_SHAPE;
+    if ((op == E2T_OP_CONV_FWD || op == E2T_OP_CONV_BWD_DATA) && shift > 62) return E2T_STATUS_BAD_ARG;
+    if (op == E2T_OP_CONV_BWD_DATA && !wshift_ok(wshift, sh.o)) return E2T_STATUS_BAD_ARG;
+    if (op == E2T_OP_CONV_WGRAD && (mode > E2T_WGRAD_PSG_RATIO || threshold > ((uint64_t)1 << 62) ||
+                                    (mode == E2T_WGRAD_PSG_RATIO && threshold > ((uint64_t)1 << RATIO_FRAC))))
+        return E2T_STATUS_BAD_ARG;
+    if (op == E2T_OP_UPDATE && (e_w < MASTER_EXP_MIN || e_w > MASTER_EXP_MAX || lr >= ((uint64_t)1 << 31) ||
+                                wd >= ((uint64_t)1 << 31) || mu >= ((uint32_t)1 << MU_FRAC)))
+        return E2T_STATUS_BAD_ARG;
+    return E2T_STATUS_OK;
+}
+
+}  // namespace e2t
+
+#endif  // E2T_CHECKS_H

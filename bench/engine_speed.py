@@ -102,8 +102,8 @@ def main() -> None:
     for b in args.builds:
         for op in OPS:
             ratios = [r[b] / r["torch"] for r in rows if r["op"] == op]
-            print(f"{b:<7} {op:<10} ratio to torch: geometric mean {float(np.exp(np.mean(np.log(ratios)))):.2f}, "
-                  f"min {min(ratios):.2f}")
+            print(f"{b:<7} {op:<10} ratio to torch: geometric mean {float(np.exp(np.mean(np.log(ratios)))):.3f}, "
+                  f"min {min(ratios):.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"batch": args.batch, "slow_batch": args.slow_batch, "threads": args.threads, "rows": rows}, f, indent=1)

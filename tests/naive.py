@@ -45,3 +45,13 @@ def wgrad_acc(x, g, k, stride, pad):
             patch = xp[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
             gw += np.einsum("nckl,no->ockl", patch, g[:, :, i, j].astype(np.int64))
     return gw
+
+
+def update_operands(seed: int, count: int):
+    """Random master weights, momenta and signs for update tests, with saturating values first."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-2**31, 2**31, count)
+    buf = rng.integers(-2**31, 2**31, count)
+    sign = rng.integers(-1, 2, count)
+    w[:2], buf[:2], sign[:2] = [-2**31 + 5, 2**31 - 5], [2**31 - 1, -2**31], [1, -1]
+    return w, buf, sign

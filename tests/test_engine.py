@@ -114,11 +114,7 @@ def test_psg_threshold_extremes(engine):
 
 @pytest.mark.parametrize("e_w", [-48, -30, -12])
 def test_update_equals_the_contract(engine, e_w):
-    rng = np.random.default_rng(e_w + 100)
-    w = rng.integers(-2**31, 2**31, 1000)
-    buf = rng.integers(-2**31, 2**31, 1000)
-    sign = rng.integers(-1, 2, 1000)
-    w[:2], buf[:2], sign[:2] = [-2**31 + 5, 2**31 - 5], [2**31 - 1, -2**31], [1, -1]
+    w, buf, sign = naive.update_operands(e_w + 100, 1000)
     k = nx.UpdateConstants.from_floats(0.1, 1e-4, 0.9)
     w_ref, buf_ref, sat_ref = nx.sign_update(w, e_w, buf, sign, k)
     master, mom = w.astype(np.int32), buf.astype(np.int32)

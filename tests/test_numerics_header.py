@@ -6,6 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
+import naive
 from hls import gen_numerics
 from host import numerics as nx
 
@@ -47,11 +48,7 @@ def test_cpp_elementwise_ops_equal_numpy(checker):
 
 @pytest.mark.parametrize("e_w", [-48, -24, -12])
 def test_cpp_sign_update_equals_numpy(checker, e_w):
-    rng = np.random.default_rng(e_w + 50)
-    w = rng.integers(-2**31, 2**31, 400)
-    buf = rng.integers(-2**31, 2**31, 400)
-    sign = rng.integers(-1, 2, 400)
-    w[:2], buf[:2], sign[:2] = [-2**31 + 5, 2**31 - 5], [2**31 - 1, -2**31], [1, -1]
+    w, buf, sign = naive.update_operands(e_w + 50, 400)
     k = nx.UpdateConstants.from_floats(0.1, 1e-4, 0.9)
     out = checker("".join(f"U {a} {b} {c} {e_w} {k.LR} {k.WD} {k.MU}\n" for a, b, c in zip(w, buf, sign)))
     got = np.array([[int(t) for t in line.split()] for line in out if line])

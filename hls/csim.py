@@ -101,12 +101,13 @@ def build(variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None) ->
         tmp = lib + f".tmp{os.getpid()}"
         cmd = _command(variant, folder, tmp)
         start = time.perf_counter()
-        (log or (lambda m: print(m, file=sys.stderr)))(f"e2t: building the '{variant}' engine for {board} ...")
+        say = log or (lambda m: print(m, file=sys.stderr))
+        say(f"e2t: building the '{variant}' engine for {board} ...")
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise EngineError(f"building the '{variant}' engine failed:\n{' '.join(cmd)}\n{done.stderr[-4000:]}")
         os.replace(tmp, lib)
-        (log or (lambda m: print(m, file=sys.stderr)))(f"e2t: built {lib} in {time.perf_counter() - start:.1f} s")
+        say(f"e2t: built {lib} in {time.perf_counter() - start:.1f} s")
     return lib
 
 

@@ -129,10 +129,11 @@ class Estimate:
 def estimate_layer(s: ConvShape, b: Board, psg: bool = True, recomputed: int | None = None) -> list[Estimate]:
     """Forward, backward-to-input, weight gradient (with PSG) and update of one conv layer."""
     weights = s.o * s.c * s.k * s.k
-    wg_macs = s.macs * (2 if psg else 1) if recomputed is None else s.macs + s.macs * recomputed // max(tiles(s, b), 1)
+    recomputed = tiles(s, b) if recomputed is None else recomputed
+    wg_macs = s.macs + (s.macs * recomputed // tiles(s, b) if psg else 0)  # predictor + recomputed tiles
     return [Estimate("conv_fwd", conv_fwd(s, b), s.macs, b),
             Estimate("conv_bwd_data", conv_bwd_data(s, b), s.macs, b),
-            Estimate("conv_wgrad", conv_wgrad(s, b, psg, recomputed), wg_macs if psg else s.macs, b),
+            Estimate("conv_wgrad", conv_wgrad(s, b, psg, recomputed), wg_macs, b),
             Estimate("update", update(weights), 0, b)]
 
 

@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="selective layer update: gate the residual blocks and aim at executing this "
                         "fraction of them (default: no gates)")
     t.add_argument("--slu-beta", type=float, help=f"weight of the SLU cost loss (default {d.slu_beta})")
+    t.add_argument("--slu-band", type=float, metavar="B",
+                   help="SLU: the cost loss's sign ramps linearly from -1 to +1 as the executed fraction "
+                        "goes from target - B to target + B, instead of flipping at the target "
+                        f"(default {d.slu_band}: flip)")
     t.add_argument("--slu-weighting", help=f"SLU cost per block: {', '.join(SLU_WEIGHTINGS)} "
                                            f"(default {d.slu_weighting})")
     t.add_argument("--slu-gate-init", type=float, metavar="P",

@@ -35,6 +35,7 @@ class TrainConfig:
     smd_coast: bool = False  # SMD: dropped iterations still step with zero gradients
     slu_target: float | None = None  # SLU: executed fraction of gated blocks aimed at; None = no gates
     slu_beta: float = 1e-5  # SLU: weight of the computational-cost loss
+    slu_band: float = 0.0  # SLU: cost sign ramps from -1 to +1 over target +- band; 0 = the authors' step
     slu_weighting: str = "uniform"  # SLU: per-block cost weights, uniform or by MACs
     slu_gate_init: float | None = None  # SLU: gates start running blocks with this probability; None: p ~ 0.5
     precision: str = "fp32"  # conv arithmetic: fp32, or fixed (docs/numerics.md)
@@ -64,6 +65,8 @@ class TrainConfig:
             raise E2TError(f"--slu-target must be an executed fraction in (0, 1], got {self.slu_target}")
         if self.slu_beta < 0:
             raise E2TError(f"--slu-beta must be >= 0, got {self.slu_beta}")
+        if not 0 <= self.slu_band < 1:
+            raise E2TError(f"--slu-band must be a fraction in [0, 1), got {self.slu_band}")
         if self.slu_gate_init is not None and not 0 < self.slu_gate_init < 1:
             raise E2TError(f"--slu-gate-init must be a probability in (0, 1), got {self.slu_gate_init}")
         if self.slu_weighting not in SLU_WEIGHTINGS:

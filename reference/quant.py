@@ -101,10 +101,14 @@ def conv_wgrad(x_q, g_q, w_shape, stride, pad) -> torch.Tensor:
     return per_sample.sum(0).to(torch.int64).view(o, c, k, k)
 
 
-def psg_select(g_msb, g_full, T=None, R=None) -> tuple[torch.Tensor, torch.Tensor]:
+def psg_select(g_msb, full, T=None, R=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sign, sure): the predictor's sign where |G_msb| clears the threshold, else the sign of
+    the full gradient; ``full()`` computes that gradient and is called only if an entry is unsure."""
     a = g_msb.abs()
     sure = a >= T if T is not None else (a << nx.RATIO_FRAC) >= R * int(a.max())
-    return torch.where(sure, g_msb.sign(), g_full.sign()).to(torch.int8), sure
+    if bool(sure.all()):
+        return g_msb.sign().to(torch.int8), sure
+    return torch.where(sure, g_msb.sign(), full().sign()).to(torch.int8), sure
 
 
 # -- the update ---------------------------------------------------------------------------
@@ -169,15 +173,15 @@ class _IntConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx_q, r, e_ref = conv_bwd_data(g_q, w_q, e_o, stride, pad, ctx.in_shape)
             g_x = to_float(gx_q, e_g + e_ref + r)
-        g_full = conv_wgrad(x_q, g_q, w_q.shape, stride, pad)
+        full = lambda: conv_wgrad(x_q, g_q, w_q.shape, stride, pad)  # noqa: E731
         if layer.mode != "psg":
-            return g_x, to_float(g_full, e_x + e_g), None
+            return g_x, to_float(full(), e_x + e_g), None
         g_msb = conv_wgrad(msb(x_q), g_q, w_q.shape, stride, pad)
         cfg = layer.psg
         if cfg.ratio is None:
-            sign, sure = psg_select(g_msb, g_full, T=nx.threshold_abs(cfg.tau, e_x, e_g))
+            sign, sure = psg_select(g_msb, full, T=nx.threshold_abs(cfg.tau, e_x, e_g))
         else:
-            sign, sure = psg_select(g_msb, g_full, R=nx.ratio_fixed(cfg.ratio))
+            sign, sure = psg_select(g_msb, full, R=nx.ratio_fixed(cfg.ratio))
         tiles, recomputed, pairs = nx.uncertain_tiles(sure.numpy(), cfg.tile_o, cfg.tile_i)
         layer.stats.update(entries=sure.numel(), predicted=int(sure.sum()), tiles=tiles,
                            tiles_recomputed=recomputed, pairs_recomputed=pairs)

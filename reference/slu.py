@@ -75,9 +75,16 @@ def cost_weights(block_macs: Sequence[int], weighting: str) -> torch.Tensor:
     return torch.ones_like(w) if weighting == "uniform" else w / w.mean()
 
 
-def cost_sign(executed_fraction: float, target: float) -> float:
-    """-1 (reward executing) while at or below the target, +1 (reward skipping) above it."""
-    return -1.0 if executed_fraction <= target else 1.0
+def cost_sign(executed_fraction: float, target: float, band: float = 0.0) -> float:
+    """-1 (reward executing) while at or below the target, +1 (reward skipping) above it.
+
+    With ``band`` > 0 the sign is proportional near the target: (fraction - target) / band,
+    clipped to [-1, 1]. The step (band 0, the authors' rule) pushes every gate's logit the full
+    beta one way or the other on every batch, even at the target; the ramp lets it settle.
+    """
+    if band == 0:
+        return -1.0 if executed_fraction <= target else 1.0
+    return max(-1.0, min(1.0, (executed_fraction - target) / band))
 
 
 def cost_loss(masks: torch.Tensor, weights: torch.Tensor, sign: float, beta: float) -> torch.Tensor:

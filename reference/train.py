@@ -216,7 +216,7 @@ class Trainer:
         """The SLU cost loss of the last forward pass, signed by the global batch's executed fraction."""
         masks = self.model.gate_masks
         executed, count = self.world.sum([masks.detach().sum().item(), masks.numel()])
-        sign = cost_sign(executed / count, self.cfg.slu_target)
+        sign = cost_sign(executed / count, self.cfg.slu_target, self.cfg.slu_band)
         # DDP averages gradients over ranks; the factor makes the sum run over the global batch
         return self.world.size * cost_loss(masks, self.slu_weights, sign, self.cfg.slu_beta)
 

@@ -90,7 +90,8 @@ def layer_step(mode, shape, psg=None, seed=0):
 
 
 @pytest.mark.parametrize("shape", SHAPES[1:6])
-@pytest.mark.parametrize("psg", [q.PSGConfig(tau=1e-4), q.PSGConfig(ratio=0.2, tile_o=2, tile_i=2)])
+@pytest.mark.parametrize("psg", [q.PSGConfig(tau=1e-4), q.PSGConfig(tau=0.0),  # tau 0: no full gradient computed
+                                 q.PSGConfig(ratio=0.2, tile_o=2, tile_i=2)])
 def test_psg_layer_equals_contract(shape, psg):
     n, c, o, h, w, k, stride, pad = shape
     layer, x, y, g = layer_step("psg", shape, psg)

@@ -105,6 +105,9 @@ def test_gates_can_start_open():
 
 def test_cost_loss_sign_flips_at_the_target():
     assert cost_sign(0.6, 0.6) == -1.0 and cost_sign(0.59, 0.6) == -1.0 and cost_sign(0.61, 0.6) == 1.0
+    # with a band the sign ramps through 0 at the target and saturates at target +- band
+    assert [cost_sign(f, 0.6, band=0.05) for f in (0.5, 0.55, 0.575, 0.6, 0.625, 0.65, 0.9)] == \
+        pytest.approx([-1.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.0])
     masks = torch.ones(2, 5, requires_grad=True)
     weights = torch.tensor([1.0, 3.0])
     for sign in (-1.0, 1.0):
@@ -140,6 +143,8 @@ def test_no_target_is_the_plain_model(tmp_path):
     ({"slu_target": 0.0}, "--slu-target"),
     ({"slu_target": 1.5}, "--slu-target"),
     ({"slu_beta": -1.0}, "--slu-beta"),
+    ({"slu_band": -0.1}, "--slu-band"),
+    ({"slu_band": 1.0}, "--slu-band"),
     ({"slu_weighting": "flops"}, "unknown --slu-weighting 'flops'"),
     ({"slu_gate_init": 1.0}, "--slu-gate-init"),
 ])
@@ -168,11 +173,11 @@ def test_cli_flags_reach_the_run_config(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["train", "--model", "resnet8", "--dataset", "digits", "--epochs", "1", "--quiet",
                  "--smd", "0.5", "--smd-coast", "--slu-target", "0.6", "--slu-beta", "2e-5",
-                 "--slu-weighting", "macs", "--slu-gate-init", "0.9", "--out", out]) == 0
+                 "--slu-band", "0.05", "--slu-weighting", "macs", "--slu-gate-init", "0.9", "--out", out]) == 0
     with open(os.path.join(out, "config.json")) as f:
         saved = json.load(f)
     assert (saved["smd"], saved["smd_coast"], saved["slu_target"], saved["slu_beta"], saved["slu_weighting"],
-            saved["slu_gate_init"]) == (0.5, True, 0.6, 2e-5, "macs", 0.9)
+            saved["slu_gate_init"], saved["slu_band"]) == (0.5, True, 0.6, 2e-5, "macs", 0.9, 0.05)
     capsys.readouterr()
     assert main(["train", "--resume", "--out", out, "--smd", "0.25"]) == 2
     assert "--smd 0.25 differs" in capsys.readouterr().err

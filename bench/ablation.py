@@ -1,12 +1,17 @@
 """E2-Train ablation: baseline / SMD / SMD+SLU / SMD+SLU+PSG, accuracy vs counted work.
 
-    python bench/ablation.py [--model resnet20] [--dataset mnist5k] [--epochs 30] [--jobs 2]
+    python bench/ablation.py [--model resnet20] [--dataset mnist5k] [--epochs 60] [--jobs N]
                              [--only NAME ...] [--out bench/out/ablation]
 
 Trains each configuration with the reference trainer (same seed and schedule), then prints
 test accuracy, the MACs and DDR bytes counted over the whole run (host/opcount.py) and
 their ratios to the float baseline, and writes the table as JSON next to the run folders.
 Counts are operations, not joules: the energy model turns them into modeled energy.
+
+All rows share one schedule (60 epochs, lr steps at 50 % and 75 % of the iterations, SMD's
+dropped iterations counted in it). The float baseline saturates within 15 epochs on mnist5k,
+the gated SLU network does not: at 15 / 30 / 60 epochs SMD+SLU (target 0.6) reached about
+94 / 97.5 / 98.1 % on one thread, against 98.0 / 98.6 / 98.8 % for SMD alone.
 
 Every configuration trains in its own process on one thread (``--jobs`` at a time, longest
 first), so the table does not depend on the machine's core count: PyTorch's CPU kernels sum
@@ -42,7 +47,8 @@ CONFIGS = {
     # the adaptive threshold: entries under 5 % of max|G_msb| are recomputed, tile by tile
     "smd+slu+psg-ratio": {**SLU, **PSG, "psg_ratio": 0.05},
 }
-SLOW = ("smd+slu+psg", "smd+slu+psg-ratio")  # the reference's PSG runs about 10x slower: start them first
+DEFAULT = ("baseline", "smd", "smd+slu", "smd+slu+psg")  # the rows run unless --only names others
+SLOW = ("smd+slu+psg", "smd+slu+psg-ratio")  # the reference's PSG runs about 5x slower: start them first
 
 
 def run(name: str, overrides: dict, args) -> dict:
@@ -86,14 +92,18 @@ def main() -> None:
     p.add_argument("--model", default="resnet20")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--data-dir")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="configurations trained at once, one thread each (default: up to 2)")
-    p.add_argument("--only", nargs="*", choices=list(CONFIGS), help="run a subset (baseline always runs)")
+    p.add_argument("--jobs", type=int, default=min(len(DEFAULT), os.cpu_count() or 1),
+                   help="configurations trained at once, one thread each (default: one per core, at most "
+                        f"{len(DEFAULT)})")
+    p.add_argument("--only", nargs="*", choices=list(CONFIGS),
+                   help=f"run these instead of {', '.join(DEFAULT[1:])} (baseline always runs)")
     p.add_argument("--out", default="bench/out/ablation")
     args = p.parse_args()
-    names = ["baseline"] + [n for n in CONFIGS if n != "baseline" and (not args.only or n in args.only)]
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
+    names = ["baseline"] + [n for n in CONFIGS if n != "baseline" and n in (args.only or DEFAULT)]
     order = sorted(names, key=lambda n: n not in SLOW)
     print(f"training {', '.join(order)} ({args.jobs} at a time, one thread each) ...", flush=True)
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:

@@ -13,6 +13,7 @@ the same integers. ``QConv2d`` drops into ``CifarResNet(conv=...)``:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -173,7 +174,7 @@ class _IntConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx_q, r, e_ref = conv_bwd_data(g_q, w_q, e_o, stride, pad, ctx.in_shape)
             g_x = to_float(gx_q, e_g + e_ref + r)
-        full = lambda: conv_wgrad(x_q, g_q, w_q.shape, stride, pad)  # noqa: E731
+        full = functools.partial(conv_wgrad, x_q, g_q, w_q.shape, stride, pad)
         if layer.mode != "psg":
             return g_x, to_float(full(), e_x + e_g), None
         g_msb = conv_wgrad(msb(x_q), g_q, w_q.shape, stride, pad)

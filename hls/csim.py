@@ -170,8 +170,9 @@ class Engine:
         if st["status"] != regmap.STATUS["OK"]:
             raise EngineError(f"e2t_engine refused {what} with registers {regs}: {_STATUS_NAMES.get(st['status'], st['status'])}"
                               f" (limits of board {self.board.name}: channels <= {self.board.max_c}, "
-                              f"H, W <= {self.board.max_h}, k <= {self.board.max_k}, pad <= {self.board.max_pad}, "
-                              f"batch <= {self.board.max_batch})")
+                              f"H, W <= {self.board.max_h}, output map <= {self.board.max_ho} x {self.board.max_wo}, "
+                              f"k <= {self.board.max_k}, pad <= {self.board.max_pad}, batch <= {self.board.max_batch}; "
+                              f"docs/numerics.md, section 8)")
         return st
 
     @staticmethod

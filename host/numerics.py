@@ -188,8 +188,13 @@ def _cols(x, k: int, stride: int, pad: int) -> tuple[np.ndarray, int, int]:
 
 
 def out_shift(bound: int) -> int:
-    """Right shift that makes every possible result fit the 32-bit output format."""
-    return max(0, bitlen(bound) - (OUT.bits - 1))
+    """Smallest right shift r >= 0 after which every result within +-``bound`` fits the 32-bit
+    output format: ``bound + 2**(r-1) < 2**(31+r)`` (the rounding half counts), so nothing the
+    bound admits can saturate."""
+    r = max(0, bitlen(bound) - (OUT.bits - 1))
+    while r > 0 and bound + (1 << (r - 1)) >= 1 << (OUT.bits - 1 + r):
+        r += 1
+    return r
 
 
 def fwd_bound(w_q) -> int:
@@ -347,8 +352,11 @@ def sign_update(w, e_w: int, buf, sign, k: UpdateConstants) -> tuple[np.ndarray,
     if not MASTER_EXP_MIN <= e_w <= MASTER_EXP_MAX:
         raise ValueError(f"master exponent {e_w} outside [{MASTER_EXP_MIN}, {MASTER_EXP_MAX}]: the update's shifts "
                          f"would leave 1..63")
+    sign = np.asarray(sign, np.int64)
+    if sign.size and (sign.min() < -1 or sign.max() > 1):
+        raise ValueError("sign inputs of the update must lie in {-1, 0, +1}")
     w = np.asarray(w, np.int64)
-    d = np.asarray(sign, np.int64) * (1 << -MOM_EXP) + rshift_round(k.WD * w, (WD_FRAC + MOM_EXP) - e_w)
+    d = sign * (1 << -MOM_EXP) + rshift_round(k.WD * w, (WD_FRAC + MOM_EXP) - e_w)
     buf, sat_b = MOM.saturate(rshift_round(k.MU * np.asarray(buf, np.int64), MU_FRAC) + d)
     step = rshift_round(k.LR * buf, LR_FRAC - MOM_EXP + e_w)
     w, sat_w = MASTER.saturate(w - step)

@@ -974,7 +974,7 @@ extern "C" void e2t_call(const struct e2t_regs *regs, const struct e2t_ports *po
     uint32_t sat = 0, sure = 0, tiles = 0, recomputed = 0;
     Shape sh;
     const uint32_t st = e2t::check_call(op, mode, batch, c_in, h_in, w_in, c_out, kernel, stride, pad, shift, threshold,
-                                        e_w, lr, wd, mu, ports->wshift, sh);
+                                        count, e_w, lr, wd, mu, ports->wshift, ports->sgn, sh);
     if (st != E2T_STATUS_OK) {
         // refused: no buffer is written, only the status
     } else if (op == E2T_OP_CONV_FWD) {

@@ -25,6 +25,7 @@ inline bool shape_ok(Shape &sh, uint32_t op) {
     if ((sh.s != 1 && sh.s != 2) || sh.p < 0 || sh.p > E2T_MAX_PAD || sh.hp() < sh.k || sh.wp() < sh.k) return false;
     sh.ho = (sh.hp() - sh.k) / sh.s + 1;
     sh.wo = (sh.wp() - sh.k) / sh.s + 1;
+    if (sh.ho > E2T_MAX_HO || sh.wo > E2T_MAX_WO) return false;  // the output tiles hold E2T_MAX_HO x E2T_MAX_WO
     const int64_t taps = (int64_t)sh.k * sh.k;
     if (op == E2T_OP_CONV_FWD) return sh.c * taps < ((int64_t)1 << (E2T_ACC_FWD_BITS - 15));     // |x W| <= 2^14
     if (op == E2T_OP_CONV_BWD_DATA) return sh.o * taps < ((int64_t)1 << (E2T_ACC_WIDE_BITS - 35));  // |g W_al| <= 2^34
@@ -42,11 +43,23 @@ CHECK_WSHIFT:
     return ok;
 }
 
+// Sign inputs of UPDATE lie in {-1, 0, +1}: anything else is refused before a weight changes.
+inline bool signs_ok(const int8_t *sgn, uint32_t count) {
+    bool ok = true;
+CHECK_SIGNS:
+    for (uint32_t i = 0; i < count; i++) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_DEPTH_MASTER
+#pragma HLS PIPELINE II = 1
+        ok &= sgn[i] >= -1 && sgn[i] <= 1;
+    }
+    return ok;
+}
+
 // The status an op gets before it runs: OK, or why it is refused. Fills in `sh` for conv ops.
 inline uint32_t check_call(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint32_t h_in, uint32_t w_in,
                            uint32_t c_out, uint32_t kernel, uint32_t stride, uint32_t pad, uint32_t shift,
-                           uint64_t threshold, int32_t e_w, uint64_t lr, uint64_t wd, uint32_t mu,
-                           const int8_t *wshift, Shape &sh) {
+                           uint64_t threshold, uint32_t count, int32_t e_w, uint64_t lr, uint64_t wd, uint32_t mu,
+                           const int8_t *wshift, const int8_t *sgn, Shape &sh) {
     sh.n = (int)batch; sh.c = (int)c_in; sh.h = (int)h_in; sh.w = (int)w_in; sh.o = (int)c_out;
     sh.k = (int)kernel; sh.s = (int)stride; sh.p = (int)pad; sh.ho = sh.wo = 0;
     const bool conv = op == E2T_OP_CONV_FWD || op == E2T_OP_CONV_BWD_DATA || op == E2T_OP_CONV_WGRAD;
@@ -60,7 +73,7 @@ inline uint32_t check_call(uint32_t op, uint32_t mode, uint32_t batch, uint32_t 
                                     (mode == E2T_WGRAD_PSG_RATIO && threshold > ((uint64_t)1 << RATIO_FRAC))))
         return E2T_STATUS_BAD_ARG;
     if (op == E2T_OP_UPDATE && (e_w < MASTER_EXP_MIN || e_w > MASTER_EXP_MAX || lr >= ((uint64_t)1 << 31) ||
-                                wd >= ((uint64_t)1 << 31) || mu >= ((uint32_t)1 << MU_FRAC)))
+                                wd >= ((uint64_t)1 << 31) || mu >= ((uint32_t)1 << MU_FRAC) || !signs_ok(sgn, count)))
         return E2T_STATUS_BAD_ARG;
     return E2T_STATUS_OK;
 }

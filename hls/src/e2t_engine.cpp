@@ -23,7 +23,7 @@ namespace {
 const int TO = E2T_TILE_O;
 const int TI = E2T_TILE_I;
 const int KK = E2T_MAX_K * E2T_MAX_K;
-const int PIX = E2T_MAX_H * E2T_MAX_W;
+const int PIX = E2T_MAX_HO * E2T_MAX_WO;  // output maps: shape_ok refuses larger ones
 const int XB_H = E2T_MAX_H + 2 * E2T_MAX_PAD;
 const int XB_W = E2T_MAX_W + 2 * E2T_MAX_PAD;
 
@@ -108,7 +108,7 @@ FWD_IMAGE:
                         for (int yo = 0; yo < sh.ho; yo++)
                         FWD_COL:
                             for (int xo = 0; xo < sh.wo; xo++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_W
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_WO
 #pragma HLS PIPELINE II = 1
 #pragma HLS DEPENDENCE variable = acc inter false
                                 const int i = yo * sh.wo + xo, t = kh * sh.k + kw;
@@ -184,7 +184,7 @@ BWD_IMAGE:
                         for (int yo = 0; yo < sh.ho; yo++)
                         BWD_COL:
                             for (int xo = 0; xo < sh.wo; xo++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_W
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_WO
 #pragma HLS PIPELINE II = 1
 #pragma HLS DEPENDENCE variable = acc inter false
                                 const int i = yo * sh.wo + xo, t = kh * sh.k + kw;
@@ -237,7 +237,7 @@ WG_IMAGE:
                 for (int yo = 0; yo < sh.ho; yo++)
                 WG_COL:
                     for (int xo = 0; xo < sh.wo; xo++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_W
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_WO
 #pragma HLS PIPELINE II = 1
                         const int i = yo * sh.wo + xo, t = kh * sh.k + kw;
                         for (int to = 0; to < TO; to++)
@@ -395,7 +395,7 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
     uint32_t sat = 0, sure = 0, tiles = 0, recomputed = 0;
     Shape sh;
     const uint32_t st = e2t::check_call(op, mode, batch, c_in, h_in, w_in, c_out, kernel, stride, pad, shift, threshold,
-                                        e_w, lr, wd, mu, wshift, sh);
+                                        count, e_w, lr, wd, mu, wshift, sgn, sh);
     if (st != E2T_STATUS_OK) {
         // refused: no buffer is written, only the status registers
     } else if (op == E2T_OP_CONV_FWD) {

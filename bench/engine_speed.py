@@ -1,17 +1,23 @@
 """Engine speed on this CPU: GMAC/s of every op for every CPU build vs PyTorch float32.
 
-    python bench/engine_speed.py [--batch 128] [--slow-batch 2] [--builds fast native ap] [--json out.json]
+    python bench/engine_speed.py [--batch 128] [--slow-batch 2] [--builds fast native ap]
+                                 [--paths auto avx2] [--json out.json]
 
-Shapes are ResNet-20's conv layers. The fast build and PyTorch run at ``--batch``; the kernel
-builds (native, ap) loop like the hardware and run at ``--slow-batch`` (GMAC/s is a rate, so
-the figures compare; the ratio column says how each build does against PyTorch on the same op).
-Target of the engine issue: fast build >= 0.5x PyTorch float conv on these shapes.
+Shapes are ResNet-20's conv layers. The fast build (once per CPU path in ``--paths``: ``auto``
+takes the best one per call, the others are forced) and PyTorch run at ``--batch``; the kernel
+builds (native, ap) loop like the hardware and run at ``--slow-batch`` (GMAC/s is a rate, so the
+figures compare; the ratio column says how each build does against PyTorch on the same op).
+``wgrad_psg`` is the PSG weight gradient (predictor, then the recompute of every tile holding an
+unsure entry, adaptive threshold 0.05 on random data) against torch's plain weight gradient.
+Targets (engine issue): fast auto >= 1.0x torch as the geometric mean of fwd, of bwd_data and of
+wgrad, no shape below 0.8x, wgrad_psg >= 0.6x.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 
@@ -51,6 +57,18 @@ def engine_calls(eng: Engine, rng, n, c, o, h, k, stride) -> dict:
             "wgrad_psg": lambda: eng.conv_wgrad(x, g, k, stride, pad, "ratio", R)}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def torch_calls(n, c, o, h, k, stride) -> dict:
     import torch
     from torch.nn.grad import conv2d_input, conv2d_weight
@@ -68,45 +86,68 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--slow-batch", type=int, default=2, help="batch of the kernel builds (native, ap)")
     p.add_argument("--builds", nargs="+", default=["fast", "native", "ap"], choices=["fast", "native", "ap"])
+    p.add_argument("--paths", nargs="+", default=["auto", "avx2"],
+                   help="CPU paths of the fast build to time (auto = the best per call; others forced)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     rng = np.random.default_rng(0)
-    engines = {b: Engine(b) for b in args.builds}
-    rows = []
+    engines = {}
+    for b in args.builds:
+        if b != "fast":
+            engines[b] = Engine(b)
+            continue
+        probe = Engine("fast")
+        for path in args.paths:
+            if not probe.cpu_paths().get(path):
+                print(f"skipping fast path '{path}': not run by this CPU (it runs: "
+                      f"{', '.join(n for n, ok in probe.cpu_paths().items() if ok)})")
+                continue
+            engines[f"fast:{path}"] = Engine("fast", cpu_path=path)
+    names = list(engines)
+    slow = lambda name: not name.startswith("fast")  # noqa: E731
+    print(f"CPU: {cpu_model()} ({platform.machine()}); fast paths this CPU runs: "
+          f"{', '.join(n for n, ok in Engine('fast').cpu_paths().items() if ok)}")
     print(f"GMAC/s on this CPU ({args.threads} threads); torch and fast at batch {args.batch}, "
           f"native and ap at batch {args.slow_batch}; ratio = build / torch float32 on the same op")
-    head = f"{'shape c>o h k/s':<18}{'op':<11}{'torch':>8}" + "".join(f"{b:>9}{'ratio':>7}" for b in args.builds)
-    print(head)
+    head = f"{'shape c>o h k/s':<18}{'op':<11}{'torch':>8}" + "".join(f"{b:>13}{'ratio':>7}" for b in names)
+    print(head + ("  auto took" if "fast:auto" in engines else ""))
+    rows = []
     for c, o, h, k, stride in SHAPES:
-        ho = (h + 2 * ((k - 1) // 2) - k) // stride + 1
+        pad = (k - 1) // 2
+        ho = (h + 2 * pad - k) // stride + 1
         macs_per_image = c * o * k * k * ho * ho
         tcalls = torch_calls(args.batch, c, o, h, k, stride)
-        ecalls = {b: engine_calls(e, rng, args.slow_batch if b != "fast" else args.batch, c, o, h, k, stride)
+        ecalls = {b: engine_calls(e, rng, args.slow_batch if slow(b) else args.batch, c, o, h, k, stride)
                   for b, e in engines.items()}
         for op in OPS:
             t_op = "wgrad" if op == "wgrad_psg" else op
             torch_rate = args.batch * macs_per_image / best_time(tcalls[t_op], args.repeats) / 1e9
             row = {"shape": [c, o, h, k, stride], "op": op, "torch": torch_rate}
-            for b in args.builds:
-                n = args.slow_batch if b != "fast" else args.batch
-                reps = args.repeats if b == "fast" else 1
-                row[b] = n * macs_per_image / best_time(ecalls[b][op], reps) / 1e9
+            for b in names:
+                n = args.slow_batch if slow(b) else args.batch
+                row[b] = n * macs_per_image / best_time(ecalls[b][op], 1 if slow(b) else args.repeats) / 1e9
+            took = ""
+            if "fast:auto" in engines:
+                regs = {"op": {"fwd": 1, "bwd_data": 2}.get(op, 3), "w_in": h, "kernel": k, "pad": pad,
+                        "stride": stride, "c_out": o}
+                took = row["took"] = engines["fast:auto"].path_taken(regs)
             rows.append(row)
             print(f"{f'{c}>{o} {h} {k}/{stride}':<18}{op:<11}{torch_rate:>8.2f}"
-                  + "".join(f"{row[b]:>9.2f}{row[b] / torch_rate:>7.3f}" for b in args.builds), flush=True)
-    for b in args.builds:
+                  + "".join(f"{row[b]:>13.2f}{row[b] / torch_rate:>7.3f}" for b in names) + f"  {took}", flush=True)
+    for b in names:
         for op in OPS:
             ratios = [r[b] / r["torch"] for r in rows if r["op"] == op]
-            print(f"{b:<7} {op:<10} ratio to torch: geometric mean {float(np.exp(np.mean(np.log(ratios)))):.3f}, "
+            print(f"{b:<13} {op:<10} ratio to torch: geometric mean {float(np.exp(np.mean(np.log(ratios)))):.3f}, "
                   f"min {min(ratios):.3f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"batch": args.batch, "slow_batch": args.slow_batch, "threads": args.threads, "rows": rows}, f, indent=1)
+            json.dump({"cpu": cpu_model(), "machine": platform.machine(), "batch": args.batch,
+                       "slow_batch": args.slow_batch, "threads": args.threads, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

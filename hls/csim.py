@@ -35,7 +35,7 @@ ROOT = os.path.dirname(HERE)
 CACHE = os.path.join(ROOT, "build", "hls")
 INCLUDE = os.path.join(HERE, "include")
 KERNEL_SOURCES = [os.path.join(HERE, "src", "e2t_engine.cpp"), os.path.join(HERE, "src", "e2t_call.cpp")]
-FAST_SOURCES = [os.path.join(HERE, "fast", "e2t_fast.cpp")]
+FAST_SOURCES = [os.path.join(HERE, "fast", "e2t_fast.cpp"), os.path.join(HERE, "fast", "e2t_fast_ops.cpp")]
 VARIANTS = ("ap", "native", "fast")
 CXX = os.environ.get("CXX", "g++")
 
@@ -62,33 +62,94 @@ def _sources(variant: str) -> list[str]:
     return srcs + headers
 
 
-def _command(variant: str, cfg_dir: str, out: str) -> list[str]:
-    cmd = [CXX, "-std=c++17", "-shared", "-fPIC", "-I", INCLUDE, "-I", os.path.join(HERE, "src"), "-I", cfg_dir]
+# The fast build's CPU paths per target architecture: each compiles hls/fast/e2t_fast_ops.cpp once
+# with these flags (hls/fast/e2t_fast_simd.h); hls/fast/e2t_fast.cpp picks one at run time.
+_AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni"]
+FAST_PATHS = {
+    "x86_64": {"vnni512": ["-DE2T_PATH_VNNI512", *_AVX512], "vnni256": ["-DE2T_PATH_VNNI256", *_AVX512],
+               "avx2": ["-DE2T_PATH_AVX2", "-mavx2"], "scalar": ["-DE2T_PATH_SCALAR"]},
+    "aarch64": {"neon": ["-DE2T_PATH_NEON"], "scalar": ["-DE2T_PATH_SCALAR"]},
+}
+
+
+def target_arch(cxx: str = CXX) -> str:
+    """The architecture ``cxx`` compiles for (x86_64, aarch64, ...), from ``-dumpmachine``."""
+    done = subprocess.run([cxx, "-dumpmachine"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise EngineError(f"'{cxx} -dumpmachine' failed: {done.stderr.strip()}")
+    return done.stdout.strip().split("-")[0]
+
+
+def _steps(variant: str, cfg_dir: str, out: str, cxx: str = CXX, exe_main: str | None = None) -> list[list[str]]:
+    """The compiler commands of one build, in order; the last writes ``out`` (a shared library,
+    or with ``exe_main`` an executable of the fast build around that source file)."""
+    base = [cxx, "-std=c++17", "-fPIC", "-I", INCLUDE, "-I", os.path.join(HERE, "src"), "-I", cfg_dir]
     if variant == "ap":
-        cmd += ["-O2", "-DE2T_AP_TYPES", "-isystem", ap_types_dir()]
-    elif variant == "native":
-        cmd += ["-O3", "-march=native"]
-    else:
-        cmd += ["-O3", "-march=native", "-fopenmp"]
-    srcs = FAST_SOURCES if variant == "fast" else KERNEL_SOURCES
-    return cmd + srcs + ["-o", out]
+        return [base + ["-shared", "-O2", "-DE2T_AP_TYPES", "-isystem", ap_types_dir()] + KERNEL_SOURCES + ["-o", out]]
+    if variant == "native":
+        return [base + ["-shared", "-O3", "-march=native"] + KERNEL_SOURCES + ["-o", out]]
+    paths = FAST_PATHS.get(target_arch(cxx), {"scalar": ["-DE2T_PATH_SCALAR"]})
+    fast = os.path.join(HERE, "fast")
+    steps, objs = [], []
+    for name, flags in paths.items():
+        obj = f"{out}.{name}.o"
+        steps.append(base + ["-I", fast, "-O3", "-fopenmp", "-c", f"-DE2T_FAST_NS=e2t_fast_{name}", *flags,
+                             os.path.join(fast, "e2t_fast_ops.cpp"), "-o", obj])
+        objs.append(obj)
+    link = ["-shared"] if exe_main is None else [exe_main]
+    steps.append(base + ["-O2", "-fopenmp", *link, os.path.join(fast, "e2t_fast.cpp"), *objs, "-o", out])
+    return steps
 
 
-def build(variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None) -> str:
-    """Compile one build for one board (or reuse the cached one); returns the library's path."""
+def _no_shared_code(obj: str, cxx: str) -> None:
+    """Refuse a path object that defines weak (COMDAT) symbols: the linker keeps one copy of each,
+    which could be the copy compiled for another CPU's instructions."""
+    nm = cxx[:-3] + "nm" if cxx.endswith("g++") else "nm"
+    done = subprocess.run([nm if shutil.which(nm) else "nm", "-C", "--defined-only", obj], capture_output=True, text=True)
+    weak = [ln for ln in done.stdout.splitlines() if len(ln.split()) >= 3 and ln.split()[1] in ("W", "V", "u")
+            and not ln.split()[2].startswith("DW.ref.")]  # the exception personality's pointer: data, not code
+    if done.returncode != 0 or weak:
+        raise EngineError(f"{os.path.basename(obj)} defines weak symbols that paths for other CPUs would share "
+                          f"(give them internal linkage): {'; '.join(weak[:5]) or done.stderr.strip()}")
+
+
+def _native_target(steps: list[list[str]], cxx: str) -> bytes:
+    """What -march=native means on this machine, for the cache key (empty if no step uses it)."""
+    if not any("-march=native" in s for s in steps):
+        return b""
+    return subprocess.run([cxx, "-march=native", "-Q", "--help=target"], capture_output=True, text=True).stdout.encode()
+
+
+def _run_steps(what: str, steps: list[list[str]], cxx: str) -> None:
+    for cmd in steps:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise EngineError(f"building {what} failed:\n{' '.join(cmd)}\n{done.stderr[-4000:]}")
+        if "-c" in cmd:
+            _no_shared_code(cmd[-1], cxx)
+
+
+def build(variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None, cxx: str = CXX,
+          exe_main: str | None = None) -> str:
+    """Compile one build for one board (or reuse the cached one); returns the library's path.
+    ``cxx`` may be a cross compiler; ``exe_main`` builds the fast engine into an executable around
+    that C++ file instead of a library (the ARM test runner)."""
     if variant not in VARIANTS:
         raise EngineError(f"unknown engine build '{variant}' (known: {', '.join(VARIANTS)})")
-    if shutil.which(CXX) is None:
-        raise EngineError(f"the CPU builds need a C++ compiler: '{CXX}' is not on PATH (apt install g++)")
+    if shutil.which(cxx) is None:
+        raise EngineError(f"the CPU builds need a C++ compiler: '{cxx}' is not on PATH (apt install g++)")
     cfg = boards.config_header(boards.board(board))
     digest = hashlib.sha256(cfg.encode())
-    for path in _sources(variant):
+    for path in _sources(variant) + ([exe_main] if exe_main else []):
         with open(path, "rb") as f:
             digest.update(path.encode() + b"\0" + f.read())
-    digest.update(" ".join(_command(variant, "CFG", "OUT")).encode())
-    digest.update(subprocess.run([CXX, "--version"], capture_output=True, text=True).stdout.encode())
-    folder = os.path.join(CACHE, f"{variant}-{board}-{digest.hexdigest()[:16]}")
-    lib = os.path.join(folder, f"libe2t_{variant}.so")
+    steps = _steps(variant, "CFG", "OUT", cxx, exe_main)
+    digest.update(repr(steps).encode() + _native_target(steps, cxx))
+    digest.update(subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.encode())
+    arch = target_arch(cxx)
+    kind = "run" if exe_main else "lib"
+    folder = os.path.join(CACHE, f"{variant}-{board}-{arch}-{kind}-{digest.hexdigest()[:16]}")
+    lib = os.path.join(folder, f"e2t_{variant}_run" if exe_main else f"libe2t_{variant}.so")
     if os.path.exists(lib):
         return lib
     os.makedirs(folder, exist_ok=True)
@@ -99,13 +160,10 @@ def build(variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None) ->
         with open(os.path.join(folder, "engine_config.h"), "w") as f:
             f.write(cfg)
         tmp = lib + f".tmp{os.getpid()}"
-        cmd = _command(variant, folder, tmp)
         start = time.perf_counter()
         say = log or (lambda m: print(m, file=sys.stderr))
-        say(f"e2t: building the '{variant}' engine for {board} ...")
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise EngineError(f"building the '{variant}' engine failed:\n{' '.join(cmd)}\n{done.stderr[-4000:]}")
+        say(f"e2t: building the '{variant}' engine for {board} ({arch}) ...")
+        _run_steps(f"the '{variant}' engine", _steps(variant, folder, tmp, cxx, exe_main), cxx)
         os.replace(tmp, lib)
         say(f"e2t: built {lib} in {time.perf_counter() - start:.1f} s")
     return lib
@@ -144,12 +202,46 @@ class Engine:
     """One CPU build of the engine: ``call`` is the register-level interface (what the PYNQ
     driver's emulated overlay uses), and there is one numpy-level method per op."""
 
-    def __init__(self, variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None):
+    def __init__(self, variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None, cpu_path: str | None = None):
         self.variant, self.board = variant, boards.board(board)
         self.path = build(variant, board, log)
-        self._fn = ctypes.CDLL(self.path).e2t_call
-        self._fn.argtypes = [ctypes.POINTER(Regs), ctypes.POINTER(Ports), ctypes.POINTER(Status)]
-        self._fn.restype = None
+        self._lib = ctypes.CDLL(self.path)
+        sig = [ctypes.POINTER(Regs), ctypes.POINTER(Ports), ctypes.POINTER(Status)]
+        self.cpu_path = None
+        if variant == "fast":
+            self._lib.e2t_fast_path_name.restype = ctypes.c_char_p
+            self._lib.e2t_fast_path_chosen.argtypes = sig[:1]
+            self._lib.e2t_fast_call.argtypes = [ctypes.c_int] + sig
+            self._lib.e2t_fast_call.restype = None
+            names = self.cpu_paths()
+            self.cpu_path = cpu_path or os.environ.get("E2T_FAST_PATH") or "auto"
+            if not names.get(self.cpu_path):
+                known = ", ".join(n for n, ok in names.items() if ok)
+                raise EngineError(f"CPU path '{self.cpu_path}' of the fast engine " +
+                                  ("is not supported by this CPU" if self.cpu_path in names else "is unknown") +
+                                  f" (this CPU runs: {known}; E2T_FAST_PATH or cpu_path= choose one)")
+            index = list(names).index(self.cpu_path)
+            fast_call = self._lib.e2t_fast_call
+            self._fn = lambda r, p, s: fast_call(index, r, p, s)
+        else:
+            self._fn = self._lib.e2t_call
+            self._fn.argtypes = sig
+            self._fn.restype = None
+
+    def cpu_paths(self) -> dict[str, bool]:
+        """The fast build's CPU paths (``auto`` first), each with whether this CPU runs it."""
+        lib = self._lib
+        return {lib.e2t_fast_path_name(i).decode(): bool(lib.e2t_fast_path_supported(i))
+                for i in range(lib.e2t_fast_path_count())}
+
+    def path_taken(self, regs: dict) -> str:
+        """The CPU path this engine runs for ``regs`` (``auto`` resolved per call); the build name
+        for the kernel builds."""
+        if self.variant != "fast":
+            return self.variant
+        if self.cpu_path != "auto":
+            return self.cpu_path
+        return self._lib.e2t_fast_path_name(self._lib.e2t_fast_path_chosen(ctypes.byref(Regs(**regs)))).decode()
 
     def call(self, regs: dict, ports: dict) -> dict:
         """Run one op: ``regs`` maps register names to integers (missing ones are 0), ``ports``

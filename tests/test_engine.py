@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 
 import naive
+from engines import BUILDS, IDS, make_engine
 from hls import boards, regmap
-from hls.csim import Engine, EngineError
+from hls.csim import EngineError
 from host import numerics as nx
 
-VARIANTS = ("ap", "native", "fast")
 TILE = boards.board(boards.DEFAULT_BOARD)
 
 
-@pytest.fixture(scope="module", params=VARIANTS)
+@pytest.fixture(scope="module", params=BUILDS, ids=IDS)
 def engine(request):
-    return Engine(request.param, log=lambda m: None)
+    return make_engine(request.param)
 
 
 def random_shapes(seed: int, count: int):

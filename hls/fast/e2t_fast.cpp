@@ -1,994 +1,117 @@
-// e2t_fast: the engine's fast CPU build. Same C ABI (e2t_regs.h), same checks and status codes,
-// same integers as the HLS kernel (hls/src/e2t_engine.cpp, the spec of every op) and the numeric
-// contract (host/numerics.py, docs/numerics.md); element-wise arithmetic from e2t_numerics.h.
+// e2t_fast: the engine's fast CPU build, one library that runs on every CPU of its architecture.
+// Same C ABI (e2t_regs.h), checks, status codes and integers as the HLS kernel.
 //
-// Every convolution is an int16 GEMM on AVX2 `vpmaddwd` (int16 x int16, two products summed into
-// an int32 lane) without an im2col matrix: the operand that varies across the 8 vector lanes is
-// loaded straight from a re-laid-out, zero-padded int16 copy of one input, the other is a
-// broadcast int16 pair; micro-tiles keep MR x NR accumulators in registers (row_dot).
-//
-// - CONV_FWD: lanes = 8 output pixels of a row, pair = two input channels at one tap. The copy
-//   holds (x[c], x[c + 1]) per padded position (stride 2: even and odd columns apart), so a tap's
-//   operand is one contiguous load; weight pairs are broadcast. The kernel's shape check keeps
-//   every sum in int32, as in the native kernel.
-// - CONV_BWD_DATA: the transposed conv as a gather over (output-channel pair, tap) for each output
-//   phase (stride 2: the 4 parities of (y, x), each with only its own taps). Aligned weights reach
-//   2^19, too wide for one int16 pass: either W_al / 2^z fits (2^z the largest power of two
-//   dividing every weight, the usual case as channel shifts differ little) or W_al = H 2^10 + L
-//   with |H|, |L| <= 2^9 + 1, two passes on the same gradient loads. int32 lanes are widened into
-//   int64 every F steps, F from the operands' ranges so that no lane can overflow.
-// - CONV_WGRAD: lanes = 8 output channels of a packed gradient, pair = two neighbouring output
-//   pixels; the activations (x_q, or x_msb for the PSG predictor) are broadcast from an int16
-//   copy. Lanes are widened into per-thread int64 sums every <= 255 pixel pairs (|x g| <= 2^22).
-//   PSG: G_msb for every entry, the kernel's tile decisions and counts, then G_full only for the
-//   input channels x output-channel vectors that meet a tile holding an unsure entry.
-// - UPDATE: e2t::sign_update element by element.
-//
-// Threads: OpenMP over output blocks (fwd, bwd) or pixel blocks (wgrad: per-thread int64 sums
-// added at the end; integer sums do not depend on the order). Copies live in grow-only buffers
-// per calling thread, reused across calls. Without AVX2 a scalar stand-in for the vector type
-// gives the same integers.
+// hls/fast/e2t_fast_ops.cpp is compiled once per CPU path (e2t_fast_simd.h); this file picks a
+// path at run time from the CPU's features (cpuid through __builtin_cpu_supports on x86-64; NEON
+// is part of every aarch64 CPU), so one binary runs correctly on a CPU without the newer ones.
+//   x86-64:  vnni512 (AVX-512 VNNI, zmm), vnni256 (AVX-512 VNNI, ymm), avx2, scalar
+//   aarch64: neon, scalar
+// "auto" takes the best path the CPU has; on AVX-512 it chooses zmm or ymm per call, by the width
+// of the dimension that the op lays across the lanes (output columns for CONV_FWD, input columns
+// of one stride phase for CONV_BWD_DATA, output channels for CONV_WGRAD).
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include <algorithm>
-#include <vector>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
-
-#include "e2t_checks.h"
-#include "e2t_numerics.h"
 #include "e2t_regs.h"
-#include "engine_config.h"
 
-static_assert(E2T_ACC_FWD_BITS <= 32, "the fast build sums the forward pass in int32, as the native kernel does");
-static_assert(E2T_ACC_WIDE_BITS <= 64, "backward and weight-gradient sums are int64");
-static_assert((int64_t)E2T_MAX_BATCH * E2T_MAX_C * (E2T_MAX_H + 2 * E2T_MAX_PAD) *
-                      (E2T_MAX_W + 2 * E2T_MAX_PAD + E2T_MAX_K + 8) < ((int64_t)1 << 31),
-              "offsets into the operand copies are int32");
+#define E2T_PATH_DECL(ns) \
+    extern "C" void ns##_call(const struct e2t_regs *, const struct e2t_ports *, struct e2t_status *);
 
 namespace {
 
-// ------------------------------------------------------------------------------------------
-// Shapes and checks: the kernel's own (hls/src/e2t_checks.h).
+typedef void (*call_fn)(const struct e2t_regs *, const struct e2t_ports *, struct e2t_status *);
 
-using e2t::Shape;
-
-inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
-inline int round_up(int a, int b) { return ceil_div(a, b) * b; }
-inline int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
-
-// ------------------------------------------------------------------------------------------
-// Threads and scratch memory.
-
-inline int max_threads() {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-inline int thread_id() {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-// Grow-only, 64-byte aligned buffers, one set per calling thread (fresh pages cost more than the
-// work on small layers). Slots: 0 operand copy, 1 weights (fwd) / packed gradient (wgrad),
-// 2 offsets (fwd) / G (wgrad), 3-4 weights and offsets of a bwd phase / G_full (wgrad), 5 aligned
-// weights, 6 per-thread wgrad sums.
-struct Buf {
-    void *p = nullptr;
-    size_t cap = 0;
-    ~Buf() { free(p); }
-    template <class T>
-    T *get(size_t count) {
-        const size_t bytes = count * sizeof(T) + 64;
-        if (bytes > cap) {
-            free(p);
-            cap = (bytes + 4095) & ~(size_t)4095;
-            p = aligned_alloc(64, cap);
-            if (!p) abort();
-        }
-        return (T *)p;
-    }
-};
-thread_local Buf tl_buf[8];
-
-inline int32_t pack16(int lo, int hi) { return (int32_t)((uint32_t)(uint16_t)lo | ((uint32_t)(uint16_t)hi << 16)); }
-
-// ------------------------------------------------------------------------------------------
-// The vector type: 8 int32 lanes, each the sum of two int16 x int16 products per step.
-
-#ifdef __AVX2__
-typedef __m256i V;
-inline V vzero() { return _mm256_setzero_si256(); }
-inline V vload(const int32_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
-inline V vset1(int32_t x) { return _mm256_set1_epi32(x); }
-inline V vdot(V acc, V a, V b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
-inline void vstore(int32_t *p, V v) { _mm256_storeu_si256((__m256i *)p, v); }
-// d[0..8) += the 8 lanes, widened to int64.
-inline void vflush(int64_t *d, V v) {
-    const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v));
-    const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1));
-    _mm256_storeu_si256((__m256i *)d, _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)d), lo));
-    _mm256_storeu_si256((__m256i *)(d + 4), _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(d + 4)), hi));
-}
-#else
-struct V {
-    int32_t l[8];
-};
-inline V vzero() {
-    V r;
-    for (int i = 0; i < 8; i++) r.l[i] = 0;
-    return r;
-}
-inline V vload(const int32_t *p) {
-    V r;
-    memcpy(r.l, p, sizeof r.l);
-    return r;
-}
-inline V vset1(int32_t x) {
-    V r;
-    for (int i = 0; i < 8; i++) r.l[i] = x;
-    return r;
-}
-inline V vdot(V acc, V a, V b) {
-    for (int i = 0; i < 8; i++) {
-        const int64_t s = (int64_t)(int16_t)(uint16_t)((uint32_t)a.l[i] & 0xffff) * (int16_t)(uint16_t)((uint32_t)b.l[i] & 0xffff) +
-                          (int64_t)(int16_t)(uint16_t)((uint32_t)a.l[i] >> 16) * (int16_t)(uint16_t)((uint32_t)b.l[i] >> 16);
-        acc.l[i] = (int32_t)((uint32_t)acc.l[i] + (uint32_t)s);
-    }
-    return acc;
-}
-inline void vstore(int32_t *p, V v) { memcpy(p, v.l, sizeof v.l); }
-inline void vflush(int64_t *d, V v) {
-    for (int i = 0; i < 8; i++) d[i] += v.l[i];
-}
-#endif
-
-// One micro-kernel row: acc[v] += madd(broadcast(*a), b[v]) for v < NR. With AVX2 the row is
-// written in asm so that every accumulator stays in its register (g++ otherwise copies and
-// spills them); the register budget is MR * NR * PARTS + NR + 2 <= 16.
-typedef int32_t __attribute__((may_alias)) i32a;
-template <int NR>
-inline void row_dot(V *acc, const i32a *a, const V *b) {
-    const V am = vset1(*a);
-    for (int v = 0; v < NR; v++) acc[v] = vdot(acc[v], am, b[v]);
-}
-#ifdef __AVX2__
-template <>
-inline void row_dot<1>(V *acc, const i32a *a, const V *b) {
-    V t, u;
-    __asm__("vpbroadcastd %[a], %[t]\n\tvpmaddwd %[b0], %[t], %[u]\n\tvpaddd %[u], %[c0], %[c0]"
-            : [c0] "+x"(acc[0]), [t] "=&x"(t), [u] "=&x"(u)
-            : [a] "m"(*a), [b0] "x"(b[0]));
-}
-template <>
-inline void row_dot<2>(V *acc, const i32a *a, const V *b) {
-    V t, u;
-    __asm__("vpbroadcastd %[a], %[t]\n\tvpmaddwd %[b0], %[t], %[u]\n\tvpaddd %[u], %[c0], %[c0]\n\t"
-            "vpmaddwd %[b1], %[t], %[u]\n\tvpaddd %[u], %[c1], %[c1]"
-            : [c0] "+x"(acc[0]), [c1] "+x"(acc[1]), [t] "=&x"(t), [u] "=&x"(u)
-            : [a] "m"(*a), [b0] "x"(b[0]), [b1] "x"(b[1]));
-}
-template <>
-inline void row_dot<3>(V *acc, const i32a *a, const V *b) {
-    V t, u;
-    __asm__("vpbroadcastd %[a], %[t]\n\tvpmaddwd %[b0], %[t], %[u]\n\tvpaddd %[u], %[c0], %[c0]\n\t"
-            "vpmaddwd %[b1], %[t], %[u]\n\tvpaddd %[u], %[c1], %[c1]\n\t"
-            "vpmaddwd %[b2], %[t], %[u]\n\tvpaddd %[u], %[c2], %[c2]"
-            : [c0] "+x"(acc[0]), [c1] "+x"(acc[1]), [c2] "+x"(acc[2]), [t] "=&x"(t), [u] "=&x"(u)
-            : [a] "m"(*a), [b0] "x"(b[0]), [b1] "x"(b[1]), [b2] "x"(b[2]));
-}
-#endif
-
-// ------------------------------------------------------------------------------------------
-// Rows of the re-laid-out operand copies.
-
-#ifdef __AVX2__
-// Pairs (a[i], b[i]) of 16 int16 lanes, in order, into d[0..16).
-inline void store_pairs16(int32_t *d, __m256i a, __m256i b) {
-    const __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
-    _mm256_storeu_si256((__m256i *)d, _mm256_permute2x128_si256(lo, hi, 0x20));
-    _mm256_storeu_si256((__m256i *)(d + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
-}
-#endif
-
-// d[col] for col in [0, len), len >= p + W: the pair (r0[col - p], r1[col - p]) (0 for a null
-// r1), 0 outside [0, W).
-template <class T>
-void pair_row(const T *r0, const T *r1, int W, int p, int32_t *d, int len) {
-    for (int col = 0; col < p; col++) d[col] = 0;
-    int ix = 0;
-#ifdef __AVX2__
-    for (; ix + 16 <= W; ix += 16) {
-        __m256i a, b = _mm256_setzero_si256();
-        if (sizeof(T) == 1) {
-            a = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(r0 + ix)));
-            if (r1) b = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(r1 + ix)));
-        } else {
-            a = _mm256_loadu_si256((const __m256i *)(r0 + ix));
-            if (r1) b = _mm256_loadu_si256((const __m256i *)(r1 + ix));
-        }
-        store_pairs16(d + p + ix, a, b);
-    }
-#endif
-    for (; ix < W; ix++) d[p + ix] = pack16(r0[ix], r1 ? r1[ix] : 0);
-    for (int col = p + W; col < len; col++) d[col] = 0;
-}
-
-// d[j] = t[2 j] and, when `odd`, d[Wh + j] = t[2 j + 1], for j < Wh (t holds 2 Wh elements).
-template <class T>
-void deinterleave(const T *t, T *d, int Wh, bool odd) {
-    int j = 0;
-#ifdef __AVX2__
-    if (sizeof(T) == 4) {
-        const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-        for (; j + 8 <= Wh; j += 8) {
-            const __m256i p0 = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(t + 2 * j)), idx);
-            const __m256i p1 = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(t + 2 * j + 8)), idx);
-            _mm256_storeu_si256((__m256i *)(d + j), _mm256_permute2x128_si256(p0, p1, 0x20));
-            if (odd) _mm256_storeu_si256((__m256i *)(d + Wh + j), _mm256_permute2x128_si256(p0, p1, 0x31));
-        }
-    } else {
-        const __m256i shuf = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
-                                              0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
-        for (; j + 8 <= Wh; j += 8) {
-            // 16 elements -> [evens of lane 0, evens of lane 1, odds of lane 0, odds of lane 1]
-            const __m256i v = _mm256_permute4x64_epi64(
-                _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 2 * j)), shuf), 0xD8);
-            _mm_storeu_si128((__m128i *)(d + j), _mm256_castsi256_si128(v));
-            if (odd) _mm_storeu_si128((__m128i *)(d + Wh + j), _mm256_extracti128_si256(v, 1));
-        }
-    }
-#endif
-    for (; j < Wh; j++) {
-        d[j] = t[2 * j];
-        if (odd) d[Wh + j] = t[2 * j + 1];
-    }
-}
-
-#ifdef __AVX2__
-// e2t::msb on 16 int16 lanes holding int8 values; used only when equal to e2t::msb on all 256
-// inputs (msb_vector_ok), else the table.
-inline __m256i msb16(__m256i v) {
-    v = _mm256_srai_epi16(_mm256_add_epi16(v, _mm256_set1_epi16(1 << (e2t::MSB_SHIFT - 1))), e2t::MSB_SHIFT);
-    return _mm256_max_epi16(_mm256_min_epi16(v, _mm256_set1_epi16((int16_t)e2t::MSB_HI)), _mm256_set1_epi16((int16_t)e2t::MSB_LO));
-}
-bool msb_vector_check() {
-    alignas(32) int16_t in[256], got[256];
-    for (int i = 0; i < 256; i++) in[i] = (int16_t)(i - 128);
-    for (int i = 0; i < 256; i += 16)
-        _mm256_store_si256((__m256i *)(got + i), msb16(_mm256_load_si256((const __m256i *)(in + i))));
-    for (int i = 0; i < 256; i++)
-        if (got[i] != e2t::msb((int8_t)in[i])) return false;
-    return true;
-}
-#endif
-
-// d[col] for col in [0, len), len >= p + W: src[col - p] as int16 (x_msb when use_msb), 0 outside.
-void act_row16(const int8_t *src, int W, int p, bool use_msb, const int16_t *lut, int16_t *d, int len) {
-    (void)use_msb;  // the table already holds x_msb
-    for (int col = 0; col < p; col++) d[col] = 0;
-    int ix = 0;
-#ifdef __AVX2__
-    static const bool vec_msb = msb_vector_check();
-    if (!use_msb || vec_msb)
-        for (; ix + 16 <= W; ix += 16) {
-            __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(src + ix)));
-            if (use_msb) v = msb16(v);
-            _mm256_storeu_si256((__m256i *)(d + p + ix), v);
-        }
-#endif
-    for (; ix < W; ix++) d[p + ix] = lut[(uint8_t)src[ix]];
-    for (int col = p + W; col < len; col++) d[col] = 0;
-}
-
-// Rows of the padded input that a conv reads (yo * s + kh); others are never touched.
-std::vector<char> rows_read(const Shape &sh) {
-    std::vector<char> used(sh.hp(), 0);
-    for (int yo = 0; yo < sh.ho; yo++)
-        for (int kh = 0; kh < sh.k; kh++) used[yo * sh.s + kh] = 1;
-    return used;
-}
-
-// ------------------------------------------------------------------------------------------
-// CONV_FWD
-
-const int FWD_MR = 4;  // output channels per micro-tile (broadcast weight pairs)
-const int FWD_NR = 2;  // 8-pixel groups per micro-tile
-
-// res[m][v] = sum over steps j of A[j][m] (weight pair) . B_v[j] (8 pixel lanes of channel pairs).
-template <int MR, int NR>
-inline void fwd_kernel(const int32_t *A, int KP, const int32_t *const *bp, const int32_t *offs, V *res) {
-    V acc[MR][NR];
-    for (int m = 0; m < MR; m++)
-        for (int v = 0; v < NR; v++) acc[m][v] = vzero();
-    const int32_t *bb[NR];
-    for (int v = 0; v < NR; v++) bb[v] = bp[v];
-    for (int j = 0; j < KP; j++) {
-        const int32_t off = offs[j];
-        V b[NR];
-        for (int v = 0; v < NR; v++) b[v] = vload(bb[v] + off);
-        const i32a *a = A + (size_t)j * MR;
-        for (int m = 0; m < MR; m++) row_dot<NR>(acc[m], a + m, b);
-    }
-    for (int m = 0; m < MR; m++)
-        for (int v = 0; v < NR; v++) res[m * NR + v] = acc[m][v];
-}
-
-// rshift_round of an int32 sum by r >= 0, in int32 (no overflow: (a >> r) + bit r-1 of a).
-inline V fwd_round(V a, int r) {
-#ifdef __AVX2__
-    if (r == 0) return a;
-    if (r >= 32) return vzero();
-    const __m128i c = _mm_cvtsi32_si128(r), c1 = _mm_cvtsi32_si128(r - 1);
-    return _mm256_add_epi32(_mm256_sra_epi32(a, c), _mm256_and_si256(_mm256_sra_epi32(a, c1), _mm256_set1_epi32(1)));
-#else
-    for (int i = 0; i < 8; i++) a.l[i] = (int32_t)e2t::rshift_round(a.l[i], r);
-    return a;
-#endif
-}
-
-void conv_fwd(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &sh, int r) {
-    const int N = sh.n, C = sh.c, H = sh.h, W = sh.w, O = sh.o, k = sh.k, s = sh.s, p = sh.p, Ho = sh.ho, Wo = sh.wo;
-    const int taps = k * k, Cp = (C + 1) / 2, KP = Cp * taps, Hp = sh.hp(), Wp = sh.wp();
-    const int gx = ceil_div(Wo, 8), Wo8 = gx * 8;
-    // Copy layout, int32 channel pairs: X[n][cp][row][col]; stride 2: col = par * Wh + j holds
-    // padded column 2 j + par.
-    const int Wh = s == 1 ? 0 : std::max(ceil_div(Wp, 2), Wo8 + (k - 1) / 2) + 1;
-    const int rowlen = s == 1 ? std::max(Wp, Wo8 + k - 1) + 1 : 2 * Wh;
-    const int64_t plane = (int64_t)Hp * rowlen, img = Cp * plane;
-    int32_t *X = tl_buf[0].get<int32_t>((size_t)N * img);
-    const int Opad = round_up(O, FWD_MR);
-    int32_t *A = tl_buf[1].get<int32_t>((size_t)Opad * KP);  // [o tile][j][m]
-    int32_t *offs = tl_buf[2].get<int32_t>((size_t)KP);
-
-    for (int ot = 0; ot < Opad; ot += FWD_MR)
-        for (int cp = 0; cp < Cp; cp++)
-            for (int t = 0; t < taps; t++) {
-                const int j = cp * taps + t;
-                for (int m = 0; m < FWD_MR; m++) {
-                    const int o = ot + m, c0 = 2 * cp, c1 = 2 * cp + 1;
-                    int lo = 0, hi = 0;
-                    if (o < O) {
-                        lo = wgt[((int64_t)o * C + c0) * taps + t];
-                        if (c1 < C) hi = wgt[((int64_t)o * C + c1) * taps + t];
-                    }
-                    A[(size_t)ot * KP + (size_t)j * FWD_MR + m] = pack16(lo, hi);
-                }
-            }
-    for (int cp = 0; cp < Cp; cp++)
-        for (int kh = 0; kh < k; kh++)
-            for (int kw = 0; kw < k; kw++)
-                offs[cp * taps + kh * k + kw] =
-                    (int32_t)(cp * plane + kh * rowlen + (s == 1 ? kw : (kw & 1) * Wh + (kw >> 1)));
-
-    const std::vector<char> used = rows_read(sh);
-    const int64_t ngroups = (int64_t)N * Ho * gx;
-    const int64_t ntiles = (ngroups + FWD_NR - 1) / FWD_NR;
-#pragma omp parallel
-    {
-        std::vector<int32_t> tmp(s == 1 ? 0 : 2 * Wh);
-#pragma omp for schedule(static)
-        for (int64_t q = 0; q < (int64_t)N * Cp * Hp; q++) {
-            const int row = (int)(q % Hp), cp = (int)(q / Hp % Cp), n = (int)(q / Hp / Cp);
-            if (!used[row]) continue;
-            int32_t *d = X + n * img + cp * plane + (int64_t)row * rowlen;
-            const int iy = row - p, c0 = 2 * cp, c1 = 2 * cp + 1;
-            if (iy < 0 || iy >= H) {
-                memset(d, 0, sizeof(int32_t) * rowlen);
-                continue;
-            }
-            const int8_t *r0 = act + (((int64_t)n * C + c0) * H + iy) * W;
-            const int8_t *r1 = c1 < C ? act + (((int64_t)n * C + c1) * H + iy) * W : nullptr;
-            if (s == 1) {
-                pair_row(r0, r1, W, p, d, rowlen);
-            } else {
-                pair_row(r0, r1, W, p, tmp.data(), 2 * Wh);
-                deinterleave(tmp.data(), d, Wh, k > 1);
-            }
-        }
-#pragma omp for schedule(dynamic, 4)
-        for (int64_t tq = 0; tq < ntiles; tq++) {
-            const int32_t *bp[FWD_NR];
-            int32_t *op[FWD_NR];
-            int lanes[FWD_NR];
-            for (int v = 0; v < FWD_NR; v++) {
-                int64_t g = tq * FWD_NR + v;
-                lanes[v] = 0;
-                if (g >= ngroups) g = ngroups - 1;
-                else lanes[v] = 1;
-                const int xg = (int)(g % gx), yo = (int)(g / gx % Ho), n = (int)(g / gx / Ho);
-                bp[v] = X + n * img + (int64_t)yo * s * rowlen + xg * 8;
-                op[v] = out + (((int64_t)n * O) * Ho + yo) * Wo + xg * 8;
-                if (lanes[v]) lanes[v] = std::min(8, Wo - xg * 8);
-            }
-            const int64_t ostride = (int64_t)Ho * Wo;
-            for (int ot = 0; ot < Opad; ot += FWD_MR) {
-                V acc[FWD_MR * FWD_NR];
-                fwd_kernel<FWD_MR, FWD_NR>(A + (size_t)ot * KP, KP, bp, offs, acc);
-                for (int m = 0; m < FWD_MR && ot + m < O; m++)
-                    for (int v = 0; v < FWD_NR; v++) {
-                        if (!lanes[v]) continue;
-                        const V y = fwd_round(acc[m * FWD_NR + v], r);
-                        int32_t *dst = op[v] + (ot + m) * ostride;
-                        if (lanes[v] == 8) {
-                            vstore(dst, y);
-                        } else {
-                            int32_t t[8];
-                            vstore(t, y);
-                            for (int l = 0; l < lanes[v]; l++) dst[l] = t[l];
-                        }
-                    }
-            }
-        }
-    }
-}
-
-// ------------------------------------------------------------------------------------------
-// CONV_BWD_DATA
-
-const int BWD1_MR = 4, BWD1_NR = 2;  // one pass (W_al / 2^z)
-const int BWD2_MR = 3, BWD2_NR = 2;  // two passes (H, L) on the same gradient loads
-
-// acc64[part][m][v][lane] += sum over steps j in [j0, j1) of A[j][part][m] . B_v[j], summed in
-// int32 lanes (the caller bounds j1 - j0) and then widened.
-template <int MR, int NR, int PARTS>
-__attribute__((noinline)) void bwd_chunk(const int32_t *A, int j0, int j1, const int32_t *const *bp,
-                                         const int32_t *offs, int64_t *acc64) {
-    V acc[PARTS][MR][NR];
-    for (int q = 0; q < PARTS; q++)
-        for (int m = 0; m < MR; m++)
-            for (int v = 0; v < NR; v++) acc[q][m][v] = vzero();
-    const int32_t *bb[NR];
-    for (int v = 0; v < NR; v++) bb[v] = bp[v];
-    for (int j = j0; j < j1; j++) {
-        const int32_t off = offs[j];
-        V b[NR];
-        for (int v = 0; v < NR; v++) b[v] = vload(bb[v] + off);
-        const i32a *a = A + (size_t)j * PARTS * MR;
-        for (int q = 0; q < PARTS; q++)
-            for (int m = 0; m < MR; m++) row_dot<NR>(acc[q][m], a + q * MR + m, b);
-    }
-    for (int q = 0; q < PARTS; q++)
-        for (int m = 0; m < MR; m++)
-            for (int v = 0; v < NR; v++) vflush(acc64 + ((q * MR + m) * NR + v) * 8, acc[q][m][v]);
-}
-
-template <int MR, int NR, int PARTS>
-inline void bwd_kernel(const int32_t *A, int KP, int F, const int32_t *const *bp, const int32_t *offs,
-                       int64_t *acc64) {
-    for (int i = 0; i < PARTS * MR * NR * 8; i++) acc64[i] = 0;
-    const int len = ceil_div(KP, ceil_div(KP, F));  // equal chunks of at most F steps
-    for (int j0 = 0; j0 < KP; j0 += len) bwd_chunk<MR, NR, PARTS>(A, j0, std::min(KP, j0 + len), bp, offs, acc64);
-}
-
-// dst[step * l] = saturate32(rshift_round(a0[l] * 2^sh0 + a1[l], r)) for l < lanes (a1 null: 0);
-// saturations counted.
-inline void bwd_store(const int64_t *a0, const int64_t *a1, int sh0, int r, int32_t *dst, int step, int lanes,
-                      uint32_t &sat) {
-#ifdef __AVX2__
-    const __m128i c0 = _mm_cvtsi32_si128(sh0), cr = _mm_cvtsi32_si128(r);
-    const __m256i hi = _mm256_set1_epi64x(e2t::OUT_HI), lo = _mm256_set1_epi64x(e2t::OUT_LO);
-    const __m256i half = _mm256_set1_epi64x(r > 0 ? (int64_t)1 << (r - 1) : 0), zero = _mm256_setzero_si256();
-    const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    __m128i res[2];
-    int mask = 0;
-    for (int h = 0; h < 2; h++) {
-        __m256i x = _mm256_sll_epi64(_mm256_loadu_si256((const __m256i *)(a0 + 4 * h)), c0);
-        if (a1) x = _mm256_add_epi64(x, _mm256_loadu_si256((const __m256i *)(a1 + 4 * h)));
-        if (r > 0) {  // arithmetic shift from the logical one: sign ^ ((x ^ sign) >> r)
-            x = _mm256_add_epi64(x, half);
-            const __m256i sign = _mm256_cmpgt_epi64(zero, x);
-            x = _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(x, sign), cr), sign);
-        }
-        const __m256i over = _mm256_cmpgt_epi64(x, hi), under = _mm256_cmpgt_epi64(lo, x);
-        x = _mm256_blendv_epi8(_mm256_blendv_epi8(x, hi, over), lo, under);
-        mask |= _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_or_si256(over, under))) << (4 * h);
-        res[h] = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(x, idx));
-    }
-    sat += (uint32_t)__builtin_popcount(mask & ((1 << lanes) - 1));
-    const __m256i y = _mm256_set_m128i(res[1], res[0]);
-    if (step == 1 && lanes == 8) {
-        _mm256_storeu_si256((__m256i *)dst, y);
-    } else {
-        alignas(32) int32_t t[8];
-        _mm256_store_si256((__m256i *)t, y);
-        for (int l = 0; l < lanes; l++) dst[step * l] = t[l];
-    }
-#else
-    for (int l = 0; l < lanes; l++) {
-        const int64_t val = a0[l] * ((int64_t)1 << sh0) + (a1 ? a1[l] : 0);
-        dst[step * l] = (int32_t)e2t::saturate(e2t::rshift_round(val, r), e2t::OUT_LO, e2t::OUT_HI, sat);
-    }
-#endif
-}
-
-struct BwdPlan {
-    int parts;       // 1: W_al = W1 * 2^z; 2: W_al = H * 2^10 + L
-    int z;           // parts == 1
-    int F;           // steps per int32 chunk
+struct Path {
+    const char *name;
+    call_fn call;  // null for "auto"
+    bool (*supported)();
 };
 
-template <int MR, int NR, int PARTS>
-void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape &sh, int r, const BwdPlan &plan,
-                int T, int Lc, int Cg, int64_t gplane, int64_t gimg, uint32_t &sat_total) {
-    const int N = sh.n, C = sh.c, H = sh.h, W = sh.w, O = sh.o, k = sh.k, s = sh.s, p = sh.p;
-    const int taps = k * k, Op = (O + 1) / 2, Cpad = round_up(C, MR);
-    const int sh0 = plan.parts == 1 ? plan.z : 10;  // a0 * 2^sh0 (+ a1)
-    for (int py = 0; py < s; py++)
-        for (int px = 0; px < s; px++) {
-            const int nyi = (H - py + s - 1) / s, nxi = (W - px + s - 1) / s;
-            if (nyi <= 0 || nxi <= 0) continue;
-            int khs[E2T_MAX_K], kws[E2T_MAX_K], nkh = 0, nkw = 0;
-            for (int kh = 0; kh < k; kh++)
-                if (((py + p - kh) % s + s) % s == 0) khs[nkh++] = kh;
-            for (int kw = 0; kw < k; kw++)
-                if (((px + p - kw) % s + s) % s == 0) kws[nkw++] = kw;
-            const int ntaps = nkh * nkw, KP = Op * ntaps;
-            if (ntaps == 0) {  // no tap reaches these pixels: rshift_round(0, r) = 0
-#pragma omp parallel for schedule(static)
-                for (int q = 0; q < N * C * nyi; q++) {
-                    const int yi = q % nyi, c = q / nyi % C, n = q / nyi / C;
-                    int32_t *d = out + (((int64_t)n * C + c) * H + s * yi + py) * W;
-                    for (int xi = 0; xi < nxi; xi++) d[s * xi + px] = 0;
-                }
-                continue;
-            }
-            int32_t *A = tl_buf[3].get<int32_t>((size_t)Cpad * KP * PARTS);  // [c tile][j][part][m]
-            int32_t *offs = tl_buf[4].get<int32_t>((size_t)KP);
-            for (int op = 0; op < Op; op++)
-                for (int a = 0; a < nkh; a++)
-                    for (int b = 0; b < nkw; b++) {
-                        const int j = (op * nkh + a) * nkw + b, kh = khs[a], kw = kws[b];
-                        const int dy = (py + p - kh) / s, dx = (px + p - kw) / s;
-                        offs[j] = (int32_t)(op * gplane + (int64_t)dy * Cg + dx);
-                        for (int ct = 0; ct < Cpad; ct += MR)
-                            for (int m = 0; m < MR; m++) {
-                                const int c = ct + m, o0 = 2 * op, o1 = 2 * op + 1;
-                                int32_t w0 = 0, w1 = 0;
-                                if (c < C) {
-                                    w0 = Wal[((int64_t)o0 * C + c) * taps + kh * k + kw];
-                                    if (o1 < O) w1 = Wal[((int64_t)o1 * C + c) * taps + kh * k + kw];
-                                }
-                                int32_t *dst = A + (size_t)ct * KP * PARTS + ((size_t)j * PARTS) * MR + m;
-                                if (PARTS == 1) {
-                                    dst[0] = pack16(w0 >> plan.z, w1 >> plan.z);
-                                } else {
-                                    const int32_t h0 = (w0 + 512) >> 10, h1 = (w1 + 512) >> 10;
-                                    dst[0] = pack16(h0, h1);
-                                    dst[MR] = pack16(w0 - h0 * 1024, w1 - h1 * 1024);
-                                }
-                            }
-                    }
-            const int gxi = ceil_div(nxi, 8);
-            const int64_t ngroups = (int64_t)N * nyi * gxi, ntiles = (ngroups + NR - 1) / NR;
-            uint32_t sat = 0;
-#pragma omp parallel for schedule(dynamic, 4) reduction(+ : sat)
-            for (int64_t tq = 0; tq < ntiles; tq++) {
-                const int32_t *bp[NR];
-                int64_t obase[NR];
-                int lanes[NR];
-                for (int v = 0; v < NR; v++) {
-                    int64_t g = tq * NR + v;
-                    lanes[v] = g < ngroups;
-                    if (g >= ngroups) g = ngroups - 1;
-                    const int xg = (int)(g % gxi), yi = (int)(g / gxi % nyi), n = (int)(g / gxi / nyi);
-                    bp[v] = Gc + n * gimg + (int64_t)(yi + T) * Cg + Lc + xg * 8;
-                    obase[v] = (((int64_t)n * C) * H + s * yi + py) * W + s * xg * 8 + px;
-                    if (lanes[v]) lanes[v] = std::min(8, nxi - xg * 8);
-                }
-                alignas(64) int64_t acc64[PARTS * MR * NR * 8];
-                for (int ct = 0; ct < Cpad; ct += MR) {
-                    bwd_kernel<MR, NR, PARTS>(A + (size_t)ct * KP * PARTS, KP, plan.F, bp, offs, acc64);
-                    for (int m = 0; m < MR && ct + m < C; m++)
-                        for (int v = 0; v < NR; v++) {
-                            if (!lanes[v]) continue;
-                            const int64_t *a0 = acc64 + (m * NR + v) * 8;
-                            const int64_t *a1 = PARTS == 2 ? acc64 + ((MR + m) * NR + v) * 8 : nullptr;
-                            bwd_store(a0, a1, sh0, r, out + obase[v] + (int64_t)(ct + m) * H * W, s, lanes[v], sat);
-                        }
-                }
-            }
-            sat_total += sat;
-        }
+bool always() { return true; }
+
+#if defined(__x86_64__)
+E2T_PATH_DECL(e2t_fast_vnni512)
+E2T_PATH_DECL(e2t_fast_vnni256)
+E2T_PATH_DECL(e2t_fast_avx2)
+E2T_PATH_DECL(e2t_fast_scalar)
+
+bool has_avx2() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+}
+bool has_vnni() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 }
 
-void conv_bwd_data(const int16_t *grad, const int8_t *wgt, const int8_t *wshift, int32_t *out, const Shape &sh, int r,
-                   uint32_t &sat) {
-    const int N = sh.n, C = sh.c, H = sh.h, W = sh.w, O = sh.o, k = sh.k, s = sh.s, p = sh.p, Ho = sh.ho, Wo = sh.wo;
-    const int taps = k * k, Op = (O + 1) / 2;
-    // Aligned weights, computed as the kernel does.
-    int smax = wshift[0];
-    for (int o = 1; o < O; o++)
-        if (wshift[o] > smax) smax = wshift[o];
-    const int64_t nw = (int64_t)O * C * taps;
-    int32_t *Wal = tl_buf[5].get<int32_t>((size_t)nw);
-    uint32_t bits = 0;
-    int64_t amax = 0, hlmax = 0;
-    for (int o = 0; o < O; o++)
-        for (int64_t i = 0; i < (int64_t)C * taps; i++) {
-            const int32_t v = (int32_t)e2t::rshift_round(wgt[(int64_t)o * C * taps + i], smax - e2t::ALIGN_BITS - wshift[o]);
-            Wal[(int64_t)o * C * taps + i] = v;
-            bits |= (uint32_t)v;
-            amax = std::max(amax, abs64(v));
-            const int64_t hi = ((int64_t)v + 512) >> 10, lo = (int64_t)v - hi * 1024;
-            hlmax = std::max(hlmax, std::max(abs64(hi), abs64(lo)));
-        }
-    // One pass on W_al / 2^z (2^z: the largest power of two dividing every weight) when that
-    // leaves at least 4 steps per int32 chunk, else H and L. The chunk length F bounds a lane:
-    // F steps of two products |g| |w| <= 2^15 |w| stay below 2^31 (|H|, |L| <= 2^9 + 1 here, as
-    // |W_al| <= 2^19).
-    BwdPlan plan;
-    int z = 0;
-    while (z < 20 && bits && !((bits >> z) & 1)) z++;
-    const int64_t m1 = amax >> z, lim = ((int64_t)1 << 31) - 1, per = 2 * 32768;
-    if (m1 == 0 || lim / (per * m1) >= 4)
-        plan = {1, z, m1 == 0 ? (1 << 30) : (int)std::min<int64_t>(lim / (per * m1), 1 << 30)};
-    else
-        plan = {2, 0, (int)std::max<int64_t>(1, lim / (per * hlmax))};
-    // Gradient copy, int32 output-channel pairs: Gc[n][op][T + yo][Lc + xo], zero around.
-    // Extent of the gradient positions the phases read: rows yi + dy, columns 8-lane groups + dx.
-    int ymin = 0, ymax = 0, xmin = 0, xmax = 0;
-    for (int ph = 0; ph < s; ph++)
-        for (int t = 0; t < k; t++) {
-            if (((ph + p - t) % s + s) % s) continue;
-            const int d = (ph + p - t) / s, ny = (H - ph + s - 1) / s, nx = round_up((W - ph + s - 1) / s, 8);
-            ymin = std::min(ymin, d);
-            xmin = std::min(xmin, d);
-            if (ny > 0) ymax = std::max(ymax, ny - 1 + d);
-            if (nx > 0) xmax = std::max(xmax, nx - 1 + d);
-        }
-    const int T = -ymin, Lc = -xmin;
-    const int Rg = T + ymax + 1, Cg = std::max(Lc + xmax + 1, Lc + Wo);
-    const int64_t gplane = (int64_t)Rg * Cg, gimg = Op * gplane;
-    int32_t *Gc = tl_buf[0].get<int32_t>((size_t)N * gimg);
-#pragma omp parallel for schedule(static)
-    for (int64_t q = 0; q < (int64_t)N * Op * Rg; q++) {
-        const int row = (int)(q % Rg), op = (int)(q / Rg % Op), n = (int)(q / Rg / Op);
-        int32_t *d = Gc + n * gimg + op * gplane + (int64_t)row * Cg;
-        const int yo = row - T, o0 = 2 * op, o1 = 2 * op + 1;
-        if (yo < 0 || yo >= Ho) {
-            memset(d, 0, sizeof(int32_t) * Cg);
-            continue;
-        }
-        const int16_t *r0 = grad + (((int64_t)n * O + o0) * Ho + yo) * Wo;
-        const int16_t *r1 = o1 < O ? grad + (((int64_t)n * O + o1) * Ho + yo) * Wo : nullptr;
-        pair_row(r0, r1, Wo, Lc, d, Cg);
+const Path PATHS[] = {{"auto", nullptr, always},
+                      {"vnni512", e2t_fast_vnni512_call, has_vnni},
+                      {"vnni256", e2t_fast_vnni256_call, has_vnni},
+                      {"avx2", e2t_fast_avx2_call, has_avx2},
+                      {"scalar", e2t_fast_scalar_call, always}};
+
+// Lanes of 16 beat two vectors of 8 unless they are mostly empty: ceil(n/16) zmm vs ceil(n/8) ymm.
+bool wide(uint32_t n) { return 2 * ((n + 15) / 16) <= (n + 7) / 8; }
+
+call_fn auto_call(const struct e2t_regs *r) {
+    if (has_vnni()) {
+        uint32_t n = 0;
+        const uint32_t s = r->stride ? r->stride : 1;
+        if (r->op == E2T_OP_CONV_FWD && r->stride && r->w_in + 2 * r->pad >= r->kernel)
+            n = (r->w_in + 2 * r->pad - r->kernel) / s + 1;
+        else if (r->op == E2T_OP_CONV_BWD_DATA)
+            n = (r->w_in + s - 1) / s;
+        else if (r->op == E2T_OP_CONV_WGRAD)
+            n = r->c_out;
+        return n && wide(n) ? e2t_fast_vnni512_call : e2t_fast_vnni256_call;
     }
-    if (plan.parts == 1)
-        bwd_phases<BWD1_MR, BWD1_NR, 1>(Gc, Wal, out, sh, r, plan, T, Lc, Cg, gplane, gimg, sat);
-    else
-        bwd_phases<BWD2_MR, BWD2_NR, 2>(Gc, Wal, out, sh, r, plan, T, Lc, Cg, gplane, gimg, sat);
+    return has_avx2() ? e2t_fast_avx2_call : e2t_fast_scalar_call;
 }
+#elif defined(__aarch64__)
+E2T_PATH_DECL(e2t_fast_neon)
+E2T_PATH_DECL(e2t_fast_scalar)
 
-// ------------------------------------------------------------------------------------------
-// CONV_WGRAD
+const Path PATHS[] = {{"auto", nullptr, always}, {"neon", e2t_fast_neon_call, always}, {"scalar", e2t_fast_scalar_call, always}};
 
-const int WG_MR = 6;  // (c, kh, kw) rows per micro-tile (broadcast activation pairs)
-const int WG_NR = 2;  // 8-output-channel vectors per micro-tile
+call_fn auto_call(const struct e2t_regs *) { return e2t_fast_neon_call; }
+#else
+E2T_PATH_DECL(e2t_fast_scalar)
 
-struct WgJob {
-    int ov;              // first 8-channel vector of the output channels
-    int nv;              // vectors (<= WG_NR)
-    int nm;              // rows (<= WG_MR)
-    int m[WG_MR];        // rows (c * taps + t)
-};
+const Path PATHS[] = {{"auto", nullptr, always}, {"scalar", e2t_fast_scalar_call, always}};
 
-struct WgLayout {
-    int K, O8, Wo2, rowlen, Wh;
-    int64_t plane, img;
-};
-
-// G[m][o] += sum over `steps` pixel pairs of x pair . g pair, in one int32 chunk: pair j has its
-// activations at xm[m] + xs[j] (int16 units) and its 8-channel gradient vectors at g + j * O8.
-template <int MR, int NR>
-inline void wg_kernel(const int16_t *const *xm, const int32_t *xs, const int32_t *g, int steps, int O8, int64_t *G,
-                      const int *mrows, int nm) {
-    V acc[MR][NR];
-    for (int m = 0; m < MR; m++)
-        for (int v = 0; v < NR; v++) acc[m][v] = vzero();
-    const int16_t *x[MR];
-    for (int m = 0; m < MR; m++) x[m] = xm[m];
-    for (int j = 0; j < steps; j++) {
-        const int32_t off = xs[j];
-        V b[NR];
-        for (int v = 0; v < NR; v++) b[v] = vload(g + (size_t)j * O8 + v * 8);
-        for (int m = 0; m < MR; m++) row_dot<NR>(acc[m], (const i32a *)(x[m] + off), b);
-    }
-    for (int m = 0; m < MR; m++)  // static indices: acc stays in registers
-        if (m < nm)
-            for (int v = 0; v < NR; v++) vflush(G + (size_t)mrows[m] * O8 + v * 8, acc[m][v]);
-}
-
-// Int16 copy of the activations (or their MSB part), zero-padded: X[n][c][row][col]; stride 2:
-// col = par * Wh + j holds padded column 2 j + par.
-void wg_copy_act(const int8_t *act, const Shape &sh, const WgLayout &L, bool use_msb, int16_t *X) {
-    const int C = sh.c, H = sh.h, W = sh.w, s = sh.s, p = sh.p, Hp = sh.hp();
-    int16_t lut[256];
-    for (int v = -128; v < 128; v++) lut[(uint8_t)v] = use_msb ? e2t::msb((int8_t)v) : (int16_t)v;
-    const std::vector<char> used = rows_read(sh);
-#pragma omp parallel
-    {
-        std::vector<int16_t> tmp(s == 1 ? 0 : 2 * L.Wh);
-#pragma omp for schedule(static)
-        for (int64_t q = 0; q < (int64_t)sh.n * C * Hp; q++) {
-            const int row = (int)(q % Hp), c = (int)(q / Hp % C), n = (int)(q / Hp / C);
-            if (!used[row]) continue;
-            int16_t *d = X + n * L.img + c * L.plane + (int64_t)row * L.rowlen;
-            const int iy = row - p;
-            if (iy < 0 || iy >= H) {
-                memset(d, 0, sizeof(int16_t) * L.rowlen);
-                continue;
-            }
-            const int8_t *src = act + (((int64_t)n * C + c) * H + iy) * W;
-            if (s == 1) {
-                act_row16(src, W, p, use_msb, lut, d, L.rowlen);
-            } else {
-                act_row16(src, W, p, use_msb, lut, tmp.data(), 2 * L.Wh);
-                deinterleave(tmp.data(), d, L.Wh, sh.k > 1);
-            }
-        }
-    }
-}
-
-// G[m][o] for the jobs, m = c * taps + t over all images and pixels; G is K x O8, summed over
-// per-thread partial sums.
-void wg_compute(const int16_t *X, const int32_t *GP, const Shape &sh, const WgLayout &L, int F,
-                const std::vector<WgJob> &jobs, int64_t *G) {
-    const int K = L.K, O8 = L.O8, Wo2 = L.Wo2, k = sh.k, s = sh.s, taps = k * k;
-    // koff[m]: offset of row m's (c, kh, kw) in X.
-    std::vector<int32_t> koff(K);
-    for (int c = 0; c < sh.c; c++)
-        for (int kh = 0; kh < k; kh++)
-            for (int kw = 0; kw < k; kw++)
-                koff[c * taps + kh * k + kw] =
-                    (int32_t)(c * L.plane + kh * L.rowlen + (s == 1 ? kw : (kw & 1) * L.Wh + (kw >> 1)));
-    // Pixel pairs in (image, output row, pair) order, which is GP's; blocks of B <= F of them
-    // are one int32 chunk each.
-    const int B = std::min(F, 256);
-    const int64_t total = (int64_t)sh.n * sh.ho * Wo2, nblk = (total + B - 1) / B;
-    const int nth = max_threads();
-    int64_t *Gt = tl_buf[6].get<int64_t>((size_t)nth * K * O8);
-    memset(Gt, 0, sizeof(int64_t) * nth * K * O8);
-#pragma omp parallel
-    {
-        int64_t *Gm = Gt + (size_t)thread_id() * K * O8;
-        std::vector<int32_t> xs(B);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < nblk; b++) {
-            const int64_t s0 = b * B;
-            const int steps = (int)std::min<int64_t>(B, total - s0);
-            for (int j = 0; j < steps; j++) {
-                const int64_t st = s0 + j, row = st / Wo2;
-                const int i = (int)(st % Wo2), n = (int)(row / sh.ho), yo = (int)(row % sh.ho);
-                xs[j] = (int32_t)(n * L.img + (int64_t)yo * s * L.rowlen + 2 * i);
-            }
-            const int32_t *g = GP + (size_t)s0 * O8;
-            for (const WgJob &jb : jobs) {
-                const int16_t *xm[WG_MR];
-                for (int m = 0; m < WG_MR; m++) xm[m] = X + koff[jb.m[m < jb.nm ? m : 0]];
-                int64_t *Gj = Gm + jb.ov * 8;
-                if (jb.nv == WG_NR)
-                    wg_kernel<WG_MR, WG_NR>(xm, xs.data(), g + jb.ov * 8, steps, O8, Gj, jb.m, jb.nm);
-                else
-                    wg_kernel<WG_MR, 1>(xm, xs.data(), g + jb.ov * 8, steps, O8, Gj, jb.m, jb.nm);
-            }
-        }
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < (int64_t)K * O8; i++) {
-            int64_t sum = 0;
-            for (int t = 0; t < nth; t++) sum += Gt[(size_t)t * K * O8 + i];
-            G[i] = sum;
-        }
-    }
-}
-
-void wg_add_jobs(std::vector<WgJob> &jobs, int ov, int nv, const std::vector<int> &rows) {
-    for (size_t m0 = 0; m0 < rows.size(); m0 += WG_MR) {
-        WgJob j;
-        j.ov = ov;
-        j.nv = nv;
-        j.nm = (int)std::min<size_t>(WG_MR, rows.size() - m0);
-        for (int m = 0; m < WG_MR; m++) j.m[m] = m < j.nm ? rows[m0 + m] : rows[m0];
-        jobs.push_back(j);
-    }
-}
-
-void conv_wgrad(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *scratch, const Shape &sh, uint32_t mode,
-                uint64_t threshold, uint32_t &sure, uint32_t &tiles, uint32_t &recomputed) {
-    const int N = sh.n, C = sh.c, W = sh.w, O = sh.o, k = sh.k, s = sh.s, p = sh.p, Ho = sh.ho, Wo = sh.wo;
-    const int taps = k * k, Wp = sh.wp();
-    WgLayout L;
-    L.K = C * taps;
-    L.O8 = round_up(O, 8);
-    L.Wo2 = ceil_div(Wo, 2);
-    if (s == 1) {
-        L.Wh = 0;
-        L.rowlen = round_up(std::max(Wp, 2 * L.Wo2 + k - 1) + 1, 2);
-    } else {
-        L.Wh = std::max(ceil_div(Wp, 2), 2 * L.Wo2 + (k - 1) / 2) + 1;
-        L.rowlen = 2 * L.Wh;
-    }
-    L.plane = (int64_t)sh.hp() * L.rowlen;
-    L.img = C * L.plane;
-    const int K = L.K, O8 = L.O8, Wo2 = L.Wo2, NV = O8 / 8;
-    (void)W;
-    (void)p;
-    // Packed gradients: GP[n * Ho + yo][i][o] = (g[o][2i], g[o][2i + 1]) for o < O8 (0 beyond O).
-    int32_t *GP = tl_buf[1].get<int32_t>((size_t)N * Ho * Wo2 * O8);
-#pragma omp parallel for schedule(static)
-    for (int64_t rr = 0; rr < (int64_t)N * Ho; rr++) {
-        const int n = (int)(rr / Ho), yo = (int)(rr % Ho);
-        int32_t *d = GP + (size_t)rr * Wo2 * O8;
-        const int16_t *g0 = grad + ((int64_t)n * O * Ho + yo) * Wo;  // channel o at g0 + o * Ho * Wo
-        const int64_t gs = (int64_t)Ho * Wo;
-        int o = 0;
-#ifdef __AVX2__
-        for (; o + 8 <= O; o += 8) {  // 8 x 8 transposes of int32 pixel pairs
-            int i = 0;
-            for (; i + 8 <= Wo / 2; i += 8) {
-                __m256i t[8], u[8];
-                for (int q = 0; q < 8; q++) t[q] = _mm256_loadu_si256((const __m256i *)(g0 + (o + q) * gs + 2 * i));
-                for (int q = 0; q < 8; q += 2) {
-                    u[q] = _mm256_unpacklo_epi32(t[q], t[q + 1]);
-                    u[q + 1] = _mm256_unpackhi_epi32(t[q], t[q + 1]);
-                }
-                for (int q = 0; q < 8; q += 4) {
-                    t[q] = _mm256_unpacklo_epi64(u[q], u[q + 2]);
-                    t[q + 1] = _mm256_unpackhi_epi64(u[q], u[q + 2]);
-                    t[q + 2] = _mm256_unpacklo_epi64(u[q + 1], u[q + 3]);
-                    t[q + 3] = _mm256_unpackhi_epi64(u[q + 1], u[q + 3]);
-                }
-                for (int q = 0; q < 4; q++) {
-                    _mm256_storeu_si256((__m256i *)(d + (size_t)(i + q) * O8 + o), _mm256_permute2x128_si256(t[q], t[q + 4], 0x20));
-                    _mm256_storeu_si256((__m256i *)(d + (size_t)(i + q + 4) * O8 + o), _mm256_permute2x128_si256(t[q], t[q + 4], 0x31));
-                }
-            }
-            for (int q = 0; q < 8; q++) {
-                const int16_t *src = g0 + (o + q) * gs;
-                for (int ii = i; ii < Wo2; ii++)
-                    d[(size_t)ii * O8 + o + q] = pack16(src[2 * ii], 2 * ii + 1 < Wo ? src[2 * ii + 1] : 0);
-            }
-        }
+call_fn auto_call(const struct e2t_regs *) { return e2t_fast_scalar_call; }
 #endif
-        for (; o < O8; o++) {
-            if (o >= O) {
-                for (int i = 0; i < Wo2; i++) d[(size_t)i * O8 + o] = 0;
-                continue;
-            }
-            const int16_t *src = g0 + o * gs;
-            for (int i = 0; i < Wo2; i++)
-                d[(size_t)i * O8 + o] = pack16(src[2 * i], 2 * i + 1 < Wo ? src[2 * i + 1] : 0);
-        }
-    }
-    int16_t *X = tl_buf[0].get<int16_t>((size_t)N * L.img);
-    int64_t *G = tl_buf[2].get<int64_t>((size_t)K * O8);
-    const bool psg = mode != E2T_WGRAD_FULL;
-    std::vector<int> all_rows(K);
-    for (int m = 0; m < K; m++) all_rows[m] = m;
-    std::vector<WgJob> jobs;
-    for (int ov = 0; ov < NV; ov += WG_NR) wg_add_jobs(jobs, ov, std::min(WG_NR, NV - ov), all_rows);
 
-    // Pass 1: G_full (FULL) or G_msb (PSG) into scratch.
-    wg_copy_act(act, sh, L, psg, X);
-    wg_compute(X, GP, sh, L, psg ? 4095 : 255, jobs, G);
-    int64_t gmax = 0;
-    for (int o = 0; o < O; o++)
-        for (int m = 0; m < K; m++) {
-            const int64_t g = G[(size_t)m * O8 + o];
-            scratch[(int64_t)o * K + m] = g;
-            if (abs64(g) > gmax) gmax = abs64(g);
-        }
-    sure = tiles = recomputed = 0;
-    if (!psg) return;
-
-    // Pass 2: decide every tile as the kernel does, recompute the channels of unsure tiles.
-    const int nto = ceil_div(O, E2T_TILE_O), nti = ceil_div(C, E2T_TILE_I);
-    std::vector<char> unsure(nto * nti, 0);
-    for (int a = 0; a < nto; a++)
-        for (int b = 0; b < nti; b++) {
-            tiles++;
-            bool u = false;
-            for (int o = a * E2T_TILE_O; o < std::min(O, (a + 1) * E2T_TILE_O); o++)
-                for (int c = b * E2T_TILE_I; c < std::min(C, (b + 1) * E2T_TILE_I); c++)
-                    for (int t = 0; t < taps; t++) {
-                        const int64_t av = abs64(scratch[((int64_t)o * C + c) * taps + t]);
-                        const bool ok = mode == E2T_WGRAD_PSG_ABS ? av >= (int64_t)threshold
-                                                                  : (av << e2t::RATIO_FRAC) >= (int64_t)threshold * gmax;
-                        sure += ok;
-                        u |= !ok;
-                    }
-            unsure[a * nti + b] = u;
-            recomputed += u;
-        }
-    int64_t *F = nullptr;
-    if (recomputed) {
-        jobs.clear();
-        for (int ov = 0; ov < NV; ov += WG_NR) {
-            const int nv = std::min(WG_NR, NV - ov);
-            std::vector<int> rows;
-            for (int c = 0; c < C; c++) {
-                bool need = false;
-                for (int o = ov * 8; o < std::min(O, (ov + nv) * 8) && !need; o++)
-                    need = unsure[(o / E2T_TILE_O) * nti + c / E2T_TILE_I];
-                if (need)
-                    for (int t = 0; t < taps; t++) rows.push_back(c * taps + t);
-            }
-            if (!rows.empty()) wg_add_jobs(jobs, ov, nv, rows);
-        }
-        wg_copy_act(act, sh, L, false, X);
-        F = tl_buf[3].get<int64_t>((size_t)K * O8);
-        wg_compute(X, GP, sh, L, 255, jobs, F);
-    }
-#pragma omp parallel for schedule(static) if (O * K > 4096)
-    for (int o = 0; o < O; o++)
-        for (int c = 0; c < C; c++) {
-            const bool u = unsure[(o / E2T_TILE_O) * nti + c / E2T_TILE_I];
-            for (int t = 0; t < taps; t++) {
-                const int m = c * taps + t;
-                const int64_t at = (int64_t)o * K + m, gm = scratch[at];
-                const int64_t gf = u ? F[(size_t)m * O8 + o] : 0;
-                sgn[at] = mode == E2T_WGRAD_PSG_ABS ? e2t::psg_sign_abs(gm, gf, (int64_t)threshold)
-                                                    : e2t::psg_sign_ratio(gm, gf, (int64_t)threshold, gmax);
-            }
-        }
-}
-
-// ------------------------------------------------------------------------------------------
-// UPDATE
-
-void update(int32_t *master, int32_t *mom, const int8_t *sgn, uint32_t count, int e_w, uint64_t lr, uint64_t wd,
-            uint32_t mu, uint32_t &sat_out) {
-    uint32_t sat = 0;
-    const int64_t n = count;
-#pragma omp parallel for schedule(static) reduction(+ : sat) if (n >= 65536)
-    for (int64_t i = 0; i < n; i++) {
-        int32_t w = master[i], b = mom[i];
-        e2t::sign_update(w, b, sgn[i], e_w, (int64_t)lr, (int64_t)wd, (int64_t)mu, sat);
-        master[i] = w;
-        mom[i] = b;
-    }
-    sat_out = sat;
-}
+const int NPATHS = (int)(sizeof PATHS / sizeof PATHS[0]);
 
 }  // namespace
 
-extern "C" void e2t_call(const struct e2t_regs *regs, const struct e2t_ports *ports, struct e2t_status *status) {
-    const uint32_t op = regs->op, mode = regs->mode, batch = regs->batch, c_in = regs->c_in, h_in = regs->h_in,
-                   w_in = regs->w_in, c_out = regs->c_out, kernel = regs->kernel, stride = regs->stride,
-                   pad = regs->pad, shift = regs->shift, count = regs->count, mu = regs->mu;
-    const uint64_t threshold = regs->threshold, lr = regs->lr, wd = regs->wd;
-    const int32_t e_w = regs->e_w;
-    uint32_t sat = 0, sure = 0, tiles = 0, recomputed = 0;
-    Shape sh;
-    const uint32_t st = e2t::check_call(op, mode, batch, c_in, h_in, w_in, c_out, kernel, stride, pad, shift, threshold,
-                                        count, e_w, lr, wd, mu, ports->wshift, ports->sgn, sh);
-    if (st != E2T_STATUS_OK) {
-        // refused: no buffer is written, only the status
-    } else if (op == E2T_OP_CONV_FWD) {
-        conv_fwd(ports->act, ports->wgt, ports->out, sh, (int)shift);
-    } else if (op == E2T_OP_CONV_BWD_DATA) {
-        conv_bwd_data(ports->grad, ports->wgt, ports->wshift, ports->out, sh, (int)shift, sat);
-    } else if (op == E2T_OP_CONV_WGRAD) {
-        conv_wgrad(ports->act, ports->grad, ports->sgn, ports->scratch, sh, mode, threshold, sure, tiles, recomputed);
-    } else if (op == E2T_OP_UPDATE) {
-        update(ports->master, ports->mom, ports->sgn, count, e_w, lr, wd, mu, sat);
+// Paths of this build, by index: their names and whether this CPU runs them.
+extern "C" int e2t_fast_path_count(void) { return NPATHS; }
+extern "C" const char *e2t_fast_path_name(int path) { return path >= 0 && path < NPATHS ? PATHS[path].name : ""; }
+extern "C" int e2t_fast_path_supported(int path) { return path >= 0 && path < NPATHS && PATHS[path].supported(); }
+
+// The path "auto" takes for these registers (its index), so callers can say what ran.
+extern "C" int e2t_fast_path_chosen(const struct e2t_regs *regs) {
+    const call_fn f = auto_call(regs);
+    for (int i = 1; i < NPATHS; i++)
+        if (PATHS[i].call == f) return i;
+    return 0;
+}
+
+// One call on a given path; a path this CPU cannot run answers BAD_OP without touching a buffer.
+extern "C" void e2t_fast_call(int path, const struct e2t_regs *regs, const struct e2t_ports *ports,
+                              struct e2t_status *status) {
+    if (path < 0 || path >= NPATHS || !PATHS[path].supported()) {
+        memset(status, 0, sizeof *status);
+        status->status = E2T_STATUS_BAD_OP;
+        return;
     }
-    status->status = st;
-    status->saturations = sat;
-    status->psg_sure = sure;
-    status->psg_tiles = tiles;
-    status->psg_recomputed = recomputed;
+    (PATHS[path].call ? PATHS[path].call : auto_call(regs))(regs, ports, status);
+}
+
+// The emulation ABI: the best path for this CPU.
+extern "C" void e2t_call(const struct e2t_regs *regs, const struct e2t_ports *ports, struct e2t_status *status) {
+    auto_call(regs)(regs, ports, status);
 }

@@ -56,39 +56,39 @@ static const int ALIGN_BITS = 12;
 static const int WSHIFT_MAX = 31;
 
 // Round half up: floor(v / 2^s + 1/2) for s > 0, v * 2^-s for s <= 0.
-inline int64_t rshift_round(int64_t v, int s) {
+static inline int64_t rshift_round(int64_t v, int s) {
     return s > 0 ? (v + ((int64_t)1 << (s - 1))) >> s : v * ((int64_t)1 << -s);
 }
 
 // Clip to [lo, hi]; counts clipped values in `count`.
-inline int64_t saturate(int64_t v, int64_t lo, int64_t hi, uint32_t &count) {
+static inline int64_t saturate(int64_t v, int64_t lo, int64_t hi, uint32_t &count) {
     if (v < lo) { ++count; return lo; }
     if (v > hi) { ++count; return hi; }
     return v;
 }
 
 // x_msb: the predictor's 4-bit activation, sat4(rshift_round(x_q, MSB_SHIFT)).
-inline int8_t msb(int8_t x) {
+static inline int8_t msb(int8_t x) {
     uint32_t unused = 0;
     return (int8_t)saturate(rshift_round(x, MSB_SHIFT), MSB_LO, MSB_HI, unused);
 }
 
-inline int8_t sign_of(int64_t v) { return (int8_t)((v > 0) - (v < 0)); }
+static inline int8_t sign_of(int64_t v) { return (int8_t)((v > 0) - (v < 0)); }
 
 // PSG selection with an absolute integer threshold T on |G_msb|.
-inline int8_t psg_sign_abs(int64_t g_msb, int64_t g_full, int64_t T) {
+static inline int8_t psg_sign_abs(int64_t g_msb, int64_t g_full, int64_t T) {
     int64_t a = g_msb < 0 ? -g_msb : g_msb;
     return a >= T ? sign_of(g_msb) : sign_of(g_full);
 }
 
 // PSG selection with an adaptive threshold: |G_msb| * 2^RATIO_FRAC >= R * max|G_msb|.
-inline int8_t psg_sign_ratio(int64_t g_msb, int64_t g_full, int64_t R, int64_t gmax) {
+static inline int8_t psg_sign_ratio(int64_t g_msb, int64_t g_full, int64_t R, int64_t gmax) {
     int64_t a = g_msb < 0 ? -g_msb : g_msb;
     return (a << RATIO_FRAC) >= R * gmax ? sign_of(g_msb) : sign_of(g_full);
 }
 
 // One sign-momentum step on master weight w (exponent e_w) and momentum buf (MOM_EXP).
-inline void sign_update(int32_t &w, int32_t &buf, int8_t sign, int e_w,
+static inline void sign_update(int32_t &w, int32_t &buf, int8_t sign, int e_w,
                         int64_t LR, int64_t WD, int64_t MU, uint32_t &sat) {
     int64_t d = (int64_t)sign * ((int64_t)1 << -MOM_EXP)
               + rshift_round(WD * (int64_t)w, WD_FRAC + MOM_EXP - e_w);

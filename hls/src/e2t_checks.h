@@ -19,7 +19,7 @@ struct Shape {
 };
 
 // The registers describe a conv the buffers can hold and the accumulators can sum exactly.
-inline bool shape_ok(Shape &sh, uint32_t op) {
+static inline bool shape_ok(Shape &sh, uint32_t op) {
     if (sh.n < 1 || sh.n > E2T_MAX_BATCH || sh.c < 1 || sh.c > E2T_MAX_C || sh.o < 1 || sh.o > E2T_MAX_C) return false;
     if (sh.h < 1 || sh.h > E2T_MAX_H || sh.w < 1 || sh.w > E2T_MAX_W || sh.k < 1 || sh.k > E2T_MAX_K) return false;
     if ((sh.s != 1 && sh.s != 2) || sh.p < 0 || sh.p > E2T_MAX_PAD || sh.hp() < sh.k || sh.wp() < sh.k) return false;
@@ -33,7 +33,7 @@ inline bool shape_ok(Shape &sh, uint32_t op) {
 }
 
 // Per-channel weight shifts of CONV_BWD_DATA lie in [0, WSHIFT_MAX], so alignment shifts stay small.
-inline bool wshift_ok(const int8_t *wshift, int o) {
+static inline bool wshift_ok(const int8_t *wshift, int o) {
     bool ok = true;
 CHECK_WSHIFT:
     for (int i = 0; i < o; i++) {
@@ -44,7 +44,7 @@ CHECK_WSHIFT:
 }
 
 // Sign inputs of UPDATE lie in {-1, 0, +1}: anything else is refused before a weight changes.
-inline bool signs_ok(const int8_t *sgn, uint32_t count) {
+static inline bool signs_ok(const int8_t *sgn, uint32_t count) {
     bool ok = true;
 CHECK_SIGNS:
     for (uint32_t i = 0; i < count; i++) {
@@ -56,7 +56,7 @@ CHECK_SIGNS:
 }
 
 // The status an op gets before it runs: OK, or why it is refused. Fills in `sh` for conv ops.
-inline uint32_t check_call(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint32_t h_in, uint32_t w_in,
+static inline uint32_t check_call(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint32_t h_in, uint32_t w_in,
                            uint32_t c_out, uint32_t kernel, uint32_t stride, uint32_t pad, uint32_t shift,
                            uint64_t threshold, uint32_t count, int32_t e_w, uint64_t lr, uint64_t wd, uint32_t mu,
                            const int8_t *wshift, const int8_t *sgn, Shape &sh) {

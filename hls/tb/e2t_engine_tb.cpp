@@ -608,6 +608,9 @@ void status_cases(Checker &ck, Buffers &b) {
     };
     const Conv wide = {1, E2T_MAX_C + 1, 2, 4, 4, 3, 1, 1}, stride3 = {1, 4, 2, 4, 4, 3, 3, 1};
     const Conv bigk = {1, 4, 2, 4, 4, E2T_MAX_K + 1, 1, 0}, tiny = {1, 4, 2, 1, 1, 3, 1, 0};
+    // Input within E2T_MAX_H x E2T_MAX_W, but k = 1 and pad 1 make the output map one row and one
+    // column larger than the on-chip tiles (31 x 31 -> 33 x 33 on the boards here).
+    const Conv bigmap = {1, 1, 1, E2T_MAX_HO - 1, E2T_MAX_WO - 1, 1, 1, 1};
     const Case cases[] = {
         {E2T_OP_NOP, 0, 0, 0, ok, E2T_STATUS_OK, "NOP"},
         {9, 0, 0, 0, ok, E2T_STATUS_BAD_OP, "unknown op"},
@@ -615,6 +618,9 @@ void status_cases(Checker &ck, Buffers &b) {
         {E2T_OP_CONV_FWD, 0, 0, 0, stride3, E2T_STATUS_BAD_SHAPE, "stride 3"},
         {E2T_OP_CONV_BWD_DATA, 0, 0, 0, bigk, E2T_STATUS_BAD_SHAPE, "k above E2T_MAX_K"},
         {E2T_OP_CONV_WGRAD, 0, 0, 0, tiny, E2T_STATUS_BAD_SHAPE, "kernel larger than the padded input"},
+        {E2T_OP_CONV_FWD, 0, 0, 0, bigmap, E2T_STATUS_BAD_SHAPE, "output map past E2T_MAX_HO x E2T_MAX_WO"},
+        {E2T_OP_CONV_BWD_DATA, 0, 0, 0, bigmap, E2T_STATUS_BAD_SHAPE, "output map past E2T_MAX_HO x E2T_MAX_WO"},
+        {E2T_OP_CONV_WGRAD, 0, 0, 0, bigmap, E2T_STATUS_BAD_SHAPE, "output map past E2T_MAX_HO x E2T_MAX_WO"},
         {E2T_OP_CONV_FWD, 0, 63, 0, ok, E2T_STATUS_BAD_ARG, "shift 63"},
         {E2T_OP_CONV_WGRAD, 3, 0, 0, ok, E2T_STATUS_BAD_ARG, "unknown mode"},
         {E2T_OP_CONV_WGRAD, E2T_WGRAD_PSG_RATIO, 0, ((uint64_t)1 << RATIO_FRAC) + 1, ok, E2T_STATUS_BAD_ARG,
@@ -637,6 +643,29 @@ void status_cases(Checker &ck, Buffers &b) {
     regs.e_w = -49;  // below MASTER_EXP_MIN
     ck.begin("UPDATE e_w=-49 (below MASTER_EXP_MIN)");
     ck.status(run(regs, b), E2T_STATUS_BAD_ARG, 0, 0, 0, 0);
+
+    // A sign input outside {-1, 0, +1} (here 2, the last of the elements): refused before any
+    // master weight or momentum changes.
+    const uint32_t count = 9;
+    std::vector<int64_t> w_in(count), m_in(count);
+    for (uint32_t i = 0; i < count; i++) {
+        b.master[i] = (int32_t)(0x01234567 + 977 * (int32_t)i);
+        b.mom[i] = (int32_t)(-0x00765432 - 131 * (int32_t)i);
+        b.sgn[i] = (int8_t)((int)(i % 3) - 1);
+        w_in[i] = b.master[i];
+        m_in[i] = b.mom[i];
+    }
+    b.sgn[count - 1] = 2;
+    regs = conv_regs(E2T_OP_UPDATE, ok);
+    regs.count = count;
+    regs.e_w = -24;
+    regs.lr = 429496730;
+    regs.wd = 429497;
+    regs.mu = 58982;
+    ck.begin("UPDATE count=%u with sign 2 (outside {-1, 0, +1})", count);
+    ck.status(run(regs, b), E2T_STATUS_BAD_ARG, 0, 0, 0, 0);
+    ck.array("master (untouched)", b.master.data(), w_in);
+    ck.array("mom (untouched)", b.mom.data(), m_in);
 }
 
 }  // namespace

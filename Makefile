@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_ARGS ?= --backend torch --model resnet20 --dataset mnist5k --epochs 15
 
-.PHONY: run test bench venv clean
+.PHONY: run test bench venv clean cross-tools
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,16 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/e2t train $(RUN_ARGS)
 
-test: $(STAMP)
+# The aarch64 engine's tests run it under qemu-user: Debian's cross compiler and qemu-user.
+cross-tools:
+	@if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq g++-aarch64-linux-gnu qemu-user >/dev/null) \
+	  || echo "make: could not install the aarch64 cross tools; their tests will be skipped"; \
+	else echo "make: no aarch64-linux-gnu-g++ / qemu-aarch64 (apt-get install g++-aarch64-linux-gnu qemu-user);" \
+	  "the aarch64 engine tests will be skipped"; fi
+
+test: $(STAMP) cross-tools
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

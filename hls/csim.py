@@ -325,3 +325,49 @@ class Engine:
             raise EngineError(f"update: master {master.shape}, momentum {mom.shape} and sign {s.shape} differ in size")
         regs = {"op": regmap.OPS["UPDATE"], "count": master.size, "e_w": e_w, "lr": k.LR, "wd": k.WD, "mu": k.MU}
         return self._run("UPDATE", regs, {"master": _buffer("master", master), "mom": _buffer("mom", mom), "sgn": s})["saturations"]
+
+
+class RunnerEngine(Engine):
+    """The fast build as a separate program (hls/fast/e2t_fast_runner.cpp) driven over pipes,
+    with Engine's interface: for a build Python cannot load, such as the aarch64 one under
+    qemu-user (``prefix=["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]``)."""
+
+    def __init__(self, cxx: str, prefix: list[str] = (), board: str = boards.DEFAULT_BOARD, log=None,
+                 cpu_path: str = "auto"):
+        self.variant, self.board, self.cpu_path = "fast", boards.board(board), cpu_path
+        runner = os.path.join(HERE, "fast", "e2t_fast_runner.cpp")
+        self.path = build("fast", board, log, cxx=cxx, exe_main=runner)
+        names = ["auto", *FAST_PATHS.get(target_arch(cxx), {"scalar": []})]
+        if cpu_path not in names:
+            raise EngineError(f"CPU path '{cpu_path}' is unknown for {target_arch(cxx)} (known: {', '.join(names)})")
+        self._index = names.index(cpu_path)
+        self._proc = subprocess.Popen([*prefix, self.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=30)
+
+    def call(self, regs: dict, ports: dict) -> dict:
+        unknown = set(regs) - {f for f, _ in Regs._fields_} | set(ports) - {f for f, _ in Ports._fields_}
+        if unknown:
+            raise EngineError(f"unknown register(s): {', '.join(sorted(unknown))}")
+        held = {k: _buffer(k, v) for k, v in ports.items()}
+        r = Regs(**{k: int(v) for k, v in regs.items()})
+        msg = [np.int32(self._index).tobytes(), np.uint32(ctypes.sizeof(Regs)).tobytes(), bytes(r)]
+        for name, _ in Ports._fields_:
+            data = held[name].tobytes() if name in held else b""
+            msg += [np.uint64(len(data)).tobytes(), data]
+        self._proc.stdin.write(b"".join(msg))
+        self._proc.stdin.flush()
+        read = self._proc.stdout.read
+        st = Status.from_buffer_copy(read(ctypes.sizeof(Status)) or b"\0" * ctypes.sizeof(Status))
+        if self._proc.poll() not in (None, 0):
+            raise EngineError(f"{self.path} stopped with status {self._proc.returncode}")
+        for name, _ in Ports._fields_:
+            size = int(np.frombuffer(read(8), np.uint64)[0])
+            data = read(size)
+            if name in held:
+                held[name][...] = np.frombuffer(data, held[name].dtype).reshape(held[name].shape)
+        return {f: getattr(st, f) for f, _ in Status._fields_}
+

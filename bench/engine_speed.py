@@ -33,14 +33,23 @@ SHAPES = ((16, 16, 32, 3, 1), (16, 32, 32, 3, 2), (16, 32, 32, 1, 2), (32, 32, 1
 OPS = ("fwd", "bwd_data", "wgrad", "wgrad_psg")
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+def best_times(fns: dict, rounds: dict) -> dict:
+    """Best wall time of each call, timed round-robin (one call of each per round, ``rounds[name]``
+    rounds), so that a slow spell of the machine hits every contender alike. Each timed call follows
+    an untimed one of the same contender: torch and the engine each bring an OpenMP runtime, and
+    the previous contender's idle threads spin for a while, taking the cores of the next call."""
+    
+    for fn in fns.values():
+        fn()  # warm-up
+    best = {name: float("inf") for name in fns}
+    for r in range(max(rounds.values())):
+        for name, fn in fns.items():
+            if r < rounds[name]:
+                fn()
+                t = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t)
+    return best
 
 
 def engine_calls(eng: Engine, rng, n, c, o, h, k, stride) -> dict:
@@ -88,7 +97,7 @@ def main() -> None:
     p.add_argument("--builds", nargs="+", default=["fast", "native", "ap"], choices=["fast", "native", "ap"])
     p.add_argument("--paths", nargs="+", default=["auto", "avx2"],
                    help="CPU paths of the fast build to time (auto = the best per call; others forced)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7, help="timed rounds per op (round-robin over the contenders)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args()
@@ -112,7 +121,8 @@ def main() -> None:
     slow = lambda name: not name.startswith("fast")  # noqa: E731
     print(f"CPU: {cpu_model()} ({platform.machine()}); fast paths this CPU runs: "
           f"{', '.join(n for n, ok in Engine('fast').cpu_paths().items() if ok)}")
-    print(f"GMAC/s on this CPU ({args.threads} threads); torch and fast at batch {args.batch}, "
+    print(f"GMAC/s on this CPU ({args.threads} threads, best of "
+          f"{args.repeats} round-robin rounds); torch and fast at batch {args.batch}, "
           f"native and ap at batch {args.slow_batch}; ratio = build / torch float32 on the same op")
     head = f"{'shape c>o h k/s':<18}{'op':<11}{'torch':>8}" + "".join(f"{b:>13}{'ratio':>7}" for b in names)
     print(head + ("  auto took" if "fast:auto" in engines else ""))
@@ -125,12 +135,12 @@ def main() -> None:
         ecalls = {b: engine_calls(e, rng, args.slow_batch if slow(b) else args.batch, c, o, h, k, stride)
                   for b, e in engines.items()}
         for op in OPS:
-            t_op = "wgrad" if op == "wgrad_psg" else op
-            torch_rate = args.batch * macs_per_image / best_time(tcalls[t_op], args.repeats) / 1e9
+            fns = {"torch": tcalls["wgrad" if op == "wgrad_psg" else op], **{b: ecalls[b][op] for b in names}}
+            best = best_times(fns, {b: 1 if slow(b) else args.repeats for b in fns})
+            torch_rate = args.batch * macs_per_image / best["torch"] / 1e9
             row = {"shape": [c, o, h, k, stride], "op": op, "torch": torch_rate}
             for b in names:
-                n = args.slow_batch if slow(b) else args.batch
-                row[b] = n * macs_per_image / best_time(ecalls[b][op], 1 if slow(b) else args.repeats) / 1e9
+                row[b] = (args.slow_batch if slow(b) else args.batch) * macs_per_image / best[b] / 1e9
             took = ""
             if "fast:auto" in engines:
                 regs = {"op": {"fwd": 1, "bwd_data": 2}.get(op, 3), "w_in": h, "kernel": k, "pad": pad,

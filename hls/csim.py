@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -64,10 +65,13 @@ def _sources(variant: str) -> list[str]:
 
 # The fast build's CPU paths per target architecture: each compiles hls/fast/e2t_fast_ops.cpp once
 # with these flags (hls/fast/e2t_fast_simd.h); hls/fast/e2t_fast.cpp picks one at run time.
-_AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni"]
+# x86-64-v3 is AVX2 with FMA, BMI and F16C (Haswell, Zen 1 and later); v4 adds AVX-512 F/BW/VL/DQ.
+# Instruction scheduling is tuned for the machine that builds (-mtune=native, when it is not a
+# cross build), which never limits the CPUs a path runs on.
+_AVX512 = ["-march=x86-64-v4", "-mavx512vnni"]
 FAST_PATHS = {
     "x86_64": {"vnni512": ["-DE2T_PATH_VNNI512", *_AVX512], "vnni256": ["-DE2T_PATH_VNNI256", *_AVX512],
-               "avx2": ["-DE2T_PATH_AVX2", "-mavx2"], "scalar": ["-DE2T_PATH_SCALAR"]},
+               "avx2": ["-DE2T_PATH_AVX2", "-march=x86-64-v3"], "scalar": ["-DE2T_PATH_SCALAR"]},
     "aarch64": {"neon": ["-DE2T_PATH_NEON"], "scalar": ["-DE2T_PATH_SCALAR"]},
 }
 
@@ -88,12 +92,14 @@ def _steps(variant: str, cfg_dir: str, out: str, cxx: str = CXX, exe_main: str |
         return [base + ["-shared", "-O2", "-DE2T_AP_TYPES", "-isystem", ap_types_dir()] + KERNEL_SOURCES + ["-o", out]]
     if variant == "native":
         return [base + ["-shared", "-O3", "-march=native"] + KERNEL_SOURCES + ["-o", out]]
-    paths = FAST_PATHS.get(target_arch(cxx), {"scalar": ["-DE2T_PATH_SCALAR"]})
+    arch = target_arch(cxx)
+    paths = FAST_PATHS.get(arch, {"scalar": ["-DE2T_PATH_SCALAR"]})
+    tune = ["-mtune=native"] if arch == platform.machine() and arch == "x86_64" else []
     fast = os.path.join(HERE, "fast")
     steps, objs = [], []
     for name, flags in paths.items():
         obj = f"{out}.{name}.o"
-        steps.append(base + ["-I", fast, "-O3", "-fopenmp", "-c", f"-DE2T_FAST_NS=e2t_fast_{name}", *flags,
+        steps.append(base + ["-I", fast, "-O3", "-fopenmp", "-c", f"-DE2T_FAST_NS=e2t_fast_{name}", *flags, *tune,
                              os.path.join(fast, "e2t_fast_ops.cpp"), "-o", obj])
         objs.append(obj)
     link = ["-shared"] if exe_main is None else [exe_main]
@@ -114,8 +120,8 @@ def _no_shared_code(obj: str, cxx: str) -> None:
 
 
 def _native_target(steps: list[list[str]], cxx: str) -> bytes:
-    """What -march=native means on this machine, for the cache key (empty if no step uses it)."""
-    if not any("-march=native" in s for s in steps):
+    """What -march/-mtune=native mean on this machine, for the cache key (empty if no step uses them)."""
+    if not any("-march=native" in s or "-mtune=native" in s for s in steps):
         return b""
     return subprocess.run([cxx, "-march=native", "-Q", "--help=target"], capture_output=True, text=True).stdout.encode()
 

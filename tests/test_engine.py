@@ -138,3 +138,23 @@ def test_status_names_the_problem(engine):
         engine.conv_fwd(x[:, :4] + 200, np.zeros((2, 4, 3, 3)), 1, 1)
     with pytest.raises(EngineError, match="unknown register"):
         engine.call({"opp": 1}, {})
+
+
+def test_narrow_maps_equal_the_contract(engine):
+    """Output maps whose width divides the vector lanes (1, 2, 4, 8, 16 columns): the fast build
+    packs whole rows into one vector there; odd heights leave a partial last group."""
+    rng = np.random.default_rng(11)
+    for wo in (1, 2, 4, 8, 16):
+        for k, stride, pad in ((3, 1, 1), (3, 2, 1), (1, 2, 0), (2, 1, 0), (2, 2, 1), (1, 1, 0)):
+            w_in = (wo - 1) * stride + k - 2 * pad
+            if w_in < 1 or w_in > 32:
+                continue
+            h_in = int(rng.integers(max(1, k - 2 * pad), 12))
+            n, c, o = int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 20))
+            x, wq, g = operands(rng, n, c, o, h_in, w_in, k, stride, pad)
+            assert g.shape[3] == wo
+            y, r, _ = engine.conv_fwd(x, wq, stride, pad)
+            assert np.array_equal(y, nx.conv_fwd(x, wq, stride, pad)[0]), (wo, k, stride, pad)
+            shifts = rng.integers(0, 5, o)
+            gx, _, _ = engine.conv_bwd_data(g, wq, shifts, stride, pad, (h_in, w_in))
+            assert np.array_equal(gx, nx.conv_bwd_data(g, wq, shifts, stride, pad, (h_in, w_in))[0])

@@ -35,14 +35,15 @@ E2T_PATH_DECL(e2t_fast_vnni256)
 E2T_PATH_DECL(e2t_fast_avx2)
 E2T_PATH_DECL(e2t_fast_scalar)
 
+// The paths are compiled for the x86-64 levels v3 (AVX2, FMA, BMI1/2, F16C, MOVBE) and v4 (plus
+// AVX-512 F/BW/CD/DQ/VL), the VNNI ones with AVX-512 VNNI on top.
 bool has_avx2() {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
+    return __builtin_cpu_supports("x86-64-v3");
 }
 bool has_vnni() {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    return __builtin_cpu_supports("x86-64-v4") && __builtin_cpu_supports("avx512vnni");
 }
 
 const Path PATHS[] = {{"auto", nullptr, always},
@@ -52,7 +53,8 @@ const Path PATHS[] = {{"auto", nullptr, always},
                       {"scalar", e2t_fast_scalar_call, always}};
 
 // Lanes of 16 beat two vectors of 8 unless they are mostly empty: ceil(n/16) zmm vs ceil(n/8) ymm.
-bool wide(uint32_t n) { return 2 * ((n + 15) / 16) <= (n + 7) / 8; }
+// CONV_FWD packs whole rows of a map narrower than the lanes when its width divides them.
+bool wide(uint32_t n, bool rows_pack) { return (rows_pack && n < 16 && 16 % n == 0) || 2 * ((n + 15) / 16) <= (n + 7) / 8; }
 
 call_fn auto_call(const struct e2t_regs *r) {
     if (has_vnni()) {
@@ -64,7 +66,7 @@ call_fn auto_call(const struct e2t_regs *r) {
             n = (r->w_in + s - 1) / s;
         else if (r->op == E2T_OP_CONV_WGRAD)
             n = r->c_out;
-        return n && wide(n) ? e2t_fast_vnni512_call : e2t_fast_vnni256_call;
+        return n && wide(n, r->op == E2T_OP_CONV_FWD) ? e2t_fast_vnni512_call : e2t_fast_vnni256_call;
     }
     return has_avx2() ? e2t_fast_avx2_call : e2t_fast_scalar_call;
 }

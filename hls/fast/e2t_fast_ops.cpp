@@ -232,32 +232,48 @@ inline __m256i msb16(__m256i v) {
     v = _mm256_srai_epi16(_mm256_add_epi16(v, _mm256_set1_epi16(1 << (e2t::MSB_SHIFT - 1))), e2t::MSB_SHIFT);
     return _mm256_max_epi16(_mm256_min_epi16(v, _mm256_set1_epi16((int16_t)e2t::MSB_HI)), _mm256_set1_epi16((int16_t)e2t::MSB_LO));
 }
+// The same on 8 lanes.
+inline __m128i msb8(__m128i v) {
+    v = _mm_srai_epi16(_mm_add_epi16(v, _mm_set1_epi16(1 << (e2t::MSB_SHIFT - 1))), e2t::MSB_SHIFT);
+    return _mm_max_epi16(_mm_min_epi16(v, _mm_set1_epi16((int16_t)e2t::MSB_HI)), _mm_set1_epi16((int16_t)e2t::MSB_LO));
+}
 bool msb_vector_check() {
-    alignas(32) int16_t in[256], got[256];
+    alignas(32) int16_t in[256], got[256], got8[256];
     for (int i = 0; i < 256; i++) in[i] = (int16_t)(i - 128);
     for (int i = 0; i < 256; i += 16)
         _mm256_store_si256((__m256i *)(got + i), msb16(_mm256_load_si256((const __m256i *)(in + i))));
+    for (int i = 0; i < 256; i += 8)
+        _mm_store_si128((__m128i *)(got8 + i), msb8(_mm_load_si128((const __m128i *)(in + i))));
     for (int i = 0; i < 256; i++)
-        if (got[i] != e2t::msb((int8_t)in[i])) return false;
+        if (got[i] != e2t::msb((int8_t)in[i]) || got8[i] != got[i]) return false;
     return true;
 }
 #endif
 
-// d[col] for col in [0, len), len >= p + W: src[col - p] as int16 (x_msb when use_msb), 0 outside.
-void act_row16(const int8_t *src, int W, int p, bool use_msb, const int16_t *lut, int16_t *d, int len) {
-    (void)use_msb;  // the table already holds x_msb
-    for (int col = 0; col < p; col++) d[col] = 0;
+
+// src[0..W) as int16 (x_msb when use_msb) into d[0..W).
+inline void act_run16(const int8_t *src, int W, bool use_msb, const int16_t *lut, int16_t *d) {
     int ix = 0;
 #ifdef __AVX2__
     static const bool vec_msb = msb_vector_check();
-    if (!use_msb || vec_msb)
+    if (!use_msb || vec_msb) {
         for (; ix + 16 <= W; ix += 16) {
             __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(src + ix)));
-            if (use_msb) v = msb16(v);
-            _mm256_storeu_si256((__m256i *)(d + p + ix), v);
+            _mm256_storeu_si256((__m256i *)(d + ix), use_msb ? msb16(v) : v);
         }
+        for (; ix + 8 <= W; ix += 8) {
+            __m128i v = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(src + ix)));
+            _mm_storeu_si128((__m128i *)(d + ix), use_msb ? msb8(v) : v);
+        }
+    }
 #endif
-    for (; ix < W; ix++) d[p + ix] = lut[(uint8_t)src[ix]];
+    for (; ix < W; ix++) d[ix] = lut[(uint8_t)src[ix]];
+}
+
+// d[col] for col in [0, len), len >= p + W: src[col - p] as int16 (x_msb when use_msb), 0 outside.
+void act_row16(const int8_t *src, int W, int p, bool use_msb, const int16_t *lut, int16_t *d, int len) {
+    for (int col = 0; col < p; col++) d[col] = 0;
+    act_run16(src, W, use_msb, lut, d + p);
     for (int col = p + W; col < len; col++) d[col] = 0;
 }
 
@@ -272,7 +288,7 @@ void rows_read(const Shape &sh, Arr<char> &used) {
 
 // res[m][v] = sum over steps j of A[j][m] (weight pair) . B_v[j] (8 pixel lanes of channel pairs).
 template <int MR, int NR>
-__attribute__((noinline)) void fwd_kernel(const int32_t *A, int KP, const int32_t *const *bp, const int32_t *offs, V *res) {
+inline void fwd_kernel(const int32_t *A, int KP, const int32_t *const *bp, const int32_t *offs, V *res) {
     V acc[MR][NR];
     Unroll<0, MR>::run([&](auto m) { Unroll<0, NR>::run([&](auto v) { acc[m.value][v.value] = vzero(); }); });
     const int32_t *bb[NR];
@@ -294,10 +310,18 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
     const int taps = k * k, Cp = (C + 1) / 2, KP = Cp * taps, Hp = sh.hp(), Wp = sh.wp();
     const int gx = ceil_div(Wo, L), WoL = gx * L;
     // Copy layout, int32 channel pairs: X[n][cp][row][col]; stride 2: col = par * Wh + j holds
-    // padded column 2 j + par.
-    const int Wh = s == 1 ? 0 : tmax(ceil_div(Wp, 2), WoL + (k - 1) / 2) + 1;
+    // padded column 2 j + par. A lane group is L output pixels of one row.
+    const int Wh = s == 1 ? 0 : round_up(tmax(ceil_div(Wp, 2), WoL + (k - 1) / 2) + 1, 8);  // no scalar tail
     const int rowlen = s == 1 ? tmax(Wp, WoL + k - 1) + 1 : 2 * Wh;
-    const int64_t plane = (int64_t)Hp * rowlen, img = Cp * plane;
+    // Maps narrower than the lanes (Wo divides L): a lane group is R = L / Wo whole output rows,
+    // from a copy per kernel column kw whose rows are exactly Wo long, X[n][cp][kw][prow][j] =
+    // padded (row, column j s + kw); stride 2 keeps even and odd rows apart (prow = par * Hh + i
+    // holds padded row 2 i + par), so the R rows a tap needs are always adjacent.
+    const bool packed = Wo < L && L % Wo == 0;
+    const int R = packed ? L / Wo : 1, Hh = ceil_div(Hp, 2) + R + 1;
+    const int prows = s == 1 ? Hp + 2 * R : 2 * Hh;
+    const int64_t kwplane = (int64_t)prows * Wo;
+    const int64_t plane = packed ? k * kwplane : (int64_t)Hp * rowlen, img = Cp * plane;
     int32_t *X = tl_buf[0].get<int32_t>((size_t)N * img);
     const int Opad = round_up(O, FWD_MR);
     int32_t *A = tl_buf[1].get<int32_t>((size_t)Opad * KP);  // [o tile][j][m]
@@ -321,15 +345,39 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
         for (int kh = 0; kh < k; kh++)
             for (int kw = 0; kw < k; kw++)
                 offs[cp * taps + kh * k + kw] =
-                    (int32_t)(cp * plane + kh * rowlen + (s == 1 ? kw : (kw & 1) * Wh + (kw >> 1)));
+                    packed ? (int32_t)(cp * plane + kw * kwplane + (s == 1 ? kh : (kh & 1) * Hh + (kh >> 1)) * Wo)
+                           : (int32_t)(cp * plane + kh * rowlen + (s == 1 ? kw : (kw & 1) * Wh + (kw >> 1)));
 
     Arr<char> used(Hp);
     rows_read(sh, used);
-    const int64_t ngroups = (int64_t)N * Ho * gx;
+    const int gy = ceil_div(Ho, R);  // packed: row groups per image
+    const int64_t ngroups = packed ? (int64_t)N * gy : (int64_t)N * Ho * gx;
     const int64_t ntiles = (ngroups + FWD_NR - 1) / FWD_NR;
 #pragma omp parallel
     {
-        Arr<int32_t> tmp(s == 1 ? 0 : 2 * Wh);
+        Arr<int32_t> tmp(s == 1 ? 0 : 2 * Wh), row(packed ? rowlen : 0);
+        if (packed) {  // each padded row as in the unpacked copy, then its k runs of Wo columns
+#pragma omp for schedule(static)
+            for (int64_t q = 0; q < (int64_t)N * Cp * prows; q++) {
+                const int prow = (int)(q % prows), cp = (int)(q / prows % Cp), n = (int)(q / prows / Cp);
+                int32_t *d = X + n * img + cp * plane + (int64_t)prow * Wo;
+                const int iy = (s == 1 ? prow : 2 * (prow % Hh) + prow / Hh) - p, c0 = 2 * cp, c1 = c0 + 1;
+                if (iy < 0 || iy >= H) {
+                    for (int kw = 0; kw < k; kw++) memset(d + kw * kwplane, 0, sizeof(int32_t) * Wo);
+                    continue;
+                }
+                const int8_t *r0 = act + (((int64_t)n * C + c0) * H + iy) * W;
+                const int8_t *r1 = c1 < C ? act + (((int64_t)n * C + c1) * H + iy) * W : nullptr;
+                if (s == 1) {
+                    pair_row(r0, r1, W, p, row.data(), rowlen);
+                } else {
+                    pair_row(r0, r1, W, p, tmp.data(), 2 * Wh);
+                    deinterleave(tmp.data(), row.data(), Wh, k > 1);
+                }
+                for (int kw = 0; kw < k; kw++)
+                    memcpy(d + kw * kwplane, row.data() + (s == 1 ? kw : (kw & 1) * Wh + (kw >> 1)), sizeof(int32_t) * Wo);
+            }
+        } else {
 #pragma omp for schedule(static)
         for (int64_t q = 0; q < (int64_t)N * Cp * Hp; q++) {
             const int row = (int)(q % Hp), cp = (int)(q / Hp % Cp), n = (int)(q / Hp / Cp);
@@ -349,6 +397,7 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
                 deinterleave(tmp.data(), d, Wh, k > 1);
             }
         }
+        }
 #pragma omp for schedule(dynamic, 4)
         for (int64_t tq = 0; tq < ntiles; tq++) {
             const int32_t *bp[FWD_NR];
@@ -359,6 +408,13 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
                 lanes[v] = 0;
                 if (g >= ngroups) g = ngroups - 1;
                 else lanes[v] = 1;
+                if (packed) {  // rows y0 .. y0 + R - 1: contiguous in the copy and in NCHW
+                    const int n = (int)(g / gy), y0 = (int)(g % gy) * R;
+                    bp[v] = X + n * img + (int64_t)y0 * Wo;
+                    op[v] = out + (((int64_t)n * O) * Ho + y0) * Wo;
+                    if (lanes[v]) lanes[v] = tmin(R, Ho - y0) * Wo;
+                    continue;
+                }
                 const int xg = (int)(g % gx), yo = (int)(g / gx % Ho), n = (int)(g / gx / Ho);
                 bp[v] = X + n * img + (int64_t)yo * s * rowlen + xg * L;
                 op[v] = out + (((int64_t)n * O) * Ho + yo) * Wo + xg * L;
@@ -670,31 +726,51 @@ __attribute__((noinline)) void wg_kernel(const int16_t *const *xm, const int32_t
 
 // Int16 copy of the activations (or their MSB part), zero-padded: X[n][c][row][col]; stride 2:
 // col = par * Wh + j holds padded column 2 j + par.
-void wg_copy_act(const int8_t *act, const Shape &sh, const WgLayout &Y, bool use_msb, int16_t *X) {
+// Int16 copies of the activations (into X, when not null) and of their MSB part (into Xm, when not
+// null), zero-padded, in one pass: [n][c][row][col]; stride 2: col = par * Wh + j holds padded
+// column 2 j + par.
+void wg_copy_act(const int8_t *act, const Shape &sh, const WgLayout &Y, int16_t *X, int16_t *Xm) {
     const int C = sh.c, H = sh.h, W = sh.w, s = sh.s, p = sh.p, Hp = sh.hp();
-    int16_t lut[256];
-    for (int v = -128; v < 128; v++) lut[(uint8_t)v] = use_msb ? e2t::msb((int8_t)v) : (int16_t)v;
+    int16_t lut[2][256];
+    for (int v = -128; v < 128; v++) {
+        lut[0][(uint8_t)v] = (int16_t)v;
+        lut[1][(uint8_t)v] = e2t::msb((int8_t)v);
+    }
     Arr<char> used(Hp);
     rows_read(sh, used);
+    int16_t *const dst[2] = {X, Xm};
 #pragma omp parallel
     {
         Arr<int16_t> tmp(s == 1 ? 0 : 2 * Y.Wh);
 #pragma omp for schedule(static)
-        for (int64_t q = 0; q < (int64_t)sh.n * C * Hp; q++) {
-            const int row = (int)(q % Hp), c = (int)(q / Hp % C), n = (int)(q / Hp / C);
-            if (!used[row]) continue;
-            int16_t *d = X + n * Y.img + c * Y.plane + (int64_t)row * Y.rowlen;
-            const int iy = row - p;
-            if (iy < 0 || iy >= H) {
-                memset(d, 0, sizeof(int16_t) * Y.rowlen);
+        for (int64_t nc = 0; nc < (int64_t)sh.n * C; nc++) {
+            const int64_t base = (nc / C) * Y.img + (nc % C) * Y.plane;
+            if (s == 1) {  // the whole padded plane zeroed at once, then the rows of the map
+                for (int u = 0; u < 2; u++) {
+                    if (!dst[u]) continue;
+                    int16_t *d = dst[u] + base;
+                    memset(d, 0, sizeof(int16_t) * Y.plane);
+                    for (int iy = 0; iy < H; iy++)
+                        if (used[iy + p]) act_run16(act + (nc * H + iy) * W, W, u == 1, lut[u], d + (int64_t)(iy + p) * Y.rowlen + p);
+                }
                 continue;
             }
-            const int8_t *src = act + (((int64_t)n * C + c) * H + iy) * W;
-            if (s == 1) {
-                act_row16(src, W, p, use_msb, lut, d, Y.rowlen);
-            } else {
-                act_row16(src, W, p, use_msb, lut, tmp.data(), 2 * Y.Wh);
-                deinterleave(tmp.data(), d, Y.Wh, sh.k > 1);
+            for (int row = 0; row < Hp; row++) {
+                if (!used[row]) continue;
+                const int iy = row - p;
+                const int8_t *src = act + (nc * H + iy) * W;
+                for (int u = 0; u < 2; u++) {
+                    if (!dst[u]) continue;
+                    int16_t *d = dst[u] + base + (int64_t)row * Y.rowlen;
+                    if (iy < 0 || iy >= H) {
+                        memset(d, 0, sizeof(int16_t) * Y.rowlen);
+                    } else if (s == 1) {
+                        act_row16(src, W, p, u == 1, lut[u], d, Y.rowlen);
+                    } else {
+                        act_row16(src, W, p, u == 1, lut[u], tmp.data(), 2 * Y.Wh);
+                        deinterleave(tmp.data(), d, Y.Wh, sh.k > 1);
+                    }
+                }
             }
         }
     }
@@ -775,8 +851,8 @@ void wgrad_impl(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
         Y.Wh = 0;
         Y.rowlen = round_up(tmax(Wp, 2 * Y.Wo2 + k - 1) + 1, 2);
     } else {
-        Y.Wh = tmax(ceil_div(Wp, 2), 2 * Y.Wo2 + (k - 1) / 2) + 1;
-        Y.rowlen = 2 * Y.Wh;
+        Y.Wh = round_up(tmax(ceil_div(Wp, 2), 2 * Y.Wo2 + (k - 1) / 2) + 1, 8);  // whole 8-lane chunks: no scalar tail
+        Y.rowlen = (k > 1 ? 2 : 1) * Y.Wh;  // a 1x1 kernel reads even columns only
     }
     Y.plane = (int64_t)sh.hp() * Y.rowlen;
     Y.img = C * Y.plane;
@@ -839,8 +915,11 @@ void wgrad_impl(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
     for (int ov = 0; ov < NV; ov += WG_NR) wg_add_jobs(jobs, ov, tmin(WG_NR, NV - ov), all_rows);
 
     // Pass 1: G_full (FULL) or G_msb (PSG) into scratch.
-    wg_copy_act(act, sh, Y, psg, X);
-    wg_compute(X, GP, sh, Y, psg ? 4095 : 255, jobs, G);
+    // PSG: X_msb (slot 7) and, unless a zero threshold makes every entry sure, the full copy for
+    // the recompute, in one pass.
+    int16_t *Xm = psg ? tl_buf[7].get<int16_t>((size_t)N * Y.img) : nullptr;
+    wg_copy_act(act, sh, Y, psg && threshold == 0 ? nullptr : X, Xm);
+    wg_compute(psg ? Xm : X, GP, sh, Y, psg ? 4095 : 255, jobs, G);
     int64_t gmax = 0;
     for (int o = 0; o < O; o++)
         for (int m = 0; m < K; m++) {
@@ -885,7 +964,6 @@ void wgrad_impl(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
             }
             if (!rows.empty()) wg_add_jobs(jobs, ov, nv, rows);
         }
-        wg_copy_act(act, sh, Y, false, X);
         F = tl_buf[3].get<int64_t>((size_t)K * OL);
         wg_compute(X, GP, sh, Y, 255, jobs, F);
     }

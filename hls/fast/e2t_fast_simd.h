@@ -167,7 +167,19 @@ inline void row_dot(V *acc, const i32a *a, const V *b) {
 #define E2T_ROW_TMP , [u] "=&x"(u)
 #define E2T_ROW_REG "x"
 #endif
-#ifdef E2T_ROW_BCAST
+#if defined(E2T_PATH_VNNI512) || defined(E2T_PATH_VNNI256)
+// One vector per row: the broadcast folds into the product (an embedded-broadcast memory operand).
+template <>
+inline void row_dot<1>(V *acc, const i32a *a, const V *b) {
+    V c0 = acc[0];
+#if defined(E2T_PATH_VNNI512)
+    __asm__("vpdpwssd %[a]%{1to16%}, %[b0], %[c0]" : [c0] "+v"(c0) : [a] "m"(*a), [b0] "v"(b[0]));
+#else
+    __asm__("vpdpwssd %[a]%{1to8%}, %[b0], %[c0]" : [c0] "+v"(c0) : [a] "m"(*a), [b0] "v"(b[0]));
+#endif
+    acc[0] = c0;
+}
+#elif defined(E2T_ROW_BCAST)
 template <>
 inline void row_dot<1>(V *acc, const i32a *a, const V *b) {
     V t, u, c0 = acc[0];
@@ -177,6 +189,8 @@ inline void row_dot<1>(V *acc, const i32a *a, const V *b) {
             : [a] "m"(*a), [b0] E2T_ROW_REG(b[0]));
     acc[0] = c0;
 }
+#endif
+#ifdef E2T_ROW_BCAST
 template <>
 inline void row_dot<2>(V *acc, const i32a *a, const V *b) {
     V t, u, c0 = acc[0], c1 = acc[1];

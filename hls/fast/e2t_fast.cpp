@@ -53,7 +53,8 @@ const Path PATHS[] = {{"auto", nullptr, always},
                       {"scalar", e2t_fast_scalar_call, always}};
 
 // Lanes of 16 beat two vectors of 8 unless they are mostly empty: ceil(n/16) zmm vs ceil(n/8) ymm.
-// CONV_FWD packs whole rows of a map narrower than the lanes when its width divides them.
+// CONV_FWD and CONV_BWD_DATA pack whole rows of a map narrower than the lanes when its width
+// divides them.
 bool wide(uint32_t n, bool rows_pack) { return (rows_pack && n < 16 && 16 % n == 0) || 2 * ((n + 15) / 16) <= (n + 7) / 8; }
 
 call_fn auto_call(const struct e2t_regs *r) {
@@ -66,7 +67,7 @@ call_fn auto_call(const struct e2t_regs *r) {
             n = (r->w_in + s - 1) / s;
         else if (r->op == E2T_OP_CONV_WGRAD)
             n = r->c_out;
-        return n && wide(n, r->op == E2T_OP_CONV_FWD) ? e2t_fast_vnni512_call : e2t_fast_vnni256_call;
+        return n && wide(n, r->op != E2T_OP_CONV_WGRAD) ? e2t_fast_vnni512_call : e2t_fast_vnni256_call;
     }
     return has_avx2() ? e2t_fast_avx2_call : e2t_fast_scalar_call;
 }

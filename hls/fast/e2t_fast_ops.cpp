@@ -194,26 +194,57 @@ void pair_row(const T *r0, const T *r1, int W, int p, int32_t *d, int len) {
     for (int col = p + W; col < len; col++) d[col] = 0;
 }
 
-// d[j] = t[2 j] and, when `odd`, d[Wh + j] = t[2 j + 1], for j < Wh (t holds 2 Wh elements).
+// Stride-2 copies hold half rows of Wh elements. Without AVX-512's masked stores the last chunk
+// of a half row would be finished element by element from a buffer just written by vectors, a
+// store-forwarding stall: there Wh is rounded up to whole chunks of 8.
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+const int WH_CHUNK = 1;
+#else
+const int WH_CHUNK = 8;
+#endif
+
+// d[j] = t[2 j] and, when `odd`, d[Wh + j] = t[2 j + 1], for j < Wh (t holds 2 Wh elements, and
+// with AVX-512 16 readable ones past them).
 template <class T>
 void deinterleave(const T *t, T *d, int Wh, bool odd) {
     int j = 0;
 #ifdef __AVX2__
     if (sizeof(T) == 4) {
         const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-        for (; j + 8 <= Wh; j += 8) {
+        for (; j < Wh; j += 8) {
+            if (WH_CHUNK == 8 && j + 8 > Wh) break;
             const __m256i p0 = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(t + 2 * j)), idx);
             const __m256i p1 = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(t + 2 * j + 8)), idx);
-            _mm256_storeu_si256((__m256i *)(d + j), _mm256_permute2x128_si256(p0, p1, 0x20));
-            if (odd) _mm256_storeu_si256((__m256i *)(d + Wh + j), _mm256_permute2x128_si256(p0, p1, 0x31));
+            const __m256i ev = _mm256_permute2x128_si256(p0, p1, 0x20), od = _mm256_permute2x128_si256(p0, p1, 0x31);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+            if (j + 8 > Wh) {
+                const __mmask8 m = (__mmask8)((1u << (Wh - j)) - 1);
+                _mm256_mask_storeu_epi32(d + j, m, ev);
+                if (odd) _mm256_mask_storeu_epi32(d + Wh + j, m, od);
+                j = Wh;
+                break;
+            }
+#endif
+            _mm256_storeu_si256((__m256i *)(d + j), ev);
+            if (odd) _mm256_storeu_si256((__m256i *)(d + Wh + j), od);
         }
     } else {
         const __m256i shuf = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
                                               0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
-        for (; j + 8 <= Wh; j += 8) {
+        for (; j < Wh; j += 8) {
+            if (WH_CHUNK == 8 && j + 8 > Wh) break;
             // 16 elements -> [evens of lane 0, evens of lane 1, odds of lane 0, odds of lane 1]
             const __m256i v = _mm256_permute4x64_epi64(
                 _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 2 * j)), shuf), 0xD8);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+            if (j + 8 > Wh) {
+                const __mmask8 m = (__mmask8)((1u << (Wh - j)) - 1);
+                _mm_mask_storeu_epi16(d + j, m, _mm256_castsi256_si128(v));
+                if (odd) _mm_mask_storeu_epi16(d + Wh + j, m, _mm256_extracti128_si256(v, 1));
+                j = Wh;
+                break;
+            }
+#endif
             _mm_storeu_si128((__m128i *)(d + j), _mm256_castsi256_si128(v));
             if (odd) _mm_storeu_si128((__m128i *)(d + Wh + j), _mm256_extracti128_si256(v, 1));
         }
@@ -311,7 +342,7 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
     const int gx = ceil_div(Wo, L), WoL = gx * L;
     // Copy layout, int32 channel pairs: X[n][cp][row][col]; stride 2: col = par * Wh + j holds
     // padded column 2 j + par. A lane group is L output pixels of one row.
-    const int Wh = s == 1 ? 0 : round_up(tmax(ceil_div(Wp, 2), WoL + (k - 1) / 2) + 1, 8);  // no scalar tail
+    const int Wh = s == 1 ? 0 : round_up(tmax(ceil_div(Wp, 2), WoL + (k - 1) / 2) + 1, WH_CHUNK);
     const int rowlen = s == 1 ? tmax(Wp, WoL + k - 1) + 1 : 2 * Wh;
     // Maps narrower than the lanes (Wo divides L): a lane group is R = L / Wo whole output rows,
     // from a copy per kernel column kw whose rows are exactly Wo long, X[n][cp][kw][prow][j] =
@@ -355,7 +386,7 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
     const int64_t ntiles = (ngroups + FWD_NR - 1) / FWD_NR;
 #pragma omp parallel
     {
-        Arr<int32_t> tmp(s == 1 ? 0 : 2 * Wh), row(packed ? rowlen : 0);
+        Arr<int32_t> tmp(s == 1 ? 0 : 2 * Wh + 16), row(packed ? rowlen : 0);
         if (packed) {  // each padded row as in the unpacked copy, then its k runs of Wo columns
 #pragma omp for schedule(static)
             for (int64_t q = 0; q < (int64_t)N * Cp * prows; q++) {
@@ -538,7 +569,7 @@ struct BwdPlan {
 
 template <int MR, int NR, int PARTS>
 void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape &sh, int r, const BwdPlan &plan,
-                int T, int Lc, int Cg, int64_t gplane, int64_t gimg, uint32_t &sat_total) {
+                int T, int Lc, int Rg, int Cg, int64_t gplane, int64_t gimg, uint32_t &sat_total) {
     const int N = sh.n, C = sh.c, H = sh.h, W = sh.w, O = sh.o, k = sh.k, s = sh.s, p = sh.p;
     const int taps = k * k, Op = (O + 1) / 2, Cpad = round_up(C, MR);
     const int sh0 = plan.parts == 1 ? plan.z : 10;  // a0 * 2^sh0 (+ a1)
@@ -563,12 +594,33 @@ void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape
             }
             int32_t *A = tl_buf[3].get<int32_t>((size_t)Cpad * KP * PARTS);  // [c tile][j][part][m]
             int32_t *offs = tl_buf[4].get<int32_t>((size_t)KP);
+            // Phase rows narrower than the lanes (nxi divides L): a lane group is R = L / nxi whole
+            // rows, from a copy of the gradient per column tap b whose rows are exactly nxi long:
+            // Gp[n][op][b][row][j] = Gc[n][op][row][Lc + j + dx_b] (RgP rows, zero past Rg).
+            const bool packed = nxi < L && L % nxi == 0;
+            const int R = packed ? L / nxi : 1, RgP = Rg + R, gy = ceil_div(nyi, R);
+            const int64_t bplane = (int64_t)RgP * nxi, gplaneP = nkw * bplane, gimgP = Op * gplaneP;
+            const int32_t *Gp = Gc;
+            if (packed) {
+                int32_t *P = tl_buf[7].get<int32_t>((size_t)N * gimgP);
+#pragma omp parallel for schedule(static)
+                for (int64_t q = 0; q < (int64_t)N * Op * nkw; q++) {
+                    const int b = (int)(q % nkw), op = (int)(q / nkw % Op), n = (int)(q / nkw / Op);
+                    const int dx = (px + p - kws[b]) / s;
+                    int32_t *d = P + n * gimgP + op * gplaneP + b * bplane;
+                    const int32_t *src = Gc + n * gimg + op * gplane + Lc + dx;
+                    for (int row = 0; row < Rg; row++) memcpy(d + (int64_t)row * nxi, src + (int64_t)row * Cg, sizeof(int32_t) * nxi);
+                    memset(d + (int64_t)Rg * nxi, 0, sizeof(int32_t) * R * nxi);
+                }
+                Gp = P;
+            }
             for (int op = 0; op < Op; op++)
                 for (int a = 0; a < nkh; a++)
                     for (int b = 0; b < nkw; b++) {
                         const int j = (op * nkh + a) * nkw + b, kh = khs[a], kw = kws[b];
                         const int dy = (py + p - kh) / s, dx = (px + p - kw) / s;
-                        offs[j] = (int32_t)(op * gplane + (int64_t)dy * Cg + dx);
+                        offs[j] = packed ? (int32_t)(op * gplaneP + b * bplane + (int64_t)dy * nxi)
+                                         : (int32_t)(op * gplane + (int64_t)dy * Cg + dx);
                         for (int ct = 0; ct < Cpad; ct += MR)
                             for (int m = 0; m < MR; m++) {
                                 const int c = ct + m, o0 = 2 * op, o1 = 2 * op + 1;
@@ -588,7 +640,7 @@ void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape
                             }
                     }
             const int gxi = ceil_div(nxi, L);
-            const int64_t ngroups = (int64_t)N * nyi * gxi, ntiles = (ngroups + NR - 1) / NR;
+            const int64_t ngroups = packed ? (int64_t)N * gy : (int64_t)N * nyi * gxi, ntiles = (ngroups + NR - 1) / NR;
             uint32_t sat = 0;
 #pragma omp parallel for schedule(dynamic, 4) reduction(+ : sat)
             for (int64_t tq = 0; tq < ntiles; tq++) {
@@ -599,6 +651,13 @@ void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape
                     int64_t g = tq * NR + v;
                     lanes[v] = g < ngroups;
                     if (g >= ngroups) g = ngroups - 1;
+                    if (packed) {  // rows yi0 .. yi0 + R - 1 of the phase
+                        const int n = (int)(g / gy), yi0 = (int)(g % gy) * R;
+                        bp[v] = Gp + n * gimgP + (int64_t)(yi0 + T) * nxi;
+                        obase[v] = (((int64_t)n * C) * H + s * yi0 + py) * W + px;
+                        if (lanes[v]) lanes[v] = tmin(R, nyi - yi0);  // rows
+                        continue;
+                    }
                     const int xg = (int)(g % gxi), yi = (int)(g / gxi % nyi), n = (int)(g / gxi / nyi);
                     bp[v] = Gc + n * gimg + (int64_t)(yi + T) * Cg + Lc + xg * L;
                     obase[v] = (((int64_t)n * C) * H + s * yi + py) * W + s * xg * L + px;
@@ -612,7 +671,14 @@ void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape
                             if (!lanes[v]) continue;
                             const int64_t *a0 = acc64 + (m * NR + v) * L;
                             const int64_t *a1 = PARTS == 2 ? acc64 + ((MR + m) * NR + v) * L : nullptr;
-                            bwd_store(a0, a1, sh0, r, out + obase[v] + (int64_t)(ct + m) * H * W, s, lanes[v], sat);
+                            int32_t *dst = out + obase[v] + (int64_t)(ct + m) * H * W;
+                            if (!packed) {
+                                bwd_store(a0, a1, sh0, r, dst, s, lanes[v], sat);
+                                continue;
+                            }
+                            for (int rr = 0; rr < lanes[v]; rr++)
+                                bwd_store(a0 + rr * nxi, a1 ? a1 + rr * nxi : nullptr, sh0, r, dst + (int64_t)rr * s * W, s,
+                                          nxi, sat);
                         }
                 }
             }
@@ -683,9 +749,9 @@ void bwd_impl(const int16_t *grad, const int8_t *wgt, const int8_t *wshift, int3
         pair_row(r0, r1, Wo, Lc, d, Cg);
     }
     if (plan.parts == 1)
-        bwd_phases<BWD1_MR, BWD1_NR, 1>(Gc, Wal, out, sh, r, plan, T, Lc, Cg, gplane, gimg, sat);
+        bwd_phases<BWD1_MR, BWD1_NR, 1>(Gc, Wal, out, sh, r, plan, T, Lc, Rg, Cg, gplane, gimg, sat);
     else
-        bwd_phases<BWD2_MR, BWD2_NR, 2>(Gc, Wal, out, sh, r, plan, T, Lc, Cg, gplane, gimg, sat);
+        bwd_phases<BWD2_MR, BWD2_NR, 2>(Gc, Wal, out, sh, r, plan, T, Lc, Rg, Cg, gplane, gimg, sat);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -741,7 +807,7 @@ void wg_copy_act(const int8_t *act, const Shape &sh, const WgLayout &Y, int16_t 
     int16_t *const dst[2] = {X, Xm};
 #pragma omp parallel
     {
-        Arr<int16_t> tmp(s == 1 ? 0 : 2 * Y.Wh);
+        Arr<int16_t> tmp(s == 1 ? 0 : 2 * Y.Wh + 16);
 #pragma omp for schedule(static)
         for (int64_t nc = 0; nc < (int64_t)sh.n * C; nc++) {
             const int64_t base = (nc / C) * Y.img + (nc % C) * Y.plane;
@@ -851,7 +917,7 @@ void wgrad_impl(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
         Y.Wh = 0;
         Y.rowlen = round_up(tmax(Wp, 2 * Y.Wo2 + k - 1) + 1, 2);
     } else {
-        Y.Wh = round_up(tmax(ceil_div(Wp, 2), 2 * Y.Wo2 + (k - 1) / 2) + 1, 8);  // whole 8-lane chunks: no scalar tail
+        Y.Wh = round_up(tmax(ceil_div(Wp, 2), 2 * Y.Wo2 + (k - 1) / 2) + 1, WH_CHUNK);
         Y.rowlen = (k > 1 ? 2 : 1) * Y.Wh;  // a 1x1 kernel reads even columns only
     }
     Y.plane = (int64_t)sh.hp() * Y.rowlen;

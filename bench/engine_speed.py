@@ -38,7 +38,6 @@ def best_times(fns: dict, rounds: dict) -> dict:
     rounds), so that a slow spell of the machine hits every contender alike. Each timed call follows
     an untimed one of the same contender: torch and the engine each bring an OpenMP runtime, and
     the previous contender's idle threads spin for a while, taking the cores of the next call."""
-    
     for fn in fns.values():
         fn()  # warm-up
     best = {name: float("inf") for name in fns}

@@ -11,20 +11,22 @@
 //
 // - CONV_FWD: lanes = L output pixels of a row, pair = two input channels at one tap. The copy
 //   holds (x[c], x[c + 1]) per padded position (stride 2: even and odd columns apart), so a tap's
-//   operand is one contiguous load; weight pairs are broadcast. The kernel's shape check keeps
-//   every sum in int32, as in the native kernel.
+//   operand is one contiguous load; weight pairs are broadcast. A map narrower than the lanes
+//   (its width divides L) gets whole rows per vector from a copy per kernel column. The
+//   kernel's shape check keeps every sum in int32, as in the native kernel.
 // - CONV_BWD_DATA: the transposed conv as a gather over (output-channel pair, tap) for each output
 //   phase (stride 2: the 4 parities of (y, x), each with only its own taps). Aligned weights reach
 //   2^19, too wide for one int16 pass: either W_al / 2^z fits (2^z the largest power of two
 //   dividing every weight, the usual case as channel shifts differ little) or W_al = H 2^10 + L
 //   with |H|, |L| <= 2^9 + 1, two passes on the same gradient loads. int32 lanes are widened into
-//   int64 every F steps, F from the operands' ranges so that no lane can overflow.
+//   int64 every F steps, F from the operands' ranges so that no lane can overflow. Narrow phase
+//   rows are packed as in CONV_FWD.
 // - CONV_WGRAD: lanes = L output channels of a packed gradient, pair = two neighbouring output
 //   pixels; the activations (x_q, or x_msb for the PSG predictor) are broadcast from an int16
 //   copy. Lanes are widened into per-thread int64 sums every <= 255 pixel pairs (|x g| <= 2^22;
-//   the predictor's |x_msb g| <= 2^18 allows 4095). PSG: G_msb for every entry, the kernel's tile
-//   decisions and counts, then G_full only for the input channels x output-channel vectors that
-//   meet a tile holding an unsure entry.
+//   the predictor's |x_msb g| <= 2^18 allows 4095). PSG: both activation copies in one pass,
+//   G_msb for every entry, the kernel's tile decisions and counts, then G_full only for the input
+//   channels x output-channel vectors that meet a tile holding an unsure entry.
 // - UPDATE: e2t::sign_update element by element.
 //
 // Threads: OpenMP over output blocks (fwd, bwd) or pixel blocks (wgrad: per-thread int64 sums

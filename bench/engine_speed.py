@@ -1,7 +1,7 @@
 """Engine speed on this CPU: GMAC/s of every op for every CPU build vs PyTorch float32.
 
     python bench/engine_speed.py [--batch 128] [--slow-batch 2] [--builds fast native ap]
-                                 [--paths auto avx2] [--json out.json]
+                                 [--paths auto avx2] [--baseline OLD.so] [--json out.json]
 
 Shapes are ResNet-20's conv layers. The fast build (once per CPU path in ``--paths``: ``auto``
 takes the best one per call, the others are forced) and PyTorch run at ``--batch``; the kernel
@@ -9,12 +9,16 @@ builds (native, ap) loop like the hardware and run at ``--slow-batch`` (GMAC/s i
 figures compare; the ratio column says how each build does against PyTorch on the same op).
 ``wgrad_psg`` is the PSG weight gradient (predictor, then the recompute of every tile holding an
 unsure entry, adaptive threshold 0.05 on random data) against torch's plain weight gradient.
+``--baseline`` times another build of the engine library (its ``e2t_call``; e.g. an older commit's
+``build/hls/fast-*/libe2t_fast.so``) in the same rounds, as column ``baseline``, to compare
+builds on this machine side by side.
 Targets (engine issue): fast auto >= 1.0x torch as the geometric mean of fwd, of bwd_data and of
 wgrad, no shape below 0.8x, wgrad_psg >= 0.6x.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -25,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hls.csim import Engine  # noqa: E402
+from hls.csim import Engine, Ports, Regs, Status  # noqa: E402
 from host import numerics as nx  # noqa: E402
 
 SHAPES = ((16, 16, 32, 3, 1), (16, 32, 32, 3, 2), (16, 32, 32, 1, 2), (32, 32, 16, 3, 1), (32, 64, 16, 3, 2),
@@ -96,6 +100,7 @@ def main() -> None:
     p.add_argument("--builds", nargs="+", default=["fast", "native", "ap"], choices=["fast", "native", "ap"])
     p.add_argument("--paths", nargs="+", default=["auto", "avx2"],
                    help="CPU paths of the fast build to time (auto = the best per call; others forced)")
+    p.add_argument("--baseline", help="another engine library (.so with e2t_call) to time alongside")
     p.add_argument("--repeats", type=int, default=7, help="timed rounds per op (round-robin over the contenders)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
@@ -116,8 +121,16 @@ def main() -> None:
                       f"{', '.join(n for n, ok in probe.cpu_paths().items() if ok)})")
                 continue
             engines[f"fast:{path}"] = Engine("fast", cpu_path=path)
+    if args.baseline:
+        if not os.path.exists(args.baseline):
+            sys.exit(f"engine_speed: error: --baseline {args.baseline}: no such file")
+        base = Engine("fast")
+        fn = ctypes.CDLL(os.path.abspath(args.baseline)).e2t_call
+        fn.argtypes, fn.restype = [ctypes.POINTER(Regs), ctypes.POINTER(Ports), ctypes.POINTER(Status)], None
+        base._fn = fn  # same registers and buffers, another library behind them
+        engines["baseline"] = base
     names = list(engines)
-    slow = lambda name: not name.startswith("fast")  # noqa: E731
+    slow = lambda name: name in ("native", "ap")  # noqa: E731
     print(f"CPU: {cpu_model()} ({platform.machine()}); fast paths this CPU runs: "
           f"{', '.join(n for n, ok in Engine('fast').cpu_paths().items() if ok)}")
     print(f"GMAC/s on this CPU ({args.threads} threads, best of "

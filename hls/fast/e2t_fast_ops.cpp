@@ -345,7 +345,7 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
     // Copy layout, int32 channel pairs: X[n][cp][row][col]; stride 2: col = par * Wh + j holds
     // padded column 2 j + par. A lane group is L output pixels of one row.
     const int Wh = s == 1 ? 0 : round_up(tmax(ceil_div(Wp, 2), WoL + (k - 1) / 2) + 1, WH_CHUNK);
-    const int rowlen = s == 1 ? tmax(Wp, WoL + k - 1) + 1 : 2 * Wh;
+    const int rowlen = s == 1 ? tmax(Wp, WoL + k - 1) + 1 : (k > 1 ? 2 : 1) * Wh;  // 1x1: even columns only
     // Maps narrower than the lanes (Wo divides L): a lane group is R = L / Wo whole output rows,
     // from a copy per kernel column kw whose rows are exactly Wo long, X[n][cp][kw][prow][j] =
     // padded (row, column j s + kw); stride 2 keeps even and odd rows apart (prow = par * Hh + i

@@ -559,6 +559,10 @@ inline void bwd_store8(const int64_t *a0, const int64_t *a1, int sh0, int r, int
 // bwd_store8 on the `lanes` <= L lanes of one vector, 8 at a time.
 inline void bwd_store(const int64_t *a0, const int64_t *a1, int sh0, int r, int32_t *dst, int step, int lanes,
                       uint32_t &sat) {
+    if (L <= 8) {
+        bwd_store8(a0, a1, sh0, r, dst, step, lanes, sat);
+        return;
+    }
     for (int l0 = 0; l0 < lanes; l0 += 8)
         bwd_store8(a0 + l0, a1 ? a1 + l0 : nullptr, sh0, r, dst + step * l0, step, tmin(8, lanes - l0), sat);
 }

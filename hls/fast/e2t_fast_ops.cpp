@@ -310,6 +310,52 @@ void act_row16(const int8_t *src, int W, int p, bool use_msb, const int16_t *lut
     for (int col = p + W; col < len; col++) d[col] = 0;
 }
 
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+// Bytes [lo, hi) of a 16-byte window at index ix0 of a row of W bytes are inside the row.
+inline __mmask16 row_window(int ix0, int W) {
+    const int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < 16 ? W - ix0 : 16;
+    return (__mmask16)(hi > lo ? ((1u << hi) - 1) & ~((1u << lo) - 1) : 0);
+}
+
+// d[j] = the pair (r0[ix], r1[ix]) at ix = ix0 + s j, 0 outside [0, W) (and for a null r1), for
+// j < n <= 8, straight from the int8 rows (masked loads read only the rows' own bytes, so no
+// bounce buffer is written and read back, a store-forwarding stall).
+inline void pair_run8(const int8_t *r0, const int8_t *r1, int W, int ix0, int s, int n, int32_t *d) {
+    const __mmask16 m = row_window(ix0, W);
+    __m256i a = _mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(m, r0 + ix0));
+    __m256i b = r1 ? _mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(m, r1 + ix0)) : _mm256_setzero_si256();
+    if (s == 2) {  // the even int16 lanes into the low half
+        const __m256i shuf = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                              0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+        a = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(a, shuf), 0xD8);
+        b = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(b, shuf), 0xD8);
+    }
+    const __m128i a8 = _mm256_castsi256_si128(a), b8 = _mm256_castsi256_si128(b);
+    const __m256i pairs = _mm256_set_m128i(_mm_unpackhi_epi16(a8, b8), _mm_unpacklo_epi16(a8, b8));
+    _mm256_mask_storeu_epi32(d, (__mmask8)((1u << n) - 1), pairs);
+}
+
+// Stride 2 straight from the int8 row, for AVX-512: d[j] = padded column 2 j and, when `odd`,
+// d[Wh + j] = padded column 2 j + 1, for j < Wh (x_msb when use_msb). Masked loads read only
+// the row's own bytes, so no bounce buffer is written and read back (a store-forwarding stall).
+inline bool act_row16_s2(const int8_t *src, int W, int p, bool use_msb, int16_t *d, int Wh, bool odd) {
+    static const bool vec_msb = msb_vector_check();
+    if (use_msb && !vec_msb) return false;
+    const __m256i shuf = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                          0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    for (int j0 = 0; j0 < Wh; j0 += 8) {
+        const int ix0 = 2 * j0 - p;  // source index of padded column 2 j0
+        __m256i v = _mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(row_window(ix0, W), src + ix0));
+        if (use_msb) v = msb16(v);
+        v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, shuf), 0xD8);  // [evens | odds]
+        const __mmask8 m = (__mmask8)(Wh - j0 >= 8 ? 0xFF : (1u << (Wh - j0)) - 1);
+        _mm_mask_storeu_epi16(d + j0, m, _mm256_castsi256_si128(v));
+        if (odd) _mm_mask_storeu_epi16(d + Wh + j0, m, _mm256_extracti128_si256(v, 1));
+    }
+    return true;
+}
+#endif
+
 // Rows of the padded input that a conv reads (yo * s + kh); others are never touched.
 void rows_read(const Shape &sh, Arr<char> &used) {
     for (int yo = 0; yo < sh.ho; yo++)
@@ -401,6 +447,12 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
                 }
                 const int8_t *r0 = act + (((int64_t)n * C + c0) * H + iy) * W;
                 const int8_t *r1 = c1 < C ? act + (((int64_t)n * C + c1) * H + iy) * W : nullptr;
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+                if (Wo <= 8) {  // each run straight from the rows
+                    for (int kw = 0; kw < k; kw++) pair_run8(r0, r1, W, kw - p, s, Wo, d + kw * kwplane);
+                    continue;
+                }
+#endif
                 if (s == 1) {
                     pair_row(r0, r1, W, p, row.data(), rowlen);
                 } else {
@@ -426,6 +478,13 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
             if (s == 1) {
                 pair_row(r0, r1, W, p, d, rowlen);
             } else {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+                for (int j0 = 0; j0 < Wh; j0 += 8) {  // padded columns 2 j + 0 / 1, straight from the rows
+                    pair_run8(r0, r1, W, 2 * j0 - p, 2, tmin(8, Wh - j0), d + j0);
+                    if (k > 1) pair_run8(r0, r1, W, 2 * j0 + 1 - p, 2, tmin(8, Wh - j0), d + Wh + j0);
+                }
+                continue;
+#endif
                 pair_row(r0, r1, W, p, tmp.data(), 2 * Wh);
                 deinterleave(tmp.data(), d, Wh, k > 1);
             }
@@ -836,9 +895,10 @@ void wg_copy_act(const int8_t *act, const Shape &sh, const WgLayout &Y, int16_t 
                     int16_t *d = dst[u] + base + (int64_t)row * Y.rowlen;
                     if (iy < 0 || iy >= H) {
                         memset(d, 0, sizeof(int16_t) * Y.rowlen);
-                    } else if (s == 1) {
-                        act_row16(src, W, p, u == 1, lut[u], d, Y.rowlen);
                     } else {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+                        if (act_row16_s2(src, W, p, u == 1, d, Y.Wh, sh.k > 1)) continue;
+#endif
                         act_row16(src, W, p, u == 1, lut[u], tmp.data(), 2 * Y.Wh);
                         deinterleave(tmp.data(), d, Y.Wh, sh.k > 1);
                     }

@@ -310,47 +310,88 @@ void act_row16(const int8_t *src, int W, int p, bool use_msb, const int16_t *lut
     for (int col = p + W; col < len; col++) d[col] = 0;
 }
 
+#ifdef __AVX2__
+// Copies straight from the int8 rows, in registers: building a row in a bounce buffer and
+// reading it back right after its narrow stores stalls on store forwarding. With AVX-512 the
+// loads are masked to the row's own bytes; with AVX2 they read 16 whole bytes, which must lie
+// inside the input buffer [lo, hi) (else the caller falls back), and zero the ones off the row.
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
-// Bytes [lo, hi) of a 16-byte window at index ix0 of a row of W bytes are inside the row.
-inline __mmask16 row_window(int ix0, int W) {
-    const int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < 16 ? W - ix0 : 16;
-    return (__mmask16)(hi > lo ? ((1u << hi) - 1) & ~((1u << lo) - 1) : 0);
+const bool MASKED = true;
+#else
+const bool MASKED = false;
+#endif
+
+// The 16 bytes at row[ix0 ...], those outside [0, W) as 0; false if AVX2 cannot read them.
+inline bool row_window(const int8_t *row, int W, int ix0, const int8_t *lo, const int8_t *hi, __m128i &v) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    (void)lo, (void)hi;
+    const int a = ix0 < 0 ? -ix0 : 0, b = W - ix0 < 16 ? W - ix0 : 16;  // bytes [a, b) are in the row
+    v = _mm_maskz_loadu_epi8((__mmask16)(b > a ? ((1u << b) - 1) & ~((1u << a) - 1) : 0), row + ix0);
+    return true;
+#else
+    if (row + ix0 < lo || row + ix0 + 16 > hi || W > 96 || ix0 < -16 || ix0 > 96) return false;
+    const __m128i idx = _mm_add_epi8(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                     _mm_set1_epi8((char)ix0));
+    const __m128i in = _mm_and_si128(_mm_cmpgt_epi8(idx, _mm_set1_epi8(-1)), _mm_cmpgt_epi8(_mm_set1_epi8((char)W), idx));
+    v = _mm_and_si128(_mm_loadu_si128((const __m128i *)(row + ix0)), in);
+    return true;
+#endif
+}
+
+// 16 int16 lanes -> [the 8 even lanes | the 8 odd lanes].
+inline __m256i split_even_odd(__m256i v) {
+    const __m256i shuf = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                          0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, shuf), 0xD8);
 }
 
 // d[j] = the pair (r0[ix], r1[ix]) at ix = ix0 + s j, 0 outside [0, W) (and for a null r1), for
-// j < n <= 8, straight from the int8 rows (masked loads read only the rows' own bytes, so no
-// bounce buffer is written and read back, a store-forwarding stall).
-inline void pair_run8(const int8_t *r0, const int8_t *r1, int W, int ix0, int s, int n, int32_t *d) {
-    const __mmask16 m = row_window(ix0, W);
-    __m256i a = _mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(m, r0 + ix0));
-    __m256i b = r1 ? _mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(m, r1 + ix0)) : _mm256_setzero_si256();
-    if (s == 2) {  // the even int16 lanes into the low half
-        const __m256i shuf = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
-                                              0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
-        a = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(a, shuf), 0xD8);
-        b = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(b, shuf), 0xD8);
+// j < n <= 8; false (nothing written) if AVX2 cannot read the rows there.
+inline bool pair_run8(const int8_t *r0, const int8_t *r1, int W, int ix0, int s, int n, int32_t *d, const int8_t *lo,
+                      const int8_t *hi) {
+    __m128i a8, b8 = _mm_setzero_si128();
+    if (!row_window(r0, W, ix0, lo, hi, a8) || (r1 && !row_window(r1, W, ix0, lo, hi, b8))) return false;
+    __m256i a = _mm256_cvtepi8_epi16(a8), b = _mm256_cvtepi8_epi16(b8);
+    if (s == 2) {
+        a = split_even_odd(a);
+        b = split_even_odd(b);
     }
-    const __m128i a8 = _mm256_castsi256_si128(a), b8 = _mm256_castsi256_si128(b);
-    const __m256i pairs = _mm256_set_m128i(_mm_unpackhi_epi16(a8, b8), _mm_unpacklo_epi16(a8, b8));
+    const __m128i al = _mm256_castsi256_si128(a), bl = _mm256_castsi256_si128(b);
+    const __m256i pairs = _mm256_set_m128i(_mm_unpackhi_epi16(al, bl), _mm_unpacklo_epi16(al, bl));
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
     _mm256_mask_storeu_epi32(d, (__mmask8)((1u << n) - 1), pairs);
+#else
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_epi32(d, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes), pairs);
+#endif
+    return true;
 }
 
-// Stride 2 straight from the int8 row, for AVX-512: d[j] = padded column 2 j and, when `odd`,
-// d[Wh + j] = padded column 2 j + 1, for j < Wh (x_msb when use_msb). Masked loads read only
-// the row's own bytes, so no bounce buffer is written and read back (a store-forwarding stall).
-inline bool act_row16_s2(const int8_t *src, int W, int p, bool use_msb, int16_t *d, int Wh, bool odd) {
+// Stride 2: d[j] = padded column 2 j and, when `odd`, d[Wh + j] = padded column 2 j + 1, for
+// j < Wh (x_msb when use_msb); false (the caller falls back) if this path cannot.
+inline bool act_row16_s2(const int8_t *src, int W, int p, bool use_msb, int16_t *d, int Wh, bool odd, const int8_t *lo,
+                         const int8_t *hi) {
     static const bool vec_msb = msb_vector_check();
-    if (use_msb && !vec_msb) return false;
-    const __m256i shuf = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
-                                          0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    if ((use_msb && !vec_msb) || (!MASKED && Wh % 8)) return false;
+    for (int j0 = 0; j0 < Wh; j0 += 8)  // AVX2: checked first, so a refusal writes nothing
+        if (!MASKED) {
+            __m128i v;
+            if (!row_window(src, W, 2 * j0 - p, lo, hi, v)) return false;
+        }
     for (int j0 = 0; j0 < Wh; j0 += 8) {
-        const int ix0 = 2 * j0 - p;  // source index of padded column 2 j0
-        __m256i v = _mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(row_window(ix0, W), src + ix0));
+        __m128i b;
+        row_window(src, W, 2 * j0 - p, lo, hi, b);  // padded column 2 j0 is source index 2 j0 - p
+        __m256i v = _mm256_cvtepi8_epi16(b);
         if (use_msb) v = msb16(v);
-        v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, shuf), 0xD8);  // [evens | odds]
+        v = split_even_odd(v);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
         const __mmask8 m = (__mmask8)(Wh - j0 >= 8 ? 0xFF : (1u << (Wh - j0)) - 1);
         _mm_mask_storeu_epi16(d + j0, m, _mm256_castsi256_si128(v));
         if (odd) _mm_mask_storeu_epi16(d + Wh + j0, m, _mm256_extracti128_si256(v, 1));
+#else
+        _mm_storeu_si128((__m128i *)(d + j0), _mm256_castsi256_si128(v));
+        if (odd) _mm_storeu_si128((__m128i *)(d + Wh + j0), _mm256_extracti128_si256(v, 1));
+#endif
     }
     return true;
 }
@@ -402,6 +443,8 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
     const int64_t kwplane = (int64_t)prows * Wo;
     const int64_t plane = packed ? k * kwplane : (int64_t)Hp * rowlen, img = Cp * plane;
     int32_t *X = tl_buf[0].get<int32_t>((size_t)N * img);
+    const int8_t *act_end = act + (int64_t)N * C * H * W;
+    (void)act_end;
     const int Opad = round_up(O, FWD_MR);
     int32_t *A = tl_buf[1].get<int32_t>((size_t)Opad * KP);  // [o tile][j][m]
     int32_t *offs = tl_buf[2].get<int32_t>((size_t)KP);
@@ -447,10 +490,12 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
                 }
                 const int8_t *r0 = act + (((int64_t)n * C + c0) * H + iy) * W;
                 const int8_t *r1 = c1 < C ? act + (((int64_t)n * C + c1) * H + iy) * W : nullptr;
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-                if (Wo <= 8) {  // each run straight from the rows
-                    for (int kw = 0; kw < k; kw++) pair_run8(r0, r1, W, kw - p, s, Wo, d + kw * kwplane);
-                    continue;
+#ifdef __AVX2__
+                if (Wo <= 8) {  // each run straight from the rows, when all can be read
+                    bool done = true;
+                    for (int kw = 0; kw < k && done; kw++)
+                        done = pair_run8(r0, r1, W, kw - p, s, Wo, d + kw * kwplane, act, act_end);
+                    if (done) continue;
                 }
 #endif
                 if (s == 1) {
@@ -478,12 +523,14 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
             if (s == 1) {
                 pair_row(r0, r1, W, p, d, rowlen);
             } else {
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-                for (int j0 = 0; j0 < Wh; j0 += 8) {  // padded columns 2 j + 0 / 1, straight from the rows
-                    pair_run8(r0, r1, W, 2 * j0 - p, 2, tmin(8, Wh - j0), d + j0);
-                    if (k > 1) pair_run8(r0, r1, W, 2 * j0 + 1 - p, 2, tmin(8, Wh - j0), d + Wh + j0);
+#ifdef __AVX2__
+                bool done = MASKED || Wh % 8 == 0;  // AVX2 writes whole chunks of 8
+                for (int j0 = 0; j0 < Wh && done; j0 += 8) {  // padded columns 2 j + 0 / 1, from the rows
+                    done = pair_run8(r0, r1, W, 2 * j0 - p, 2, tmin(8, Wh - j0), d + j0, act, act_end);
+                    if (done && k > 1)
+                        done = pair_run8(r0, r1, W, 2 * j0 + 1 - p, 2, tmin(8, Wh - j0), d + Wh + j0, act, act_end);
                 }
-                continue;
+                if (done) continue;
 #endif
                 pair_row(r0, r1, W, p, tmp.data(), 2 * Wh);
                 deinterleave(tmp.data(), d, Wh, k > 1);
@@ -870,6 +917,8 @@ void wg_copy_act(const int8_t *act, const Shape &sh, const WgLayout &Y, int16_t 
     Arr<char> used(Hp);
     rows_read(sh, used);
     int16_t *const dst[2] = {X, Xm};
+    const int8_t *act_end = act + (int64_t)sh.n * C * H * W;
+    (void)act_end;
 #pragma omp parallel
     {
         Arr<int16_t> tmp(s == 1 ? 0 : 2 * Y.Wh + 16);
@@ -896,8 +945,8 @@ void wg_copy_act(const int8_t *act, const Shape &sh, const WgLayout &Y, int16_t 
                     if (iy < 0 || iy >= H) {
                         memset(d, 0, sizeof(int16_t) * Y.rowlen);
                     } else {
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-                        if (act_row16_s2(src, W, p, u == 1, d, Y.Wh, sh.k > 1)) continue;
+#ifdef __AVX2__
+                        if (act_row16_s2(src, W, p, u == 1, d, Y.Wh, sh.k > 1, act, act_end)) continue;
 #endif
                         act_row16(src, W, p, u == 1, lut[u], tmp.data(), 2 * Y.Wh);
                         deinterleave(tmp.data(), d, Y.Wh, sh.k > 1);

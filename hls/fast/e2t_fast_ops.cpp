@@ -623,7 +623,7 @@ inline void bwd_kernel(const int32_t *A, int KP, int F, const int32_t *const *bp
 
 // dst[step * l] = saturate32(rshift_round(a0[l] * 2^sh0 + a1[l], r)) for l < lanes <= 8 (a1 null:
 // 0); saturations counted.
-inline void bwd_store8(const int64_t *a0, const int64_t *a1, int sh0, int r, int32_t *dst, int step, int lanes,
+__attribute__((always_inline)) inline void bwd_store8(const int64_t *a0, const int64_t *a1, int sh0, int r, int32_t *dst, int step, int lanes,
                       uint32_t &sat) {
 #ifdef __AVX2__
     const __m128i c0 = _mm_cvtsi32_si128(sh0), cr = _mm_cvtsi32_si128(r);
@@ -663,7 +663,7 @@ inline void bwd_store8(const int64_t *a0, const int64_t *a1, int sh0, int r, int
 }
 
 // bwd_store8 on the `lanes` <= L lanes of one vector, 8 at a time.
-inline void bwd_store(const int64_t *a0, const int64_t *a1, int sh0, int r, int32_t *dst, int step, int lanes,
+__attribute__((always_inline)) inline void bwd_store(const int64_t *a0, const int64_t *a1, int sh0, int r, int32_t *dst, int step, int lanes,
                       uint32_t &sat) {
     if (L <= 8) {
         bwd_store8(a0, a1, sh0, r, dst, step, lanes, sat);

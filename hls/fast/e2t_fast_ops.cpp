@@ -11,9 +11,11 @@
 //
 // - CONV_FWD: lanes = L output pixels of a row, pair = two input channels at one tap. The copy
 //   holds (x[c], x[c + 1]) per padded position (stride 2: even and odd columns apart), so a tap's
-//   operand is one contiguous load; weight pairs are broadcast. A map narrower than the lanes
-//   (its width divides L) gets whole rows per vector from a copy per kernel column. The
-//   kernel's shape check keeps every sum in int32, as in the native kernel.
+//   operand is one contiguous load; weight pairs are broadcast. With AVX-512 VNNI the lanes hold
+//   channel quads instead, x + 128 as unsigned bytes, for vpdpbusd (four int8 products per lane
+//   and step; the offset's share, 128 sum W[o], is subtracted at the end). A map narrower than
+//   the lanes (its width divides L) gets whole rows per vector from a copy per kernel column.
+//   The kernel's shape check keeps every sum in int32, as in the native kernel.
 // - CONV_BWD_DATA: the transposed conv as a gather over (output-channel pair, tap) for each output
 //   phase (stride 2: the 4 parities of (y, x), each with only its own taps). Aligned weights reach
 //   2^19, too wide for one int16 pass: either W_al / 2^z fits (2^z the largest power of two
@@ -367,6 +369,24 @@ inline bool pair_run8(const int8_t *r0, const int8_t *r1, int W, int ix0, int s,
     return true;
 }
 
+#ifdef E2T_VNNI_PATHS
+// d[j] = the quad (x[0][ix] + 128, ..., x[3][ix] + 128) as unsigned bytes at ix = ix0 + s j (x = 0
+// outside [0, W), and for a null row), for j < n <= 8: the int8 forward's operand (vpdpbusd).
+inline void quad_run8(const int8_t *const *rows, int W, int ix0, int s, int n, int32_t *d) {
+    const __m128i evens = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    __m128i b[4];
+    for (int q = 0; q < 4; q++) {
+        b[q] = _mm_setzero_si128();
+        if (rows[q]) row_window(rows[q], W, ix0, nullptr, nullptr, b[q]);
+        if (s == 2) b[q] = _mm_shuffle_epi8(b[q], evens);
+        b[q] = _mm_xor_si128(b[q], _mm_set1_epi8((char)0x80));  // x + 128 as an unsigned byte
+    }
+    const __m128i t01 = _mm_unpacklo_epi8(b[0], b[1]), t23 = _mm_unpacklo_epi8(b[2], b[3]);
+    const __m256i quads = _mm256_set_m128i(_mm_unpackhi_epi16(t01, t23), _mm_unpacklo_epi16(t01, t23));
+    _mm256_mask_storeu_epi32(d, (__mmask8)((1u << n) - 1), quads);
+}
+#endif
+
 // Stride 2: d[j] = padded column 2 j and, when `odd`, d[Wh + j] = padded column 2 j + 1, for
 // j < Wh (x_msb when use_msb); false (the caller falls back) if this path cannot.
 inline bool act_row16_s2(const int8_t *src, int W, int p, bool use_msb, int16_t *d, int Wh, bool odd, const int8_t *lo,
@@ -406,8 +426,9 @@ void rows_read(const Shape &sh, Arr<char> &used) {
 // ------------------------------------------------------------------------------------------
 // CONV_FWD
 
-// res[m][v] = sum over steps j of A[j][m] (weight pair) . B_v[j] (8 pixel lanes of channel pairs).
-template <int MR, int NR>
+// res[m][v] = sum over steps j of A[j][m] . B_v[j]: weight pairs . L pixel lanes of int16 channel
+// pairs, or with Q weight quads . L pixel lanes of (x + 128) channel quads (vpdpbusd).
+template <int MR, int NR, bool Q>
 inline void fwd_kernel(const int32_t *A, int KP, const int32_t *const *bp, const int32_t *offs, V *res) {
     V acc[MR][NR];
     Unroll<0, MR>::run([&](auto m) { Unroll<0, NR>::run([&](auto v) { acc[m.value][v.value] = vzero(); }); });
@@ -418,7 +439,13 @@ inline void fwd_kernel(const int32_t *A, int KP, const int32_t *const *bp, const
         V b[NR];
         Unroll<0, NR>::run([&](auto v) { b[v.value] = vload(bb[v.value] + off); });
         const i32a *a = A + (size_t)j * MR;
-        Unroll<0, MR>::run([&](auto m) { row_dot<NR>(acc[m.value], a + m.value, b); });
+        if constexpr (Q) {
+#ifdef E2T_VNNI_PATHS
+            Unroll<0, MR>::run([&](auto m) { row_dot4<NR>(acc[m.value], a + m.value, b); });
+#endif
+        } else {
+            Unroll<0, MR>::run([&](auto m) { row_dot<NR>(acc[m.value], a + m.value, b); });
+        }
     }
     Unroll<0, MR>::run([&](auto m) {
         Unroll<0, NR>::run([&](auto v) { res[m.value * NR + v.value] = acc[m.value][v.value]; });
@@ -427,10 +454,18 @@ inline void fwd_kernel(const int32_t *A, int KP, const int32_t *const *bp, const
 
 void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &sh, int r) {
     const int N = sh.n, C = sh.c, H = sh.h, W = sh.w, O = sh.o, k = sh.k, s = sh.s, p = sh.p, Ho = sh.ho, Wo = sh.wo;
-    const int taps = k * k, Cp = (C + 1) / 2, KP = Cp * taps, Hp = sh.hp(), Wp = sh.wp();
+    // AVX-512 VNNI: int8 x int8 as vpdpbusd, four channels per lane and step, when the raw sums
+    // (activations offset by 128) stay below 2^31; else int16 pairs.
+#ifdef E2T_VNNI_PATHS
+    const bool quads = (int64_t)ceil_div(C, 4) * k * k * 4 * 255 * 128 < ((int64_t)1 << 31);
+#else
+    const bool quads = false;
+#endif
+    const int CH = quads ? 4 : 2;  // channels per int32 lane element
+    const int taps = k * k, Cp = ceil_div(C, CH), KP = Cp * taps, Hp = sh.hp(), Wp = sh.wp();
     const int gx = ceil_div(Wo, L), WoL = gx * L;
-    // Copy layout, int32 channel pairs: X[n][cp][row][col]; stride 2: col = par * Wh + j holds
-    // padded column 2 j + par. A lane group is L output pixels of one row.
+    // Copy layout, int32 channel pairs (quads): X[n][cp][row][col]; stride 2: col = par * Wh + j
+    // holds padded column 2 j + par. A lane group is L output pixels of one row.
     const int Wh = s == 1 ? 0 : round_up(tmax(ceil_div(Wp, 2), WoL + (k - 1) / 2) + 1, WH_CHUNK);
     const int rowlen = s == 1 ? tmax(Wp, WoL + k - 1) + 1 : (k > 1 ? 2 : 1) * Wh;  // 1x1: even columns only
     // Maps narrower than the lanes (Wo divides L): a lane group is R = L / Wo whole output rows,
@@ -454,15 +489,24 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
             for (int t = 0; t < taps; t++) {
                 const int j = cp * taps + t;
                 for (int m = 0; m < FWD_MR; m++) {
-                    const int o = ot + m, c0 = 2 * cp, c1 = 2 * cp + 1;
-                    int lo = 0, hi = 0;
-                    if (o < O) {
-                        lo = wgt[((int64_t)o * C + c0) * taps + t];
-                        if (c1 < C) hi = wgt[((int64_t)o * C + c1) * taps + t];
-                    }
-                    A[(size_t)ot * KP + (size_t)j * FWD_MR + m] = pack16(lo, hi);
+                    const int o = ot + m;
+                    int w[4] = {0, 0, 0, 0};
+                    for (int q = 0; q < CH; q++)
+                        if (o < O && CH * cp + q < C) w[q] = wgt[((int64_t)o * C + CH * cp + q) * taps + t];
+                    A[(size_t)ot * KP + (size_t)j * FWD_MR + m] =
+                        quads ? (int32_t)((uint32_t)(uint8_t)w[0] | (uint32_t)(uint8_t)w[1] << 8 |
+                                          (uint32_t)(uint8_t)w[2] << 16 | (uint32_t)(uint8_t)w[3] << 24)
+                              : pack16(w[0], w[1]);
                 }
             }
+    // quads: sum_{c, t} 128 W[o][c][t], the offset's share of every raw sum
+    Arr<int32_t> bias(Opad);
+    if (quads)
+        for (int o = 0; o < O; o++) {
+            int64_t sum = 0;
+            for (int64_t i = 0; i < (int64_t)C * taps; i++) sum += wgt[(int64_t)o * C * taps + i];
+            bias[o] = (int32_t)(128 * sum);
+        }
     for (int cp = 0; cp < Cp; cp++)
         for (int kh = 0; kh < k; kh++)
             for (int kw = 0; kw < k; kw++)
@@ -478,6 +522,38 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
 #pragma omp parallel
     {
         Arr<int32_t> tmp(s == 1 ? 0 : 2 * Wh + 16), row(packed ? rowlen : 0);
+#ifdef E2T_VNNI_PATHS
+        if (quads) {  // runs of 8 columns straight from the rows; off-map positions hold x = 0 (byte 128)
+            const int64_t nrows = packed ? prows : Hp;
+#pragma omp for schedule(static)
+            for (int64_t q = 0; q < (int64_t)N * Cp * nrows; q++) {
+                const int prow = (int)(q % nrows), cp = (int)(q / nrows % Cp), n = (int)(q / nrows / Cp);
+                if (!packed && !used[prow]) continue;
+                const int iy = (packed && s == 2 ? 2 * (prow % Hh) + prow / Hh : prow) - p;
+                int32_t *d = X + n * img + cp * plane + (int64_t)prow * (packed ? Wo : rowlen);
+                if (iy < 0 || iy >= H) {
+                    if (packed)
+                        for (int kw = 0; kw < k; kw++) memset(d + kw * kwplane, 0x80, sizeof(int32_t) * Wo);
+                    else
+                        memset(d, 0x80, sizeof(int32_t) * rowlen);
+                    continue;
+                }
+                const int8_t *rows[4];
+                for (int u = 0; u < 4; u++)
+                    rows[u] = 4 * cp + u < C ? act + (((int64_t)n * C + 4 * cp + u) * H + iy) * W : nullptr;
+                if (packed) {
+                    for (int kw = 0; kw < k; kw++) quad_run8(rows, W, kw - p, s, Wo, d + kw * kwplane);
+                } else if (s == 1) {
+                    for (int c0 = 0; c0 < rowlen; c0 += 8) quad_run8(rows, W, c0 - p, 1, tmin(8, rowlen - c0), d + c0);
+                } else {
+                    for (int j0 = 0; j0 < Wh; j0 += 8) {
+                        quad_run8(rows, W, 2 * j0 - p, 2, tmin(8, Wh - j0), d + j0);
+                        if (k > 1) quad_run8(rows, W, 2 * j0 + 1 - p, 2, tmin(8, Wh - j0), d + Wh + j0);
+                    }
+                }
+            }
+        } else
+#endif
         if (packed) {  // each padded row as in the unpacked copy, then its k runs of Wo columns
 #pragma omp for schedule(static)
             for (int64_t q = 0; q < (int64_t)N * Cp * prows; q++) {
@@ -562,10 +638,16 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
             const int64_t ostride = (int64_t)Ho * Wo;
             for (int ot = 0; ot < Opad; ot += FWD_MR) {
                 V acc[FWD_MR * FWD_NR];
-                fwd_kernel<FWD_MR, FWD_NR>(A + (size_t)ot * KP, KP, bp, offs, acc);
+                if (quads)
+                    fwd_kernel<FWD_MR, FWD_NR, true>(A + (size_t)ot * KP, KP, bp, offs, acc);
+                else
+                    fwd_kernel<FWD_MR, FWD_NR, false>(A + (size_t)ot * KP, KP, bp, offs, acc);
                 for (int m = 0; m < FWD_MR && ot + m < O; m++)
                     for (int v = 0; v < FWD_NR; v++) {
                         if (!lanes[v]) continue;
+#ifdef E2T_VNNI_PATHS
+                        if (quads) acc[m * FWD_NR + v] = vsub(acc[m * FWD_NR + v], vset1(bias[ot + m]));
+#endif
                         const V y = vround(acc[m * FWD_NR + v], r);
                         int32_t *dst = op[v] + (ot + m) * ostride;
                         if (lanes[v] == L) {

@@ -215,6 +215,52 @@ inline void row_dot<3>(V *acc, const i32a *a, const V *b) {
 }
 #endif
 
+#if defined(E2T_PATH_VNNI512) || defined(E2T_PATH_VNNI256)
+// int8 rows for CONV_FWD: acc[v] += vpdpbusd(b[v] as 4 unsigned bytes per lane, broadcast(*a) as 4
+// signed bytes), four products per lane and step (the activations carry an offset of 128).
+#define E2T_VNNI_PATHS 1
+#if defined(E2T_PATH_VNNI512)
+#define E2T_BCAST4 "%{1to16%}"
+#else
+#define E2T_BCAST4 "%{1to8%}"
+#endif
+template <int NR>
+inline void row_dot4(V *acc, const i32a *a, const V *b);
+template <>
+inline void row_dot4<1>(V *acc, const i32a *a, const V *b) {
+    V c0 = acc[0];
+    __asm__("vpdpbusd %[a]" E2T_BCAST4 ", %[b0], %[c0]" : [c0] "+v"(c0) : [a] "m"(*a), [b0] "v"(b[0]));
+    acc[0] = c0;
+}
+template <>
+inline void row_dot4<2>(V *acc, const i32a *a, const V *b) {
+    V t, c0 = acc[0], c1 = acc[1];
+    __asm__("vpbroadcastd %[a], %[t]\n\tvpdpbusd %[t], %[b0], %[c0]\n\tvpdpbusd %[t], %[b1], %[c1]"
+            : [c0] "+v"(c0), [c1] "+v"(c1), [t] "=&v"(t)
+            : [a] "m"(*a), [b0] "v"(b[0]), [b1] "v"(b[1]));
+    acc[0] = c0;
+    acc[1] = c1;
+}
+template <>
+inline void row_dot4<3>(V *acc, const i32a *a, const V *b) {
+    V t, c0 = acc[0], c1 = acc[1], c2 = acc[2];
+    __asm__("vpbroadcastd %[a], %[t]\n\tvpdpbusd %[t], %[b0], %[c0]\n\tvpdpbusd %[t], %[b1], %[c1]\n\t"
+            "vpdpbusd %[t], %[b2], %[c2]"
+            : [c0] "+v"(c0), [c1] "+v"(c1), [c2] "+v"(c2), [t] "=&v"(t)
+            : [a] "m"(*a), [b0] "v"(b[0]), [b1] "v"(b[1]), [b2] "v"(b[2]));
+    acc[0] = c0;
+    acc[1] = c1;
+    acc[2] = c2;
+}
+inline V vsub(V a, V b) {
+#if defined(E2T_PATH_VNNI512)
+    return _mm512_sub_epi32(a, b);
+#else
+    return _mm256_sub_epi32(a, b);
+#endif
+}
+#endif
+
 // Unroll<0, N>::run(f) calls f(Int<0>()), ..., f(Int<N-1>()): loop indices as compile-time
 // constants (i.value), so that arrays indexed by them can live in registers.
 template <int I>

@@ -860,20 +860,24 @@ void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape
                 alignas(64) int64_t acc64[PARTS * MR * NR * L];
                 for (int ct = 0; ct < Cpad; ct += MR) {
                     bwd_kernel<MR, NR, PARTS>(A + (size_t)ct * KP * PARTS, KP, plan.F, bp, offs, acc64);
-                    for (int m = 0; m < MR && ct + m < C; m++)
-                        for (int v = 0; v < NR; v++) {
-                            if (!lanes[v]) continue;
-                            const int64_t *a0 = acc64 + (m * NR + v) * L;
-                            const int64_t *a1 = PARTS == 2 ? acc64 + ((MR + m) * NR + v) * L : nullptr;
-                            int32_t *dst = out + obase[v] + (int64_t)(ct + m) * H * W;
-                            if (!packed) {
-                                bwd_store(a0, a1, sh0, r, dst, s, lanes[v], sat);
-                                continue;
+                    if (!packed) {  // two loops, so that each inlined store hoists its constants
+                        for (int m = 0; m < MR && ct + m < C; m++)
+                            for (int v = 0; v < NR; v++) {
+                                if (!lanes[v]) continue;
+                                const int64_t *a0 = acc64 + (m * NR + v) * L;
+                                const int64_t *a1 = PARTS == 2 ? acc64 + ((MR + m) * NR + v) * L : nullptr;
+                                bwd_store(a0, a1, sh0, r, out + obase[v] + (int64_t)(ct + m) * H * W, s, lanes[v], sat);
                             }
-                            for (int rr = 0; rr < lanes[v]; rr++)
-                                bwd_store(a0 + rr * nxi, a1 ? a1 + rr * nxi : nullptr, sh0, r, dst + (int64_t)rr * s * W, s,
+                        continue;
+                    }
+                    for (int m = 0; m < MR && ct + m < C; m++)
+                        for (int v = 0; v < NR; v++)
+                            for (int rr = 0; rr < lanes[v]; rr++) {  // lanes[v] rows of nxi
+                                const int64_t *a0 = acc64 + (m * NR + v) * L + rr * nxi;
+                                const int64_t *a1 = PARTS == 2 ? acc64 + ((MR + m) * NR + v) * L + rr * nxi : nullptr;
+                                bwd_store(a0, a1, sh0, r, out + obase[v] + (int64_t)(ct + m) * H * W + (int64_t)rr * s * W, s,
                                           nxi, sat);
-                        }
+                            }
                 }
             }
             sat_total += sat;

@@ -803,7 +803,14 @@ void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape
                     const int dx = (px + p - kws[b]) / s;
                     int32_t *d = P + n * gimgP + op * gplaneP + b * bplane;
                     const int32_t *src = Gc + n * gimg + op * gplane + Lc + dx;
-                    for (int row = 0; row < Rg; row++) memcpy(d + (int64_t)row * nxi, src + (int64_t)row * Cg, sizeof(int32_t) * nxi);
+                    for (int row = 0; row < Rg; row++) {  // rows of at most L elements: no library call
+                        int32_t *dr = d + (int64_t)row * nxi;
+                        const int32_t *sr = src + (int64_t)row * Cg;
+                        if (nxi == 8)
+                            memcpy(dr, sr, 8 * sizeof(int32_t));  // a constant size: one vector move
+                        else
+                            for (int j = 0; j < nxi; j++) dr[j] = sr[j];
+                    }
                     memset(d + (int64_t)Rg * nxi, 0, sizeof(int32_t) * R * nxi);
                 }
                 Gp = P;

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from . import backends
 from .config import BACKENDS, MODELS, PRECISIONS, SLU_WEIGHTINGS, TrainConfig
 from .datasets import DATASETS
 from .errors import E2TError
@@ -120,11 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = getattr(args, "out", None) or os.path.join(
         "runs", f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     if cfg.backend == "torch":
-        try:
-            from reference.train import Trainer
-        except ImportError as e:
-            raise E2TError(f"the torch backend needs PyTorch and the reference/ package ({e}); "
-                           f"install requirements.txt, or use a board backend") from None
+        Trainer = backends.load("torch", "the torch backend")
         trainer = Trainer(cfg, out, resume=getattr(args, "resume", False),
                           data_dir=getattr(args, "data_dir", None),
                           device=getattr(args, "device", "auto"), progress=not getattr(args, "quiet", False))
@@ -141,15 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    try:
-        from reference.geometry import count_macs
-        from reference.models import build_model, count_params
-    except ImportError as e:
-        raise E2TError(f"e2t info needs PyTorch ({e})") from None
-    model = build_model(args.model, args.num_classes, args.in_channels)
-    macs = count_macs(model, args.in_channels, args.size)
-    print(f"{args.model}: {count_params(model):,} parameters, {sum(macs.values()) / 1e6:.2f} M MACs "
-          f"per {args.in_channels}x{args.size}x{args.size} image ({len(macs)} conv/linear layers)")
+    describe = backends.load("info", "e2t info")
+    print(describe(args.model, args.num_classes, args.in_channels, args.size))
     return 0
 
 

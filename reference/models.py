@@ -162,6 +162,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def describe(name: str, num_classes: int, in_channels: int, size: int) -> str:
+    """One line on a model: parameters and MACs per image (`e2t info`, through its entry point)."""
+    model = build_model(name, num_classes, in_channels)
+    macs = count_macs(model, in_channels, size)
+    return (f"{name}: {count_params(model):,} parameters, {sum(macs.values()) / 1e6:.2f} M MACs "
+            f"per {in_channels}x{size}x{size} image ({len(macs)} conv/linear layers)")
+
+
 def residual_macs(model: CifarResNet, in_channels: int, size: int = 32) -> list[int]:
     """MACs per image of each block's residual branch: what skipping the block saves."""
     macs = count_macs(model, in_channels, size)

@@ -51,3 +51,30 @@ def test_engine_emulation_runs_without_torch():
                           "print(int(y[0, 0, 1, 1]), st['status'])\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "18 0"
+
+
+def test_board_side_never_imports_the_workstation_side():
+    """Not even lazily inside a function: host/ and energy/ reach workstation backends through
+    entry points (host/backends.py), so no import statement names them."""
+    import ast
+    banned = {"torch", "reference", "onnx", "onnxruntime", "hls4ml", "hls"}
+    found = []
+    for pkg in ("host", "energy"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, pkg)):
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                path = os.path.join(dirpath, f)
+                for node in ast.walk(ast.parse(open(path).read(), path)):
+                    names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                        [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+                    found += [f"{os.path.relpath(path, ROOT)}:{node.lineno} {n}" for n in names
+                              if n.split(".")[0] in banned]
+    assert not found, found
+
+
+def test_info_without_torch_is_one_clear_line():
+    r = run_without_torch("from host.cli import main; sys.exit(main(['info']))")
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("e2t: error: e2t info needs PyTorch")
+    assert len(r.stderr.strip().splitlines()) == 1

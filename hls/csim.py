@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import os
@@ -76,6 +77,7 @@ FAST_PATHS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def target_arch(cxx: str = CXX) -> str:
     """The architecture ``cxx`` compiles for (x86_64, aarch64, ...), from ``-dumpmachine``."""
     done = subprocess.run([cxx, "-dumpmachine"], capture_output=True, text=True)
@@ -119,11 +121,17 @@ def _no_shared_code(obj: str, cxx: str) -> None:
                           f"(give them internal linkage): {'; '.join(weak[:5]) or done.stderr.strip()}")
 
 
+@functools.lru_cache(maxsize=None)
+def _compiler_query(cxx: str, *args: str) -> bytes:
+    """What ``cxx args`` prints (its version, what -march=native means): asked once per process."""
+    return subprocess.run([cxx, *args], capture_output=True, text=True).stdout.encode()
+
+
 def _native_target(steps: list[list[str]], cxx: str) -> bytes:
     """What -march/-mtune=native mean on this machine, for the cache key (empty if no step uses them)."""
     if not any("-march=native" in s or "-mtune=native" in s for s in steps):
         return b""
-    return subprocess.run([cxx, "-march=native", "-Q", "--help=target"], capture_output=True, text=True).stdout.encode()
+    return _compiler_query(cxx, "-march=native", "-Q", "--help=target")
 
 
 def _run_steps(what: str, steps: list[list[str]], cxx: str) -> None:
@@ -151,7 +159,7 @@ def build(variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None, cx
             digest.update(path.encode() + b"\0" + f.read())
     steps = _steps(variant, "CFG", "OUT", cxx, exe_main)
     digest.update(repr(steps).encode() + _native_target(steps, cxx))
-    digest.update(subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.encode())
+    digest.update(_compiler_query(cxx, "--version"))
     arch = target_arch(cxx)
     kind = "run" if exe_main else "lib"
     folder = os.path.join(CACHE, f"{variant}-{board}-{arch}-{kind}-{digest.hexdigest()[:16]}")
@@ -204,6 +212,14 @@ def _ints(name: str, a, fmt: nx.Fmt, dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def _marshal(regs: dict, ports: dict) -> tuple[dict, "Regs"]:
+    """Checked buffers and the register struct of one call (both Engine kinds)."""
+    unknown = set(regs) - {f for f, _ in Regs._fields_} | set(ports) - {f for f, _ in Ports._fields_}
+    if unknown:
+        raise EngineError(f"unknown register(s): {', '.join(sorted(unknown))}")
+    return {k: _buffer(k, v) for k, v in ports.items()}, Regs(**{k: int(v) for k, v in regs.items()})
+
+
 class Engine:
     """One CPU build of the engine: ``call`` is the register-level interface (what the PYNQ
     driver's emulated overlay uses), and there is one numpy-level method per op."""
@@ -253,11 +269,7 @@ class Engine:
         """Run one op: ``regs`` maps register names to integers (missing ones are 0), ``ports``
         maps buffer names to numpy arrays of the register map's element types. Returns the
         status registers. The GIL is released while the engine runs."""
-        unknown = set(regs) - {f for f, _ in Regs._fields_} | set(ports) - {f for f, _ in Ports._fields_}
-        if unknown:
-            raise EngineError(f"unknown register(s): {', '.join(sorted(unknown))}")
-        held = {k: _buffer(k, v) for k, v in ports.items()}
-        r = Regs(**{k: int(v) for k, v in regs.items()})
+        held, r = _marshal(regs, ports)
         p = Ports(**{k: v.ctypes.data for k, v in held.items()})
         s = Status()
         self._fn(ctypes.byref(r), ctypes.byref(p), ctypes.byref(s))
@@ -355,11 +367,7 @@ class RunnerEngine(Engine):
             self._proc.wait(timeout=30)
 
     def call(self, regs: dict, ports: dict) -> dict:
-        unknown = set(regs) - {f for f, _ in Regs._fields_} | set(ports) - {f for f, _ in Ports._fields_}
-        if unknown:
-            raise EngineError(f"unknown register(s): {', '.join(sorted(unknown))}")
-        held = {k: _buffer(k, v) for k, v in ports.items()}
-        r = Regs(**{k: int(v) for k, v in regs.items()})
+        held, r = _marshal(regs, ports)
         msg = [np.int32(self._index).tobytes(), np.uint32(ctypes.sizeof(Regs)).tobytes(), bytes(r)]
         for name, _ in Ports._fields_:
             data = held[name].tobytes() if name in held else b""

@@ -129,7 +129,7 @@ inline int thread_id() {
 // Grow-only, 64-byte aligned buffers, one set per calling thread (fresh pages cost more than the
 // work on small layers). Slots: 0 operand copy, 1 weights (fwd) / packed gradient (wgrad),
 // 2 offsets (fwd) / G (wgrad), 3-4 weights and offsets of a bwd phase / G_full (wgrad), 5 aligned
-// weights, 6 per-thread wgrad sums.
+// weights, 6 per-thread wgrad sums, 7 the x_msb copy (PSG) / packed gradient rows (bwd).
 struct Buf {
     void *p = nullptr;
     size_t cap = 0;
@@ -522,25 +522,28 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
 #pragma omp parallel
     {
         Arr<int32_t> tmp(s == 1 ? 0 : 2 * Wh + 16), row(packed ? rowlen : 0);
-#ifdef E2T_VNNI_PATHS
-        if (quads) {  // runs of 8 columns straight from the rows; off-map positions hold x = 0 (byte 128)
-            const int64_t nrows = packed ? prows : Hp;
+        // One row of the copy per iteration: a padded row (unpacked), or a prow and its k runs of
+        // Wo columns (packed). Off-map positions hold x = 0: byte 0, or 128 in quads (x + 128).
+        const int64_t nrows = packed ? prows : Hp;
+        const int fill = quads ? 0x80 : 0;
 #pragma omp for schedule(static)
-            for (int64_t q = 0; q < (int64_t)N * Cp * nrows; q++) {
-                const int prow = (int)(q % nrows), cp = (int)(q / nrows % Cp), n = (int)(q / nrows / Cp);
-                if (!packed && !used[prow]) continue;
-                const int iy = (packed && s == 2 ? 2 * (prow % Hh) + prow / Hh : prow) - p;
-                int32_t *d = X + n * img + cp * plane + (int64_t)prow * (packed ? Wo : rowlen);
-                if (iy < 0 || iy >= H) {
-                    if (packed)
-                        for (int kw = 0; kw < k; kw++) memset(d + kw * kwplane, 0x80, sizeof(int32_t) * Wo);
-                    else
-                        memset(d, 0x80, sizeof(int32_t) * rowlen);
-                    continue;
-                }
-                const int8_t *rows[4];
-                for (int u = 0; u < 4; u++)
-                    rows[u] = 4 * cp + u < C ? act + (((int64_t)n * C + 4 * cp + u) * H + iy) * W : nullptr;
+        for (int64_t q = 0; q < (int64_t)N * Cp * nrows; q++) {
+            const int prow = (int)(q % nrows), cp = (int)(q / nrows % Cp), n = (int)(q / nrows / Cp);
+            if (!packed && !used[prow]) continue;
+            const int iy = (packed && s == 2 ? 2 * (prow % Hh) + prow / Hh : prow) - p;
+            int32_t *d = X + n * img + cp * plane + (int64_t)prow * (packed ? Wo : rowlen);
+            if (iy < 0 || iy >= H) {
+                if (packed)
+                    for (int kw = 0; kw < k; kw++) memset(d + kw * kwplane, fill, sizeof(int32_t) * Wo);
+                else
+                    memset(d, fill, sizeof(int32_t) * rowlen);
+                continue;
+            }
+            const int8_t *rows[4] = {nullptr, nullptr, nullptr, nullptr};  // the CH channels of this lane element
+            for (int u = 0; u < CH; u++)
+                if (CH * cp + u < C) rows[u] = act + (((int64_t)n * C + CH * cp + u) * H + iy) * W;
+#ifdef E2T_VNNI_PATHS
+            if (quads) {  // runs of 8 columns straight from the rows
                 if (packed) {
                     for (int kw = 0; kw < k; kw++) quad_run8(rows, W, kw - p, s, Wo, d + kw * kwplane);
                 } else if (s == 1) {
@@ -551,28 +554,16 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
                         if (k > 1) quad_run8(rows, W, 2 * j0 + 1 - p, 2, tmin(8, Wh - j0), d + Wh + j0);
                     }
                 }
+                continue;
             }
-        } else
 #endif
-        if (packed) {  // each padded row as in the unpacked copy, then its k runs of Wo columns
-#pragma omp for schedule(static)
-            for (int64_t q = 0; q < (int64_t)N * Cp * prows; q++) {
-                const int prow = (int)(q % prows), cp = (int)(q / prows % Cp), n = (int)(q / prows / Cp);
-                int32_t *d = X + n * img + cp * plane + (int64_t)prow * Wo;
-                const int iy = (s == 1 ? prow : 2 * (prow % Hh) + prow / Hh) - p, c0 = 2 * cp, c1 = c0 + 1;
-                if (iy < 0 || iy >= H) {
-                    for (int kw = 0; kw < k; kw++) memset(d + kw * kwplane, 0, sizeof(int32_t) * Wo);
-                    continue;
-                }
-                const int8_t *r0 = act + (((int64_t)n * C + c0) * H + iy) * W;
-                const int8_t *r1 = c1 < C ? act + (((int64_t)n * C + c1) * H + iy) * W : nullptr;
+            const int8_t *r0 = rows[0], *r1 = rows[1];
+            if (packed) {  // each run straight from the rows when all can be read, else via the padded row
 #ifdef __AVX2__
-                if (Wo <= 8) {  // each run straight from the rows, when all can be read
-                    bool done = true;
-                    for (int kw = 0; kw < k && done; kw++)
-                        done = pair_run8(r0, r1, W, kw - p, s, Wo, d + kw * kwplane, act, act_end);
-                    if (done) continue;
-                }
+                bool done = Wo <= 8;
+                for (int kw = 0; kw < k && done; kw++)
+                    done = pair_run8(r0, r1, W, kw - p, s, Wo, d + kw * kwplane, act, act_end);
+                if (done) continue;
 #endif
                 if (s == 1) {
                     pair_row(r0, r1, W, p, row.data(), rowlen);
@@ -582,21 +573,7 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
                 }
                 for (int kw = 0; kw < k; kw++)
                     memcpy(d + kw * kwplane, row.data() + (s == 1 ? kw : (kw & 1) * Wh + (kw >> 1)), sizeof(int32_t) * Wo);
-            }
-        } else {
-#pragma omp for schedule(static)
-        for (int64_t q = 0; q < (int64_t)N * Cp * Hp; q++) {
-            const int row = (int)(q % Hp), cp = (int)(q / Hp % Cp), n = (int)(q / Hp / Cp);
-            if (!used[row]) continue;
-            int32_t *d = X + n * img + cp * plane + (int64_t)row * rowlen;
-            const int iy = row - p, c0 = 2 * cp, c1 = 2 * cp + 1;
-            if (iy < 0 || iy >= H) {
-                memset(d, 0, sizeof(int32_t) * rowlen);
-                continue;
-            }
-            const int8_t *r0 = act + (((int64_t)n * C + c0) * H + iy) * W;
-            const int8_t *r1 = c1 < C ? act + (((int64_t)n * C + c1) * H + iy) * W : nullptr;
-            if (s == 1) {
+            } else if (s == 1) {
                 pair_row(r0, r1, W, p, d, rowlen);
             } else {
 #ifdef __AVX2__
@@ -611,7 +588,6 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
                 pair_row(r0, r1, W, p, tmp.data(), 2 * Wh);
                 deinterleave(tmp.data(), d, Wh, k > 1);
             }
-        }
         }
 #pragma omp for schedule(dynamic, 4)
         for (int64_t tq = 0; tq < ntiles; tq++) {

@@ -1,4 +1,5 @@
-"""Per-board engine configurations and the ``engine_config.h`` generated from them.
+"""The engine's ``engine_config.h``, generated from the board data (host/boards.py reads
+``bitstreams/<board>/board.json``, the one source of board facts).
 
     python -m hls.boards pynq-z2 > engine_config.h
 
@@ -11,51 +12,12 @@ board counts PSG tiles exactly as its fabric would.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
 
 from host import numerics as nx
+from host.boards import DEFAULT_BOARD, Board, board, names
 
-
-@dataclass(frozen=True)
-class Board:
-    """What the engine's C++ needs to know about one board."""
-
-    name: str
-    part: str
-    clock_mhz: float
-    tile_o: int = 8      # output channels per tile (unrolled)
-    tile_i: int = 8      # input channels per tile (unrolled)
-    max_c: int = 64      # channels, in and out
-    max_h: int = 32      # input height and width
-    max_w: int = 32
-    max_ho: int = 32     # output map height and width: the on-chip output / gradient tiles hold
-    max_wo: int = 32     # max_ho x max_wo pixels, and the checks refuse larger output maps
-    max_k: int = 3       # kernel size
-    max_pad: int = 1     # zero padding per side
-    max_batch: int = 256
-    acc_fwd_bits: int = 32   # forward sums: |x W| <= 2^14, C k^2 < 2^17 terms
-    acc_wide_bits: int = 48  # backward-to-input and weight-gradient sums (docs/numerics.md, section 4)
-    axi_bits: int = 64       # data width of the DDR ports (HP ports of the Zynq PS)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-BOARDS = {b.name: b for b in (
-    Board("pynq-z2", "xc7z020clg400-1", 100.0),
-    Board("zedboard", "xc7z020clg484-1", 100.0),
-    Board("zcu104", "xczu7ev-ffvc1156-2-e", 200.0, tile_o=16, tile_i=16, axi_bits=128),
-    Board("kv260", "xck26-sfvc784-2LV-c", 200.0, tile_o=16, tile_i=16, axi_bits=128),
-)}
-DEFAULT_BOARD = "pynq-z2"
-
-
-def board(name: str) -> Board:
-    """The named board; a clear error naming the known ones otherwise."""
-    try:
-        return BOARDS[name]
-    except KeyError:
-        raise ValueError(f"unknown board '{name}' (known: {', '.join(BOARDS)})") from None
+BOARDS = {n: board(n) for n in names()}
+__all__ = ["BOARDS", "DEFAULT_BOARD", "Board", "board", "config_header", "depths"]
 
 
 def depths(b: Board, batch: int = 2) -> dict[str, int]:

@@ -21,6 +21,8 @@ import shutil
 import subprocess
 import sys
 
+from host.errors import E2TError
+
 from . import boards
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     try:
         board = boards.board(args.board)
         steps = parse_steps(args.steps)
-    except ValueError as e:
+    except (ValueError, E2TError) as e:
         p.error(str(e))
     out = os.path.abspath(args.out or default_out(board.name))
     cmd = command(board, steps, out, args.vitis_hls)

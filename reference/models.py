@@ -15,7 +15,7 @@ from host.config import MODELS
 from host.errors import E2TError
 
 from .geometry import count_macs
-from .slu import RecurrentGate, decide, gated_block
+from .slu import RecurrentGate, decide, gated_block, global_avgpool
 
 WIDTHS = (16, 32, 64)
 
@@ -99,7 +99,7 @@ class CifarResNet(nn.Module):
         return F.relu(self.bn1(self.conv1(x)))
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(torch.flatten(global_avgpool(x), 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 GATE_MODES = ("sampled", "deterministic")
 
@@ -37,9 +36,15 @@ class RecurrentGate(nn.Module):
 
     def forward(self, j: int, x: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
         """Gate ``j`` on feature map ``x``: (p per sample, LSTM state for gate j + 1)."""
-        e = torch.flatten(self.embeds[j](F.adaptive_avg_pool2d(x, 1)), 1)
+        e = torch.flatten(self.embeds[j](global_avgpool(x)), 1)
         out, state = self.lstm(e[None], state)
         return torch.sigmoid(self.proj(out[0]))[:, 0], state
+
+
+def global_avgpool(x: torch.Tensor) -> torch.Tensor:
+    """NCHW -> NC11: the mean in float64, rounded once to float32, so that the host's numpy
+    pooling (host/hostops.py) gives the same floats whatever order either sums in."""
+    return x.double().mean((2, 3), keepdim=True).to(x.dtype)
 
 
 def straight_through(p: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:

@@ -1,0 +1,92 @@
+"""The host's float32 ops (docs/numerics.md, section 3), rounded as the reference's PyTorch
+ops round on the CPU, so the integers the engine sees next are the reference's.
+
+- BatchNorm in inference: ``alpha = weight * (1 / sqrt(var + eps))`` in float32, then
+  ``beta = fma(-mean, alpha, bias)`` and ``y = fma(x, alpha, beta)``: one rounding each, as
+  PyTorch's vectorized CPU kernel computes them. ``fma32`` rounds exactly once.
+- Global average pooling: the mean in float64, rounded once to float32 (the reference pools
+  the same way, reference/models.py), so the summation order does not matter.
+- The SLU gate: one LSTM step (PyTorch's gate order i, f, g, o), a linear layer, a sigmoid
+  and ``p > threshold``; the classifier: ``x W^T + b``. Their float results may differ from
+  PyTorch's in the last bits (matrix products sum in another order); only the gate's
+  decision and the logits depend on them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+F32, F64 = np.float32, np.float64
+
+
+def fma32(x, a, c) -> np.ndarray:
+    """float32 ``x * a + c`` rounded once (a fused multiply-add), for float32 operands.
+
+    The product is exact in float64; the float64 sum's rounding error is recovered exactly
+    (TwoSum) and decides the one case where rounding the float64 sum to float32 would differ:
+    a sum that lands exactly halfway between two float32 values.
+    """
+    x, a, c = (np.asarray(v, F32) for v in (x, a, c))
+    p = x.astype(F64) * a.astype(F64)
+    c64 = c.astype(F64)
+    s = p + c64
+    bb = s - p
+    err = (p - (s - bb)) + (c64 - bb)
+    r = s.astype(F32)
+    d = s - r.astype(F64)
+    tie = (d != 0) & (err != 0)
+    if tie.any():
+        other = np.nextafter(r, np.where(d > 0, F32(np.inf), F32(-np.inf))).astype(F32)
+        tie &= s == (r.astype(F64) + other.astype(F64)) / 2
+        r = np.where(tie & (np.sign(err) == np.sign(d)), other, r)
+    return r
+
+
+def bn_affine(weight, bias, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha, beta) per channel of a BatchNorm in inference."""
+    alpha = np.asarray(weight, F32) * (F32(1) / np.sqrt(np.asarray(var, F32) + F32(eps)))
+    return alpha, fma32(-np.asarray(mean, F32), alpha, bias)
+
+
+def batchnorm_eval(x, weight, bias, mean, var, eps: float) -> np.ndarray:
+    """BatchNorm of an NCHW (or NC) float32 tensor with the running statistics."""
+    alpha, beta = bn_affine(weight, bias, mean, var, eps)
+    shape = (1, -1) + (1,) * (np.ndim(x) - 2)
+    return fma32(x, alpha.reshape(shape), beta.reshape(shape))
+
+
+def relu(x) -> np.ndarray:
+    return np.maximum(x, F32(0))
+
+
+def avgpool(x) -> np.ndarray:
+    """Global average pooling NCHW -> NC11: float64 mean, one rounding to float32."""
+    return np.asarray(x, F64).mean(axis=(2, 3), keepdims=True).astype(F32)
+
+
+def linear(x, weight, bias) -> np.ndarray:
+    return (np.asarray(x, F32).reshape(len(x), -1) @ np.asarray(weight, F32).T + bias).astype(F32)
+
+
+def sigmoid(x) -> np.ndarray:
+    with np.errstate(over="ignore"):  # exp overflows to inf for x < -88: the result is 0, as it should be
+        return (F32(1) / (F32(1) + np.exp(-np.asarray(x, F32)))).astype(F32)
+
+
+def lstm_step(x, state, w_ih, w_hh, b_ih, b_hh) -> tuple[np.ndarray, np.ndarray]:
+    """One LSTM step on x (N, in); ``state`` (h, c) or None for zeros. Returns (h, c)."""
+    g = np.asarray(x, F32) @ w_ih.T + b_ih + b_hh
+    if state is not None:
+        g = g + state[0] @ w_hh.T
+    i, f, gg, o = np.split(g.astype(F32), 4, axis=1)
+    c = sigmoid(i) * np.tanh(gg)
+    if state is not None:
+        c = c + sigmoid(f) * state[1]
+    return (sigmoid(o) * np.tanh(c)).astype(F32), c.astype(F32)
+
+
+def softmax_cross_entropy(logits, y) -> np.ndarray:
+    """Per-sample cross-entropy of float32 logits against integer labels (float64 inside)."""
+    z = np.asarray(logits, F64)
+    z = z - z.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=1))
+    return lse - z[np.arange(len(z)), np.asarray(y)]

@@ -79,6 +79,66 @@ def prepare(board: boards.Board, out: str) -> str:
     return path
 
 
+STANDALONE_SOURCES = ("src/e2t_engine.cpp", "src/e2t_engine.h", "src/e2t_checks.h", "include/e2t_numerics.h",
+                      "include/e2t_regs.h", "tb/e2t_engine_tb.cpp", "run_hls.tcl")
+
+_STANDALONE_MAKEFILE = """\
+# The e2t engine's Vitis HLS project for {board} ({part}, {clock:g} MHz), sized by `e2t export`.
+#
+#   make csim-gcc                 the testbench with g++ (native integers; AP_TYPES=<folder of
+#                                 ap_int.h> adds the bit-true ap_int build)
+#   make csim|csynth|cosim|export Vitis HLS (vitis_hls on PATH: source <Vitis>/settings64.sh)
+#   make all                      csim, csynth, cosim and export: the IP e2t:hls:e2t_engine:1.0
+HERE := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+CXX ?= g++
+VITIS_HLS ?= vitis_hls
+BUILD := $(HERE)/build
+INC := -I $(HERE)/include -I $(HERE)/src -I $(HERE)/config
+FLAGS := -std=c++17 -O1 -Wall -Wextra
+KFLAGS := $(FLAGS) -Wno-unknown-pragmas -Wno-unused-label
+DEPS := $(wildcard $(HERE)/src/* $(HERE)/include/* $(HERE)/config/* $(HERE)/tb/*)
+ARGS := board={board} part={part} clock_mhz={clock:g} config_dir=$(HERE)/config out=$(HERE)/prj
+
+.PHONY: csim-gcc csim csynth cosim export all
+
+csim-gcc: $(BUILD)/tb_native $(if $(AP_TYPES),$(BUILD)/tb_ap)
+\t$(BUILD)/tb_native
+\t$(if $(AP_TYPES),$(BUILD)/tb_ap)
+
+$(BUILD)/tb_native: $(DEPS)
+\tmkdir -p $(BUILD)
+\t$(CXX) $(FLAGS) $(INC) -c $(HERE)/tb/e2t_engine_tb.cpp -o $(BUILD)/tb_native.o
+\t$(CXX) $(KFLAGS) $(INC) -c $(HERE)/src/e2t_engine.cpp -o $(BUILD)/kernel_native.o
+\t$(CXX) $(BUILD)/tb_native.o $(BUILD)/kernel_native.o -o $@
+
+$(BUILD)/tb_ap: $(DEPS)
+\tmkdir -p $(BUILD)
+\t$(CXX) $(FLAGS) -DE2T_AP_TYPES -isystem $(AP_TYPES) $(INC) -c $(HERE)/tb/e2t_engine_tb.cpp -o $(BUILD)/tb_ap.o
+\t$(CXX) $(KFLAGS) -Wno-maybe-uninitialized -Wno-uninitialized -DE2T_AP_TYPES -isystem $(AP_TYPES) $(INC) \\
+\t    -c $(HERE)/src/e2t_engine.cpp -o $(BUILD)/kernel_ap.o
+\t$(CXX) $(BUILD)/tb_ap.o $(BUILD)/kernel_ap.o -o $@
+
+csim csynth cosim export all:
+\t@command -v $(VITIS_HLS) >/dev/null || {{ echo "make: $(VITIS_HLS) is not on PATH (source <Vitis>/settings64.sh); make csim-gcc runs the testbench with g++"; exit 2; }}
+\tcd $(HERE) && $(VITIS_HLS) -f run_hls.tcl -tclargs $(ARGS) steps=$(if $(filter all,$@),csim$(,)csynth$(,)cosim$(,)export,$@)
+
+, := ,
+"""
+
+
+def standalone(board: boards.Board) -> dict[str, bytes]:
+    """A self-contained Vitis HLS project folder for ``board`` (relative path -> bytes): the kernel,
+    its headers and testbench, run_hls.tcl, ``config/engine_config.h`` and a Makefile whose
+    ``csim-gcc`` builds the testbench with g++ and whose Vitis targets run run_hls.tcl."""
+    files = {}
+    for rel in STANDALONE_SOURCES:
+        with open(os.path.join(HERE, rel), "rb") as f:
+            files[rel] = f.read()
+    files["config/engine_config.h"] = boards.config_header(board).encode()
+    files["Makefile"] = _STANDALONE_MAKEFILE.format(board=board.name, part=board.part, clock=board.clock_mhz).encode()
+    return files
+
+
 def _rel(path: str) -> str:
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel

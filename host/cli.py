@@ -12,6 +12,7 @@ import sys
 import time
 
 from . import backends
+from .boards import DEFAULT_BOARD
 from .config import BACKENDS, MODELS, PRECISIONS, SLU_WEIGHTINGS, TrainConfig
 from .datasets import DATASETS
 from .errors import E2TError
@@ -81,6 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto (GPU if present), cpu, cuda, cuda:N (default auto)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    pl = sub.add_parser("plan", help="a network plan with fresh weights, for training on the engine (numpy only)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pl.add_argument("--model", default=d.model, help=", ".join(MODELS))
+    pl.add_argument("--dataset", default=d.dataset, help=f"{', '.join(DATASETS)}: sets the input channels and classes")
+    pl.add_argument("--board", default=DEFAULT_BOARD, help="a board of bitstreams/<board>/board.json")
+    pl.add_argument("--batch", type=int, default=d.batch_size, help="the largest batch the DDR layout holds")
+    pl.add_argument("--slu", action="store_true", help="add SLU gates before every block after the first")
+    pl.add_argument("--gate-init", type=float, default=None, metavar="P",
+                    help="SLU gates start running blocks with probability P")
+    pl.add_argument("--seed", type=int, default=d.seed)
+    pl.add_argument("--out", required=True, help="folder for plan.json and weights.bin")
+
+    x = sub.add_parser("export", help="run or checkpoint -> model.onnx + plan + HLS project; "
+                                      "a plan folder -> PyTorch checkpoint + inference ONNX (workstation)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    x.add_argument("source", help="a run folder or checkpoint.pt (forward), or a folder with plan.json (back)")
+    x.add_argument("--board", default=DEFAULT_BOARD, help="the board the plan is for (forward export)")
+    x.add_argument("--batch", type=int, default=None, help="the plan's batch (default: the run's batch size)")
+    x.add_argument("--data-dir", help="where the run's data set is (CIFAR), for the checks on test images")
+    x.add_argument("--out", required=True, help="output folder")
+    x.add_argument("--quiet", action="store_true", help="no step log on stderr")
+
     i = sub.add_parser("info", help="parameters and MACs per image of a model")
     i.add_argument("--model", default=d.model)
     i.add_argument("--in-channels", type=int, default=3)
@@ -137,6 +160,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from . import planbuild
+    from .datasets import shape_of
+
+    in_channels, classes, size = shape_of(args.dataset)
+    if args.gate_init is not None and not (args.slu and 0 < args.gate_init < 1):
+        raise E2TError("--gate-init needs --slu and a probability in (0, 1)")
+    plan, weights, _ = planbuild.from_model(args.model, in_channels, classes, size, args.board, args.batch,
+                                            args.seed, args.slu, args.gate_init, args.dataset)
+    planbuild.save(args.out, plan, weights)
+    print(f"{args.model} for {args.dataset} on {plan.board.name}: {len(plan.convs())} engine convs, "
+          f"{len(plan.ops) - len(plan.convs())} host ops, DDR {plan.data['ddr']['bytes'] / 2**20:.1f} MiB at batch "
+          f"{plan.batch}; wrote {os.path.join(args.out, 'plan.json')} and weights.bin")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    return backends.load("export", "e2t export")(args)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     describe = backends.load("info", "e2t info")
     print(describe(args.model, args.num_classes, args.in_channels, args.size))
@@ -147,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``e2t`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "info": cmd_info}[args.command](args)
+        return {"train": cmd_train, "info": cmd_info, "plan": cmd_plan, "export": cmd_export}[args.command](args)
     except E2TError as e:
         print(f"e2t: error: {e}", file=sys.stderr)
         return 2

@@ -89,6 +89,15 @@ _CIFAR = {
 }
 
 
+def shape_of(name: str) -> tuple[int, int, int]:
+    """(channels, classes, image side) of a data set, without loading it."""
+    if name in _CSV:
+        return 1, 10, _SIZE
+    if name in _CIFAR:
+        return 3, _CIFAR[name].num_classes, _SIZE
+    raise E2TError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+
+
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     """Load data set ``name`` (one of ``DATASETS``); CIFAR needs ``data_dir``.
 

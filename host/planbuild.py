@@ -189,9 +189,10 @@ def host_params(ops: list, arrays: dict) -> list[tuple[str, np.ndarray]]:
 
 
 def assemble(network: dict, board: boards.Board, batch: int, ops: list, tensors: dict, arrays: dict,
-             output: str = "fc", provenance: dict | None = None) -> tuple[planmod.Plan, bytes, dict]:
-    """A checked plan and weights.bin's bytes from ops whose convs have their engine arrays in
-    ``arrays``. Returns (plan, weights bytes, every array by name)."""
+             output: str = "fc", provenance: dict | None = None) -> tuple[dict, bytes, dict]:
+    """plan.json's object (not yet checked: ``plan.Plan(data)`` checks it) and weights.bin's
+    bytes, from ops whose convs have their engine arrays in ``arrays``. Returns (data, weights
+    bytes, every plan array by name)."""
     hp = host_params(ops, arrays)
     params, ddr = lay_out(ops, hp, batch, board.ddr_align)
     named = {**arrays, **dict(hp)}
@@ -200,7 +201,7 @@ def assemble(network: dict, board: boards.Board, batch: int, ops: list, tensors:
             "network": network, "batch": batch, "provenance": provenance or {},
             "formats": planmod.formats(), "input": INPUT, "output": output, "tensors": tensors, "ops": ops,
             "params": params, "ddr": ddr, "weights": weightsfile.describe(data)}
-    return planmod.Plan(plan), data, {e["name"]: named[e["name"]] for e in params}
+    return plan, data, {e["name"]: named[e["name"]] for e in params}
 
 
 def network_info(model: str, in_channels: int, num_classes: int, size: int, gates: int, dataset: str) -> dict:
@@ -221,8 +222,9 @@ def from_model(model: str, in_channels: int, num_classes: int, size: int, board:
             set_conv_from_master(op, arrays, master, e_w)
     gates = sum(op["type"] == "gate" for op in ops)
     info = network_info(model, in_channels, num_classes, size, gates, dataset)
-    return assemble(info, b, batch, ops, tensors, arrays,
-                    provenance={"source": "init", "seed": seed, "gate_init": gate_init})
+    data, weights, named = assemble(info, b, batch, ops, tensors, arrays,
+                                    provenance={"source": "init", "seed": seed, "gate_init": gate_init})
+    return planmod.Plan(data), weights, named
 
 
 def save(out: str, plan: planmod.Plan, weights: bytes, extra: dict[str, bytes] | None = None) -> None:

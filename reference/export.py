@@ -1,0 +1,187 @@
+"""``e2t export`` (workstation): a trained run -> ONNX -> plan, and a plan -> PyTorch and ONNX.
+
+Checkpoint to plan: the run's model becomes ``model.onnx`` (opset ``OPSET``, checked against
+PyTorch with onnxruntime on real test images), and the ONNX graph, not the PyTorch object, is
+read into the plan by hls/export.py's steps. PSG runs keep integer master weights; their
+ONNX carries them exactly, as ``Cast(int32 mantissas) * 2^e_w`` feeding each conv. What ONNX
+does not hold, the optimizer state (PSG and SGD momentum), comes from the checkpoint.
+
+Plan to PyTorch and ONNX (a network trained on the board, deployed anywhere): see
+``from_plan`` (reference/from_plan.py).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from host import boards, planbuild
+from host.config import TrainConfig
+from host.datasets import load_dataset, normalize
+from host.errors import E2TError
+
+from .models import GatedResNet, build_model
+from .quant import PSGConfig, QConv2d, conv_factory
+from .train import CHECKPOINT, decode_checkpoint
+
+OPSET = 17
+CHECK_IMAGES = 256
+# onnxruntime against PyTorch on the logits: |difference| <= RTOL * max(1, max|logit|).
+# Both run float32 convolutions whose sums differ in order; 1e-4 is far above what that gives.
+RTOL = 1e-4
+
+
+class ExportView(nn.Module):
+    """The model as ONNX sees it: gates decide deterministically (p > 0.5), as at test time."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, gates="deterministic") if isinstance(self.net, GatedResNet) else self.net(x)
+
+
+def read_checkpoint(src: str) -> tuple[dict, TrainConfig, str]:
+    """(state, config, path) of a run folder or a checkpoint file."""
+    path = os.path.join(src, CHECKPOINT) if os.path.isdir(src) else src
+    if not os.path.isfile(path):
+        raise E2TError(f"{src}: no {CHECKPOINT} here (give a run folder, a checkpoint or a plan folder)")
+    with open(path, "rb") as f:
+        state = decode_checkpoint(f.read(), path)
+    return state, TrainConfig.from_dict(state["config"]), path
+
+
+def trained_models(state: dict, cfg: TrainConfig, in_channels: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """(the model as trained, its float twin with plain nn.Conv2d) from a checkpoint."""
+    psg = PSGConfig(cfg.psg_tau, cfg.psg_ratio, cfg.psg_tile, cfg.psg_tile) if cfg.psg else None
+    slu = cfg.slu_target is not None
+    model = build_model(cfg.model, num_classes, in_channels, conv=conv_factory(cfg.precision, psg), slu=slu)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise E2TError(f"checkpoint does not fit {cfg.model}: {str(e).strip().splitlines()[0]}") from None
+    twin = build_model(cfg.model, num_classes, in_channels, slu=slu)
+    floats = {k: v for k, v in model.state_dict().items() if not k.endswith(("w_master", "_extra_state"))}
+    twin.load_state_dict(floats)
+    return model.eval(), twin.eval()
+
+
+def _exact_masters(model, trained: nn.Module) -> int:
+    """Replace each PSG conv's float weight initializer by its int32 mantissas times 2^e_w."""
+    from onnx import helper, numpy_helper, TensorProto
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes, n = [], 0
+    for name, m in trained.named_modules():
+        if not (isinstance(m, QConv2d) and m.mode == "psg"):
+            continue
+        wname = f"net.{name}.weight"
+        if wname not in inits:
+            raise E2TError(f"the exported ONNX has no initializer {wname}")
+        model.graph.initializer.remove(inits[wname])
+        mant = numpy_helper.from_array(m.w_master.numpy().astype(np.int32), f"{wname}.mantissa")
+        scale = numpy_helper.from_array(np.array(2.0 ** m.w_exp, np.float32), f"{wname}.scale")
+        model.graph.initializer.extend([mant, scale])
+        nodes += [helper.make_node("Cast", [mant.name], [f"{wname}.float"], to=TensorProto.FLOAT, name=f"{wname}/Cast"),
+                  helper.make_node("Mul", [f"{wname}.float", scale.name], [wname], name=f"{wname}/Mul")]
+        n += 1
+    for node in reversed(nodes):
+        model.graph.node.insert(0, node)
+    return n
+
+
+def to_onnx(twin: nn.Module, trained: nn.Module, in_channels: int, size: int) -> bytes:
+    """``model.onnx``'s bytes: the float twin traced in eval mode (BatchNorm kept, not folded
+    into the convs), batch dimension dynamic, PSG masters exact."""
+    import onnx
+    buf = io.BytesIO()
+    x = torch.zeros(2, in_channels, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ExportView(twin), (x,), buf, dynamo=False, opset_version=OPSET,
+                          training=torch.onnx.TrainingMode.PRESERVE, input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    model = onnx.load_from_string(buf.getvalue())
+    _exact_masters(model, trained)
+    model.doc_string = "e2t export: a CIFAR ResNet (reference/models.py), BatchNorm in inference mode"
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def onnx_error(data: bytes, twin: nn.Module, images: np.ndarray) -> tuple[float, float]:
+    """(max |onnxruntime - PyTorch| on the logits, the tolerance) on ``images``."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"images": images})[0]
+    with torch.no_grad():
+        want = ExportView(twin)(torch.from_numpy(images)).numpy()
+    return float(np.abs(got - want).max()), RTOL * max(1.0, float(np.abs(want).max()))
+
+
+def optimizer_state(state: dict, trained: nn.Module) -> dict[str, np.ndarray]:
+    """PSG momentum (``<conv>.mom``) and SGD momentum of the host's parameters
+    (``<param>.momentum_buffer``) from a checkpoint."""
+    out = {}
+    psg_layers = [n for n, m in trained.named_modules() if isinstance(m, QConv2d) and m.mode == "psg"]
+    for name, buf in zip(psg_layers, state.get("psg", {}).get("buffers", [])):
+        out[f"{name}.mom"] = buf.numpy().astype(np.int32)
+    signed = {f"{n}.weight" for n in psg_layers}
+    names = [n for n, p in trained.named_parameters() if n not in signed]
+    for i, s in state.get("optimizer", {}).get("state", {}).items():
+        if "momentum_buffer" in s and s["momentum_buffer"] is not None and int(i) < len(names):
+            out[f"{names[int(i)]}.momentum_buffer"] = s["momentum_buffer"].numpy()
+    return out
+
+
+def export_checkpoint(src: str, board: str, out: str, batch: int | None, data_dir: str | None, log) -> dict:
+    """The whole forward export; writes ``out`` only when every step passed."""
+    from hls import export as hx, project
+    state, cfg, path = read_checkpoint(src)
+    boards.board(board)
+    ds = load_dataset(cfg.dataset, data_dir)
+    size = ds.test_x.shape[2]
+    trained, twin = trained_models(state, cfg, ds.in_channels, ds.num_classes)
+    start = time.perf_counter()
+    data = to_onnx(twin, trained, ds.in_channels, size)
+    images = normalize(ds, ds.test_x[:CHECK_IMAGES])
+    err, tol = onnx_error(data, twin, images)
+    log(f"e2t export: model.onnx (opset {OPSET}) against PyTorch on {len(images)} test images: max |logit error| "
+        f"{err:.2e} (tolerance {tol:.2e}), {time.perf_counter() - start:.1f} s")
+    if not err <= tol:
+        raise E2TError(f"onnxruntime differs from PyTorch by {err:.3e} on the logits (tolerance {tol:.3e}); "
+                       f"nothing was written")
+    prov = {"source": "export", "checkpoint": os.path.abspath(path), "epoch": state["epoch"],
+            "iteration": state["iteration"], "model": cfg.model, "config": cfg.to_dict(),
+            "onnx_check": {"images": len(images), "max_abs_error": err, "tolerance": tol}}
+    ex = hx.export(data, board, batch or cfg.batch_size, cfg.dataset, optimizer_state(state, trained), prov)
+    plan = ex.ctx["plan"]
+    summary = hx.summary(plan)
+    extra = {"model.onnx": data, "engine_config.h": hx.config_text(plan).encode(),
+             "steps.json": (json.dumps(ex.table(), indent=1) + "\n").encode(),
+             "summary.txt": (hx.summary_text(summary) + "\n").encode()}
+    extra.update({f"hls/{k}": v for k, v in project.standalone(hx.sized_board(plan)).items()})
+    planbuild.save(out, plan, ex.ctx["weights"], extra)
+    for s in ex.steps:
+        log(f"e2t export: step {s.name:<8} {1e3 * s.seconds:8.1f} ms  {json.dumps(s.summary)}")
+    print(hx.summary_text(summary))
+    print(f"wrote {out}: plan.json, weights.bin, model.onnx, engine_config.h, hls/, steps.json, summary.txt")
+    return summary
+
+
+def main(args) -> int:
+    """The ``e2t export`` command (through the ``export`` entry point)."""
+    log = (lambda m: None) if getattr(args, "quiet", False) else (lambda m: print(m, file=sys.stderr))
+    src = args.source
+    if os.path.isdir(src) and os.path.isfile(os.path.join(src, "plan.json")):
+        from .from_plan import export_plan
+        export_plan(src, args.out, args.data_dir, log)
+    else:
+        export_checkpoint(src, args.board, args.out, args.batch, args.data_dir, log)
+    return 0

@@ -157,15 +157,9 @@ class Plan:
     def convs(self) -> list[dict]:
         return [op for op in self.ops if op["type"] == "conv"]
 
-    def save(self, folder: str) -> str:
-        """Write ``folder/plan.json`` atomically; returns its path."""
-        path = os.path.join(folder, PLAN_FILE)
-        tmp = path + f".tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-        return path
+    def to_json(self) -> bytes:
+        """plan.json's bytes."""
+        return (json.dumps(self.data, indent=1) + "\n").encode()
 
 
 def load(folder_or_file: str) -> Plan:

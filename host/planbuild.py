@@ -228,27 +228,26 @@ def from_model(model: str, in_channels: int, num_classes: int, size: int, board:
 
 
 def save(out: str, plan: planmod.Plan, weights: bytes, extra: dict[str, bytes] | None = None) -> None:
-    """Write plan.json, weights.bin and ``extra`` files into ``out``: all are written to a
-    temporary folder beside it first, so a failure leaves ``out`` as it was."""
+    """Write plan.json, weights.bin and the ``extra`` files into ``out`` (``save_files``)."""
+    save_files(out, {planmod.PLAN_FILE: plan.to_json(), weightsfile.FILE: weights, **(extra or {})})
+
+
+def save_files(out: str, files: dict[str, bytes]) -> None:
+    """Write files (relative path -> bytes) into ``out``: all go to a temporary folder beside it
+    first and are then moved in, so a failure before the move leaves ``out`` as it was."""
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     try:
-        plan.save(tmp)
-        files = {weightsfile.FILE: weights, **(extra or {})}
         for name, data in files.items():
             path = os.path.join(tmp, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data)
-        os.makedirs(out, exist_ok=True)
-        for root, _, names in os.walk(tmp):
-            for name in names:
-                src = os.path.join(root, name)
-                dst = os.path.join(out, os.path.relpath(src, tmp))
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                os.replace(src, dst)
+        for name in files:
+            dst = os.path.join(out, name)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.replace(os.path.join(tmp, name), dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

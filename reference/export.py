@@ -142,7 +142,7 @@ def optimizer_state(state: dict, trained: nn.Module) -> dict[str, np.ndarray]:
 
 def export_checkpoint(src: str, board: str, out: str, batch: int | None, data_dir: str | None, log) -> dict:
     """The whole forward export; writes ``out`` only when every step passed."""
-    from hls import export as hx, project
+    from hls import export as hx
     state, cfg, path = read_checkpoint(src)
     boards.board(board)
     ds = load_dataset(cfg.dataset, data_dir)
@@ -161,9 +161,15 @@ def export_checkpoint(src: str, board: str, out: str, batch: int | None, data_di
             "iteration": state["iteration"], "model": cfg.model, "config": cfg.to_dict(),
             "onnx_check": {"images": len(images), "max_abs_error": err, "tolerance": tol}}
     ex = hx.export(data, board, batch or cfg.batch_size, cfg.dataset, optimizer_state(state, trained), prov)
+    return write_export(ex, out, data, log)
+
+
+def write_export(ex, out: str, onnx_data: bytes, log) -> dict:
+    """Write a finished export's files into ``out`` and print its summary."""
+    from hls import export as hx, project
     plan = ex.ctx["plan"]
     summary = hx.summary(plan)
-    extra = {"model.onnx": data, "engine_config.h": hx.config_text(plan).encode(),
+    extra = {"model.onnx": onnx_data, "engine_config.h": hx.config_text(plan).encode(),
              "steps.json": (json.dumps(ex.table(), indent=1) + "\n").encode(),
              "summary.txt": (hx.summary_text(summary) + "\n").encode()}
     extra.update({f"hls/{k}": v for k, v in project.standalone(hx.sized_board(plan)).items()})
@@ -175,6 +181,19 @@ def export_checkpoint(src: str, board: str, out: str, batch: int | None, data_di
     return summary
 
 
+def export_onnx_file(path: str, board: str, out: str, batch: int | None, log) -> dict:
+    """An ONNX file of one's own -> plan (no checkpoint: no optimizer state, momentum zero)."""
+    from hls import export as hx
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise E2TError(f"{path}: cannot read it ({e.strerror})") from None
+    ex = hx.export(data, board, batch or 128, "", None, {"source": "onnx", "onnx": os.path.abspath(path)},
+                   where=path)
+    return write_export(ex, out, data, log)
+
+
 def main(args) -> int:
     """The ``e2t export`` command (through the ``export`` entry point)."""
     log = (lambda m: None) if getattr(args, "quiet", False) else (lambda m: print(m, file=sys.stderr))
@@ -182,6 +201,8 @@ def main(args) -> int:
     if os.path.isdir(src) and os.path.isfile(os.path.join(src, "plan.json")):
         from .from_plan import export_plan
         export_plan(src, args.out, args.data_dir, log)
+    elif src.endswith(".onnx"):
+        export_onnx_file(src, args.board, args.out, args.batch, log)
     else:
         export_checkpoint(src, args.board, args.out, args.batch, args.data_dir, log)
     return 0

@@ -483,7 +483,8 @@ def engine_cycles(plan: planmod.Plan, psg: bool = True) -> tuple[int, int]:
 def config_text(plan: planmod.Plan) -> str:
     """engine_config.h for this network: the board's configuration with its maxima cut down."""
     from .boards import config_header
-    return config_header(sized_board(plan))
+    return config_header(sized_board(plan), f"`e2t export` ({plan.board.name}, sized to {plan.network['model']} at "
+                                            f"batch {plan.batch})")
 
 
 def summary(plan: planmod.Plan) -> dict:

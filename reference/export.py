@@ -173,6 +173,7 @@ def write_export(ex, out: str, onnx_data: bytes, log) -> dict:
              "steps.json": (json.dumps(ex.table(), indent=1) + "\n").encode(),
              "summary.txt": (hx.summary_text(summary) + "\n").encode()}
     extra.update({f"hls/{k}": v for k, v in project.standalone(hx.sized_board(plan)).items()})
+    extra["hls/config/engine_config.h"] = extra["engine_config.h"]
     planbuild.save(out, plan, ex.ctx["weights"], extra)
     for s in ex.steps:
         log(f"e2t export: step {s.name:<8} {1e3 * s.seconds:8.1f} ms  {json.dumps(s.summary)}")

@@ -465,19 +465,25 @@ def sized_board(plan: planmod.Plan) -> boards.Board:
         max_k=max(o["k"] for o in convs), max_pad=max(o["pad"] for o in convs), max_batch=plan.batch)
 
 
-def engine_cycles(plan: planmod.Plan, psg: bool = True) -> tuple[int, int]:
-    """(MACs, modeled engine cycles) of one training step at the plan's batch: every conv's
+def layer_costs(plan: planmod.Plan, psg: bool = True) -> list[dict]:
+    """Per conv, the MACs and modeled engine cycles of one training step at the plan's batch:
     forward, backward to the input (not the stem's), weight gradient (PSG worst case: every
     tile recomputed) and update, from hls/cycles.py."""
     from . import cycles
-    macs = total = 0
+    rows = []
     for op in plan.convs():
         s = cycles.ConvShape(plan.batch, op["c_in"], op["h"], op["w"], op["c_out"], op["k"], op["stride"], op["pad"])
-        for e in cycles.estimate_layer(s, plan.board, psg):
-            if e.op == "conv_bwd_data" and not op["input_grad"]:
-                continue
-            macs, total = macs + e.macs, total + e.cycles
-    return macs, total
+        est = [e for e in cycles.estimate_layer(s, plan.board, psg) if e.op != "conv_bwd_data" or op["input_grad"]]
+        rows.append({"name": op["name"], "shape": f"{op['c_in']}>{op['c_out']}, {op['h']}x{op['w']}, "
+                                                 f"{op['k']}/{op['stride']}",
+                     "macs": sum(e.macs for e in est), "cycles": sum(e.cycles for e in est)})
+    return rows
+
+
+def engine_cycles(plan: planmod.Plan, psg: bool = True) -> tuple[int, int]:
+    """(MACs, modeled engine cycles) of one training step (``layer_costs`` summed)."""
+    rows = layer_costs(plan, psg)
+    return sum(r["macs"] for r in rows), sum(r["cycles"] for r in rows)
 
 
 def config_text(plan: planmod.Plan) -> str:
@@ -489,7 +495,8 @@ def config_text(plan: planmod.Plan) -> str:
 
 def summary(plan: planmod.Plan) -> dict:
     """The export's summary: layers, MACs and modeled engine cycles per training step, DDR."""
-    macs, cyc = engine_cycles(plan)
+    layers = layer_costs(plan)
+    macs, cyc = sum(r["macs"] for r in layers), sum(r["cycles"] for r in layers)
     kinds = {}
     for op in plan.ops:
         kinds[op["type"]] = kinds.get(op["type"], 0) + 1
@@ -499,7 +506,15 @@ def summary(plan: planmod.Plan) -> dict:
             "engine_weights": sum(o["c_out"] * o["c_in"] * o["k"] ** 2 for o in convs),
             "macs_per_step": macs, "ddr_bytes": plan.data["ddr"]["bytes"], "pl_ddr_bytes": plan.board.pl_ddr_bytes,
             "weights_bytes": plan.data["weights"]["bytes"], "cycles_per_step": cyc,
-            "seconds_per_step": cyc / (plan.board.clock_mhz * 1e6), "ops": kinds}
+            "seconds_per_step": cyc / (plan.board.clock_mhz * 1e6), "ops": kinds, "layers": layers}
+
+
+def layers_text(s: dict) -> str:
+    """The per-layer table of ``summary``: MACs and modeled cycles of one training step."""
+    w = max(len(r["name"]) for r in s["layers"])
+    lines = [f"{'conv':<{w}}  {'c>o, h x w, k/s':<20}{'MACs/step':>14}{'cycles/step (modeled)':>24}"]
+    lines += [f"{r['name']:<{w}}  {r['shape']:<20}{r['macs']:>14,}{r['cycles']:>24,}" for r in s["layers"]]
+    return "\n".join(lines)
 
 
 def summary_text(s: dict) -> str:

@@ -186,6 +186,11 @@ def validate(d, where: str = PLAN_FILE) -> boards.Board:
         c.fail("version", f"plan schema version {version!r} is not supported: this e2t reads version {VERSION} "
                           f"(re-run e2t plan / e2t export with this e2t)")
     board = boards.board(c.str(d, "board", ""))
+    fmts = c.obj(c.field(d, "formats", ""), "formats")
+    for f in nx.FORMATS:
+        got = c.obj(c.field(fmts, f.name, "formats"), f"formats.{f.name}").get("bits")
+        if got != f.bits:
+            c.fail(f"formats.{f.name}.bits", f"{got!r} is not this e2t's {f.bits} (docs/numerics.md, section 2)")
     net = c.obj(c.field(d, "network", ""), "network")
     c.str(net, "model", "network")
     c.int(net, "in_channels", "network", 1, board.max_c, f"the board's max_c {board.max_c}")

@@ -171,7 +171,7 @@ def write_export(ex, out: str, onnx_data: bytes, log) -> dict:
     summary = hx.summary(plan)
     extra = {"model.onnx": onnx_data, "engine_config.h": hx.config_text(plan).encode(),
              "steps.json": (json.dumps(ex.table(), indent=1) + "\n").encode(),
-             "summary.txt": (hx.summary_text(summary) + "\n").encode()}
+             "summary.txt": (hx.summary_text(summary) + "\n\n" + hx.layers_text(summary) + "\n").encode()}
     extra.update({f"hls/{k}": v for k, v in project.standalone(hx.sized_board(plan)).items()})
     extra["hls/config/engine_config.h"] = extra["engine_config.h"]
     planbuild.save(out, plan, ex.ctx["weights"], extra)

@@ -133,6 +133,15 @@ def header_text() -> str:
     return "\n".join(L)
 
 
+def layout_digest() -> str:
+    """A short digest of every register's name, offset, width and kind: the map's version,
+    which the host driver compares with the one an overlay was built from."""
+    import hashlib
+    off = offsets()
+    text = ";".join(f"{r.name}@{off[r.name]:x}/{r.bits}/{r.kind}/{r.ctype}" for r in REGISTERS)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def regmap_json() -> dict:
     """The register map as the host driver reads it."""
     off = offsets()
@@ -141,7 +150,7 @@ def regmap_json() -> dict:
         regs[r.name] = {"offset": off[r.name], "width": r.bits, "access": "read-only" if r.kind == "out" else "read-write",
                         "kind": {"in": "scalar", "out": "status", "ptr": "address"}[r.kind], "type": r.ctype,
                         "description": r.doc}
-    return {"ip": "e2t_engine", "vlnv": VLNV, "control": {"offset": 0, "ap_start": 0, "ap_done": 1, "ap_idle": 2},
+    return {"ip": "e2t_engine", "vlnv": VLNV, "version": layout_digest(), "control": {"offset": 0, "ap_start": 0, "ap_done": 1, "ap_idle": 2},
             "ops": OPS, "wgrad_modes": WGRAD_MODES, "status": STATUS,
             "numerics": {name: getattr(nx, name) for name in nx.CONSTANTS},
             "registers": regs}

@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
                        argument_default=argparse.SUPPRESS,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--backend", help=f"where the arithmetic runs: {', '.join(BACKENDS)} (default {d.backend})")
+    t.add_argument("--board", help=f"emu, pynq: the board whose engine runs the convs (default {d.board})")
+    t.add_argument("--engine", help="emu: the engine's CPU build, fast, native or ap (default fast)")
+    t.add_argument("--bitfile", help="pynq: the overlay's .bit (its .hwh beside it)")
+    t.add_argument("--init", metavar="PLAN_DIR", help="emu, pynq: start from this plan and its weights "
+                                                     "(e2t export or e2t plan) instead of fresh weights")
     t.add_argument("--model", help=f"{', '.join(MODELS)} (default {d.model})")
     t.add_argument("--dataset", help=f"{', '.join(DATASETS)} (default {d.dataset})")
     t.add_argument("--data-dir", help="folder with cifar-10-python.tar.gz / cifar-100-python.tar.gz "
@@ -148,6 +153,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, out, resume=getattr(args, "resume", False),
                           data_dir=getattr(args, "data_dir", None),
                           device=getattr(args, "device", "auto"), progress=not getattr(args, "quiet", False))
+        try:
+            records = trainer.fit()
+        except KeyboardInterrupt:
+            raise E2TError(f"interrupted after epoch {trainer.epoch}; continue with: "
+                           f"e2t train --resume --out {out}") from None
+    else:
+        from .trainer import EngineTrainer
+        trainer = EngineTrainer(cfg, out, resume=getattr(args, "resume", False), data_dir=getattr(args, "data_dir", None),
+                                init=getattr(args, "init", None), engine=getattr(args, "engine", "fast"),
+                                bitfile=getattr(args, "bitfile", None), progress=not getattr(args, "quiet", False))
         try:
             records = trainer.fit()
         except KeyboardInterrupt:

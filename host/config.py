@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .errors import E2TError
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "emu", "pynq")
 MODELS = ("resnet8", "resnet20", "resnet38", "resnet74", "resnet110")
 SLU_WEIGHTINGS = ("uniform", "macs")
 PRECISIONS = ("fp32", "fixed")
@@ -21,6 +21,7 @@ class TrainConfig:
     """What defines a run: two runs with equal configs train to the same weights."""
 
     backend: str = "torch"
+    board: str = "pynq-z2"  # the board whose engine runs the convs (emu, pynq); the torch backend ignores it
     model: str = "resnet20"
     dataset: str = "mnist5k"
     epochs: int = 15

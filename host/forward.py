@@ -4,7 +4,9 @@ Each conv quantizes its float input per tensor (docs/numerics.md, section 3), ru
 the engine and scales the int32 result back to float32; BatchNorm uses its running statistics
 and the SLU gates decide deterministically (p > threshold). ``engine`` is anything with
 ``conv_fwd(x_q, w_q, stride, pad) -> (y int32, r, status)``: the engine's CPU builds
-(hls/csim.py on a workstation), the board's driver, or ``NumpyEngine`` (host/numerics.py).
+(hls/csim.py on a workstation) or ``NumpyEngine`` (host/numerics.py); or an object with
+``conv_layer(op, x_q) -> (y, r)`` that runs the layer on weights it holds (the trainer's
+engine session on a board or the emulated overlay).
 
 A gated block runs on the samples whose gate is on (``slu="gather"``, what the engine does:
 fewer images per call), or on the whole batch with the result selected per sample
@@ -33,7 +35,10 @@ def conv_forward(op: dict, arrays: dict, x: np.ndarray, engine, record: dict | N
     """One conv op on float32 NCHW ``x``: quantize, CONV_FWD, scale back."""
     x_q, e_x, _ = nx.quantize_tensor(x, nx.ACT)
     name = op["name"]
-    y, r, _ = engine.conv_fwd(x_q.astype(np.int8), arrays[f"{name}.wgt"], op["stride"], op["pad"])
+    if hasattr(engine, "conv_layer"):  # an engine session: the layer's weights are in its DDR
+        y, r = engine.conv_layer(op, x_q)
+    else:
+        y, r, _ = engine.conv_fwd(x_q.astype(np.int8), arrays[f"{name}.wgt"], op["stride"], op["pad"])
     if record is not None:
         record[name] = y
     e = e_x + op["wq_exp"] + arrays[f"{name}.wshift"].astype(np.int64) + r

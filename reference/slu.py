@@ -14,6 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from host import schedule
+from host.schedule import cost_sign  # noqa: F401 (the reference's name for it)
+
 GATE_MODES = ("sampled", "deterministic")
 
 
@@ -75,21 +78,8 @@ def gated_block(block: nn.Module, x: torch.Tensor, m: torch.Tensor) -> torch.Ten
 
 
 def cost_weights(block_macs: Sequence[int], weighting: str) -> torch.Tensor:
-    """w_l per gated block: all 1 (``uniform``) or proportional to its MACs, mean 1 (``macs``)."""
-    w = torch.tensor([float(v) for v in block_macs])
-    return torch.ones_like(w) if weighting == "uniform" else w / w.mean()
-
-
-def cost_sign(executed_fraction: float, target: float, band: float = 0.0) -> float:
-    """-1 (reward executing) while at or below the target, +1 (reward skipping) above it.
-
-    With ``band`` > 0 the sign is proportional near the target: (fraction - target) / band,
-    clipped to [-1, 1]. The step (band 0, the authors' rule) pushes every gate's logit the full
-    beta one way or the other on every batch, even at the target; the ramp lets it settle.
-    """
-    if band == 0:
-        return -1.0 if executed_fraction <= target else 1.0
-    return max(-1.0, min(1.0, (executed_fraction - target) / band))
+    """w_l per gated block (host/schedule.py) as a tensor."""
+    return torch.from_numpy(schedule.cost_weights(block_macs, weighting))
 
 
 def cost_loss(masks: torch.Tensor, weights: torch.Tensor, sign: float, beta: float) -> torch.Tensor:

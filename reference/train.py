@@ -29,6 +29,7 @@ from host.errors import E2TError
 from host.opcount import OpCounter, Precision, total_macs
 from host.progress import Progress
 from host.runs import RunDir
+from host.schedule import smd_drops
 
 from .distributed import World, close_world, init_world, use_global_batchnorm
 from .geometry import layer_geometry
@@ -68,15 +69,6 @@ def decode_checkpoint(data: bytes, path: str) -> dict:
     if not isinstance(state, dict) or not needed <= set(state):
         raise E2TError(f"checkpoint {path} is not an e2t torch checkpoint (needs {sorted(needed)})")
     return state
-
-
-def smd_drops(p: float, seed: int, epoch: int, iterations: int) -> np.ndarray:
-    """Which iterations of an epoch SMD drops (bool per iteration).
-
-    One uniform draw per iteration, in order, from ``default_rng([seed, epoch, 1])``: seeded,
-    independent of torch and of the data order, so a resumed epoch drops the same batches.
-    """
-    return np.random.default_rng([seed, epoch, 1]).random(iterations) < p
 
 
 def evaluate(model: torch.nn.Module, ds, device: torch.device, batch_size: int = 500) -> dict:

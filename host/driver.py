@@ -1,0 +1,170 @@
+"""The engine driver: one op = write its registers by name, check and pass the buffers, start,
+wait for ``ap_done`` with a timeout, read and decode the status registers.
+
+``EngineCalls`` holds the calling convention over ``self.read`` / ``self.write`` (32-bit words
+at byte offsets), so the same code drives the IP on a board (``pynq_driver()``: a
+``pynq.DefaultIP`` subclass bound by VLNV) and the emulated IP (host/emulated.py).
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from . import regmap
+from .errors import E2TError
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class EngineError(E2TError):
+    """The engine refused an op, hung, or does not match this e2t."""
+
+
+class EngineTimeout(EngineError):
+    """``ap_done`` did not come within the timeout."""
+
+
+class BadOp(EngineError):
+    pass
+
+
+class BadShape(EngineError):
+    pass
+
+
+class BadArg(EngineError):
+    pass
+
+
+STATUS_ERRORS = {"BAD_OP": BadOp, "BAD_SHAPE": BadShape, "BAD_ARG": BadArg}
+
+
+class EngineCalls:
+    """The engine's calling convention (docs/numerics.md, section 8.1) over read/write."""
+
+    timeout_s = DEFAULT_TIMEOUT_S
+    poll_s = 20e-6
+
+    @property
+    def regs(self) -> regmap.RegMap:
+        return regmap.load()
+
+    def write_reg(self, name: str, value: int) -> None:
+        off, value = self.regs.offset(name), int(value)
+        if self.regs.width(name) == 64:
+            self.write(off, value & 0xFFFFFFFF)
+            self.write(off + 4, (value >> 32) & 0xFFFFFFFF)
+        else:
+            self.write(off, value & 0xFFFFFFFF)
+
+    def read_reg(self, name: str) -> int:
+        off = self.regs.offset(name)
+        lo = int(self.read(off)) & 0xFFFFFFFF
+        return lo | (int(self.read(off + 4)) & 0xFFFFFFFF) << 32 if self.regs.width(name) == 64 else lo
+
+    def run(self, what: str, scalars: dict, addresses: dict, flush=(), invalidate=()) -> dict:
+        """One call: ``scalars`` and ``addresses`` by register name, ``flush`` the buffers the
+        engine reads before the start, ``invalidate`` those it writes after it. Returns the
+        status registers; raises the status's EngineError subclass when the op is refused."""
+        ctrl = self.regs.control
+        state = int(self.read(ctrl["offset"]))
+        if not state >> ctrl["ap_idle"] & 1:
+            raise EngineError(f"{what}: the engine is not idle (control register 0x{state:x}) before the start: "
+                              f"an earlier call did not finish")
+        for name, value in scalars.items():
+            self.write_reg(name, value)
+        for name, address in addresses.items():
+            self.write_reg(name, address)
+        for buf in flush:
+            buf.flush()
+        self.write(ctrl["offset"], 1 << ctrl["ap_start"])
+        start = time.monotonic()
+        while not int(self.read(ctrl["offset"])) >> ctrl["ap_done"] & 1:
+            waited = time.monotonic() - start
+            if waited > self.timeout_s:
+                raise EngineTimeout(f"{what}: no ap_done after {waited:.1f} s (timeout {self.timeout_s:g} s): the "
+                                    f"engine hangs or the overlay is not the e2t engine")
+            time.sleep(self.poll_s)
+        for buf in invalidate:
+            buf.invalidate()
+        status = {name: self.read_reg(name) for name in self.regs.names("status")}
+        code = status["status"]
+        if code != self.regs.status["OK"]:
+            name = self.regs.status_names.get(code, f"status {code}")
+            raise STATUS_ERRORS.get(name, EngineError)(f"{what}: the engine refused the call with {name} "
+                                                       f"(registers {scalars}; docs/numerics.md, section 8.5)")
+        return status
+
+
+def check_hwh_registers(found: dict, where: str = "the overlay's .hwh") -> None:
+    """Compare the registers an overlay's metadata lists (name -> {'address_offset': ...}, as
+    pynq's ip_dict gives them) with this e2t's map; refuse a mismatch with both versions."""
+    rm = regmap.load()
+    offsets = {}
+    for name, info in found.items():
+        off = info.get("address_offset", info.get("offset")) if isinstance(info, dict) else None
+        if off is not None:
+            offsets[name] = int(off)
+    for name in rm.names("scalar") + rm.names("address") + rm.names("status"):
+        want = rm.offset(name)
+        got = offsets.get(name, offsets.get(f"{name}_1"))
+        if got is None or got != want:
+            have = "missing" if got is None else f"at 0x{got:03x}"
+            raise EngineError(f"register '{name}' is {have} in {where} but at 0x{want:03x} in this e2t's register map "
+                              f"(version {rm.version}): rebuild the overlay from this e2t, or use the e2t it was "
+                              f"built with")
+
+
+@functools.lru_cache(maxsize=None)
+def pynq_driver():
+    """The ``pynq.DefaultIP`` subclass for the engine, bound to its VLNV (defined on first use,
+    so that importing host/ never needs pynq). Call before ``pynq.Overlay(...)``."""
+    try:
+        from pynq import DefaultIP
+    except Exception as e:  # pynq raises more than ImportError off a board
+        raise E2TError(f"--backend pynq needs the pynq package on a PYNQ board ({type(e).__name__}: {e})") from None
+
+    class E2TEngine(EngineCalls, DefaultIP):
+        """The e2t training engine IP: ``pynq.Overlay`` binds it by VLNV."""
+
+        bindto = [regmap.load().vlnv]
+
+        def __init__(self, description):
+            super().__init__(description)
+            check_hwh_registers(description.get("registers", {}), f"the .hwh of {description.get('fullpath', 'the IP')}")
+
+    return E2TEngine
+
+
+class DDR:
+    """The plan's one DDR allocation and a named numpy view of every buffer in it."""
+
+    def __init__(self, plan, allocate):
+        total = plan.data["ddr"]["bytes"]
+        self.buffer = allocate((total,), np.uint8)
+        self.base = int(self.buffer.physical_address)
+        align = plan.data["ddr"]["align"]
+        if self.base % align:
+            raise EngineError(f"the DDR buffer at 0x{self.base:x} is not {align}-byte aligned")
+        self.views, self.entries = {}, {}
+        for b in plan.data["ddr"]["buffers"]:
+            raw = self.buffer[b["offset"]:b["offset"] + b["bytes"]]
+            self.views[b["name"]] = np.asarray(raw).view(b["dtype"]).reshape(b["shape"])
+            self.entries[b["name"]] = b
+
+    def address(self, name: str) -> int:
+        return self.base + self.entries[name]["offset"]
+
+    def load(self, arrays: dict) -> None:
+        """Copy the plan's arrays (weights.bin) into their DDR buffers."""
+        for name, b in self.entries.items():
+            if b["init"] == "weights.bin":
+                self.views[name][...] = arrays[name]
+
+    def flush(self) -> None:
+        self.buffer.flush()
+
+    def invalidate(self) -> None:
+        self.buffer.invalidate()

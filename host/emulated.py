@@ -1,0 +1,124 @@
+"""An emulated overlay with PYNQ's surface: ``overlay.e2t_engine_0`` (an IP with ``read``,
+``write`` and ``register_map``), ``overlay.allocate`` (numpy buffers with a
+``physical_address``, ``flush`` and ``invalidate``) and ``ip_dict``.
+
+Behind it: a register file and an address-mapped memory. Writing ``ap_start`` decodes the
+registers, finds each buffer by its address and runs the op in the engine's CPU build (the
+``fast`` build by default, ``native`` or ``ap`` on request; built by hls/csim.py, reached
+through the ``engine`` entry point so host/ never imports it). The driver (host/driver.py) is
+the same code here and on a board.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backends, regmap
+from .driver import EngineCalls, EngineError
+
+BASE_ADDRESS = 0x4000_0000    # where the IP's AXI-Lite window would be
+MEMORY_BASE = 0x1000_0000     # first "physical" address of allocated buffers
+PAGE = 4096
+VARIANTS = ("fast", "native", "ap")
+
+
+class EmulatedBuffer(np.ndarray):
+    """A numpy array at a physical address of the emulated memory (pynq's PynqBuffer shape)."""
+
+    physical_address: int = 0
+
+    def flush(self) -> None:
+        """Caches are coherent in emulation: nothing to write back."""
+
+    def invalidate(self) -> None:
+        """Nothing to drop in emulation."""
+
+    def freebuffer(self) -> None:
+        """Allocations live as long as the overlay."""
+
+
+class EmulatedMemory:
+    """Allocations at increasing page-aligned addresses, found again by address."""
+
+    def __init__(self):
+        self.blocks, self.next = [], MEMORY_BASE
+
+    def allocate(self, shape, dtype=np.uint8) -> EmulatedBuffer:
+        a = np.zeros(shape, dtype).view(EmulatedBuffer)
+        a.physical_address = self.next
+        self.blocks.append((self.next, self.next + a.nbytes, a))
+        self.next += -(-max(a.nbytes, 1) // PAGE) * PAGE
+        return a
+
+    def view(self, address: int, dtype, what: str) -> np.ndarray:
+        """The memory from ``address`` to the end of its allocation, as ``dtype``."""
+        for start, end, block in self.blocks:
+            if start <= address < end:
+                raw = block.reshape(-1).view(np.uint8)[address - start:]
+                if (address - start) % np.dtype(dtype).itemsize:
+                    raise EngineError(f"emulated engine: {what} address 0x{address:x} is not aligned to "
+                                      f"{np.dtype(dtype).itemsize} bytes")
+                return raw[:len(raw) - len(raw) % np.dtype(dtype).itemsize].view(dtype)
+        raise EngineError(f"emulated engine: {what} address 0x{address:x} is in no allocated buffer "
+                          f"(a real engine would read or write stray memory)")
+
+
+class EmulatedIP(EngineCalls):
+    """The engine IP: a register file; ``ap_start`` runs the op on the CPU build."""
+
+    def __init__(self, memory: EmulatedMemory, board: str, variant: str = "fast", hang: bool = False, log=None):
+        if variant not in VARIANTS:
+            raise EngineError(f"unknown engine build '{variant}' (known: {', '.join(VARIANTS)})")
+        self.memory, self.hang = memory, hang
+        self.words = {}
+        rm = regmap.load()
+        self.register_map = {name: r["offset"] for name, r in rm.regs.items()}
+        ctrl = rm.control
+        self._ctrl, self._idle = ctrl["offset"], 1 << ctrl["ap_idle"]
+        self.words[self._ctrl] = self._idle
+        engine = backends.load("engine", "the emulated overlay (--backend emu)")
+        self.engine = engine(variant, board, log=log or (lambda m: None))
+        self._dtypes = {"int8_t": np.int8, "int16_t": np.int16, "int32_t": np.int32, "int64_t": np.int64}
+        self.calls = 0
+
+    def read(self, offset: int) -> int:
+        return self.words.get(offset, 0)
+
+    def write(self, offset: int, value: int) -> None:
+        if offset == self._ctrl:
+            if value & 1:
+                self._start()
+            return
+        self.words[offset] = int(value) & 0xFFFFFFFF
+
+    def _start(self) -> None:
+        self.words[self._ctrl] = 1  # ap_start, busy
+        if self.hang:
+            return
+        rm = regmap.load()
+        scalars = {}
+        for name in rm.names("scalar"):
+            v = self.read_reg(name)
+            if rm.regs[name]["type"] == "int32_t" and v >= 1 << 31:
+                v -= 1 << 32
+            scalars[name] = v
+        ports = {name: self.memory.view(self.read_reg(name), self._dtypes[rm.regs[name]["type"]], name)
+                 for name in rm.names("address") if self.read_reg(name)}
+        status = self.engine.call(scalars, ports)
+        for name, value in status.items():
+            self.write_reg(name, value)
+        self.calls += 1
+        self.words[self._ctrl] = (1 << rm.control["ap_done"]) | self._idle
+
+
+class EmulatedOverlay:
+    """``pynq.Overlay``'s surface for the e2t engine, without a board."""
+
+    def __init__(self, board: str, variant: str = "fast", hang: bool = False, log=None):
+        self.memory = EmulatedMemory()
+        self.e2t_engine_0 = EmulatedIP(self.memory, board, variant, hang, log)
+        self.ip_dict = {"e2t_engine_0": {"type": regmap.load().vlnv, "phys_addr": BASE_ADDRESS,
+                                         "addr_range": 0x10000, "registers": {
+                                             n: {"address_offset": o} for n, o in self.e2t_engine_0.register_map.items()}}}
+
+    def allocate(self, shape, dtype=np.uint8) -> EmulatedBuffer:
+        return self.memory.allocate(shape, dtype)

@@ -1,0 +1,134 @@
+"""A plan's engine ops on one overlay (a board's or the emulated one): the DDR allocated once
+from the plan's layout, and one method per engine op of a conv layer that fills the
+registers from the plan, checks the buffers, runs the call through the driver and counts
+what it did (ops, MACs by operand widths, bytes moved, seconds)."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from . import numerics as nx
+from .driver import DDR, EngineError
+
+PHASES = ("forward", "backward_data", "wgrad", "update")
+
+
+class EngineSession:
+    """Engine calls for the conv ops of ``plan`` on ``overlay`` (``e2t_engine_0`` + ``allocate``)."""
+
+    def __init__(self, plan, arrays: dict, overlay, ip_name: str = "e2t_engine_0"):
+        self.plan, self.ip = plan, getattr(overlay, ip_name, None)
+        if self.ip is None:
+            raise EngineError(f"the overlay has no IP '{ip_name}' (its IPs: {', '.join(getattr(overlay, 'ip_dict', {}))})")
+        self.ddr = DDR(plan, overlay.allocate)
+        self.ddr.load(arrays)
+        self.ddr.flush()
+        self.v = self.ddr.views
+        self.counts = defaultdict(int)
+        self.seconds = defaultdict(float)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _shape(self, op: dict, n: int) -> dict:
+        if not 1 <= n <= self.plan.batch:
+            raise EngineError(f"{op['name']}: a call on {n} images; the plan's buffers hold 1..{self.plan.batch}")
+        return {"batch": n, "c_in": op["c_in"], "h_in": op["h"], "w_in": op["w"], "c_out": op["c_out"],
+                "kernel": op["k"], "stride": op["stride"], "pad": op["pad"]}
+
+    def _addr(self, op: dict, *roles: str) -> dict:
+        return {role: self.ddr.address(op["buffers"][role]) for role in roles}
+
+    def _run(self, phase: str, kind: str, op: dict, scalars: dict, addresses: dict, nbytes: int, macs: dict) -> dict:
+        start = time.perf_counter()
+        st = self.ip.run(f"{kind} of layer {op['name']}", {"op": self.ip.regs.ops[kind], **scalars}, addresses,
+                         flush=(self.ddr,), invalidate=(self.ddr,))
+        self.seconds[phase] += time.perf_counter() - start
+        self.counts[f"ops_{kind.lower()}"] += 1
+        self.counts["bytes"] += nbytes
+        self.counts["saturations"] += st["saturations"]
+        for key, value in macs.items():
+            self.counts[f"macs_{key}"] += value
+        return st
+
+    def buffer(self, op: dict, role: str) -> np.ndarray:
+        return self.v[op["buffers"][role]]
+
+    # -- the ops --------------------------------------------------------------------------
+    def conv_fwd(self, op: dict, x_q: np.ndarray) -> tuple[np.ndarray, int]:
+        """CONV_FWD of ``x_q`` (int8-valued, n images): (int32 y, shift r). x_q stays in the
+        layer's ``act`` buffer for its weight gradient."""
+        n = len(x_q)
+        regs = self._shape(op, n)
+        self.buffer(op, "act")[:n] = x_q
+        r = nx.out_shift(nx.fwd_bound(self.buffer(op, "wgt")))
+        size = n * op["c_out"] * op["ho"] * op["wo"]
+        macs = size * op["c_in"] * op["k"] ** 2
+        self._run("forward", "CONV_FWD", op, {**regs, "shift": r}, self._addr(op, "act", "wgt", "out"),
+                  x_q.size + self.buffer(op, "wgt").size + 4 * size, {"int8x8": macs})
+        y = self.buffer(op, "out")[:size].reshape(n, op["c_out"], op["ho"], op["wo"])
+        return y, r
+
+    def conv_layer(self, op: dict, x_q: np.ndarray) -> tuple[np.ndarray, int]:
+        """host/forward.py's engine interface: CONV_FWD of the layer on its DDR weights."""
+        return self.conv_fwd(op, x_q)
+
+    def set_grad(self, op: dict, g_q: np.ndarray) -> None:
+        """The layer's int16 output gradient into the shared ``grad`` buffer."""
+        self.buffer(op, "grad")[:g_q.size] = g_q.reshape(-1)
+
+    def conv_wgrad(self, op: dict, n: int, mode: str, threshold: int = 0) -> dict:
+        """CONV_WGRAD on the layer's ``act`` and the ``grad`` set by ``set_grad``: PSG modes
+        leave the signs in the layer's ``sgn`` buffer; FULL leaves G_full in ``scratch``."""
+        regs = self._shape(op, n)
+        modes = self.ip.regs.modes
+        code = {"full": modes["FULL"], "abs": modes["PSG_ABS"], "ratio": modes["PSG_RATIO"]}[mode]
+        taps = op["c_out"] * op["c_in"] * op["k"] ** 2
+        macs = n * op["ho"] * op["wo"] * taps
+        st = self._run("wgrad", "CONV_WGRAD", op, {**regs, "mode": code, "threshold": threshold},
+                       self._addr(op, "act", "grad", "sgn", "scratch"),
+                       n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"] + 9 * taps,
+                       {"int4x16": macs} if mode != "full" else {"int8x16": macs})
+        if mode != "full" and st["psg_tiles"]:
+            self.counts["macs_int8x16"] += macs * st["psg_recomputed"] // st["psg_tiles"]
+            self.counts["psg_sure"] += st["psg_sure"]
+            self.counts["psg_entries"] += taps
+        return st
+
+    def conv_bwd_data(self, op: dict, n: int, g_abs_max: int) -> tuple[np.ndarray, int, int]:
+        """CONV_BWD_DATA of the ``grad`` buffer: (int32 g_x, shift r, e_ref') with g_x's
+        exponent e_g + wq_exp + e_ref' + r (docs/numerics.md, section 4)."""
+        regs = self._shape(op, n)
+        wgt, s = self.buffer(op, "wgt"), self.buffer(op, "wshift")
+        w_al, e_ref = nx.aligned_weights(wgt, s.astype(np.int64))
+        bound = g_abs_max * int(np.abs(w_al).transpose(1, 0, 2, 3).reshape(w_al.shape[1], -1).sum(1).max(initial=0))
+        r = nx.out_shift(bound)
+        size = n * op["c_in"] * op["h"] * op["w"]
+        macs = n * op["c_out"] * op["ho"] * op["wo"] * op["c_in"] * op["k"] ** 2
+        self._run("backward_data", "CONV_BWD_DATA", op, {**regs, "shift": r}, self._addr(op, "grad", "wgt", "wshift", "out"),
+                  2 * n * op["c_out"] * op["ho"] * op["wo"] + wgt.size + len(s) + 4 * size, {"int8x16": macs})
+        return self.buffer(op, "out")[:size].reshape(n, op["c_in"], op["h"], op["w"]), r, e_ref
+
+    def update(self, op: dict, k: nx.UpdateConstants) -> int:
+        """UPDATE of the layer's master and momentum with its ``sgn``; returns saturations."""
+        count = self.buffer(op, "master").size
+        st = self._run("update", "UPDATE", op, {"count": count, "e_w": op["w_exp"], "lr": k.LR, "wd": k.WD, "mu": k.MU},
+                       self._addr(op, "master", "mom", "sgn"), 9 * count, {})
+        return st["saturations"]
+
+    def refresh_weights(self, op: dict) -> None:
+        """After an update: renormalize the master (host) and recompute the weights as used."""
+        master = self.buffer(op, "master")
+        w, e_w = nx.renormalize(master, op["w_exp"])
+        if e_w != op["w_exp"]:
+            master[...] = w
+            op["w_exp"] = e_w
+        wq, s = nx.weights_for_use(master)
+        self.buffer(op, "wgt")[...] = wq
+        self.buffer(op, "wshift")[...] = s
+        op["wq_exp"] = e_w
+
+    def arrays(self) -> dict:
+        """The persistent engine arrays (what weights.bin holds), copied out of DDR."""
+        self.ddr.invalidate()
+        return {name: self.v[name].copy() for name, b in self.ddr.entries.items() if b["init"] == "weights.bin"}

@@ -1,0 +1,251 @@
+"""The on-engine trainer (``e2t train --backend emu``, ``--backend pynq`` on a board).
+
+From a plan (built from the model name, or ``--init DIR``), layer by layer: every conv on the
+engine (host/session.py), the rest on the host (host/trainstep.py). E2-Train's savings: SMD
+on the host (a dropped batch makes no engine call), SLU on the host (a gated block's engine
+ops run on the images whose gate is on), PSG in the engine. Same run folder, config.json and
+metrics.jsonl as the reference trainer, plus the engine's counters; an atomic checkpoint
+(``checkpoint.npz``: every DDR array, the host's parameters and momentum) after every epoch,
+and ``--resume`` continues to the same weights as an uninterrupted run. At the end the
+trained network is written as a plan (``plan.json`` + ``weights.bin``) in the run folder.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import numerics as nx, plan as planmod, planbuild, weightsfile
+from .config import TrainConfig, lr_at
+from .datasets import batches_per_epoch, load_dataset, shape_of, train_batches
+from .errors import E2TError
+from .forward import evaluate
+from .progress import Progress
+from .runs import RunDir, atomic_write
+from .schedule import cost_sign, cost_weights, smd_drops
+from .session import PHASES, EngineSession
+from .trainstep import Step
+
+CHECKPOINT = "checkpoint.npz"
+
+
+def open_overlay(backend: str, board: str, engine: str = "fast", bitfile: str | None = None, log=None):
+    """The overlay a backend trains on: the emulated one, or pynq.Overlay on a board."""
+    if backend == "emu":
+        from .emulated import EmulatedOverlay
+        return EmulatedOverlay(board, engine, log=log)
+    from .driver import pynq_driver
+    pynq_driver()
+    if not bitfile or not os.path.isfile(bitfile):
+        raise E2TError(f"--backend pynq needs --bitfile (the overlay's .bit with its .hwh beside it); got {bitfile}")
+    try:
+        import pynq
+        return pynq.Overlay(bitfile)
+    except Exception as e:  # pynq raises many kinds off a board or on a bad overlay
+        raise E2TError(f"cannot load the overlay {bitfile}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+class EngineTrainer:
+    """One run on the engine: ``fit()`` trains to ``cfg.epochs``."""
+
+    def __init__(self, cfg: TrainConfig, out: str, *, resume: bool = False, data_dir: str | None = None,
+                 init: str | None = None, overlay=None, engine: str = "fast", bitfile: str | None = None,
+                 progress: bool = True, log=None):
+        if cfg.precision != "fixed":
+            raise E2TError(f"--backend {cfg.backend} computes in fixed point: add --precision fixed")
+        if cfg.predictive_forward:
+            raise E2TError(f"--predictive-forward is not implemented on --backend {cfg.backend} yet")
+        self.cfg, self.progress = cfg, progress
+        self.log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
+        self.ds = load_dataset(cfg.dataset, data_dir)
+        self.run = RunDir(out, CHECKPOINT)
+        if init:
+            self.plan = planmod.load(init)
+            arrays = weightsfile.read(init, self.plan)
+            if self.plan.batch < cfg.batch_size:
+                raise E2TError(f"--init {init}: its plan holds batches of {self.plan.batch}, --batch-size is "
+                               f"{cfg.batch_size}")
+            net = self.plan.network
+            if (net["in_channels"], net["num_classes"]) != (self.ds.in_channels, self.ds.num_classes):
+                raise E2TError(f"--init {init}: the plan takes {net['in_channels']}-channel images into "
+                               f"{net['num_classes']} classes, {cfg.dataset} has {self.ds.in_channels} and "
+                               f"{self.ds.num_classes}")
+        else:
+            c, k, size = shape_of(cfg.dataset)
+            self.plan, _, arrays = planbuild.from_model(cfg.model, c, k, size, cfg.board, cfg.batch_size, cfg.seed,
+                                                        cfg.slu_target is not None, cfg.slu_gate_init, cfg.dataset)
+        self.overlay = overlay or open_overlay(cfg.backend, cfg.board, engine, bitfile, self.log)
+        self.session = EngineSession(self.plan, arrays, self.overlay)
+        self.params = {k: v.copy() for k, v in arrays.items() if self.plan.params[k]["region"] == "host"}
+        self.psg = {"tau": cfg.psg_tau, "ratio": cfg.psg_ratio} if cfg.psg else None
+        gates = [op for op in self.plan.ops if op["type"] == "gate"]
+        self.cost_weights = None
+        if cfg.slu_target is not None:
+            if not gates:
+                raise E2TError("--slu-target needs a plan with SLU gates (e2t plan --slu)")
+            macs = {op["block"]: 0 for op in gates}
+            for op in self.plan.convs():
+                if op.get("gate") is not None and op["role"] == "residual":
+                    macs[op["block"]] += op["c_out"] * op["c_in"] * op["k"] ** 2 * op["ho"] * op["wo"]
+            self.cost_weights = cost_weights([macs[op["block"]] for op in gates], cfg.slu_weighting)
+        self.epoch = self.iteration = 0
+        self.iters_per_epoch = batches_per_epoch(self.ds, cfg.batch_size)
+        self.total_iterations = self.iters_per_epoch * cfg.epochs
+        if resume:
+            self._restore()
+        else:
+            self.run.create(cfg.to_dict())
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _state(self) -> bytes:
+        arrays = {f"ddr/{k}": v for k, v in self.session.arrays().items()}
+        arrays.update({f"host/{k}": v for k, v in self.params.items()})
+        meta = {"epoch": self.epoch, "iteration": self.iteration, "config": self.cfg.to_dict(),
+                "exps": {op["name"]: [op["w_exp"], op["wq_exp"]] for op in self.plan.convs()}}
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+        return buf.getvalue()
+
+    def _restore(self) -> None:
+        path = self.run.checkpoint
+        try:
+            with np.load(path) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                data = {k: z[k] for k in z.files if k != "meta"}
+        except FileNotFoundError:
+            raise E2TError(f"{path}: no checkpoint to resume (the run has not finished an epoch)") from None
+        except Exception as e:
+            raise E2TError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); nothing was changed") from None
+        if TrainConfig.from_dict(meta["config"]) != self.cfg:
+            raise E2TError(f"checkpoint {path} belongs to a different config")
+        for key, value in data.items():
+            region, name = key.split("/", 1)
+            if region == "ddr":
+                self.session.v[name][...] = value
+            else:
+                self.params[name] = value
+        for op in self.plan.convs():
+            op["w_exp"], op["wq_exp"] = meta["exps"][op["name"]]
+        self.session.ddr.flush()
+        self.epoch, self.iteration = meta["epoch"], meta["iteration"]
+        self.run.truncate_metrics(self.epoch)
+        self.log(f"resuming {self.run.path} after epoch {self.epoch} (iteration {self.iteration})")
+
+    def save_plan(self) -> None:
+        """The trained network as a plan in the run folder (e2t export RUN gives it back out)."""
+        arrays = {**self.session.arrays(), **self.params}
+        data = json.loads(self.plan.to_json())
+        data["provenance"] = {"source": "engine training", "epoch": self.epoch, "iteration": self.iteration,
+                              "config": self.cfg.to_dict()}
+        data["weights"] = weightsfile.describe(weightsfile.pack(data["params"], arrays))
+        plan = planmod.Plan(data)
+        planbuild.save(self.run.path, plan, weightsfile.pack(data["params"], arrays))
+
+    # -- training -------------------------------------------------------------------------
+    def _update(self, step: Step | None, lr: float) -> int:
+        """Engine UPDATE of every conv (sign 0 where no gradient came) and SGD on the host."""
+        cfg = self.cfg
+        k = nx.UpdateConstants.from_floats(lr, cfg.weight_decay, cfg.momentum)
+        saturations = 0
+        for op in self.plan.convs():
+            if step is None or op["name"] not in step.updated:
+                self.session.buffer(op, "sgn")[...] = 0
+            saturations += self.session.update(op, k)
+            self.session.refresh_weights(op)
+        grads = step.grads if step is not None else {}
+        for name in [n for n in self.params if not n.endswith(".momentum_buffer")]:
+            buf = f"{name}.momentum_buffer"
+            if buf not in self.params:
+                continue  # running statistics
+            p = self.params[name]
+            d = grads.get(name, np.zeros_like(p)) + np.float32(cfg.weight_decay) * p
+            self.params[buf] = (np.float32(cfg.momentum) * self.params[buf] + d).astype(np.float32)
+            self.params[name] = (p - np.float32(lr) * self.params[buf]).astype(np.float32)
+        return saturations
+
+    def train_epoch(self) -> dict:
+        cfg = self.cfg
+        start = time.perf_counter()
+        dropped = smd_drops(cfg.smd, cfg.seed, self.epoch, self.iters_per_epoch)
+        rng = np.random.default_rng([cfg.seed, self.epoch, 2])  # the SLU gates' draws of this epoch
+        before = dict(self.session.counts), dict(self.session.seconds)
+        loss_sum = correct = seen = 0.0
+        gates = self.plan.network["gates"]
+        block_runs, saturations = np.zeros(gates), 0
+        with Progress(self.iters_per_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=self.progress) as bar:
+            for drop, (x, y) in zip(dropped, train_batches(self.ds, cfg.batch_size, cfg.seed, self.epoch)):
+                lr = lr_at(cfg, self.iteration, self.total_iterations)
+                self.iteration += 1
+                if drop:
+                    if cfg.smd_coast:
+                        saturations += self._update(None, lr)
+                    bar.update(lr=lr)
+                    continue
+                cost = None
+                if self.cost_weights is not None:
+                    cost = {"beta": cfg.slu_beta, "weights": self.cost_weights, "sign": 0.0}
+                step = Step(self.plan, self.session, self.params, self.psg, cost, rng)
+                loss, logits = step.forward(x, y)
+                if cost is not None:
+                    executed = float(np.mean(step.decisions)) if step.decisions else 1.0
+                    cost["sign"] = cost_sign(executed, cfg.slu_target, cfg.slu_band)
+                    block_runs += np.array([d.sum() for d in step.decisions])
+                step.backward()
+                saturations += self._update(step, lr)
+                loss_sum += loss * len(y)
+                correct += float((logits.argmax(1) == y).sum())
+                seen += len(y)
+                bar.update(loss=loss, lr=lr)
+        self.epoch += 1
+        seconds = time.perf_counter() - start
+        kept = int((~dropped).sum())
+        counts = {k: v - before[0].get(k, 0) for k, v in self.session.counts.items()}
+        record = {"epoch": self.epoch, "iteration": self.iteration, "lr": lr,
+                  "train_loss": loss_sum / seen if seen else None, "train_acc": correct / seen if seen else None,
+                  "kept_iterations": kept, "dropped_iterations": len(dropped) - kept, "seconds": seconds,
+                  "images_per_s": seen / seconds, "engine": counts,
+                  "engine_seconds": {ph: self.session.seconds[ph] - before[1].get(ph, 0.0) for ph in PHASES},
+                  "saturations": {"update": saturations, "engine": counts.get("saturations", 0)}}
+        record["macs"] = sum(v for k, v in counts.items() if k.startswith("macs_"))
+        if cfg.psg and counts.get("psg_entries"):
+            record["psg_predicted_fraction"] = counts["psg_sure"] / counts["psg_entries"]
+        if gates and seen:
+            record["block_executed"] = [1.0] + list(block_runs / seen)
+            record["executed_fraction"] = float(block_runs.sum() / (seen * gates))
+        return record
+
+    def evaluate(self) -> dict:
+        from .datasets import normalize
+        x = normalize(self.ds, self.ds.test_x)
+        arrays = {**self.session.arrays(), **self.params}
+        out = evaluate(self.plan, arrays, x, self.ds.test_y, self.session, self.cfg.batch_size)
+        out.pop("predictions")
+        return out
+
+    def fit(self) -> list[dict]:
+        while self.epoch < self.cfg.epochs:
+            record = self.train_epoch()
+            record.update(self.evaluate())
+            atomic_write(self.run.checkpoint, self._state())
+            self.run.append_metrics(record)
+            self.log(_summary(record))
+        self.save_plan()
+        return self.run.metrics()
+
+
+def _summary(r: dict) -> str:
+    line = f"epoch {r['epoch']}: "
+    if r["train_loss"] is not None:
+        line += f"train loss {r['train_loss']:.4f} acc {100 * r['train_acc']:.2f} %, "
+    line += f"test acc {100 * r['test_acc']:.2f} %"
+    if r["dropped_iterations"]:
+        line += f", {r['dropped_iterations']} of {r['kept_iterations'] + r['dropped_iterations']} batches dropped"
+    if r.get("executed_fraction") is not None:
+        line += f", {100 * r['executed_fraction']:.1f} % of gated blocks run"
+    if r.get("psg_predicted_fraction") is not None:
+        line += f", PSG predicted {100 * r['psg_predicted_fraction']:.1f} %"
+    return line + f" ({r['seconds']:.1f} s, {r['images_per_s']:.0f} img/s, engine {sum(r['engine_seconds'].values()):.1f} s)"

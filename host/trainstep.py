@@ -1,0 +1,246 @@
+"""One training step of a plan: forward and backward layer by layer, convs on the engine
+(through an EngineSession), everything else on the host in numpy float32.
+
+Host ops and their backward: BatchNorm with batch statistics (mean and variance summed in
+float64, rounded once), ReLU, the residual add, the SLU gate (one LSTM step per gate, the
+state carried from gate to gate and back-propagated through them, a linear layer, a sigmoid,
+a sampled decision ``p > u`` with the straight-through gradient) and mix, global average
+pooling, the classifier and softmax cross-entropy. SLU runs a gated block's ops on the images
+whose gate is on only (gathered, then scattered back): the images it skips make no engine
+call. Their gate gets no task gradient (the block's output does not exist for them), only the
+cost loss's. PSG runs in the engine (CONV_WGRAD's predictor modes); without PSG the engine
+returns the full weight gradient and the update uses its sign.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import hostops, numerics as nx
+from .errors import E2TError
+
+F32, F64 = np.float32, np.float64
+
+
+def _bn_train(x, gamma, beta, eps):
+    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    x64 = x.astype(F64)
+    mean = x64.mean(axes)
+    var = ((x64 - mean.reshape(1, -1, *(1,) * (x.ndim - 2))) ** 2).mean(axes)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    invstd = (1.0 / np.sqrt(var + eps)).astype(F32)
+    xhat = ((x - mean.astype(F32).reshape(shape)) * invstd.reshape(shape)).astype(F32)
+    return (xhat * gamma.reshape(shape) + beta.reshape(shape)).astype(F32), xhat, invstd, mean, var
+
+
+def _bn_backward(g, xhat, invstd, gamma):
+    axes = (0, 2, 3) if g.ndim == 4 else (0,)
+    shape = (1, -1) + (1,) * (g.ndim - 2)
+    m = g.size // g.shape[1]
+    dbeta = g.astype(F64).sum(axes)
+    dgamma = (g.astype(F64) * xhat).sum(axes)
+    dx = (gamma * invstd).reshape(shape) / m * (m * g - dbeta.astype(F32).reshape(shape)
+                                                 - xhat * dgamma.astype(F32).reshape(shape))
+    return dx.astype(F32), dgamma.astype(F32), dbeta.astype(F32)
+
+
+class Step:
+    """Forward and backward of one mini-batch; collects host gradients in ``grads``."""
+
+    def __init__(self, plan, session, params: dict, psg: dict | None, slu_cost: dict | None, rng):
+        self.plan, self.s, self.p = plan, session, params
+        self.psg, self.slu_cost, self.rng = psg, slu_cost, rng
+        self.grads = {}          # host parameter -> float32 gradient
+        self.updated = set()     # convs that got a weight gradient this step
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """(mean cross-entropy, logits)."""
+        t, sub, self.cache, self.picks, state = {self.plan.data["input"]: x}, {}, {}, {}, None
+        self.decisions, self.gate_cache = [], {}
+        for op in self.plan.ops:
+            kind, gate = op["type"], op.get("gate")
+            gathered = gate is not None and kind != "mix"
+            ins = [t[n][self.picks[gate]] if gathered and sub.get(n) != gate else t[n] for n in op["inputs"]]
+            if gathered and len(ins[0]) == 0:
+                out = np.zeros((0, *self.plan.tensors[op["output"]]), F32)
+                self.cache[op["name"]] = None
+            elif kind == "conv":
+                x_q, e_x, _ = nx.quantize_tensor(ins[0], nx.ACT)
+                yq, r = self.s.conv_fwd(op, x_q)
+                e = e_x + op["wq_exp"] + self.s.buffer(op, "wshift").astype(np.int64) + r
+                out = np.ldexp(yq.astype(F64), e.reshape(1, -1, 1, 1)).astype(F32)
+                self.cache[op["name"]] = (len(x_q), e_x)
+            elif kind == "batchnorm":
+                p = op["params"]
+                out, xhat, invstd, mean, var = _bn_train(ins[0], self.p[p["weight"]], self.p[p["bias"]], op["eps"])
+                m = ins[0].size // ins[0].shape[1]
+                if m > 1:
+                    mom = F32(op["momentum"])
+                    self.p[p["running_mean"]] = ((1 - mom) * self.p[p["running_mean"]] + mom * mean.astype(F32)).astype(F32)
+                    unbiased = (var * m / (m - 1)).astype(F32)
+                    self.p[p["running_var"]] = ((1 - mom) * self.p[p["running_var"]] + mom * unbiased).astype(F32)
+                self.cache[op["name"]] = (xhat, invstd)
+            elif kind == "relu":
+                out = hostops.relu(ins[0])
+                self.cache[op["name"]] = ins[0] > 0
+            elif kind == "add":
+                out = ins[0] + ins[1]
+            elif kind == "avgpool":
+                out = hostops.avgpool(ins[0])
+                self.cache[op["name"]] = ins[0].shape
+            elif kind == "linear":
+                xf = ins[0].reshape(len(ins[0]), -1)
+                out = hostops.linear(xf, self.p[op["params"]["weight"]], self.p[op["params"]["bias"]])
+                self.cache[op["name"]] = xf
+            elif kind == "gate":
+                out, state = self._gate_forward(op, ins[0], state)
+            elif kind == "mix":
+                mask, block, short = ins
+                out = short.copy()
+                out[self.picks[gate]] = block
+                self.cache[op["name"]] = (block, short)
+            elif kind == "loss":
+                logits = ins[0]
+                losses = hostops.softmax_cross_entropy(logits, y)
+                z = logits.astype(F64) - logits.max(1, keepdims=True)
+                prob = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+                prob[np.arange(len(y)), y] -= 1
+                self.g_logits = (prob / len(y)).astype(F32)
+                self.logits_name = op["inputs"][0]
+                out = losses.astype(F32).reshape(-1, 1)
+            else:
+                raise E2TError(f"training: op type '{kind}' is not known to this e2t")
+            if gathered:
+                sub[op["output"]] = gate
+            t[op["output"]] = out
+        self.t, self.sub = t, sub
+        return float(losses.mean()), t[self.logits_name]
+
+    def _gate_forward(self, op, e, state):
+        p = op["params"]
+        x = e.reshape(len(e), -1)
+        w_ih, w_hh, b = self.p[p["weight_ih"]], self.p[p["weight_hh"]], self.p[p["bias_ih"]] + self.p[p["bias_hh"]]
+        z = x @ w_ih.T + b
+        if state is not None:
+            z = z + state[0] @ w_hh.T
+        i, f, g, o = np.split(z.astype(F32), 4, axis=1)
+        i, f, o, g = hostops.sigmoid(i), hostops.sigmoid(f), hostops.sigmoid(o), np.tanh(g)
+        c = i * g + (f * state[1] if state is not None else 0)
+        tc = np.tanh(c)
+        h = (o * tc).astype(F32)
+        prob = hostops.sigmoid(hostops.linear(h, self.p[p["proj_weight"]], self.p[p["proj_bias"]]))[:, 0]
+        mask = prob > self.rng.random(len(prob)).astype(F32)
+        self.picks[op["index"]] = np.flatnonzero(mask)
+        self.decisions.append(mask)
+        self.gate_cache[op["index"]] = (x, state, i, f, g, o, c.astype(F32), tc, h, prob)
+        return mask.astype(F32).reshape(-1, 1), (h, c.astype(F32))
+
+    # -- backward -------------------------------------------------------------------------
+    def _acc_param(self, name: str, g: np.ndarray) -> None:
+        self.grads[name] = self.grads.get(name, 0) + g
+
+    def backward(self) -> None:
+        grads, carry = {self.logits_name: self.g_logits}, None
+        for op in reversed(self.plan.ops):
+            kind, gate = op["type"], op.get("gate")
+            if kind == "loss":
+                continue
+            g = grads.pop(op["output"], None)
+            if g is None or (kind != "mix" and kind != "gate" and self.cache.get(op["name"], 0) is None):
+                continue
+            gin = self._op_backward(op, g)
+            if kind == "gate":
+                gin, carry = self._gate_backward(op, g, carry)
+            for name, gi in zip(op["inputs"], gin):
+                if gi is None:
+                    continue
+                if gate is not None and kind != "mix" and self.sub.get(name) != gate:
+                    full = np.zeros((len(self.t[name]), *gi.shape[1:]), F32)
+                    full[self.picks[gate]] = gi
+                    gi = full
+                grads[name] = grads[name] + gi if name in grads else gi
+
+    def _op_backward(self, op, g):
+        kind, name = op["type"], op["name"]
+        if kind == "conv":
+            return [self._conv_backward(op, g)]
+        if kind == "batchnorm":
+            xhat, invstd = self.cache[name]
+            p = op["params"]
+            dx, dgamma, dbeta = _bn_backward(g, xhat, invstd, self.p[p["weight"]])
+            self._acc_param(p["weight"], dgamma)
+            self._acc_param(p["bias"], dbeta)
+            return [dx]
+        if kind == "relu":
+            return [np.where(self.cache[name], g, F32(0))]
+        if kind == "add":
+            return [g, g]
+        if kind == "avgpool":
+            shape = self.cache[name]
+            return [np.broadcast_to(g / F32(shape[2] * shape[3]), shape).astype(F32)]
+        if kind == "linear":
+            xf = self.cache[name]
+            p = op["params"]
+            self._acc_param(p["weight"], (g.T @ xf).astype(F32))
+            self._acc_param(p["bias"], g.sum(0).astype(F32))
+            return [(g @ self.p[p["weight"]]).reshape(len(g), *self.plan.tensors[op["inputs"][0]]).astype(F32)]
+        if kind == "mix":
+            block, short = self.cache[name]
+            on = self.picks[op["gate"]]
+            g_short = g.copy()
+            g_short[on] = 0
+            dm = np.zeros((len(g), 1), F32)
+            if len(on):
+                dm[on, 0] = (g[on].astype(F64) * (block - short[on])).reshape(len(on), -1).sum(1)
+            return [dm, g[on], g_short]
+        if kind == "gate":
+            return [None]
+        raise E2TError(f"training: no backward for op type '{kind}'")
+
+    def _conv_backward(self, op, g):
+        n, e_x = self.cache[op["name"]]
+        g_q, e_g, _ = nx.quantize_tensor(g, nx.GRAD)
+        self.s.set_grad(op, g_q)
+        if self.psg is None:
+            st = self.s.conv_wgrad(op, n, "full")
+            self.s.buffer(op, "sgn")[...] = np.sign(self.s.buffer(op, "scratch"))
+        elif self.psg["ratio"] is not None:
+            st = self.s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(self.psg["ratio"]))
+        else:
+            st = self.s.conv_wgrad(op, n, "abs", nx.threshold_abs(self.psg["tau"], e_x, e_g))
+        self.updated.add(op["name"])
+        if not op["input_grad"]:
+            return None
+        gmax = int(np.abs(g_q).max(initial=0))
+        gx, r, e_ref = self.s.conv_bwd_data(op, n, gmax)
+        return np.ldexp(gx.astype(F64), e_g + op["wq_exp"] + e_ref + r).astype(F32)
+
+    def _gate_backward(self, op, g_mask, carry):
+        """dL/dp = dL/dm (straight-through) plus the cost loss's s * beta * w_l; then back through
+        the sigmoid, the output layer and the LSTM step, carrying dh, dc to the previous gate."""
+        j, p = op["index"], op["params"]
+        x, state, i, f, gg, o, c, tc, h, prob = self.gate_cache[j]
+        dp = g_mask[:, 0].astype(F32)
+        if self.slu_cost is not None:
+            dp = dp + F32(self.slu_cost["sign"] * self.slu_cost["beta"] * self.slu_cost["weights"][j])
+        dz = (dp * prob * (1 - prob)).reshape(-1, 1).astype(F32)
+        self._acc_param(p["proj_weight"], (dz.T @ h).astype(F32))
+        self._acc_param(p["proj_bias"], dz.sum(0).astype(F32))
+        dh = dz @ self.p[p["proj_weight"]]
+        dc = np.zeros_like(c)
+        if carry is not None:
+            dh, dc = dh + carry[0], dc + carry[1]
+        do = dh * tc
+        dc = dc + dh * o * (1 - tc * tc)
+        di, dg = dc * gg, dc * i
+        df = dc * state[1] if state is not None else np.zeros_like(dc)
+        d4 = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - gg * gg), do * o * (1 - o)], 1).astype(F32)
+        self._acc_param(p["weight_ih"], (d4.T @ x).astype(F32))
+        self._acc_param(p["bias_ih"], d4.sum(0).astype(F32))
+        self._acc_param(p["bias_hh"], d4.sum(0).astype(F32))
+        new_carry = None
+        if state is not None:
+            self._acc_param(p["weight_hh"], (d4.T @ state[0]).astype(F32))
+            new_carry = ((d4 @ self.p[p["weight_hh"]]).astype(F32), (dc * f).astype(F32))
+        dx = (d4 @ self.p[p["weight_ih"]]).astype(F32).reshape(len(x), -1, 1, 1)
+        return [dx], new_carry

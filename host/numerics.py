@@ -116,11 +116,24 @@ def quantize(x, e: int, fmt: Fmt) -> tuple[np.ndarray, int]:
 
 
 def quantize_tensor(x, fmt: Fmt) -> tuple[np.ndarray, int, int]:
-    """Per-tensor max-abs power-of-two quantization: (q, e, saturations)."""
+    """Per-tensor max-abs power-of-two quantization: (q, e, saturations).
+
+    The exponent leaves every |x * 2^-e| below hi + 1/2, so nothing saturates; a float32
+    tensor is then rounded in float32 exactly (``_round_half_up32``), as ``quantize`` does."""
     x = np.asarray(x)
     e = exponent_for(float(np.max(np.abs(x))) if x.size else 0.0, fmt)
+    if x.dtype == np.float32:
+        return _round_half_up32(np.ldexp(x, np.int32(-e))), e, 0
     q, sat = quantize(x, e, fmt)
     return q, e, sat
+
+
+def _round_half_up32(v: np.ndarray) -> np.ndarray:
+    """floor(v + 1/2) of float32 values below 2^23 in magnitude, exactly: floor(v), plus one
+    where the fraction v - floor(v) (exact in float32, or rounded without crossing 1/2) is at
+    least 1/2. ``v + 0.5`` itself would round in float32 (0.49999997 + 0.5 = 1.0)."""
+    f = np.floor(v)
+    return f.astype(np.int64) + (v - f >= np.float32(0.5))
 
 
 # -- weights ------------------------------------------------------------------------------

@@ -95,6 +95,11 @@ class EngineSession:
             self.counts["psg_entries"] += taps
         return st
 
+    def wgrad_result(self, op: dict) -> np.ndarray:
+        """The int64 weight gradient (G_full or G_msb) the last CONV_WGRAD of ``op`` left in ``scratch``."""
+        sgn = self.buffer(op, "sgn")
+        return self.buffer(op, "scratch")[:sgn.size].reshape(sgn.shape)
+
     def conv_bwd_data(self, op: dict, n: int, g_abs_max: int) -> tuple[np.ndarray, int, int]:
         """CONV_BWD_DATA of the ``grad`` buffer: (int32 g_x, shift r, e_ref') with g_x's
         exponent e_g + wq_exp + e_ref' + r (docs/numerics.md, section 4)."""

@@ -203,7 +203,7 @@ class Step:
         self.s.set_grad(op, g_q)
         if self.psg is None:
             st = self.s.conv_wgrad(op, n, "full")
-            self.s.buffer(op, "sgn")[...] = np.sign(self.s.buffer(op, "scratch"))
+            self.s.buffer(op, "sgn")[...] = np.sign(self.s.wgrad_result(op))
         elif self.psg["ratio"] is not None:
             st = self.s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(self.psg["ratio"]))
         else:

@@ -166,3 +166,18 @@ def test_update_constants_and_master_format():
     assert nx.master_from_float(np.zeros(3))[1] == nx.MASTER_EXP_MIN
     big, e2 = nx.renormalize(np.array([2**30, -3]), -20)
     assert big.tolist() == [2**29, -1] and e2 == -19
+
+
+def test_float32_quantize_tensor_rounds_as_the_float64_path():
+    """quantize_tensor rounds float32 tensors in float32: the same integers as quantize's float64
+    rounding, on random values, on exact halves and on the float32 neighbours of halves."""
+    rng = np.random.default_rng(5)
+    halves = np.arange(-127, 128, dtype=np.float32) + np.float32(0.5)
+    near = np.concatenate([np.nextafter(halves, np.float32(np.inf)), np.nextafter(halves, np.float32(-np.inf)),
+                           np.float32([0.49999997, -0.49999997, -0.5, 0.5, 0.0, -0.0, 1e-30, -1e-30])])
+    for fmt in (nx.ACT, nx.GRAD):
+        for x in (rng.standard_normal(10_000).astype(np.float32) * np.float32(3e-3),
+                  np.concatenate([halves, near, np.float32([127.4, -127.4])])):
+            q, e, sat = nx.quantize_tensor(x, fmt)
+            want, sat64 = nx.quantize(x, e, fmt)
+            assert q.dtype == np.int64 and np.array_equal(q, want) and sat == sat64 == 0

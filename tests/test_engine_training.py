@@ -1,0 +1,179 @@
+"""Training on the engine: the driver against the emulated overlay (integers equal to the CPU
+build's, timeouts, named refusals, stray addresses, register-map mismatches), the engine
+session's ops, and the on-engine trainer (SMD makes no engine call, SLU runs gated blocks on
+their sub-batch, a killed run resumes to bit-identical weights)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from host import numerics as nx, planbuild
+from host.config import TrainConfig
+from host.driver import BadOp, BadShape, EngineError, EngineTimeout, check_hwh_registers
+from host.emulated import EmulatedOverlay
+from host.errors import E2TError
+from host.session import EngineSession
+from host.trainer import CHECKPOINT, EngineTrainer
+
+from hls import csim
+
+QUIET = dict(progress=False, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    return csim.Engine("fast", log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def small():
+    plan, _, arrays = planbuild.from_model("resnet8", 1, 10, 32, "pynq-z2", 8, seed=2, slu=True)
+    return plan, arrays
+
+
+def _session(small, **kw):
+    plan, arrays = small
+    return EngineSession(plan, arrays, EmulatedOverlay("pynq-z2", log=lambda m: None, **kw))
+
+
+def test_emulated_ops_give_the_cpu_build_s_integers(small, cpu):
+    plan, arrays = small
+    s = _session(small)
+    rng = np.random.default_rng(0)
+    op = next(o for o in plan.convs() if o["name"] == "blocks.1.conv1")  # stride 2, 16 -> 32
+    n = 5
+    x_q = rng.integers(-128, 128, (n, op["c_in"], op["h"], op["w"]))
+    y, r = s.conv_fwd(op, x_q)
+    want, r2, _ = cpu.conv_fwd(x_q, arrays[f"{op['name']}.wgt"], op["stride"], op["pad"])
+    assert r == r2 and np.array_equal(y, want)
+    g_q = rng.integers(-3000, 3000, (n, op["c_out"], op["ho"], op["wo"]))
+    s.set_grad(op, g_q)
+    st = s.conv_wgrad(op, n, "abs", 1 << 20)
+    g_msb, sign, st2 = cpu.conv_wgrad(x_q, g_q, op["k"], op["stride"], op["pad"], "abs", 1 << 20)
+    assert np.array_equal(s.buffer(op, "sgn"), sign) and np.array_equal(s.wgrad_result(op), g_msb)
+    assert {k: st[k] for k in st2} == st2
+    gx, r, e_ref = s.conv_bwd_data(op, n, int(np.abs(g_q).max()))
+    want, r3, _ = cpu.conv_bwd_data(g_q, arrays[f"{op['name']}.wgt"], arrays[f"{op['name']}.wshift"], op["stride"],
+                                    op["pad"], (op["h"], op["w"]))
+    assert r == r3 and np.array_equal(gx, want)
+    master, mom = arrays[f"{op['name']}.master"].astype(np.int64), arrays[f"{op['name']}.mom"].astype(np.int64)
+    k = nx.UpdateConstants.from_floats(0.1, 1e-4, 0.9)
+    s.update(op, k)
+    w, b, _ = nx.sign_update(master, op["w_exp"], mom, sign.astype(np.int64), k)
+    assert np.array_equal(s.buffer(op, "master"), w) and np.array_equal(s.buffer(op, "mom"), b)
+    assert s.counts["ops_conv_fwd"] == 1 and s.counts["macs_int8x8"] == n * 32 * 16 * 16 * 16 * 9
+
+
+def test_an_engine_that_never_finishes_times_out_with_the_op_named(small):
+    s = _session(small, hang=True)
+    s.ip.timeout_s = 0.2
+    op = s.plan.convs()[0]
+    with pytest.raises(EngineTimeout, match=r"CONV_FWD of layer conv1: no ap_done after 0\.\d s \(timeout 0.2 s\)"):
+        s.conv_fwd(op, np.zeros((2, 1, 32, 32), np.int64))
+    with pytest.raises(EngineError, match="not idle .* before the start"):
+        s.conv_fwd(op, np.zeros((2, 1, 32, 32), np.int64))
+
+
+def test_refusals_are_named_exceptions(small):
+    s = _session(small)
+    with pytest.raises(BadOp, match="refused the call with BAD_OP"):
+        s.ip.run("op 9", {"op": 9}, {})
+    with pytest.raises(BadShape, match="BAD_SHAPE"):
+        s.ip.run("a 5x5 kernel", {"op": 1, "batch": 1, "c_in": 1, "h_in": 8, "w_in": 8, "c_out": 1, "kernel": 5,
+                                  "stride": 1, "pad": 1}, {})
+    with pytest.raises(EngineError, match=r"act address 0x123 is in no allocated buffer"):
+        s.ip.run("stray", {"op": 1, "batch": 1, "c_in": 1, "h_in": 4, "w_in": 4, "c_out": 1, "kernel": 3,
+                           "stride": 1, "pad": 1}, {"act": 0x123})
+    with pytest.raises(EngineError, match=r"conv1: a call on 9 images; the plan's buffers hold 1\.\.8"):
+        s.conv_fwd(s.plan.convs()[0], np.zeros((9, 1, 32, 32), np.int64))
+
+
+def test_a_register_map_mismatch_is_refused_with_both_versions(small):
+    s = _session(small)
+    regs = {n: {"address_offset": o} for n, o in s.ip.register_map.items()}
+    check_hwh_registers(regs)
+    regs["threshold"] = {"address_offset": 0x70}
+    with pytest.raises(EngineError, match=r"register 'threshold' is at 0x070 in .* but at 0x068 in this e2t's "
+                                          r"register map \(version [0-9a-f]{12}\)"):
+        check_hwh_registers(regs)
+    del regs["op"]
+    with pytest.raises(EngineError, match="register 'op' is missing"):
+        check_hwh_registers(regs)
+
+
+# -- the trainer -------------------------------------------------------------------------------
+
+def _cfg(**kw):
+    base = dict(backend="emu", model="resnet8", dataset="digits", epochs=2, batch_size=32, precision="fixed",
+                psg=True, lr=0.05)
+    return TrainConfig(**{**base, **kw})
+
+
+def _load(folder):
+    with np.load(os.path.join(folder, CHECKPOINT)) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_a_killed_run_resumes_to_bit_identical_weights(tmp_path, monkeypatch):
+    cfg = _cfg(smd=0.3, slu_target=0.7, slu_beta=1e-3)
+    a = EngineTrainer(cfg, str(tmp_path / "a"), **QUIET).fit()
+    real, calls = EngineTrainer.train_epoch, []
+
+    def killed(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self)
+    monkeypatch.setattr(EngineTrainer, "train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        EngineTrainer(cfg, str(tmp_path / "b"), **QUIET).fit()
+    monkeypatch.setattr(EngineTrainer, "train_epoch", real)
+    b = EngineTrainer(cfg, str(tmp_path / "b"), resume=True, **QUIET).fit()
+    sa, sb = _load(tmp_path / "a"), _load(tmp_path / "b")
+    assert set(sa) == set(sb)
+    for key in sa:
+        assert np.array_equal(sa[key], sb[key]), key
+    drop = ("seconds", "images_per_s", "engine_seconds")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in a] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in b]
+    assert a[-1]["dropped_iterations"] > 0 and 0 < a[-1]["executed_fraction"] < 1
+    assert (tmp_path / "a" / "plan.json").is_file()  # the trained network, as a plan
+
+
+def test_smd_drops_make_no_engine_call_and_slu_gathers(tmp_path):
+    t = EngineTrainer(_cfg(epochs=1, smd=0.5, slu_target=0.5), str(tmp_path / "r"), **QUIET)
+    sizes = []
+    real = t.session.conv_fwd
+
+    def spy(op, x_q):
+        sizes.append((op["name"], len(x_q)))
+        return real(op, x_q)
+    t.session.conv_fwd = spy
+    r = t.train_epoch()
+    kept = r["kept_iterations"]
+    assert r["dropped_iterations"] > 0 and r["engine"]["ops_update"] == kept * len(t.plan.convs())
+    ungated = [n for n, k in sizes if n in ("conv1", "blocks.0.conv1", "blocks.0.conv2")]
+    assert len(ungated) == 3 * kept
+    gated = [k for n, k in sizes if n == "blocks.1.conv2"]
+    assert len(gated) <= kept and sum(gated) < 32 * kept  # only the images whose gate is on
+
+
+def test_trainer_refuses_float_and_a_wrong_init(tmp_path):
+    with pytest.raises(E2TError, match="computes in fixed point: add --precision fixed"):
+        EngineTrainer(_cfg(precision="fp32", psg=False), str(tmp_path / "x"), **QUIET)
+    plan, weights, _ = planbuild.from_model("resnet8", 3, 10, 32, "pynq-z2", 32)
+    planbuild.save(str(tmp_path / "p"), plan, weights)
+    with pytest.raises(E2TError, match="takes 3-channel images into 10 classes, digits has 1 and 10"):
+        EngineTrainer(_cfg(), str(tmp_path / "y"), init=str(tmp_path / "p"), **QUIET)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_the_cli_trains_on_the_emulated_engine(tmp_path, capsys):
+    from host.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "--backend", "emu", "--precision", "fixed", "--psg", "--model", "resnet8", "--dataset",
+                 "digits", "--epochs", "1", "--batch-size", "32", "--out", str(out), "--quiet"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 1 and records[0]["engine"]["ops_conv_wgrad"] > 0 and 0 <= records[0]["test_acc"] <= 1
+    assert "test accuracy" in capsys.readouterr().out

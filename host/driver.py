@@ -138,6 +138,28 @@ def pynq_driver():
     return E2TEngine
 
 
+class PynqOverlay:
+    """A loaded ``pynq.Overlay`` as the trainer uses an overlay: its e2t engine IP and
+    ``allocate`` (pynq's contiguous memory, on the overlay's device)."""
+
+    def __init__(self, overlay):
+        import pynq
+        driver = pynq_driver()
+        vlnv = regmap.load().vlnv
+        names = [n for n, d in overlay.ip_dict.items() if d.get("type", "").startswith(vlnv.rsplit(":", 1)[0])]
+        if not names:
+            raise EngineError(f"the overlay has no e2t engine IP ({vlnv}); its IPs: {', '.join(overlay.ip_dict) or 'none'}")
+        self.e2t_engine_0 = getattr(overlay, names[0])
+        if not isinstance(self.e2t_engine_0, driver):
+            raise EngineError(f"{names[0]} is bound to {type(self.e2t_engine_0).__name__}, not the e2t driver: its "
+                              f"version differs from {vlnv} ({overlay.ip_dict[names[0]].get('type')})")
+        self.overlay, self.ip_dict, self._device = overlay, overlay.ip_dict, overlay.device
+
+    def allocate(self, shape, dtype=np.uint8):
+        import pynq
+        return pynq.allocate(shape, dtype, target=self._device)
+
+
 class DDR:
     """The plan's one DDR allocation and a named numpy view of every buffer in it."""
 

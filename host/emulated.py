@@ -62,22 +62,20 @@ class EmulatedMemory:
                           f"(a real engine would read or write stray memory)")
 
 
-class EmulatedIP(EngineCalls):
-    """The engine IP: a register file; ``ap_start`` runs the op on the CPU build."""
+class EmulatedRegisters:
+    """The IP's AXI-Lite register file; writing ``ap_start`` runs the op on the CPU build, on
+    buffers found by address in ``memory`` (anything with ``view(address, dtype, what)``)."""
 
-    def __init__(self, memory: EmulatedMemory, board: str, variant: str = "fast", hang: bool = False, log=None):
+    def __init__(self, memory, board: str, variant: str = "fast", hang: bool = False, log=None):
         if variant not in VARIANTS:
             raise EngineError(f"unknown engine build '{variant}' (known: {', '.join(VARIANTS)})")
         self.memory, self.hang = memory, hang
-        self.words = {}
         rm = regmap.load()
         self.register_map = {name: r["offset"] for name, r in rm.regs.items()}
-        ctrl = rm.control
-        self._ctrl, self._idle = ctrl["offset"], 1 << ctrl["ap_idle"]
-        self.words[self._ctrl] = self._idle
-        engine = backends.load("engine", "the emulated overlay (--backend emu)")
+        self._ctrl, self._idle = rm.control["offset"], 1 << rm.control["ap_idle"]
+        self.words = {self._ctrl: self._idle}
+        engine = backends.load("engine", "the emulated engine (--backend emu)")
         self.engine = engine(variant, board, log=log or (lambda m: None))
-        self._dtypes = {"int8_t": np.int8, "int16_t": np.int16, "int32_t": np.int32, "int64_t": np.int64}
         self.calls = 0
 
     def read(self, offset: int) -> int:
@@ -90,24 +88,34 @@ class EmulatedIP(EngineCalls):
             return
         self.words[offset] = int(value) & 0xFFFFFFFF
 
+    def _word64(self, name: str, rm) -> int:
+        off = rm.offset(name)
+        lo = self.read(off)
+        return lo | self.read(off + 4) << 32 if rm.width(name) == 64 else lo
+
     def _start(self) -> None:
-        self.words[self._ctrl] = 1  # ap_start, busy
+        self.words[self._ctrl] = 1  # started, busy
         if self.hang:
             return
         rm = regmap.load()
         scalars = {}
         for name in rm.names("scalar"):
-            v = self.read_reg(name)
-            if rm.regs[name]["type"] == "int32_t" and v >= 1 << 31:
-                v -= 1 << 32
-            scalars[name] = v
-        ports = {name: self.memory.view(self.read_reg(name), self._dtypes[rm.regs[name]["type"]], name)
-                 for name in rm.names("address") if self.read_reg(name)}
+            v = self._word64(name, rm)
+            scalars[name] = v - (1 << 32) if rm.regs[name]["type"] == "int32_t" and v >= 1 << 31 else v
+        ports = {name: self.memory.view(self._word64(name, rm), _DTYPES[rm.regs[name]["type"]], name)
+                 for name in rm.names("address") if self._word64(name, rm)}
         status = self.engine.call(scalars, ports)
         for name, value in status.items():
-            self.write_reg(name, value)
+            self.words[rm.offset(name)] = int(value) & 0xFFFFFFFF
         self.calls += 1
         self.words[self._ctrl] = (1 << rm.control["ap_done"]) | self._idle
+
+
+_DTYPES = {"int8_t": np.int8, "int16_t": np.int16, "int32_t": np.int32, "int64_t": np.int64}
+
+
+class EmulatedIP(EngineCalls, EmulatedRegisters):
+    """The engine IP of the emulated overlay: the driver's calls on the register file."""
 
 
 class EmulatedOverlay:

@@ -38,15 +38,16 @@ def open_overlay(backend: str, board: str, engine: str = "fast", bitfile: str | 
     if backend == "emu":
         from .emulated import EmulatedOverlay
         return EmulatedOverlay(board, engine, log=log)
-    from .driver import pynq_driver
+    from .driver import PynqOverlay, pynq_driver
     pynq_driver()
     if not bitfile or not os.path.isfile(bitfile):
         raise E2TError(f"--backend pynq needs --bitfile (the overlay's .bit with its .hwh beside it); got {bitfile}")
     try:
         import pynq
-        return pynq.Overlay(bitfile)
+        overlay = pynq.Overlay(os.path.abspath(bitfile))
     except Exception as e:  # pynq raises many kinds off a board or on a bad overlay
         raise E2TError(f"cannot load the overlay {bitfile}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    return PynqOverlay(overlay)
 
 
 class EngineTrainer:

@@ -177,3 +177,60 @@ def test_the_cli_trains_on_the_emulated_engine(tmp_path, capsys):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["engine"]["ops_conv_wgrad"] > 0 and 0 <= records[0]["test_acc"] <= 1
     assert "test accuracy" in capsys.readouterr().out
+
+
+# -- the driver under the real pynq package -----------------------------------------------------
+
+@pytest.fixture
+def standin(tmp_path):
+    pynq = pytest.importorskip("pynq")
+    import pynq_standin
+    yield pynq, pynq_standin
+    pynq_standin.reset_pynq()
+
+
+def test_the_driver_runs_under_the_real_pynq_overlay(standin, small, cpu, tmp_path):
+    """pynq.Overlay parses the .hwh, binds the engine IP to e2t's DefaultIP subclass by VLNV, and the
+    trainer's session runs CONV_FWD through pynq's MMIO and PynqBuffers: only the board is missing."""
+    pynq, helper = standin
+    from host.driver import PynqOverlay, pynq_driver
+    driver = pynq_driver()
+    dev = helper.make_device()
+    ol = PynqOverlay(pynq.Overlay(helper.write_overlay(tmp_path), download=False, device=dev))
+    assert type(ol.e2t_engine_0) is driver and isinstance(ol.e2t_engine_0, pynq.DefaultIP)
+    plan, arrays = small
+    s = EngineSession(plan, arrays, ol)
+    assert isinstance(s.ddr.buffer, pynq.buffer.PynqBuffer) and s.ddr.base >= helper.DDR_BASE
+    op = plan.convs()[0]
+    x_q = np.random.default_rng(1).integers(-128, 128, (3, 1, 32, 32))
+    y, r = s.conv_fwd(op, x_q)
+    want, _, _ = cpu.conv_fwd(x_q, arrays["conv1.wgt"], 1, 1)
+    assert np.array_equal(y, want) and dev.engine.calls == 1
+
+
+def test_pynq_overlays_that_do_not_fit_are_refused(standin, tmp_path):
+    pynq, helper = standin
+    from host.driver import PynqOverlay, pynq_driver
+    pynq_driver()
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    ol = pynq.Overlay(helper.write_overlay(moved, moved="shift"), download=False, device=helper.make_device())
+    with pytest.raises(EngineError, match=r"register 'shift' is at 0x068 in the .hwh .* but at 0x060 in this e2t's"):
+        PynqOverlay(ol)
+    helper.reset_pynq()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ol = pynq.Overlay(helper.write_overlay(empty, with_engine=False), download=False, device=helper.make_device())
+    with pytest.raises(EngineError, match=r"the overlay has no e2t engine IP \(e2t:hls:e2t_engine:1.0\); its IPs: "
+                                          r"processing_system7_0"):
+        PynqOverlay(ol)
+
+
+def test_a_hanging_board_engine_times_out(standin, small, tmp_path):
+    pynq, helper = standin
+    from host.driver import PynqOverlay
+    ol = PynqOverlay(pynq.Overlay(helper.write_overlay(tmp_path), download=False, device=helper.make_device(hang=True)))
+    s = EngineSession(*small, ol)
+    s.ip.timeout_s = 0.2
+    with pytest.raises(EngineTimeout, match="CONV_FWD of layer conv1: no ap_done"):
+        s.conv_fwd(small[0].convs()[0], np.zeros((1, 1, 32, 32), np.int64))

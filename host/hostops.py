@@ -6,10 +6,11 @@ ops round on the CPU, so the integers the engine sees next are the reference's.
   PyTorch's vectorized CPU kernel computes them. ``fma32`` rounds exactly once.
 - Global average pooling: the mean in float64, rounded once to float32 (the reference pools
   the same way, reference/models.py), so the summation order does not matter.
+- The classifier ``x W^T + b`` in float64, rounded once (the reference's fixed-point runs
+  compute it so too, reference/hostexact.py).
 - The SLU gate: one LSTM step (PyTorch's gate order i, f, g, o), a linear layer, a sigmoid
-  and ``p > threshold``; the classifier: ``x W^T + b``. Their float results may differ from
-  PyTorch's in the last bits (matrix products sum in another order); only the gate's
-  decision and the logits depend on them.
+  and ``p > threshold``. Its float results may differ from PyTorch's LSTM in the last bits;
+  only the gate's decision depends on them.
 """
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ def avgpool(x) -> np.ndarray:
 
 
 def linear(x, weight, bias) -> np.ndarray:
-    return (np.asarray(x, F32).reshape(len(x), -1) @ np.asarray(weight, F32).T + bias).astype(F32)
+    """x W^T + b with float64 sums, rounded once to float32 (as reference/hostexact.py)."""
+    x64 = np.asarray(x, F32).reshape(len(x), -1).astype(F64)
+    return (x64 @ np.asarray(weight, F64).T + np.asarray(bias, F64)).astype(F32)
 
 
 def sigmoid(x) -> np.ndarray:

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import numerics as nx, plan as planmod, planbuild, weightsfile
+from . import hostops, numerics as nx, plan as planmod, planbuild, weightsfile
 from .config import TrainConfig, lr_at
 from .datasets import batches_per_epoch, load_dataset, shape_of, train_batches
 from .errors import E2TError
@@ -162,10 +162,11 @@ class EngineTrainer:
             buf = f"{name}.momentum_buffer"
             if buf not in self.params:
                 continue  # running statistics
+            # PyTorch's SGD step, rounded as it rounds: its add(alpha=...) is a fused multiply-add
             p = self.params[name]
-            d = grads.get(name, np.zeros_like(p)) + np.float32(cfg.weight_decay) * p
+            d = hostops.fma32(p, np.float32(cfg.weight_decay), grads.get(name, np.zeros_like(p)))
             self.params[buf] = (np.float32(cfg.momentum) * self.params[buf] + d).astype(np.float32)
-            self.params[name] = (p - np.float32(lr) * self.params[buf]).astype(np.float32)
+            self.params[name] = hostops.fma32(self.params[buf], np.float32(-lr), p)
         return saturations
 
     def train_epoch(self) -> dict:

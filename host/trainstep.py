@@ -38,8 +38,8 @@ def _bn_backward(g, xhat, invstd, gamma):
     m = g.size // g.shape[1]
     dbeta = g.astype(F64).sum(axes)
     dgamma = (g.astype(F64) * xhat).sum(axes)
-    dx = (gamma * invstd).reshape(shape) / m * (m * g - dbeta.astype(F32).reshape(shape)
-                                                 - xhat * dgamma.astype(F32).reshape(shape))
+    a = (gamma * invstd).reshape(shape) / F32(m)
+    dx = a * (F32(m) * g - dbeta.astype(F32).reshape(shape) - xhat * dgamma.astype(F32).reshape(shape))
     return dx.astype(F32), dgamma.astype(F32), dbeta.astype(F32)
 
 
@@ -181,9 +181,11 @@ class Step:
         if kind == "linear":
             xf = self.cache[name]
             p = op["params"]
-            self._acc_param(p["weight"], (g.T @ xf).astype(F32))
-            self._acc_param(p["bias"], g.sum(0).astype(F32))
-            return [(g @ self.p[p["weight"]]).reshape(len(g), *self.plan.tensors[op["inputs"][0]]).astype(F32)]
+            g64 = g.astype(F64)
+            self._acc_param(p["weight"], (g64.T @ xf.astype(F64)).astype(F32))
+            self._acc_param(p["bias"], g64.sum(0).astype(F32))
+            dx = (g64 @ self.p[p["weight"]].astype(F64)).astype(F32)
+            return [dx.reshape(len(g), *self.plan.tensors[op["inputs"][0]])]
         if kind == "mix":
             block, short = self.cache[name]
             on = self.picks[op["gate"]]

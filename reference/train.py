@@ -33,6 +33,7 @@ from host.schedule import smd_drops
 
 from .distributed import World, close_world, init_world, use_global_batchnorm
 from .geometry import layer_geometry
+from .hostexact import cross_entropy as exact_cross_entropy, use_exact_host_ops
 from .models import GatedResNet, build_model, residual_macs
 from .quant import PSGConfig, PSGUpdater, QConv2d, conv_factory, sync_masters
 from .slu import cost_loss, cost_sign, cost_weights
@@ -135,6 +136,9 @@ class Trainer:
                                  conv=conv_factory(cfg.precision, psg), slu=cfg.slu_target is not None,
                                  gate_init=cfg.slu_gate_init)
         sync_masters(self.model)
+        if cfg.precision == "fixed":  # the host's float ops rounded as on the engine trainer
+            use_exact_host_ops(self.model)
+        self.loss_fn = exact_cross_entropy if cfg.precision == "fixed" else F.cross_entropy
         self.counter = OpCounter(layer_geometry(self.model, self.ds.in_channels),
                                  Precision(cfg.precision, cfg.psg))
         self.slu_weights = None  # cost weights w_l of the gated blocks when SLU is on
@@ -248,7 +252,7 @@ class Trainer:
                 x = torch.from_numpy(x[part]).to(self.device)
                 y = torch.from_numpy(y[part]).to(self.device)
                 logits = self.net(x)
-                loss = F.cross_entropy(logits, y)
+                loss = self.loss_fn(logits, y)
                 objective = loss + self._slu_cost() if gated else loss
                 self.opt.zero_grad(set_to_none=True)
                 objective.backward()

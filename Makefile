@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-RUN_ARGS ?= --backend torch --model resnet20 --dataset mnist5k --epochs 15
+# The main job: E2-Train (SMD + SLU + PSG) on the emulated engine, ResNet-20 on the built-in MNIST-5k.
+RUN_ARGS ?= --backend emu --model resnet20 --dataset mnist5k --epochs 15 --smd 0.5 --slu-target 0.6 --slu-beta 1e-3 \
+            --slu-gate-init 0.95 --slu-band 0.05 --precision fixed --psg --psg-tau 0 --out runs/make-run
+RUN_OUT := runs/make-run
 
 .PHONY: run test bench venv clean cross-tools
 
@@ -17,6 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
+	rm -rf $(RUN_OUT)
 	$(VENV)/bin/e2t train $(RUN_ARGS)
 
 # The aarch64 engine's tests run it under qemu-user: Debian's cross compiler and qemu-user.
@@ -35,6 +39,7 @@ bench: $(STAMP)
 	mkdir -p bench/out
 	$(PY) bench/train_speed.py --json bench/out/train_speed.json
 	$(PY) bench/engine_speed.py --json bench/out/engine_speed.json
+	$(PY) bench/emu_speed.py --json bench/out/emu_speed.json
 	$(PY) bench/ablation.py --out bench/out/ablation
 
 clean:

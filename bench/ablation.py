@@ -1,7 +1,7 @@
 """E2-Train ablation: baseline / SMD / SMD+SLU / SMD+SLU+PSG, accuracy vs counted work.
 
     python bench/ablation.py [--model resnet20] [--dataset mnist5k] [--epochs 60] [--jobs N]
-                             [--only NAME ...] [--out bench/out/ablation]
+                             [--only NAME ...] [--backend torch|emu] [--out bench/out/ablation]
 
 Trains each configuration with the reference trainer (same seed and schedule), then prints
 test accuracy, the MACs and DDR bytes counted over the whole run (host/opcount.py) and
@@ -12,6 +12,10 @@ All rows share one schedule (60 epochs, lr steps at 50 % and 75 % of the iterati
 dropped iterations counted in it). The float baseline saturates within 15 epochs on mnist5k,
 the gated SLU network does not: at 15 / 30 / 60 epochs SMD+SLU (target 0.6) reached about
 94 / 97.5 / 98.1 % on one thread, against 98.0 / 98.6 / 98.8 % for SMD alone.
+
+With ``--backend emu`` every row trains on the emulated engine (host/trainer.py) in fixed point:
+the baseline is then the engine's full weight gradient with the sign update (no savings), and
+MACs and bytes are the engine's own counters.
 
 Every configuration trains in its own process on one thread (``--jobs`` at a time, longest
 first), so the table does not depend on the machine's core count: PyTorch's CPU kernels sum
@@ -34,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from host.config import TrainConfig  # noqa: E402
+from host.trainer import EngineTrainer  # noqa: E402
 from reference.train import Trainer  # noqa: E402
 
 SLU = {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3, "slu_gate_init": 0.95, "slu_band": 0.05}
@@ -54,20 +59,26 @@ SLOW = ("smd+slu+psg", "smd+slu+psg-ratio")  # the reference's PSG runs about 5x
 def run(name: str, overrides: dict, args) -> dict:
     """Train one configuration on one thread; returns its table row."""
     torch.set_num_threads(1)
+    if args.backend == "emu":
+        overrides = {**overrides, "backend": "emu", "precision": "fixed"}
     cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, seed=args.seed, **overrides)
     out = os.path.join(args.out, name)
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    records = Trainer(cfg, out, data_dir=args.data_dir, progress=False,
-                      log=lambda m: print(f"  [{name}] {m}", flush=True)).fit()
+    cls = EngineTrainer if args.backend == "emu" else Trainer
+    records = cls(cfg, out, data_dir=args.data_dir, progress=False,
+                  log=lambda m: print(f"  [{name}] {m}", flush=True)).fit()
     widths: dict = {}
     for r in records:
-        for width, macs in r["ops"]["total"]["all"]["macs"].items():
+        counts = r["ops"]["total"]["all"]["macs"] if args.backend == "torch" else \
+            {k[len("macs_"):]: v for k, v in r["engine"].items() if k.startswith("macs_")}
+        for width, macs in counts.items():
             widths[width] = widths.get(width, 0) + macs
     last = records[-1]
+    nbytes = (lambda r: r["ops"]["total"]["all"]["bytes"]) if args.backend == "torch" else (lambda r: r["engine"]["bytes"])
     return {"name": name, "config": cfg.to_dict(), "test_acc": last["test_acc"],
             "macs": sum(r["macs"] for r in records), "macs_by_width": widths,
-            "bytes": sum(r["ops"]["total"]["all"]["bytes"] for r in records),
+            "bytes": sum(nbytes(r) for r in records),
             "kept_iterations": sum(r["kept_iterations"] for r in records),
             "executed_fraction": last.get("executed_fraction"),
             "psg_predicted_fraction": last.get("psg_predicted_fraction"),
@@ -99,6 +110,8 @@ def main() -> None:
                         f"{len(DEFAULT)})")
     p.add_argument("--only", nargs="*", choices=list(CONFIGS),
                    help=f"run these instead of {', '.join(DEFAULT[1:])} (baseline always runs)")
+    p.add_argument("--backend", choices=("torch", "emu"), default="torch",
+                   help="torch: the reference trainer; emu: the emulated on-engine trainer, fixed point")
     p.add_argument("--out", default="bench/out/ablation")
     args = p.parse_args()
     if args.jobs < 1:
@@ -110,7 +123,7 @@ def main() -> None:
         futures = {n: pool.submit(run, n, CONFIGS[n], args) for n in order}
         rows = [futures[n].result() for n in names]
     text = table(rows)
-    print(f"\n{args.model} on {args.dataset}, {args.epochs} epochs (exec: gated blocks run in training, "
+    print(f"\n{args.model} on {args.dataset}, {args.epochs} epochs, backend {args.backend} (exec: gated blocks run in training, "
           f"last epoch; pred: PSG weight-gradient entries decided by the 4-bit predictor)\n{text}")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "ablation.json"), "w") as f:

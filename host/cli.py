@@ -41,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", help=f"{', '.join(MODELS)} (default {d.model})")
     t.add_argument("--dataset", help=f"{', '.join(DATASETS)} (default {d.dataset})")
     t.add_argument("--data-dir", help="folder with cifar-10-python.tar.gz / cifar-100-python.tar.gz "
-                                      "(or their extracted folders), or mnist_5k.csv.gz / digits.csv.gz")
+                                      "(or their extracted folders), or mnist_5k.csv.gz / digits.csv.gz; for "
+                                      "--dataset folder: one subfolder of PNG/JPEG images per class, or a .npz "
+                                      "with x and y")
+    t.add_argument("--size", type=int, dest="image_size", metavar="N",
+                   help="--dataset folder: resize every image to N x N (needed when sizes differ)")
+    t.add_argument("--channels", type=int, dest="image_channels", choices=(1, 3),
+                   help="--dataset folder: 1 (grayscale) or 3 (RGB); default: 1 if every image is grayscale")
     t.add_argument("--epochs", type=int, help=f"default {d.epochs}")
     t.add_argument("--batch-size", type=int, help=f"global mini-batch (default {d.batch_size})")
     t.add_argument("--lr", type=float, help=f"default {d.lr}")
@@ -170,9 +176,35 @@ def cmd_train(args: argparse.Namespace) -> int:
                            f"e2t train --resume --out {out}") from None
     if records:
         last = records[-1]
+        if cfg.backend != "torch":
+            print(run_summary(records))
         print(f"{cfg.model} on {cfg.dataset}: test accuracy {100 * last['test_acc']:.2f} % after "
               f"{last['epoch']} epochs; run folder {out}")
     return 0
+
+
+def run_summary(records: list[dict]) -> str:
+    """What an on-engine run did, over all its epochs (from metrics.jsonl's records)."""
+    kept = sum(r["kept_iterations"] for r in records)
+    dropped = sum(r["dropped_iterations"] for r in records)
+    engine = {}
+    for r in records:
+        for k, v in r["engine"].items():
+            engine[k] = engine.get(k, 0) + v
+    macs = {k[len("macs_"):]: v for k, v in engine.items() if k.startswith("macs_")}
+    ops = sum(v for k, v in engine.items() if k.startswith("ops_"))
+    seconds = sum(r["seconds"] for r in records)
+    eng_s = sum(sum(r["engine_seconds"].values()) for r in records)
+    lines = [f"  batches: {kept} trained, {dropped} dropped by SMD ({100 * dropped / max(kept + dropped, 1):.0f} %)",
+             f"  engine: {ops:,} calls, {sum(macs.values()) / 1e9:.1f} G MACs ("
+             + ", ".join(f"{k} {v / 1e9:.1f} G" for k, v in sorted(macs.items())) + f"), "
+             f"{engine.get('bytes', 0) / 2**30:.1f} GiB moved, {eng_s:.0f} s of {seconds:.0f} s training"]
+    if records[-1].get("executed_fraction") is not None:
+        lines.append(f"  SLU: {100 * records[-1]['executed_fraction']:.1f} % of gated blocks run (last epoch)")
+    if records[-1].get("psg_predicted_fraction") is not None:
+        lines.append(f"  PSG: {100 * records[-1]['psg_predicted_fraction']:.1f} % of weight-gradient signs from the "
+                     f"4-bit predictor (last epoch)")
+    return "\n".join(lines)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

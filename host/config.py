@@ -24,6 +24,8 @@ class TrainConfig:
     board: str = "pynq-z2"  # the board whose engine runs the convs (emu, pynq); the torch backend ignores it
     model: str = "resnet20"
     dataset: str = "mnist5k"
+    image_size: int | None = None  # folder data sets: resize images to this side (None: as they are)
+    image_channels: int | None = None  # folder data sets: 1 (grayscale) or 3 (RGB); None: from the images
     epochs: int = 15
     batch_size: int = 128
     lr: float = 0.1
@@ -54,6 +56,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise E2TError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.image_size is not None and not 1 <= self.image_size <= 1024:
+            raise E2TError(f"--size must be 1..1024 pixels, got {self.image_size}")
+        if self.image_channels not in (None, 1, 3):
+            raise E2TError(f"--channels must be 1 (grayscale) or 3 (RGB), got {self.image_channels}")
         if self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise E2TError(f"need lr > 0, 0 <= momentum < 1, weight decay >= 0; got "
                            f"{self.lr}, {self.momentum}, {self.weight_decay}")

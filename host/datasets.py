@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import E2TError
 
-DATASETS = ("mnist5k", "digits", "cifar10", "cifar100")
+DATASETS = ("mnist5k", "digits", "cifar10", "cifar100", "folder")
 
 _SIZE = 32  # every data set comes out as 32x32 images
 _SPLIT_SEED = 20240601  # fixed, so the train/test split never depends on the user's seed
@@ -90,21 +90,28 @@ _CIFAR = {
 
 
 def shape_of(name: str) -> tuple[int, int, int]:
-    """(channels, classes, image side) of a data set, without loading it."""
+    """(channels, classes, image side) of a built-in data set, without loading it."""
     if name in _CSV:
         return 1, 10, _SIZE
     if name in _CIFAR:
         return 3, _CIFAR[name].num_classes, _SIZE
+    if name == "folder":
+        raise E2TError("--dataset folder: its shape comes from the images (load it with --data-dir)")
     raise E2TError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
 
 
-def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    """Load data set ``name`` (one of ``DATASETS``); CIFAR needs ``data_dir``.
+def load_dataset(name: str, data_dir: str | None = None, size: int | None = None,
+                 channels: int | None = None) -> Dataset:
+    """Load data set ``name`` (one of ``DATASETS``); CIFAR and ``folder`` need ``data_dir``;
+    ``size`` and ``channels`` convert a ``folder`` data set's images (host/folderdata.py).
 
-    Results are cached per (name, file); their arrays are read-only.
+    Built-in sets are cached per (name, file); their arrays are read-only.
     """
     if data_dir is not None:
         data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    if name == "folder":
+        from .folderdata import load_folder
+        return load_folder(data_dir, size, channels)
     if name in _CSV:
         return _load(name, _find_csv(name, data_dir))
     if name in _CIFAR:

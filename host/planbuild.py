@@ -235,6 +235,8 @@ def save(out: str, plan: planmod.Plan, weights: bytes, extra: dict[str, bytes] |
 def save_files(out: str, files: dict[str, bytes]) -> None:
     """Write files (relative path -> bytes) into ``out``: all go to a temporary folder beside it
     first and are then moved in, so a failure before the move leaves ``out`` as it was."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise E2TError(f"--out {out} is a file, not a folder: choose a folder")
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.tmp{os.getpid()}")

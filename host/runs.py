@@ -46,6 +46,8 @@ class RunDir:
 
     def create(self, config: dict) -> None:
         """Start a new run; refuses a folder that already holds one (nothing is overwritten)."""
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise E2TError(f"--out {self.path} is a file, not a run folder: choose a folder")
         if self.has_checkpoint() or os.path.exists(self.file(CONFIG)):
             raise E2TError(f"run folder {self.path} already holds a run: pass --resume to "
                            f"continue it, or choose a new --out")

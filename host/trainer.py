@@ -21,7 +21,7 @@ import numpy as np
 
 from . import hostops, numerics as nx, plan as planmod, planbuild, weightsfile
 from .config import TrainConfig, lr_at
-from .datasets import batches_per_epoch, load_dataset, shape_of, train_batches
+from .datasets import batches_per_epoch, load_dataset, train_batches
 from .errors import E2TError
 from .forward import evaluate
 from .progress import Progress
@@ -62,7 +62,7 @@ class EngineTrainer:
             raise E2TError(f"--predictive-forward is not implemented on --backend {cfg.backend} yet")
         self.cfg, self.progress = cfg, progress
         self.log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
-        self.ds = load_dataset(cfg.dataset, data_dir)
+        self.ds = load_dataset(cfg.dataset, data_dir, cfg.image_size, cfg.image_channels)
         self.run = RunDir(out, CHECKPOINT)
         if init:
             self.plan = planmod.load(init)
@@ -76,7 +76,7 @@ class EngineTrainer:
                                f"{net['num_classes']} classes, {cfg.dataset} has {self.ds.in_channels} and "
                                f"{self.ds.num_classes}")
         else:
-            c, k, size = shape_of(cfg.dataset)
+            c, k, size = self.ds.in_channels, self.ds.num_classes, self.ds.test_x.shape[2]
             self.plan, _, arrays = planbuild.from_model(cfg.model, c, k, size, cfg.board, cfg.batch_size, cfg.seed,
                                                         cfg.slu_target is not None, cfg.slu_gate_init, cfg.dataset)
         self.overlay = overlay or open_overlay(cfg.backend, cfg.board, engine, bitfile, self.log)

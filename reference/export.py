@@ -145,7 +145,7 @@ def export_checkpoint(src: str, board: str, out: str, batch: int | None, data_di
     from hls import export as hx
     state, cfg, path = read_checkpoint(src)
     boards.board(board)
-    ds = load_dataset(cfg.dataset, data_dir)
+    ds = load_dataset(cfg.dataset, data_dir, cfg.image_size, cfg.image_channels)
     size = ds.test_x.shape[2]
     trained, twin = trained_models(state, cfg, ds.in_channels, ds.num_classes)
     start = time.perf_counter()

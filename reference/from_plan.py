@@ -87,7 +87,9 @@ def export_plan(src: str, out: str, data_dir: str | None, log) -> dict:
     data = plan_onnx.build(plan, arrays)
     files = {"model.onnx": data}
     figures = {"plan": src, "batch": plan.batch}
-    ds = load_dataset(plan.network["dataset"], data_dir) if plan.network["dataset"] else None
+    net, saved = plan.network, plan.data.get("provenance", {}).get("config", {})
+    ds = load_dataset(net["dataset"], data_dir, saved.get("image_size"), saved.get("image_channels")) \
+        if net["dataset"] else None
     if ds is not None:
         x, y = normalize(ds, ds.test_x), ds.test_y
         host = forward.evaluate(plan, arrays, x, y, csim.Engine("fast", plan.board.name, log=log))

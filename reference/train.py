@@ -124,7 +124,7 @@ class Trainer:
         self.world = init_world(self.device)
         self.log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
         self.progress = progress and self.world.is_main
-        self.ds = load_dataset(cfg.dataset, data_dir)
+        self.ds = load_dataset(cfg.dataset, data_dir, cfg.image_size, cfg.image_channels)
         self.world.shard(cfg.batch_size)  # fail early if the batch does not split
         if cfg.psg and self.world.size > 1:
             raise E2TError("--psg is not supported under torchrun yet: averaging sign gradients "

@@ -71,3 +71,20 @@ def test_console_script_exit_code():
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["e2t: error: unknown model 'resnet7' (known: resnet8, resnet20, "
                                              "resnet38, resnet74, resnet110)"]
+
+
+@pytest.mark.parametrize("backend", [[], ["--backend", "emu", "--precision", "fixed"]])
+def test_out_that_is_a_file_is_one_line(capsys, tmp_path, backend):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    one_line_error(capsys, ["train", *FAST, *backend, "--out", str(target)], "is a file, not a run folder")
+    assert target.read_text() == "keep me"
+
+
+def test_backend_errors_are_one_line(capsys, tmp_path):
+    one_line_error(capsys, ["train", *FAST, "--backend", "emu", "--out", str(tmp_path / "r")],
+                   "--backend emu computes in fixed point: add --precision fixed")
+    one_line_error(capsys, ["train", *FAST, "--backend", "pynq", "--precision", "fixed", "--out", str(tmp_path / "p")],
+                   "--backend pynq needs")
+    one_line_error(capsys, ["train", *FAST, "--backend", "emu", "--precision", "fixed", "--dataset", "folder",
+                            "--out", str(tmp_path / "f")], "--dataset folder needs --data-dir")

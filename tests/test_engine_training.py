@@ -268,3 +268,53 @@ def test_the_engine_trainer_reproduces_the_reference_step_for_step(tmp_path):
         if name.endswith(("weight", "bias", "running_mean", "running_var")) and f"host/{name}" in state:
             assert np.array_equal(state[f"host/{name}"], value.numpy()), name
     assert sum(f"host/{n}" in state for n in ref.model.state_dict()) >= 4 * 9 + 2
+
+
+# -- the user's own images ------------------------------------------------------------------------
+
+def _write_folder(root, sizes=((12, 12),), n=6, mode="L"):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog", "owl"):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            w, h = sizes[i % len(sizes)]
+            a = rng.integers(0, 256, (h, w) if mode == "L" else (h, w, 3), dtype=np.uint8)
+            Image.fromarray(a, mode).save(root / c / f"{i}.png")
+
+
+def test_folder_dataset_trains_on_the_engine_from_an_exported_init(tmp_path):
+    """--dataset folder (PNG subfolders, resized by --size) and --init from a plan: fine-tuning."""
+    from host.datasets import load_dataset
+    _write_folder(tmp_path / "imgs", sizes=((12, 12), (10, 14)), n=10)
+    with pytest.raises(E2TError, match=r"images differ in size \(12 x 12 in .*0.png, 10 x 14 in .*1.png\): pass --size"):
+        load_dataset("folder", str(tmp_path / "imgs"))
+    ds = load_dataset("folder", str(tmp_path / "imgs"), size=16, channels=3)
+    assert ds.train_x.shape[1:] == (3, 16, 16) and ds.num_classes == 3 and len(ds.test_y) == 6
+    plan, weights, _ = planbuild.from_model("resnet8", 3, 3, 16, "pynq-z2", 8, seed=5)
+    planbuild.save(str(tmp_path / "init"), plan, weights)
+    cfg = _cfg(dataset="folder", image_size=16, image_channels=3, epochs=1, batch_size=8, psg=True)
+    r = EngineTrainer(cfg, str(tmp_path / "run"), data_dir=str(tmp_path / "imgs"), init=str(tmp_path / "init"),
+                      **QUIET).fit()
+    assert r[-1]["kept_iterations"] == 3 and 0 <= r[-1]["test_acc"] <= 1
+
+
+def test_folder_and_npz_datasets_fail_clearly(tmp_path):
+    from host.datasets import load_dataset
+    _write_folder(tmp_path / "a")
+    (tmp_path / "a" / "empty").mkdir()
+    with pytest.raises(E2TError, match=r"class 'empty' has no images"):
+        load_dataset("folder", str(tmp_path / "a"))
+    _write_folder(tmp_path / "b")
+    (tmp_path / "b" / "dog" / "9.png").write_bytes(b"not a png")
+    with pytest.raises(E2TError, match=r"9.png: cannot read the image"):
+        load_dataset("folder", str(tmp_path / "b"))
+    with pytest.raises(E2TError, match="needs --data-dir"):
+        load_dataset("folder", None)
+    x = np.random.default_rng(0).integers(0, 256, (40, 20, 20, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(40) % 4)
+    ds = load_dataset("folder", str(tmp_path / "d.npz"), channels=1)
+    assert ds.train_x.shape[1:] == (1, 20, 20) and ds.num_classes == 4
+    np.savez(tmp_path / "e.npz", images=x)
+    with pytest.raises(E2TError, match="needs arrays 'x' \\(images\\) and 'y' \\(labels\\); it has images"):
+        load_dataset("folder", str(tmp_path / "e.npz"))

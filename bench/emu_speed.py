@@ -1,0 +1,98 @@
+"""Training speed of the emulated engine against the PyTorch trainers, measured side by side.
+
+    python bench/emu_speed.py [--model resnet20] [--dataset mnist5k] [--iterations 8] [--rounds 2]
+
+Images per second through forward and backward (the images of the kept batches: a batch SMD
+drops costs nothing and is not counted) of four trainers on the same model, data and batch:
+the emulated on-engine trainer with E2-Train's savings (SMD 0.5, SLU 0.6, PSG with threshold
+0), the emulated trainer with none (fixed point, full weight gradient), the PyTorch float
+trainer and the reference's fixed + PSG mode. Each runs ``--iterations`` iterations per round,
+after one warm-up iteration; rounds alternate the trainers, and the best round counts. Ratios
+are against the PyTorch float trainer of the same run, so machines compare by ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from host.config import TrainConfig  # noqa: E402
+from host.trainer import EngineTrainer  # noqa: E402
+from reference.train import Trainer  # noqa: E402
+
+E2TRAIN = {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3, "slu_gate_init": 0.95, "slu_band": 0.05,
+           "precision": "fixed", "psg": True, "psg_tau": 0.0}
+ROWS = {
+    "emu E2-Train (SMD+SLU+PSG)": ("emu", E2TRAIN),
+    "emu, no savings (fixed, full gradient)": ("emu", {"precision": "fixed"}),
+    "PyTorch float": ("torch", {}),
+    "reference fixed + PSG": ("torch", {"precision": "fixed", "psg": True, "psg_tau": 0.0}),
+}
+FLOAT = "PyTorch float"
+
+
+def make(name: str, args, folder: str):
+    backend, overrides = ROWS[name]
+    cfg = TrainConfig(backend=backend, model=args.model, dataset=args.dataset, epochs=1, batch_size=args.batch,
+                      **overrides)
+    cls = EngineTrainer if backend == "emu" else Trainer
+    kwargs = {} if backend == "emu" else {"device": "cpu"}
+    return cls(cfg, folder, data_dir=args.data_dir, progress=False, log=lambda m: None, **kwargs)
+
+
+def measure(name: str, args, root: str, round_: int) -> float:
+    """Images per second over ``args.iterations`` iterations (after one warm-up iteration)."""
+    folder = os.path.join(root, f"{round_}-{len(os.listdir(root))}")
+    t = make(name, args, folder)
+    t.iters_per_epoch = 1
+    t.train_epoch()  # warm-up: builds, caches, first-call costs
+    t.epoch, t.iters_per_epoch = 1, args.iterations  # epoch 1's data order and SMD draws
+    start = time.perf_counter()
+    record = t.train_epoch()
+    seconds = time.perf_counter() - start
+    seen = record["kept_iterations"] * args.batch
+    shutil.rmtree(folder, ignore_errors=True)
+    return seen / seconds if seen else 0.0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--data-dir")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--iterations", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--json", help="also write the figures here")
+    args = p.parse_args()
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}; {args.model} on {args.dataset}, batch {args.batch}, {args.iterations} "
+          f"iterations per round, best of {args.rounds} rounds", flush=True)
+    best = {n: 0.0 for n in ROWS}
+    with tempfile.TemporaryDirectory() as root:
+        for r in range(args.rounds):
+            for name in ROWS:
+                best[name] = max(best[name], measure(name, args, root, r))
+                print(f"  round {r + 1}: {name}: {best[name]:.1f} img/s", flush=True)
+    print(f"\n{'trainer':<42}{'img/s':>9}{'x float':>9}")
+    for name, v in best.items():
+        print(f"{name:<42}{v:>9.1f}{v / best[FLOAT]:>9.2f}")
+    e2t, ref = best["emu E2-Train (SMD+SLU+PSG)"], best["reference fixed + PSG"]
+    print(f"\nemulated E2-Train / reference fixed + PSG: {e2t / ref:.2f}x; emulated with no savings / PyTorch float: "
+          f"{best['emu, no savings (fixed, full gradient)'] / best[FLOAT]:.2f}x (target >= 1.0x)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"images_per_s": best, "args": vars(args)}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -93,3 +93,21 @@ class RunDir:
         """Keep only records of epochs 1..epochs_done, the ones the checkpoint holds."""
         kept = [r for r in self.metrics() if r.get("epoch", 0) <= epochs_done]
         atomic_write(self.file(METRICS), "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
+
+
+def epoch_line(r: dict) -> str:
+    """One log line for an epoch's metrics record (every backend's)."""
+    line = f"epoch {r['epoch']}: "
+    if r["train_loss"] is not None:
+        line += f"train loss {r['train_loss']:.4f} acc {100 * r['train_acc']:.2f} %, "
+    line += f"test acc {100 * r['test_acc']:.2f} %"
+    if r["dropped_iterations"]:
+        line += f", {r['dropped_iterations']} of {r['kept_iterations'] + r['dropped_iterations']} batches dropped"
+    if r.get("executed_fraction") is not None:
+        line += f", {100 * r['executed_fraction']:.1f} % of gated blocks run"
+    if r.get("psg_predicted_fraction") is not None:
+        line += f", PSG predicted {100 * r['psg_predicted_fraction']:.1f} %"
+    line += f" ({r['seconds']:.1f} s, {r['images_per_s']:.0f} img/s"
+    if r.get("engine_seconds") is not None:
+        line += f", engine {sum(r['engine_seconds'].values()):.1f} s"
+    return line + ")"

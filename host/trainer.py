@@ -25,7 +25,7 @@ from .datasets import batches_per_epoch, load_dataset, train_batches
 from .errors import E2TError
 from .forward import evaluate
 from .progress import Progress
-from .runs import RunDir, atomic_write
+from .runs import RunDir, atomic_write, epoch_line
 from .schedule import cost_sign, cost_weights, smd_drops
 from .session import PHASES, EngineSession
 from .trainstep import Step
@@ -234,20 +234,7 @@ class EngineTrainer:
             record.update(self.evaluate())
             atomic_write(self.run.checkpoint, self._state())
             self.run.append_metrics(record)
-            self.log(_summary(record))
+            self.log(epoch_line(record))
         self.save_plan()
         return self.run.metrics()
 
-
-def _summary(r: dict) -> str:
-    line = f"epoch {r['epoch']}: "
-    if r["train_loss"] is not None:
-        line += f"train loss {r['train_loss']:.4f} acc {100 * r['train_acc']:.2f} %, "
-    line += f"test acc {100 * r['test_acc']:.2f} %"
-    if r["dropped_iterations"]:
-        line += f", {r['dropped_iterations']} of {r['kept_iterations'] + r['dropped_iterations']} batches dropped"
-    if r.get("executed_fraction") is not None:
-        line += f", {100 * r['executed_fraction']:.1f} % of gated blocks run"
-    if r.get("psg_predicted_fraction") is not None:
-        line += f", PSG predicted {100 * r['psg_predicted_fraction']:.1f} %"
-    return line + f" ({r['seconds']:.1f} s, {r['images_per_s']:.0f} img/s, engine {sum(r['engine_seconds'].values()):.1f} s)"

@@ -28,7 +28,7 @@ from host.datasets import batches_per_epoch, load_dataset, test_batches, train_b
 from host.errors import E2TError
 from host.opcount import OpCounter, Precision, total_macs
 from host.progress import Progress
-from host.runs import RunDir
+from host.runs import RunDir, epoch_line as summary
 from host.schedule import smd_drops
 
 from .distributed import World, close_world, init_world, use_global_batchnorm
@@ -98,20 +98,6 @@ def evaluate(model: torch.nn.Module, ds, device: torch.device, batch_size: int =
                 record["test_executed_fraction" + suffix] = executed / (n * model.num_gates)
     model.train()
     return record
-
-
-def summary(record: dict) -> str:
-    """One log line for an epoch's metrics record."""
-    line = f"epoch {record['epoch']}: "
-    if record["train_loss"] is not None:
-        line += f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f} %, "
-    line += f"test acc {100 * record['test_acc']:.2f} %"
-    if record["dropped_iterations"]:
-        line += f", {record['dropped_iterations']} of {record['kept_iterations'] + record['dropped_iterations']} " \
-                f"batches dropped"
-    if record.get("executed_fraction") is not None:
-        line += f", {100 * record['executed_fraction']:.1f} % of gated blocks run"
-    return line + f" ({record['seconds']:.1f} s, {record['images_per_s']:.0f} img/s)"
 
 
 class Trainer:

@@ -33,16 +33,16 @@ class NumpyEngine:
 
 def conv_forward(op: dict, arrays: dict, x: np.ndarray, engine, record: dict | None = None) -> np.ndarray:
     """One conv op on float32 NCHW ``x``: quantize, CONV_FWD, scale back."""
-    x_q, e_x, _ = nx.quantize_tensor(x, nx.ACT)
+    x_q, e_x, _ = nx.quantize_tensor(x, nx.ACT, np.int8)
     name = op["name"]
     if hasattr(engine, "conv_layer"):  # an engine session: the layer's weights are in its DDR
         y, r = engine.conv_layer(op, x_q)
     else:
-        y, r, _ = engine.conv_fwd(x_q.astype(np.int8), arrays[f"{name}.wgt"], op["stride"], op["pad"])
+        y, r, _ = engine.conv_fwd(x_q, arrays[f"{name}.wgt"], op["stride"], op["pad"])
     if record is not None:
         record[name] = y
     e = e_x + op["wq_exp"] + arrays[f"{name}.wshift"].astype(np.int64) + r
-    return np.ldexp(y.astype(np.float64), e.reshape(1, -1, 1, 1)).astype(np.float32)
+    return nx.dequantize(y, e.reshape(1, -1, 1, 1))
 
 
 def forward(plan, arrays: dict, x: np.ndarray, engine, slu: str = "gather", record: dict | None = None) -> dict:

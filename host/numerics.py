@@ -115,25 +115,40 @@ def quantize(x, e: int, fmt: Fmt) -> tuple[np.ndarray, int]:
     return fmt.saturate(np.floor(v + 0.5).astype(np.int64))
 
 
-def quantize_tensor(x, fmt: Fmt) -> tuple[np.ndarray, int, int]:
-    """Per-tensor max-abs power-of-two quantization: (q, e, saturations).
+def quantize_tensor(x, fmt: Fmt, dtype=np.int64) -> tuple[np.ndarray, int, int]:
+    """Per-tensor max-abs power-of-two quantization: (q as ``dtype``, e, saturations).
 
     The exponent leaves every |x * 2^-e| below hi + 1/2, so nothing saturates; a float32
     tensor is then rounded in float32 exactly (``_round_half_up32``), as ``quantize`` does."""
     x = np.asarray(x)
-    e = exponent_for(float(np.max(np.abs(x))) if x.size else 0.0, fmt)
+    amax = max(float(x.max()), -float(x.min())) if x.size else 0.0
+    e = exponent_for(amax, fmt)
     if x.dtype == np.float32:
-        return _round_half_up32(np.ldexp(x, np.int32(-e))), e, 0
+        return _round_half_up32(np.ldexp(x, np.int32(-e)), dtype), e, 0
     q, sat = quantize(x, e, fmt)
-    return q, e, sat
+    return q.astype(dtype, copy=False), e, sat
 
 
-def _round_half_up32(v: np.ndarray) -> np.ndarray:
-    """floor(v + 1/2) of float32 values below 2^23 in magnitude, exactly: floor(v), plus one
-    where the fraction v - floor(v) (exact in float32, or rounded without crossing 1/2) is at
-    least 1/2. ``v + 0.5`` itself would round in float32 (0.49999997 + 0.5 = 1.0)."""
+def _round_half_up32(v: np.ndarray, dtype) -> np.ndarray:
+    """floor(v + 1/2) of float32 values below 2^23 in magnitude, exactly, in place of ``v``:
+    floor(v), plus one where the fraction v - floor(v) (exact in float32, or rounded without
+    crossing 1/2) is at least 1/2. ``v + 0.5`` itself would round in float32
+    (0.49999997 + 0.5 = 1.0)."""
     f = np.floor(v)
-    return f.astype(np.int64) + (v - f >= np.float32(0.5))
+    np.subtract(v, f, out=v)
+    f += v >= np.float32(0.5)
+    return f.astype(dtype)
+
+
+def dequantize(q, e) -> np.ndarray:
+    """Integers at exponent(s) ``e`` (an int, or per channel broadcasting against ``q``) ->
+    float32, rounded once: ``q * 2^e`` (section 3). With every exponent in [-126, 96] the
+    float32 product of float32(q) and 2^e is that rounding (scaling by a power of two is exact
+    there); otherwise it is computed in float64."""
+    e = np.asarray(e, np.int64)
+    if e.size and -126 <= int(e.min()) and int(e.max()) <= 96:
+        return np.asarray(q).astype(np.float32) * np.ldexp(np.float32(1), e.astype(np.int32))
+    return np.ldexp(np.asarray(q, np.float64), e).astype(np.float32)
 
 
 # -- weights ------------------------------------------------------------------------------

@@ -28,19 +28,20 @@ def _bn_train(x, gamma, beta, eps):
     var = ((x64 - mean.reshape(1, -1, *(1,) * (x.ndim - 2))) ** 2).mean(axes)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     invstd = (1.0 / np.sqrt(var + eps)).astype(F32)
-    xhat = ((x - mean.astype(F32).reshape(shape)) * invstd.reshape(shape)).astype(F32)
-    return (xhat * gamma.reshape(shape) + beta.reshape(shape)).astype(F32), xhat, invstd, mean, var
+    xhat = x - mean.astype(F32).reshape(shape)
+    xhat *= invstd.reshape(shape)
+    return xhat * gamma.reshape(shape) + beta.reshape(shape), xhat, invstd, mean, var
 
 
 def _bn_backward(g, xhat, invstd, gamma):
     axes = (0, 2, 3) if g.ndim == 4 else (0,)
     shape = (1, -1) + (1,) * (g.ndim - 2)
     m = g.size // g.shape[1]
-    dbeta = g.astype(F64).sum(axes)
+    dbeta = g.sum(axes, dtype=F64)
     dgamma = (g.astype(F64) * xhat).sum(axes)
     a = (gamma * invstd).reshape(shape) / F32(m)
     dx = a * (F32(m) * g - dbeta.astype(F32).reshape(shape) - xhat * dgamma.astype(F32).reshape(shape))
-    return dx.astype(F32), dgamma.astype(F32), dbeta.astype(F32)
+    return dx, dgamma.astype(F32), dbeta.astype(F32)
 
 
 class Step:
@@ -65,10 +66,10 @@ class Step:
                 out = np.zeros((0, *self.plan.tensors[op["output"]]), F32)
                 self.cache[op["name"]] = None
             elif kind == "conv":
-                x_q, e_x, _ = nx.quantize_tensor(ins[0], nx.ACT)
+                x_q, e_x, _ = nx.quantize_tensor(ins[0], nx.ACT, np.int8)
                 yq, r = self.s.conv_fwd(op, x_q)
                 e = e_x + op["wq_exp"] + self.s.buffer(op, "wshift").astype(np.int64) + r
-                out = np.ldexp(yq.astype(F64), e.reshape(1, -1, 1, 1)).astype(F32)
+                out = nx.dequantize(yq, e.reshape(1, -1, 1, 1))
                 self.cache[op["name"]] = (len(x_q), e_x)
             elif kind == "batchnorm":
                 p = op["params"]
@@ -201,7 +202,7 @@ class Step:
 
     def _conv_backward(self, op, g):
         n, e_x = self.cache[op["name"]]
-        g_q, e_g, _ = nx.quantize_tensor(g, nx.GRAD)
+        g_q, e_g, _ = nx.quantize_tensor(g, nx.GRAD, np.int16)
         self.s.set_grad(op, g_q)
         if self.psg is None:
             st = self.s.conv_wgrad(op, n, "full")
@@ -213,9 +214,9 @@ class Step:
         self.updated.add(op["name"])
         if not op["input_grad"]:
             return None
-        gmax = int(np.abs(g_q).max(initial=0))
+        gmax = max(int(g_q.max()), -int(g_q.min())) if g_q.size else 0
         gx, r, e_ref = self.s.conv_bwd_data(op, n, gmax)
-        return np.ldexp(gx.astype(F64), e_g + op["wq_exp"] + e_ref + r).astype(F32)
+        return nx.dequantize(gx, e_g + op["wq_exp"] + e_ref + r)
 
     def _gate_backward(self, op, g_mask, carry):
         """dL/dp = dL/dm (straight-through) plus the cost loss's s * beta * w_l; then back through

@@ -181,3 +181,15 @@ def test_float32_quantize_tensor_rounds_as_the_float64_path():
             q, e, sat = nx.quantize_tensor(x, fmt)
             want, sat64 = nx.quantize(x, e, fmt)
             assert q.dtype == np.int64 and np.array_equal(q, want) and sat == sat64 == 0
+
+
+def test_dequantize_rounds_once_as_the_float64_path():
+    rng = np.random.default_rng(6)
+    q = np.concatenate([rng.integers(-2**31, 2**31, 5000), rng.integers(-2**24, 2**24, 5000),
+                        np.array([0, 1, -1, 2**24 + 1, -(2**24 + 3), 2**31 - 1, -2**31])])
+    for e in (-126, -60, -30, 0, 17, 96, -140, 100):
+        want = np.ldexp(q.astype(np.float64), e).astype(np.float32)
+        assert np.array_equal(nx.dequantize(q, e), want, equal_nan=True), e
+    per = rng.integers(-40, 10, 7).reshape(1, -1, 1)
+    qq = rng.integers(-2**31, 2**31, (3, 7, 5))
+    assert np.array_equal(nx.dequantize(qq, per), np.ldexp(qq.astype(np.float64), per).astype(np.float32))

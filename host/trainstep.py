@@ -22,11 +22,14 @@ F32, F64 = np.float32, np.float64
 
 
 def _bn_train(x, gamma, beta, eps):
+    """BatchNorm with batch statistics: mean and E[x^2] summed in float64 (exact products),
+    var = E[x^2] - mean^2, each statistic rounded once to float32 where it meets the data."""
     axes = (0, 2, 3) if x.ndim == 4 else (0,)
-    x64 = x.astype(F64)
-    mean = x64.mean(axes)
-    var = ((x64 - mean.reshape(1, -1, *(1,) * (x.ndim - 2))) ** 2).mean(axes)
     shape = (1, -1) + (1,) * (x.ndim - 2)
+    m = x.size // x.shape[1]
+    mean = x.mean(axes, dtype=F64)
+    sub = "nchw,nchw->c" if x.ndim == 4 else "nc,nc->c"
+    var = np.maximum(np.einsum(sub, x, x, dtype=F64) / m - mean * mean, 0.0)
     invstd = (1.0 / np.sqrt(var + eps)).astype(F32)
     xhat = x - mean.astype(F32).reshape(shape)
     xhat *= invstd.reshape(shape)
@@ -37,11 +40,14 @@ def _bn_backward(g, xhat, invstd, gamma):
     axes = (0, 2, 3) if g.ndim == 4 else (0,)
     shape = (1, -1) + (1,) * (g.ndim - 2)
     m = g.size // g.shape[1]
-    dbeta = g.sum(axes, dtype=F64)
-    dgamma = (g.astype(F64) * xhat).sum(axes)
+    dbeta = g.sum(axes, dtype=F64).astype(F32)
+    dgamma = np.einsum("nchw,nchw->c" if g.ndim == 4 else "nc,nc->c", g, xhat, dtype=F64).astype(F32)
     a = (gamma * invstd).reshape(shape) / F32(m)
-    dx = a * (F32(m) * g - dbeta.astype(F32).reshape(shape) - xhat * dgamma.astype(F32).reshape(shape))
-    return dx, dgamma.astype(F32), dbeta.astype(F32)
+    dx = F32(m) * g               # a * (m g - dbeta - xhat dgamma), in this order
+    dx -= dbeta.reshape(shape)
+    dx -= xhat * dgamma.reshape(shape)
+    dx *= a
+    return dx, dgamma, dbeta
 
 
 class Step:

@@ -20,7 +20,7 @@ class _BNTrain(torch.autograd.Function):
     def forward(ctx, x, weight, bias, eps):
         x64 = x.to(F64)
         mean = x64.mean((0, 2, 3))
-        var = ((x64 - mean.view(1, -1, 1, 1)) ** 2).mean((0, 2, 3))
+        var = ((x64 * x64).mean((0, 2, 3)) - mean * mean).clamp(min=0)
         invstd = (1.0 / torch.sqrt(var + eps)).to(x.dtype)
         xhat = (x - mean.to(x.dtype).view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)
         ctx.save_for_backward(xhat, invstd, weight)

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from host import boards, numerics as nx, plan as planmod, planbuild
+from host import boards, plan as planmod, planbuild
 from host.errors import E2TError
 
 PASS_THROUGH = ("Identity", "Flatten", "Squeeze", "Unsqueeze", "Reshape", "Cast", "Dropout")

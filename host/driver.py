@@ -143,7 +143,6 @@ class PynqOverlay:
     ``allocate`` (pynq's contiguous memory, on the overlay's device)."""
 
     def __init__(self, overlay):
-        import pynq
         driver = pynq_driver()
         vlnv = regmap.load().vlnv
         names = [n for n, d in overlay.ip_dict.items() if d.get("type", "").startswith(vlnv.rsplit(":", 1)[0])]

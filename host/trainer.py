@@ -142,9 +142,9 @@ class EngineTrainer:
         data = json.loads(self.plan.to_json())
         data["provenance"] = {"source": "engine training", "epoch": self.epoch, "iteration": self.iteration,
                               "config": self.cfg.to_dict()}
-        data["weights"] = weightsfile.describe(weightsfile.pack(data["params"], arrays))
-        plan = planmod.Plan(data)
-        planbuild.save(self.run.path, plan, weightsfile.pack(data["params"], arrays))
+        weights = weightsfile.pack(data["params"], arrays)
+        data["weights"] = weightsfile.describe(weights)
+        planbuild.save(self.run.path, planmod.Plan(data), weights)
 
     # -- training -------------------------------------------------------------------------
     def _update(self, step: Step | None, lr: float) -> int:

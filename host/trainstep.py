@@ -211,12 +211,12 @@ class Step:
         g_q, e_g, _ = nx.quantize_tensor(g, nx.GRAD, np.int16)
         self.s.set_grad(op, g_q)
         if self.psg is None:
-            st = self.s.conv_wgrad(op, n, "full")
+            self.s.conv_wgrad(op, n, "full")
             self.s.buffer(op, "sgn")[...] = np.sign(self.s.wgrad_result(op))
         elif self.psg["ratio"] is not None:
-            st = self.s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(self.psg["ratio"]))
+            self.s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(self.psg["ratio"]))
         else:
-            st = self.s.conv_wgrad(op, n, "abs", nx.threshold_abs(self.psg["tau"], e_x, e_g))
+            self.s.conv_wgrad(op, n, "abs", nx.threshold_abs(self.psg["tau"], e_x, e_g))
         self.updated.add(op["name"])
         if not op["input_grad"]:
             return None

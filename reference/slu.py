@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from host import schedule
-from host.schedule import cost_sign  # noqa: F401 (the reference's name for it)
 
 GATE_MODES = ("sampled", "deterministic")
 

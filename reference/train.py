@@ -29,14 +29,14 @@ from host.errors import E2TError
 from host.opcount import OpCounter, Precision, total_macs
 from host.progress import Progress
 from host.runs import RunDir, epoch_line as summary
-from host.schedule import smd_drops
+from host.schedule import cost_sign, smd_drops
 
 from .distributed import World, close_world, init_world, use_global_batchnorm
 from .geometry import layer_geometry
 from .hostexact import cross_entropy as exact_cross_entropy, use_exact_host_ops
 from .models import GatedResNet, build_model, residual_macs
 from .quant import PSGConfig, PSGUpdater, QConv2d, conv_factory, sync_masters
-from .slu import cost_loss, cost_sign, cost_weights
+from .slu import cost_loss, cost_weights
 
 CHECKPOINT = "checkpoint.pt"
 

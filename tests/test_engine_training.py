@@ -244,7 +244,6 @@ def test_the_engine_trainer_reproduces_the_reference_step_for_step(tmp_path):
     integer master weight and momentum equals the reference's, and so does every float of the
     host's parameters; the training loss agrees within 1e-6 relative."""
     import dataclasses
-    import torch
     from reference import export as rx
     from reference.train import Trainer
     cfg = TrainConfig(model="resnet8", dataset="digits", epochs=1, batch_size=32, lr=0.05, precision="fixed",

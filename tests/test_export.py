@@ -2,7 +2,6 @@
 bit for bit against the reference's fixed-point forward through the engine's fast build, back
 out to PyTorch and ONNX, and bad input refused with one line."""
 import json
-import os
 import shutil
 import subprocess
 
@@ -18,7 +17,7 @@ from host.config import MODELS, TrainConfig
 from host.datasets import load_dataset, normalize
 from host.forward import forward
 
-from hls import csim, export as hx
+from hls import csim
 from reference import export as rx, from_plan
 from reference.quant import QConv2d, quantize_tensor, weights_for_use_from_float
 from reference.train import Trainer, decode_checkpoint

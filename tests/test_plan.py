@@ -9,7 +9,6 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from test_board_side import run_without_torch
 
 from host import boards, hostops, numerics as nx, plan as pm, planbuild, weightsfile

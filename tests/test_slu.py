@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from host.cli import main
 from host.config import TrainConfig
 from host.errors import E2TError
+from host.schedule import cost_sign
 from reference.models import CifarResNet, GatedResNet, build_model, residual_macs
-from reference.slu import cost_loss, cost_sign, cost_weights, decide, gated_block, straight_through
+from reference.slu import cost_loss, cost_weights, decide, gated_block, straight_through
 from reference.train import Trainer
 
 from conftest import assert_same_state, interrupted_and_resumed

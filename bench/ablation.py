@@ -15,7 +15,7 @@ the gated SLU network does not: at 15 / 30 / 60 epochs SMD+SLU (target 0.6) reac
 
 With ``--backend emu`` every row trains on the emulated engine (host/trainer.py) in fixed point:
 the baseline is then the engine's full weight gradient with the sign update (no savings), and
-MACs and bytes are the engine's own counters.
+MACs and bytes are counted from the engine calls made.
 
 Every configuration trains in its own process on one thread (``--jobs`` at a time, longest
 first), so the table does not depend on the machine's core count: PyTorch's CPU kernels sum
@@ -70,15 +70,12 @@ def run(name: str, overrides: dict, args) -> dict:
                   log=lambda m: print(f"  [{name}] {m}", flush=True)).fit()
     widths: dict = {}
     for r in records:
-        counts = r["ops"]["total"]["all"]["macs"] if args.backend == "torch" else \
-            {k[len("macs_"):]: v for k, v in r["engine"].items() if k.startswith("macs_")}
-        for width, macs in counts.items():
+        for width, macs in r["ops"]["total"]["all"]["macs"].items():
             widths[width] = widths.get(width, 0) + macs
     last = records[-1]
-    nbytes = (lambda r: r["ops"]["total"]["all"]["bytes"]) if args.backend == "torch" else (lambda r: r["engine"]["bytes"])
     return {"name": name, "config": cfg.to_dict(), "test_acc": last["test_acc"],
             "macs": sum(r["macs"] for r in records), "macs_by_width": widths,
-            "bytes": sum(nbytes(r) for r in records),
+            "bytes": sum(r["ops"]["total"]["all"]["bytes"] for r in records),
             "kept_iterations": sum(r["kept_iterations"] for r in records),
             "executed_fraction": last.get("executed_fraction"),
             "psg_predicted_fraction": last.get("psg_predicted_fraction"),

@@ -187,11 +187,12 @@ def run_summary(records: list[dict]) -> str:
     """What an on-engine run did, over all its epochs (from metrics.jsonl's records)."""
     kept = sum(r["kept_iterations"] for r in records)
     dropped = sum(r["dropped_iterations"] for r in records)
-    engine = {}
+    engine, macs = {}, {}
     for r in records:
         for k, v in r["engine"].items():
             engine[k] = engine.get(k, 0) + v
-    macs = {k[len("macs_"):]: v for k, v in engine.items() if k.startswith("macs_")}
+        for k, v in r["ops"]["total"].get("all", {"macs": {}})["macs"].items():
+            macs[k] = macs.get(k, 0) + v
     ops = sum(v for k, v in engine.items() if k.startswith("ops_"))
     seconds = sum(r["seconds"] for r in records)
     eng_s = sum(sum(r["engine_seconds"].values()) for r in records)

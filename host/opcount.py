@@ -70,7 +70,7 @@ class Precision:
         return 4.0 if self.mode == "fp32" else 1.0
 
 
-def _add(acc: dict, phase: str, width: str, macs: float, nbytes: float) -> None:
+def add_count(acc: dict, phase: str, width: str, macs: float, nbytes: float) -> None:
     slot = acc.setdefault(phase, {"macs": {}, "bytes": 0.0})
     slot["macs"][width] = slot["macs"].get(width, 0) + macs
     slot["bytes"] += nbytes
@@ -89,21 +89,21 @@ def layer_ops(g: LayerGeom, n: int, p: Precision, psg_stats: dict | None = None,
     x_el, y_el = n * g.c_in * g.h_in * g.w_in, n * g.c_out * g.h_out * g.w_out
     out_bytes = 4.0  # int32 or fp32 results
     if n:
-        _add(acc, "fwd", conv.width("fwd"), macs, x_el * conv.bytes_x() + g.weights * conv.bytes_w() + y_el * out_bytes)
+        add_count(acc, "fwd", conv.width("fwd"), macs, x_el * conv.bytes_x() + g.weights * conv.bytes_w() + y_el * out_bytes)
         if g.role != "stem":
-            _add(acc, "bwd_data", conv.width("bwd_data"), macs,
+            add_count(acc, "bwd_data", conv.width("bwd_data"), macs,
                  y_el * conv.bytes_g() + g.weights * conv.bytes_w() + x_el * out_bytes)
         if conv.psg:
-            _add(acc, "bwd_w_pred", conv.width("bwd_w_pred"), macs, x_el * 0.5 + y_el * conv.bytes_g())
+            add_count(acc, "bwd_w_pred", conv.width("bwd_w_pred"), macs, x_el * 0.5 + y_el * conv.bytes_g())
             share = (psg_stats or {}).get("pairs_recomputed", g.c_out * g.c_in) / (g.c_out * g.c_in)
-            _add(acc, "bwd_w_full", conv.width("bwd_w_full"), macs * share,
+            add_count(acc, "bwd_w_full", conv.width("bwd_w_full"), macs * share,
                  share * (x_el * conv.bytes_x() + y_el * conv.bytes_g()))
         else:
-            _add(acc, "bwd_w_full", conv.width("bwd_w_full"), macs,
+            add_count(acc, "bwd_w_full", conv.width("bwd_w_full"), macs,
                  x_el * conv.bytes_x() + y_el * conv.bytes_g() + g.weights * out_bytes)
     if update:
         per_weight = 16.0 + (0.25 if conv.psg else 4.0)  # master + momentum in and out, + gradient
-        _add(acc, "update", conv.width("update"), 3 * g.weights, g.weights * per_weight)
+        add_count(acc, "update", conv.width("update"), 3 * g.weights, g.weights * per_weight)
     return acc
 
 
@@ -138,25 +138,30 @@ class OpCounter:
             mine = self.per_layer[g.name]
             for phase, slot in ops.items():
                 for width, macs in slot["macs"].items():
-                    _add(mine, phase, width, macs, 0.0)
+                    add_count(mine, phase, width, macs, 0.0)
                 mine[phase]["bytes"] += slot["bytes"]
 
     def totals(self) -> dict:
         """Per phase and in all: MACs by width and bytes, summed over layers."""
-        out: dict = {}
-        for ops in self.per_layer.values():
-            for phase, slot in ops.items():
-                for width, macs in slot["macs"].items():
-                    _add(out, phase, width, macs, 0.0)
-                    _add(out, "all", width, macs, 0.0)
-                out[phase]["bytes"] += slot["bytes"]
-                out["all"]["bytes"] += slot["bytes"]
-        return out
+        return sum_layers(self.per_layer)
 
     def record(self) -> dict:
         """JSON-ready summary for metrics.jsonl."""
         return {"precision": asdict(self.precision), "iterations": dict(self.iterations),
                 "total": self.totals(), "per_layer": self.per_layer}
+
+
+def sum_layers(per_layer: dict) -> dict:
+    """Per phase and in all: MACs by width and bytes of per-layer counts, summed over layers."""
+    out: dict = {}
+    for ops in per_layer.values():
+        for phase, slot in ops.items():
+            for key in (phase, "all"):
+                acc = out.setdefault(key, {"macs": {}, "bytes": 0.0})
+                for width, macs in slot["macs"].items():
+                    acc["macs"][width] = acc["macs"].get(width, 0) + macs
+                acc["bytes"] += slot["bytes"]
+    return out
 
 
 def total_macs(ops: dict) -> float:

@@ -1,7 +1,8 @@
 """A plan's engine ops on one overlay (a board's or the emulated one): the DDR allocated once
 from the plan's layout, and one method per engine op of a conv layer that fills the
 registers from the plan, checks the buffers, runs the call through the driver and counts
-what it did (ops, MACs by operand widths, bytes moved, seconds)."""
+what it did (ops, MACs by phase and operand widths per layer in host/opcount.py's terms, so
+the energy model prices both backends alike, bytes moved, seconds)."""
 from __future__ import annotations
 
 import time
@@ -11,6 +12,7 @@ import numpy as np
 
 from . import numerics as nx
 from .driver import DDR, EngineError
+from .opcount import add_count
 
 PHASES = ("forward", "backward_data", "wgrad", "update")
 
@@ -28,6 +30,7 @@ class EngineSession:
         self.v = self.ddr.views
         self.counts = defaultdict(int)
         self.seconds = defaultdict(float)
+        self.per_layer = {}  # op name -> host/opcount.py's per-phase MACs by width and bytes
 
     # -- helpers --------------------------------------------------------------------------
     def _shape(self, op: dict, n: int) -> dict:
@@ -40,6 +43,7 @@ class EngineSession:
         return {role: self.ddr.address(op["buffers"][role]) for role in roles}
 
     def _run(self, phase: str, kind: str, op: dict, scalars: dict, addresses: dict, nbytes: int, macs: dict) -> dict:
+        """One call; ``macs`` maps (accounting phase, width) to MACs (host/opcount.py's names)."""
         start = time.perf_counter()
         st = self.ip.run(f"{kind} of layer {op['name']}", {"op": self.ip.regs.ops[kind], **scalars}, addresses,
                          flush=(self.ddr,), invalidate=(self.ddr,))
@@ -47,8 +51,9 @@ class EngineSession:
         self.counts[f"ops_{kind.lower()}"] += 1
         self.counts["bytes"] += nbytes
         self.counts["saturations"] += st["saturations"]
-        for key, value in macs.items():
-            self.counts[f"macs_{key}"] += value
+        layer = self.per_layer.setdefault(op["name"], {})
+        for i, ((acct, width), value) in enumerate(macs.items()):
+            add_count(layer, acct, width, value, nbytes if i == 0 else 0)
         return st
 
     def buffer(self, op: dict, role: str) -> np.ndarray:
@@ -65,7 +70,7 @@ class EngineSession:
         size = n * op["c_out"] * op["ho"] * op["wo"]
         macs = size * op["c_in"] * op["k"] ** 2
         self._run("forward", "CONV_FWD", op, {**regs, "shift": r}, self._addr(op, "act", "wgt", "out"),
-                  x_q.size + self.buffer(op, "wgt").size + 4 * size, {"int8x8": macs})
+                  x_q.size + self.buffer(op, "wgt").size + 4 * size, {("fwd", "int8x8"): macs})
         y = self.buffer(op, "out")[:size].reshape(n, op["c_out"], op["ho"], op["wo"])
         return y, r
 
@@ -88,9 +93,10 @@ class EngineSession:
         st = self._run("wgrad", "CONV_WGRAD", op, {**regs, "mode": code, "threshold": threshold},
                        self._addr(op, "act", "grad", "sgn", "scratch"),
                        n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"] + 9 * taps,
-                       {"int4x16": macs} if mode != "full" else {"int8x16": macs})
+                       {("bwd_w_pred", "int4x16"): macs} if mode != "full" else {("bwd_w_full", "int8x16"): macs})
         if mode != "full" and st["psg_tiles"]:
-            self.counts["macs_int8x16"] += macs * st["psg_recomputed"] // st["psg_tiles"]
+            add_count(self.per_layer[op["name"]], "bwd_w_full", "int8x16",
+                      macs * st["psg_recomputed"] // st["psg_tiles"], 0)
             self.counts["psg_sure"] += st["psg_sure"]
             self.counts["psg_entries"] += taps
         return st
@@ -111,14 +117,14 @@ class EngineSession:
         size = n * op["c_in"] * op["h"] * op["w"]
         macs = n * op["c_out"] * op["ho"] * op["wo"] * op["c_in"] * op["k"] ** 2
         self._run("backward_data", "CONV_BWD_DATA", op, {**regs, "shift": r}, self._addr(op, "grad", "wgt", "wshift", "out"),
-                  2 * n * op["c_out"] * op["ho"] * op["wo"] + wgt.size + len(s) + 4 * size, {"int8x16": macs})
+                  2 * n * op["c_out"] * op["ho"] * op["wo"] + wgt.size + len(s) + 4 * size, {("bwd_data", "int16x8"): macs})
         return self.buffer(op, "out")[:size].reshape(n, op["c_in"], op["h"], op["w"]), r, e_ref
 
     def update(self, op: dict, k: nx.UpdateConstants) -> int:
         """UPDATE of the layer's master and momentum with its ``sgn``; returns saturations."""
         count = self.buffer(op, "master").size
         st = self._run("update", "UPDATE", op, {"count": count, "e_w": op["w_exp"], "lr": k.LR, "wd": k.WD, "mu": k.MU},
-                       self._addr(op, "master", "mom", "sgn"), 9 * count, {})
+                       self._addr(op, "master", "mom", "sgn"), 17 * count, {("update", "int32"): 3 * count})
         return st["saturations"]
 
     def refresh_weights(self, op: dict) -> None:

@@ -24,6 +24,7 @@ from .config import TrainConfig, lr_at
 from .datasets import batches_per_epoch, load_dataset, train_batches
 from .errors import E2TError
 from .forward import evaluate
+from .opcount import sum_layers, total_macs
 from .progress import Progress
 from .runs import RunDir, atomic_write, epoch_line
 from .schedule import cost_sign, cost_weights, smd_drops
@@ -175,6 +176,8 @@ class EngineTrainer:
         dropped = smd_drops(cfg.smd, cfg.seed, self.epoch, self.iters_per_epoch)
         rng = np.random.default_rng([cfg.seed, self.epoch, 2])  # the SLU gates' draws of this epoch
         before = dict(self.session.counts), dict(self.session.seconds)
+        self.session.per_layer = {}  # this epoch's accounting (evaluation's calls are not training's)
+        coasted = 0
         loss_sum = correct = seen = 0.0
         gates = self.plan.network["gates"]
         block_runs, saturations = np.zeros(gates), 0
@@ -185,6 +188,7 @@ class EngineTrainer:
                 if drop:
                     if cfg.smd_coast:
                         saturations += self._update(None, lr)
+                        coasted += 1
                     bar.update(lr=lr)
                     continue
                 cost = None
@@ -212,7 +216,10 @@ class EngineTrainer:
                   "images_per_s": seen / seconds, "engine": counts,
                   "engine_seconds": {ph: self.session.seconds[ph] - before[1].get(ph, 0.0) for ph in PHASES},
                   "saturations": {"update": saturations, "engine": counts.get("saturations", 0)}}
-        record["macs"] = sum(v for k, v in counts.items() if k.startswith("macs_"))
+        record["ops"] = {"backend": cfg.backend, "iterations": {"kept": kept, "dropped": len(dropped) - kept,
+                                                                "coasted": coasted},
+                         "total": sum_layers(self.session.per_layer), "per_layer": self.session.per_layer}
+        record["macs"] = total_macs(record["ops"]["total"])
         if cfg.psg and counts.get("psg_entries"):
             record["psg_predicted_fraction"] = counts["psg_sure"] / counts["psg_entries"]
         if gates and seen:

@@ -62,7 +62,9 @@ def test_emulated_ops_give_the_cpu_build_s_integers(small, cpu):
     s.update(op, k)
     w, b, _ = nx.sign_update(master, op["w_exp"], mom, sign.astype(np.int64), k)
     assert np.array_equal(s.buffer(op, "master"), w) and np.array_equal(s.buffer(op, "mom"), b)
-    assert s.counts["ops_conv_fwd"] == 1 and s.counts["macs_int8x8"] == n * 32 * 16 * 16 * 16 * 9
+    assert s.counts["ops_conv_fwd"] == 1
+    assert s.per_layer[op["name"]]["fwd"]["macs"] == {"int8x8": n * 32 * 16 * 16 * 16 * 9}
+    assert s.per_layer[op["name"]]["bwd_w_pred"]["macs"]["int4x16"] == n * 32 * 16 * 16 * 16 * 9
 
 
 def test_an_engine_that_never_finishes_times_out_with_the_op_named(small):

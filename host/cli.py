@@ -7,6 +7,7 @@ board (no torch) can run the CLI for the backends it has.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -115,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="output folder")
     x.add_argument("--quiet", action="store_true", help="no step log on stderr")
 
+    en = sub.add_parser("energy", help="energy reports of run folders (modeled from the run's counts)")
+    esub = en.add_subparsers(dest="energy_command", required=True)
+    er = esub.add_parser("report", help="write RUN_DIR/energy/: energy.json, energy.csv, report.html with plots")
+    er.add_argument("run_dir")
+    er.add_argument("--board", help="the board whose energy model prices the run (default: the run's)")
+    er.add_argument("--model", help="an energy model file instead of bitstreams/<board>/energy.json")
+
     i = sub.add_parser("info", help="parameters and MACs per image of a model")
     i.add_argument("--model", default=d.model)
     i.add_argument("--in-channels", type=int, default=3)
@@ -180,6 +188,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(run_summary(records))
         print(f"{cfg.model} on {cfg.dataset}: test accuracy {100 * last['test_acc']:.2f} % after "
               f"{last['epoch']} epochs; run folder {out}")
+        print(energy_line(out))
+    return 0
+
+
+def energy_line(run_dir: str, board: str | None = None, model: str | None = None) -> str:
+    """Write the run's energy report; one line saying where it is and what it found."""
+    from energy import report
+    path = report.write(run_dir, board, model)
+    with open(os.path.join(os.path.dirname(path), "energy.json")) as f:
+        total = json.load(f)
+    return (f"energy: {total['total_j']:.4g} J modeled ({total['table']}; {total['model']}), report {path}")
+
+
+def cmd_energy(args: argparse.Namespace) -> int:
+    print(energy_line(args.run_dir, args.board, args.model))
     return 0
 
 
@@ -238,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``e2t`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "info": cmd_info, "plan": cmd_plan, "export": cmd_export}[args.command](args)
+        return {"train": cmd_train, "info": cmd_info, "plan": cmd_plan, "export": cmd_export,
+                "energy": cmd_energy}[args.command](args)
     except E2TError as e:
         print(f"e2t: error: {e}", file=sys.stderr)
         return 2

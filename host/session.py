@@ -95,8 +95,9 @@ class EngineSession:
                        n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"] + 9 * taps,
                        {("bwd_w_pred", "int4x16"): macs} if mode != "full" else {("bwd_w_full", "int8x16"): macs})
         if mode != "full" and st["psg_tiles"]:
-            add_count(self.per_layer[op["name"]], "bwd_w_full", "int8x16",
-                      macs * st["psg_recomputed"] // st["psg_tiles"], 0)
+            share = st["psg_recomputed"] / st["psg_tiles"]  # recomputed tiles read x and g again
+            add_count(self.per_layer[op["name"]], "bwd_w_full", "int8x16", macs * st["psg_recomputed"] // st["psg_tiles"],
+                      share * (n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"]))
             self.counts["psg_sure"] += st["psg_sure"]
             self.counts["psg_entries"] += taps
         return st

@@ -1,0 +1,96 @@
+"""The energy model as data, modeled joules of a run, and its report (numpy + matplotlib, no torch)."""
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from energy import model as emodel, report
+from host.boards import DATA, names
+from host.errors import E2TError
+
+
+def _run(folder, records, config=None):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config or {"model": "resnet8", "dataset": "digits", "backend": "emu", "board": "pynq-z2"}, f)
+    with open(os.path.join(folder, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    return str(folder)
+
+
+def _record(epoch, fwd_macs, nbytes, acc=0.5):
+    per_layer = {"conv1": {"fwd": {"macs": {"int8x8": fwd_macs}, "bytes": nbytes}},
+                 "fc": {"fwd": {"macs": {"fp32": 640}, "bytes": 0.0}, "update": {"macs": {"int32": 30}, "bytes": 17.0}}}
+    total = {"fwd": {"macs": {"int8x8": fwd_macs, "fp32": 640}, "bytes": nbytes},
+             "update": {"macs": {"int32": 30}, "bytes": 17.0}}
+    return {"epoch": epoch, "test_acc": acc, "kept_iterations": 3, "ops": {"total": total, "per_layer": per_layer}}
+
+
+def test_every_board_has_a_sourced_model():
+    for board in names():
+        m = emodel.load(board)
+        assert set(m.mac_pj) >= {"int8x8", "int4x16", "int16x8", "int8x16", "int32", "fp32"}
+        assert all("Horowitz" in s for s in m.sources.values()) and m.not_modeled
+
+
+def test_modeled_energy_is_the_sum_of_its_breakdown_and_hand_computed(tmp_path):
+    m = emodel.load("pynq-z2")
+    recs = [_record(1, 1_000_000, 5000.0), _record(2, 2_000_000, 8000.0, 0.7)]
+    r = emodel.run_energy(recs, m)
+    want1 = (1e6 * 0.3 + 640 * 4.6 + 5000 * 243.75 + 30 * 3.2 + 17 * 243.75) * 1e-12
+    assert r["epochs"][0]["j"] == pytest.approx(want1, rel=1e-12)
+    assert r["total_j"] == pytest.approx(sum(p["j"] for p in r["phases"].values()), rel=1e-12)
+    assert r["total_j"] == pytest.approx(sum(r["layers"].values()), rel=1e-12)
+    assert r["total_j"] == pytest.approx(r["epochs"][-1]["cumulative_j"], rel=1e-12)
+    assert r["kind"] == "modeled"
+
+
+def test_report_files_and_html_images_exist(tmp_path):
+    run = _run(tmp_path / "run", [_record(1, 10**9, 1e6), _record(2, 2 * 10**9, 2e6, 0.8)])
+    path = report.write(run)
+    folder = os.path.dirname(path)
+    for name in ("energy.json", "energy.csv", "report.html"):
+        assert os.path.isfile(os.path.join(folder, name))
+    text = open(path).read()
+    srcs = re.findall(r'<img src="([^"]+)"', text)
+    assert len(srcs) == 4 and all(os.path.getsize(os.path.join(folder, s)) > 1000 for s in srcs)
+    assert "Modeled, not measured" in text and "J (modeled)" in text and "Horowitz" in text
+    rows = open(os.path.join(folder, "energy.csv")).read().splitlines()
+    assert rows[0].startswith("epoch,kind,joules") and rows[1].split(",")[1] == "modeled" and len(rows) == 3
+
+
+def test_bad_model_and_run_folders_are_named(tmp_path):
+    with pytest.raises(E2TError, match="not a run folder \\(config.json is missing\\)"):
+        report.write(str(tmp_path))
+    bad = tmp_path / "m.json"
+    d = json.load(open(os.path.join(DATA, "pynq-z2", "energy.json")))
+    del d["ddr_pj_per_byte"]
+    bad.write_text(json.dumps(d))
+    with pytest.raises(E2TError, match="field 'ddr_pj_per_byte' is missing"):
+        emodel.load("pynq-z2", str(bad))
+    run = _run(tmp_path / "r", [{"epoch": 1, "test_acc": 0.1}])
+    with pytest.raises(E2TError, match="epoch 1 has no operation counts"):
+        report.write(run)
+
+
+def test_cli_energy_report(tmp_path, capsys):
+    from host.cli import main
+    run = _run(tmp_path / "run", [_record(1, 10**9, 1e6)])
+    assert main(["energy", "report", run]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("energy: ") and "J modeled" in out and "report.html" in out
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    run = _run(tmp_path / "run", [_record(1, 10**9, 1e6), _record(2, 2 * 10**9, 2e6, 0.8)])
+    path = report.write(run)
+    png = tmp_path / "report.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
+                    "--window-size=1100,2400", f"file://{path}"], capture_output=True, timeout=120)
+    assert png.is_file() and png.stat().st_size > 20_000

@@ -146,3 +146,27 @@ def write(run_dir: str, board: str | None = None, model_path: str | None = None)
     with open(path, "w") as f:
         f.write(_html(result, config, images))
     return path
+
+
+def compare(runs: list[str], board: str | None = None, model_path: str | None = None) -> tuple[str, dict]:
+    """The savings table of ``runs`` against the first (the baseline), priced by one model:
+    (text, data). Energy, % saved and accuracy difference per run; the model is named."""
+    first = _records(runs[0])[0]
+    model = emodel.load(board or first.get("board", "pynq-z2"), model_path)
+    rows = []
+    for run in runs:
+        config, records = _records(run)
+        result = emodel.run_energy(records, model)
+        rows.append({"run": run, "j": result["total_j"], "test_acc": records[-1].get("test_acc") or 0.0,
+                     "config": {k: config.get(k) for k in ("backend", "precision", "psg", "smd", "slu_target")}})
+    base = rows[0]
+    lines = [f"modeled energy ({model.table}; {model.path}), baseline {runs[0]}",
+             f"{'run':<40}{'energy (J)':>12}{'saved':>9}{'d acc':>9}"]
+    for r in rows:
+        r["saved"] = 1 - r["j"] / base["j"] if base["j"] else 0.0
+        r["d_acc"] = r["test_acc"] - base["test_acc"]
+        lines.append(f"{os.path.basename(os.path.normpath(r['run'])):<40}{r['j']:>12.4g}{100 * r['saved']:>8.1f}%"
+                     f"{100 * r['d_acc']:>+8.2f}")
+    lines.append("not modeled: " + "; ".join(model.not_modeled))
+    return "\n".join(lines), {"kind": "modeled", "model": model.path, "table": model.table,
+                              "sources": model.sources, "rows": rows}

@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("run_dir")
     er.add_argument("--board", help="the board whose energy model prices the run (default: the run's)")
     er.add_argument("--model", help="an energy model file instead of bitstreams/<board>/energy.json")
+    ec = esub.add_parser("compare", help="the savings table of runs against the first (the baseline)")
+    ec.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    ec.add_argument("--board", help="the board whose energy model prices the runs (default: the first run's)")
+    ec.add_argument("--model", help="an energy model file instead of bitstreams/<board>/energy.json")
+    ec.add_argument("--out", help="also write the table as JSON here")
 
     i = sub.add_parser("info", help="parameters and MACs per image of a model")
     i.add_argument("--model", default=d.model)
@@ -202,7 +207,17 @@ def energy_line(run_dir: str, board: str | None = None, model: str | None = None
 
 
 def cmd_energy(args: argparse.Namespace) -> int:
-    print(energy_line(args.run_dir, args.board, args.model))
+    if args.energy_command == "report":
+        print(energy_line(args.run_dir, args.board, args.model))
+        return 0
+    from energy import report
+    if len(args.runs) < 2:
+        raise E2TError("e2t energy compare needs a baseline run and at least one more")
+    text, data = report.compare(args.runs, args.board, args.model)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(data, f, indent=1)
     return 0
 
 

@@ -84,6 +84,19 @@ def test_cli_energy_report(tmp_path, capsys):
     assert out.startswith("energy: ") and "J modeled" in out and "report.html" in out
 
 
+def test_compare_prints_savings_against_the_baseline(tmp_path, capsys):
+    from host.cli import main
+    a = _run(tmp_path / "base", [_record(1, 4 * 10**9, 4e6, 0.90)])
+    b = _run(tmp_path / "e2t", [_record(1, 10**9, 1e6, 0.89)])
+    assert main(["energy", "compare", a, b, "--out", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "modeled energy (Horowitz" in out and "not modeled:" in out
+    rows = json.load(open(tmp_path / "c.json"))["rows"]
+    assert rows[0]["saved"] == 0 and rows[1]["saved"] == pytest.approx(0.75, abs=1e-3)
+    assert rows[1]["d_acc"] == pytest.approx(-0.01)
+    assert "e2t" in out.splitlines()[-2] and "75.0%" in out.splitlines()[-2]
+
+
 def test_report_renders_in_headless_chromium(tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -49,9 +49,12 @@ def test_corrupt_checkpoint_loses_nothing(capsys, tmp_path):
     ckpt = os.path.join(out, "checkpoint.pt")
     with open(ckpt, "r+b") as f:
         f.truncate(os.path.getsize(ckpt) // 2)
-    before = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)}
+    def files():
+        return {os.path.relpath(os.path.join(d, n), out): open(os.path.join(d, n), "rb").read()
+                for d, _, names in os.walk(out) for n in names}
+    before = files()
     one_line_error(capsys, ["train", "--resume", "--out", out], "corrupt or truncated")
-    assert {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)} == before
+    assert files() == before
 
 
 def test_existing_run_is_not_overwritten(capsys, tmp_path):

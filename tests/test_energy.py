@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from energy import model as emodel, report
@@ -107,3 +108,87 @@ def test_report_renders_in_headless_chromium(tmp_path):
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
                     "--window-size=1100,2400", f"file://{path}"], capture_output=True, timeout=120)
     assert png.is_file() and png.stat().st_size > 20_000
+
+
+# -- rail sources ----------------------------------------------------------------------------------
+
+from energy import rails  # noqa: E402
+
+
+def _hwmon(root):
+    a = root / "hwmon0"
+    a.mkdir(parents=True)
+    (a / "name").write_text("ina226\n")
+    (a / "power1_input").write_text("2500000\n")        # 2.5 W in uW
+    (a / "power1_label").write_text("VCCINT\n")
+    (a / "in1_input").write_text("1000\n")              # the same rail's voltage: not a second rail
+    (a / "in1_label").write_text("VCCINT\n")
+    (a / "curr1_input").write_text("2500\n")
+    (a / "curr1_label").write_text("VCCINT\n")
+    (a / "in2_input").write_text("3300\n")              # 3.3 V x 0.5 A, no power file
+    (a / "in2_label").write_text("VCC3V3\n")
+    (a / "curr2_input").write_text("500\n")
+    (a / "curr2_label").write_text("VCC3V3\n")
+    b = root / "hwmon1"
+    b.mkdir()
+    (b / "name").write_text("k10temp\n")                # no power, no current: no rail
+    (b / "temp1_input").write_text("45000\n")
+    c = root / "hwmon2"
+    c.mkdir()                                           # no name file: skipped
+
+
+def test_hwmon_rails_on_a_fake_tree(tmp_path):
+    _hwmon(tmp_path)
+    found = {r.name: r for r in rails.hwmon_rails(str(tmp_path))}
+    assert set(found) == {"ina226:VCCINT", "ina226:VCC3V3"}
+    assert found["ina226:VCCINT"].read().value == pytest.approx(2.5)
+    assert found["ina226:VCC3V3"].read().value == pytest.approx(1.65) and "voltage x current" in found["ina226:VCC3V3"].source
+
+
+def test_powercap_wraps_and_missing_sources_are_one_line(tmp_path):
+    z = tmp_path / "intel-rapl:0"
+    z.mkdir()
+    (z / "name").write_text("package-0\n")
+    (z / "max_energy_range_uj").write_text("262143328850\n")
+    (z / "energy_uj").write_text("262143000000\n")
+    (rail,) = rails.powercap_rails(str(tmp_path))
+    a = rail.read()
+    (z / "energy_uj").write_text("671150\n")
+    b = rail.read()
+    assert rail.energy(a, b) == pytest.approx((262143328850 - 262143000000 + 671150) * 1e-6)
+    assert rail.name == "rapl:package-0" and "not a board" in rail.source
+    lines = []
+    assert rails.probe(str(tmp_path / "none"), str(tmp_path / "none2"), log=lines.append) == []
+    assert lines == [f"energy: no hwmon rails at {tmp_path / 'none'}", f"energy: no powercap rails at {tmp_path / 'none2'}"]
+    _hwmon(tmp_path / "hw")
+    os.remove(tmp_path / "hw" / "hwmon0" / "curr2_input")
+    os.makedirs(tmp_path / "hw" / "hwmon0" / "curr2_input")   # unreadable: a folder where a number should be
+    lines = []
+    ok = rails.probe(str(tmp_path / "hw"), str(tmp_path), log=lines.append)
+    assert [r.name for r in ok] == ["ina226:VCCINT", "rapl:package-0"]
+    assert len(lines) == 1 and "ina226:VCC3V3" in lines[0] and "skipped" in lines[0]
+
+
+def test_trapezoid_on_known_signals():
+    t = np.linspace(0, 2, 2001)
+    assert rails.trapezoid(t, np.full_like(t, 3.0)) == pytest.approx(6.0)
+    assert rails.trapezoid(t, 2 * t) == pytest.approx(4.0)                     # exact for linear power
+    assert rails.trapezoid([0, 0.1, 0.5, 2.0], [1, 1, 1, 1]) == pytest.approx(2.0)  # uneven steps
+    assert rails.trapezoid(t, np.sin(np.pi * t) ** 2) == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(ValueError, match="back in time"):
+        rails.trapezoid([0, 2, 1], [1, 1, 1])
+
+
+def test_meter_log_aligned_to_phases(tmp_path):
+    log = tmp_path / "meter.csv"
+    rows = ["timestamp,watts"] + [f"{100 + 0.5 * i},{2.0 if i < 10 else 4.0}" for i in range(21)]
+    log.write_text("\n".join(rows) + "\n")
+    m = rails.MeterLog(str(log))
+    assert m.energy(1.0, 4.0, offset=100.0) == pytest.approx(6.0)      # 2 W for 3 s
+    assert m.energy(6.0, 9.0, offset=100.0) == pytest.approx(12.0)     # 4 W for 3 s
+    assert m.energy(4.5, 5.5, offset=100.0) == pytest.approx(3.5)      # 2 W at 4.5 s, 4 W from 5 s: linear between
+    with pytest.raises(E2TError, match="outside the log"):
+        m.energy(9.0, 11.0, offset=100.0)
+    (tmp_path / "bad.csv").write_text("time,power\n1,2\n")
+    with pytest.raises(E2TError, match="needs columns 'timestamp' and 'watts'"):
+        rails.MeterLog(str(tmp_path / "bad.csv"))

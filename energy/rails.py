@@ -1,0 +1,196 @@
+"""Power-rail sources behind one small duck-typed interface, and their integration.
+
+A rail has ``name``, ``unit`` ("W" for power, "J" for an energy counter), ``source`` (where the
+figure comes from, in every report) and ``resolution``; ``read()`` gives a ``Reading`` with a
+timestamp. Sources here:
+
+- Linux hwmon sysfs (``hwmon*/name``, ``power*_input`` in uW, ``in*_input`` in mV and
+  ``curr*_input`` in mA, ``*_label``); a rail that reports only voltage and current gives their
+  product. The root is injectable, so tests run on fake trees.
+- Linux powercap / RAPL (``intel-rapl*/energy_uj`` with ``max_energy_range_uj``): the
+  workstation CPU's own joules, wrap-around handled. Reported as the host CPU's, never mixed with
+  a board's.
+- An external meter's log (CSV of timestamp and watts, e.g. a USB power meter, for boards
+  without sensors such as the PYNQ-Z1/Z2), integrated over a run's phase timestamps.
+
+A source that is missing or unreadable says so in one line (``probe``) and the run goes on.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from host.errors import E2TError
+
+
+@dataclass(frozen=True)
+class Reading:
+    t: float      # seconds (time.monotonic on this machine, or the log's clock)
+    value: float  # in the rail's unit
+
+
+def _read_number(path: str) -> float:
+    with open(path) as f:
+        return float(f.read().strip())
+
+
+def _label(folder: str, prefix: str, default: str) -> str:
+    path = os.path.join(folder, f"{prefix}_label")
+    try:
+        with open(path) as f:
+            return f.read().strip() or default
+    except OSError:
+        return default
+
+
+class HwmonRail:
+    """One hwmon power rail: ``power*_input`` (uW), or ``in*_input`` (mV) x ``curr*_input`` (mA)."""
+
+    unit, resolution = "W", 1e-6
+
+    def __init__(self, folder: str, chip: str, power: str | None = None, volt: str | None = None,
+                 curr: str | None = None, label: str = ""):
+        self.folder, self.power, self.volt, self.curr = folder, power, volt, curr
+        self.name = f"{chip}:{label}"
+        self.source = f"hwmon {folder} ({'power' if power else 'voltage x current'})"
+
+    def read(self) -> Reading:
+        t = time.monotonic()
+        if self.power:
+            return Reading(t, _read_number(os.path.join(self.folder, self.power)) * 1e-6)
+        v = _read_number(os.path.join(self.folder, self.volt)) * 1e-3
+        i = _read_number(os.path.join(self.folder, self.curr)) * 1e-3
+        return Reading(t, v * i)
+
+
+def hwmon_rails(root: str = "/sys/class/hwmon") -> list[HwmonRail]:
+    """Every power rail under ``root``: power inputs, and voltage/current pairs of one label."""
+    rails = []
+    for folder in sorted(glob.glob(os.path.join(root, "hwmon*"))):
+        try:
+            with open(os.path.join(folder, "name")) as f:
+                chip = f.read().strip()
+        except OSError:
+            continue
+        files = set(os.listdir(folder))
+        for f in sorted(files):
+            if f.startswith("power") and f.endswith("_input"):
+                prefix = f[:-len("_input")]
+                rails.append(HwmonRail(folder, chip, power=f, label=_label(folder, prefix, prefix)))
+        volts = {_label(folder, f[:-6], f[:-6]): f for f in files if f.startswith("in") and f.endswith("_input")}
+        currs = {_label(folder, f[:-6], f[:-6]): f for f in files if f.startswith("curr") and f.endswith("_input")}
+        powered = {r.name.split(":", 1)[1] for r in rails if r.folder == folder}
+        for label in sorted(set(volts) & set(currs) - powered):
+            rails.append(HwmonRail(folder, chip, volt=volts[label], curr=currs[label], label=label))
+    return rails
+
+
+class PowercapRail:
+    """A powercap (RAPL) energy counter in joules; ``energy(a, b)`` undoes its wrap-around."""
+
+    unit, resolution = "J", 1e-6
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        try:
+            with open(os.path.join(folder, "name")) as f:
+                zone = f.read().strip()
+        except OSError:
+            zone = os.path.basename(folder)
+        self.name = f"rapl:{zone}"
+        self.source = f"powercap {folder} (this machine's CPU, not a board)"
+        path = os.path.join(folder, "max_energy_range_uj")
+        self.range_j = _read_number(path) * 1e-6 if os.path.exists(path) else None
+
+    def read(self) -> Reading:
+        return Reading(time.monotonic(), _read_number(os.path.join(self.folder, "energy_uj")) * 1e-6)
+
+    def energy(self, a: Reading, b: Reading) -> float:
+        """Joules between two readings; one wrap of the counter is undone (readings must be
+        closer than a full range apart)."""
+        d = b.value - a.value
+        if d < 0:
+            if not self.range_j:
+                raise E2TError(f"{self.folder}: the energy counter went back and its range is unknown")
+            d += self.range_j
+        return d
+
+
+def powercap_rails(root: str = "/sys/class/powercap") -> list[PowercapRail]:
+    return [PowercapRail(f) for f in sorted(glob.glob(os.path.join(root, "intel-rapl*")))
+            if os.path.exists(os.path.join(f, "energy_uj"))]
+
+
+def trapezoid(t, w) -> float:
+    """Joules of power samples ``w`` (W) at times ``t`` (s), by the trapezoid rule over the real
+    timestamps (uneven spacing allowed)."""
+    t, w = np.asarray(t, np.float64), np.asarray(w, np.float64)
+    if len(t) != len(w):
+        raise ValueError(f"{len(t)} timestamps but {len(w)} samples")
+    if len(t) < 2:
+        return 0.0
+    if np.any(np.diff(t) < 0):
+        raise ValueError("timestamps go back in time")
+    return float(np.sum((w[1:] + w[:-1]) * np.diff(t)) / 2)
+
+
+class MeterLog:
+    """An external power meter's CSV log: a time column (seconds) and a watts column."""
+
+    unit, resolution = "W", None
+
+    def __init__(self, path: str, time_col: str = "timestamp", watt_col: str = "watts"):
+        self.name, self.source = f"meter:{os.path.basename(path)}", f"external meter log {path}"
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as e:
+            raise E2TError(f"{path}: cannot read the meter log ({e.strerror})") from None
+        if not rows or time_col not in rows[0] or watt_col not in rows[0]:
+            raise E2TError(f"{path}: a meter log needs columns '{time_col}' and '{watt_col}'")
+        try:
+            self.t = np.array([float(r[time_col]) for r in rows])
+            self.w = np.array([float(r[watt_col]) for r in rows])
+        except ValueError as e:
+            raise E2TError(f"{path}: a value is not a number ({e})") from None
+        order = np.argsort(self.t, kind="stable")
+        self.t, self.w = self.t[order], self.w[order]
+
+    def energy(self, t0: float, t1: float, offset: float = 0.0) -> float:
+        """Joules between run times ``t0`` and ``t1`` (the log's clock minus ``offset``): the
+        samples inside, with the power at both ends interpolated."""
+        t = self.t - offset
+        if t0 < t[0] or t1 > t[-1]:
+            raise E2TError(f"{self.name}: the phase {t0:.3f}..{t1:.3f} s is outside the log "
+                           f"({t[0]:.3f}..{t[-1]:.3f} s)")
+        inside = (t > t0) & (t < t1)
+        ts = np.concatenate([[t0], t[inside], [t1]])
+        ws = np.concatenate([[np.interp(t0, t, self.w)], self.w[inside], [np.interp(t1, t, self.w)]])
+        return trapezoid(ts, ws)
+
+
+def probe(hwmon_root: str = "/sys/class/hwmon", powercap_root: str = "/sys/class/powercap", log=print) -> list:
+    """The rails this machine has; every source that is missing or unreadable gets one line."""
+    found = []
+    for what, finder, root in (("hwmon", hwmon_rails, hwmon_root), ("powercap", powercap_rails, powercap_root)):
+        try:
+            rails = finder(root)
+        except OSError as e:
+            log(f"energy: {what} at {root} unreadable ({e.strerror}); going on without it")
+            continue
+        ok = []
+        for r in rails:
+            try:
+                r.read()
+                ok.append(r)
+            except (OSError, ValueError) as e:
+                log(f"energy: {r.name} ({r.source}) unreadable ({getattr(e, 'strerror', None) or e}); skipped")
+        if not rails:
+            log(f"energy: no {what} rails at {root}")
+        found += ok
+    return found

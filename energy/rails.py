@@ -194,3 +194,31 @@ def probe(hwmon_root: str = "/sys/class/hwmon", powercap_root: str = "/sys/class
             log(f"energy: no {what} rails at {root}")
         found += ok
     return found
+
+
+class EmulatedRail:
+    """The model's power over an emulated run's timeline, labelled modeled: each epoch's
+    modeled joules spread evenly over its measured seconds, sampled at ``rate_hz``. Its
+    trapezoid integral gives back the modeled energy (a check of the pipeline, not a
+    measurement)."""
+
+    unit, resolution = "W", None
+
+    def __init__(self, result: dict, records: list[dict], rate_hz: float = 50.0):
+        self.name, self.source = "emulated", f"modeled ({result['table']}; {result['model']})"
+        self.kind = "modeled"
+        t, w, start = [], [], 0.0
+        for ep, rec in zip(result["epochs"], records):
+            seconds = float(rec.get("seconds") or 0.0)
+            if seconds <= 0:
+                continue
+            n = max(2, int(seconds * rate_hz) + 1)
+            t.append(np.linspace(start, start + seconds, n))
+            w.append(np.full(n, ep["j"] / seconds))
+            start += seconds
+        self.t = np.concatenate(t) if t else np.zeros(0)
+        self.w = np.concatenate(w) if w else np.zeros(0)
+
+    def energy(self) -> float:
+        """The trapezoid integral over the whole timeline (each epoch's samples on their own)."""
+        return trapezoid(self.t, self.w)

@@ -192,3 +192,12 @@ def test_meter_log_aligned_to_phases(tmp_path):
     (tmp_path / "bad.csv").write_text("time,power\n1,2\n")
     with pytest.raises(E2TError, match="needs columns 'timestamp' and 'watts'"):
         rails.MeterLog(str(tmp_path / "bad.csv"))
+
+
+def test_the_emulated_rail_integrates_to_the_modeled_energy():
+    m = emodel.load("pynq-z2")
+    recs = [dict(_record(1, 10**9, 1e6), seconds=3.2), dict(_record(2, 3 * 10**9, 4e6), seconds=7.9)]
+    result = emodel.run_energy(recs, m)
+    rail = rails.EmulatedRail(result, recs)
+    assert rail.kind == "modeled" and "Horowitz" in rail.source
+    assert rail.energy() == pytest.approx(result["total_j"], rel=0.01)

@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--board", help="the board whose energy model prices the runs (default: the first run's)")
     ec.add_argument("--model", help="an energy model file instead of bitstreams/<board>/energy.json")
     ec.add_argument("--out", help="also write the table as JSON here")
+    ecal = esub.add_parser("calibrate", help="fit the board's energy model to measured segments (least squares)")
+    ecal.add_argument("--board", default=DEFAULT_BOARD)
+    ecal.add_argument("--segments", required=True,
+                      help="JSON list of segments: {macs: {width: n}, bytes, seconds, joules} measured on the board")
+    ecal.add_argument("--out", help="the fitted model file (default: bitstreams/<board>/energy.fitted.json)")
 
     i = sub.add_parser("info", help="parameters and MACs per image of a model")
     i.add_argument("--model", default=d.model)
@@ -210,6 +215,8 @@ def cmd_energy(args: argparse.Namespace) -> int:
     if args.energy_command == "report":
         print(energy_line(args.run_dir, args.board, args.model))
         return 0
+    if args.energy_command == "calibrate":
+        return cmd_calibrate(args)
     from energy import report
     if len(args.runs) < 2:
         raise E2TError("e2t energy compare needs a baseline run and at least one more")
@@ -264,6 +271,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     return backends.load("export", "e2t export")(args)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from energy import calibrate
+    try:
+        with open(args.segments) as f:
+            segments = json.load(f)
+        widths = sorted({w for s in segments for w, n in s["macs"].items() if n})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise E2TError(f"{args.segments}: not a JSON list of segments with macs, bytes, seconds and joules ({e})") from None
+    fitted = calibrate.fit(segments, widths)
+    path = calibrate.write_fitted(args.board, fitted, f"{len(segments)} segments from {args.segments}", args.out)
+    for w, v in fitted["mac_pj"].items():
+        print(f"  {w:<8} {v:8.4g} pJ per MAC")
+    print(f"  DDR      {fitted['ddr_pj_per_byte']:8.4g} pJ per byte\n  static   {fitted['static_w']:8.4g} W")
+    print(f"fit: RMS residual {100 * fitted['rms_relative']:.2f} % of the measured joules, condition number "
+          f"{fitted['condition']:.3g}; wrote {path} (the default model is unchanged)")
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:

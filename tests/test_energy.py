@@ -201,3 +201,49 @@ def test_the_emulated_rail_integrates_to_the_modeled_energy():
     rail = rails.EmulatedRail(result, recs)
     assert rail.kind == "modeled" and "Horowitz" in rail.source
     assert rail.energy() == pytest.approx(result["total_j"], rel=0.01)
+
+
+# -- calibration --------------------------------------------------------------------------------------
+
+def _segments(coeffs, ddr, static, n=12, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        macs = {w: float(rng.integers(1, 50) * 10**9) for w in coeffs}
+        nbytes, seconds = float(rng.integers(1, 50) * 10**7), float(rng.uniform(0.5, 5))
+        j = sum(macs[w] * c for w, c in coeffs.items()) * 1e-12 + nbytes * ddr * 1e-12 + seconds * static
+        out.append({"macs": macs, "bytes": nbytes, "seconds": seconds, "joules": j * (1 + noise * rng.standard_normal())})
+    return out
+
+
+def test_calibration_recovers_known_coefficients(tmp_path):
+    from energy import calibrate
+    coeffs = {"int8x8": 1.7, "int16x8": 3.1, "int4x16": 1.2}
+    exact = calibrate.fit(_segments(coeffs, 120.0, 0.35), sorted(coeffs))
+    for w, c in coeffs.items():
+        assert exact["mac_pj"][w] == pytest.approx(c, rel=1e-9)
+    assert exact["ddr_pj_per_byte"] == pytest.approx(120.0, rel=1e-9) and exact["static_w"] == pytest.approx(0.35)
+    assert exact["rms_relative"] < 1e-12 and exact["condition"] > 1
+    noisy = calibrate.fit(_segments(coeffs, 120.0, 0.35, n=40, noise=0.005, seed=1), sorted(coeffs))
+    for w, c in coeffs.items():
+        assert noisy["mac_pj"][w] == pytest.approx(c, rel=0.1)
+    assert 0.001 < noisy["rms_relative"] < 0.02
+    with pytest.raises(E2TError, match="at least 5 segments"):
+        calibrate.fit(_segments(coeffs, 120.0, 0.35, n=3), sorted(coeffs))
+
+
+def test_e2t_energy_calibrate_writes_beside_the_default(tmp_path, capsys):
+    from host.cli import main
+    seg = tmp_path / "seg.json"
+    seg.write_text(json.dumps(_segments({"int8x8": 1.5, "int4x16": 1.0}, 200.0, 0.5)))
+    default = open(os.path.join(DATA, "pynq-z2", "energy.json")).read()
+    out = tmp_path / "fitted.json"
+    assert main(["energy", "calibrate", "--board", "pynq-z2", "--segments", str(seg), "--out", str(out)]) == 0
+    assert "the default model is unchanged" in capsys.readouterr().out
+    m = emodel.load("pynq-z2", str(out))
+    assert m.mac_pj["int8x8"] == pytest.approx(1.5) and m.mac_pj["fp32"] == 4.6  # unexercised widths keep theirs
+    assert "least-squares fit" in m.sources["mac_pj.int8x8"]
+    assert open(os.path.join(DATA, "pynq-z2", "energy.json")).read() == default
+    with pytest.raises(E2TError, match="beside it, never over it"):
+        from energy import calibrate
+        calibrate.write_fitted("pynq-z2", {}, "x", os.path.join(DATA, "pynq-z2", "energy.json"))

@@ -69,8 +69,9 @@ def load(board: str, path: str | None = None) -> EnergyModel:
 
 
 def run_energy(records: list[dict], model: EnergyModel) -> dict:
-    """Modeled joules of a run from its metrics records: per epoch (by phase) and per layer."""
-    epochs, layers, phases = [], {}, {}
+    """Modeled joules of a run from its metrics records: per epoch (by phase) and per layer;
+    ``measured``: the joules of every rail the run recorded (each with its source), kept apart."""
+    epochs, layers, phases, measured = [], {}, {}, {}
     total = 0.0
     for r in records:
         ops = r.get("ops")
@@ -90,7 +91,11 @@ def run_energy(records: list[dict], model: EnergyModel) -> dict:
         j = sum(p["j"] for p in by_phase.values())
         total += j
         epochs.append({"epoch": r["epoch"], "j": j, "cumulative_j": total, "phases": by_phase,
-                       "test_acc": r.get("test_acc"), "kept_iterations": r.get("kept_iterations")})
+                       "test_acc": r.get("test_acc"), "kept_iterations": r.get("kept_iterations"),
+                       "rails": {k: v["joules"] for k, v in r.get("rails", {}).items()}})
+        for name, v in r.get("rails", {}).items():
+            acc = measured.setdefault(name, {"joules": 0.0, "kind": "measured", "source": v["source"]})
+            acc["joules"] += v["joules"]
     return {"kind": "modeled", "model": model.path, "table": model.table, "board": model.board,
             "sources": model.sources, "not_modeled": model.not_modeled, "total_j": total,
-            "phases": phases, "layers": layers, "epochs": epochs}
+            "phases": phases, "layers": layers, "epochs": epochs, "measured": measured}

@@ -222,3 +222,43 @@ class EmulatedRail:
     def energy(self) -> float:
         """The trapezoid integral over the whole timeline (each epoch's samples on their own)."""
         return trapezoid(self.t, self.w)
+
+
+class Recorder:
+    """Measures rails over stretches of a run: energy counters (RAPL) by their difference,
+    power rails (hwmon) sampled on a thread every ``period`` seconds and integrated. ``start()``
+    and ``stop() -> {rail: {"joules", "kind", "source", "unit"}}`` bracket one stretch."""
+
+    def __init__(self, found: list, period: float = 0.1):
+        import threading
+        self.rails, self.period, self._threading = found, period, threading
+        self._samples, self._stop, self._thread, self._counters = {}, None, None, {}
+
+    def _sample(self):
+        while not self._stop.wait(self.period):
+            for r in self.rails:
+                if r.unit == "W":
+                    try:
+                        self._samples[r.name].append(r.read())
+                    except (OSError, ValueError):
+                        pass
+
+    def start(self) -> None:
+        self._samples = {r.name: [r.read()] for r in self.rails if r.unit == "W"}
+        self._counters = {r.name: r.read() for r in self.rails if r.unit == "J"}
+        self._stop = self._threading.Event()
+        self._thread = self._threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        out = {}
+        for r in self.rails:
+            if r.unit == "W":
+                s = self._samples[r.name] + [r.read()]
+                j = trapezoid([x.t for x in s], [x.value for x in s])
+            else:
+                j = r.energy(self._counters[r.name], r.read())
+            out[r.name] = {"joules": j, "kind": "measured", "source": r.source, "unit": r.unit}
+        return out

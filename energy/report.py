@@ -102,6 +102,15 @@ def _html(result: dict, config: dict, images: dict) -> str:
     missing = "".join(f"<li>{e(m)}</li>" for m in result["not_modeled"])
     last = result["epochs"][-1]
     imgs = "".join(f'<figure><img src="{e(src)}" alt="{e(name)}"></figure>' for name, src in images.items())
+    if result["measured"]:
+        mrows = "".join(f"<tr><td>{e(n)}</td><td>{v['joules']:.4g}</td><td>{e(v['source'])}</td></tr>"
+                        for n, v in result["measured"].items())
+        measured = (f"<h2>Measured on rails (training stretches)</h2><p>Each rail's own joules, beside the "
+                    f"model, never summed with it: a rail of this computer's CPU (RAPL) measures the machine "
+                    f"that ran the emulation, not a board.</p><table><tr><th>rail</th><th>measured (J)</th>"
+                    f"<th>source</th></tr>{mrows}</table>")
+    else:
+        measured = "<p>No power rail was read for this run.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>e2t energy report</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}
@@ -110,13 +119,14 @@ td:first-child,th:first-child{{text-align:left}}figure{{display:inline-block;mar
 img{{max-width:100%}}.kind{{background:#fff3cd;padding:.4em .8em;border-radius:.3em}}</style></head><body>
 <h1>Energy report: {e(config.get('model', '?'))} on {e(config.get('dataset', '?'))}</h1>
 <p class="kind"><b>Modeled, not measured.</b> Table: {e(result['table'])}; model file <code>{e(result['model'])}</code>
-(board {e(result['board'])}). No power rails were read for this run.</p>
+(board {e(result['board'])}).</p>
 <p>Run: backend {e(str(config.get('backend')))}, precision {e(str(config.get('precision')))}, PSG {e(str(config.get('psg')))},
 SMD {e(str(config.get('smd')))}, SLU target {e(str(config.get('slu_target')))}; {len(result['epochs'])} epochs,
 final test accuracy {100 * (last['test_acc'] or 0):.2f} %.</p>
 <h2>Total: {result['total_j']:.4g} J (modeled)</h2>
 <table><tr><th>phase</th><th>MACs (J)</th><th>DDR (J)</th><th>total (J)</th><th>share</th></tr>{rows}</table>
 {imgs}
+{measured}
 <h2>Not in this model</h2><ul>{missing}</ul>
 <h2>Sources of every coefficient</h2><ul>{sources}</ul>
 </body></html>
@@ -135,10 +145,13 @@ def write(run_dir: str, board: str | None = None, model_path: str | None = None)
     buf = io.StringIO()
     phases = list(result["phases"])
     w = csv.writer(buf)
-    w.writerow(["epoch", "kind", "joules", "cumulative_joules", "test_acc"] + [f"{p}_joules" for p in phases])
+    rails = list(result["measured"])
+    w.writerow(["epoch", "kind", "joules", "cumulative_joules", "test_acc"] + [f"{p}_joules" for p in phases]
+               + [f"measured:{r}_joules" for r in rails])
     for ep in result["epochs"]:
         w.writerow([ep["epoch"], "modeled", f"{ep['j']:.6g}", f"{ep['cumulative_j']:.6g}", ep["test_acc"]]
-                   + [f"{ep['phases'].get(p, {'j': 0})['j']:.6g}" for p in phases])
+                   + [f"{ep['phases'].get(p, {'j': 0})['j']:.6g}" for p in phases]
+                   + [f"{ep['rails'].get(r, float('nan')):.6g}" for r in rails])
     with open(os.path.join(folder, "energy.csv"), "w") as f:
         f.write(buf.getvalue())
     images = _plots(result, folder)

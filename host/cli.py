@@ -186,7 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .trainer import EngineTrainer
         trainer = EngineTrainer(cfg, out, resume=getattr(args, "resume", False), data_dir=getattr(args, "data_dir", None),
                                 init=getattr(args, "init", None), engine=getattr(args, "engine", "fast"),
-                                bitfile=getattr(args, "bitfile", None), progress=not getattr(args, "quiet", False))
+                                bitfile=getattr(args, "bitfile", None), progress=not getattr(args, "quiet", False),
+                                meter=rail_meter())
         try:
             records = trainer.fit()
         except KeyboardInterrupt:
@@ -200,6 +201,17 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{last['epoch']} epochs; run folder {out}")
         print(energy_line(out))
     return 0
+
+
+def rail_meter():
+    """A recorder of this machine's power rails for the on-engine trainer (None when it has
+    none); the missing sources say so in one line each. $E2T_HWMON_ROOT and
+    $E2T_POWERCAP_ROOT point it at other trees."""
+    from energy import rails
+    found = rails.probe(os.environ.get("E2T_HWMON_ROOT", "/sys/class/hwmon"),
+                        os.environ.get("E2T_POWERCAP_ROOT", "/sys/class/powercap"),
+                        log=lambda m: print(m, file=sys.stderr))
+    return rails.Recorder(found) if found else None
 
 
 def energy_line(run_dir: str, board: str | None = None, model: str | None = None) -> str:

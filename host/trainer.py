@@ -56,12 +56,12 @@ class EngineTrainer:
 
     def __init__(self, cfg: TrainConfig, out: str, *, resume: bool = False, data_dir: str | None = None,
                  init: str | None = None, overlay=None, engine: str = "fast", bitfile: str | None = None,
-                 progress: bool = True, log=None):
+                 progress: bool = True, log=None, meter=None):
         if cfg.precision != "fixed":
             raise E2TError(f"--backend {cfg.backend} computes in fixed point: add --precision fixed")
         if cfg.predictive_forward:
             raise E2TError(f"--predictive-forward is not implemented on --backend {cfg.backend} yet")
-        self.cfg, self.progress = cfg, progress
+        self.cfg, self.progress, self.meter = cfg, progress, meter  # meter: start() / stop() -> rails
         self.log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
         self.ds = load_dataset(cfg.dataset, data_dir, cfg.image_size, cfg.image_channels)
         self.run = RunDir(out, CHECKPOINT)
@@ -237,7 +237,11 @@ class EngineTrainer:
 
     def fit(self) -> list[dict]:
         while self.epoch < self.cfg.epochs:
+            if self.meter is not None:
+                self.meter.start()
             record = self.train_epoch()
+            if self.meter is not None:
+                record["rails"] = self.meter.stop()
             record.update(self.evaluate())
             atomic_write(self.run.checkpoint, self._state())
             self.run.append_metrics(record)

@@ -247,3 +247,25 @@ def test_e2t_energy_calibrate_writes_beside_the_default(tmp_path, capsys):
     with pytest.raises(E2TError, match="beside it, never over it"):
         from energy import calibrate
         calibrate.write_fitted("pynq-z2", {}, "x", os.path.join(DATA, "pynq-z2", "energy.json"))
+
+
+def test_rails_recorded_over_a_run_appear_beside_the_model(tmp_path, monkeypatch, capsys):
+    """e2t train on the engine records this machine's rails (here a fake RAPL tree) per epoch; the
+    report shows them as measured, apart from the modeled figures."""
+    from host.cli import main
+    z = tmp_path / "pc" / "intel-rapl:0"
+    z.mkdir(parents=True)
+    (z / "name").write_text("package-0\n")
+    (z / "energy_uj").write_text("1000000\n")
+    (z / "max_energy_range_uj").write_text("262143328850\n")
+    monkeypatch.setenv("E2T_POWERCAP_ROOT", str(tmp_path / "pc"))
+    monkeypatch.setenv("E2T_HWMON_ROOT", str(tmp_path / "none"))
+    out = tmp_path / "run"
+    assert main(["train", "--backend", "emu", "--precision", "fixed", "--psg", "--model", "resnet8", "--dataset",
+                 "digits", "--epochs", "1", "--batch-size", "64", "--out", str(out), "--quiet"]) == 0
+    assert "no hwmon rails" in capsys.readouterr().err
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["rails"]["rapl:package-0"]["joules"] == 0.0 and rec["rails"]["rapl:package-0"]["kind"] == "measured"
+    html_text = (out / "energy" / "report.html").read_text()
+    assert "Measured on rails" in html_text and "rapl:package-0" in html_text and "not a board" in html_text
+    assert "measured:rapl:package-0_joules" in (out / "energy" / "energy.csv").read_text()

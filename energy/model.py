@@ -7,12 +7,12 @@ every report. The float baseline is priced as fp32 training on the same fabric.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 from host.boards import DATA
 from host.errors import E2TError
+from host.jsonfile import read_json
 
 FILE = "energy.json"
 PHASE_NAMES = {"fwd": "forward", "bwd_data": "backward-data", "bwd_w_pred": "PSG predictor",
@@ -45,13 +45,7 @@ class EnergyModel:
 def load(board: str, path: str | None = None) -> EnergyModel:
     """The board's energy model (or the file at ``path``); a wrong field is named."""
     path = path or os.path.join(DATA, board, FILE)
-    try:
-        with open(path) as f:
-            d = json.load(f)
-    except FileNotFoundError:
-        raise E2TError(f"{path}: no energy model for board '{board}'") from None
-    except (OSError, ValueError) as e:
-        raise E2TError(f"{path}: cannot read the energy model ({e})") from None
+    d = read_json(path, "the energy model", f"no energy model for board '{board}'")
     sources, mac = {}, {}
     try:
         for width, entry in d["mac_pj"].items():

@@ -7,11 +7,11 @@ the host's together. Plain Python: the board side loads them without numpy or to
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, fields
 
 from .errors import E2TError
+from .jsonfile import read_json
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bitstreams")
 DEFAULT_BOARD = "pynq-z2"
@@ -80,11 +80,7 @@ def names() -> list[str]:
 
 def load(path: str) -> Board:
     """A board from a board.json file; every field is checked and named when wrong."""
-    try:
-        with open(path) as f:
-            d = json.load(f)
-    except (OSError, ValueError) as e:
-        raise E2TError(f"{path}: cannot read the board file ({e})") from None
+    d = read_json(path, "the board file", "no such board file")
     if not isinstance(d, dict):
         raise E2TError(f"{path}: not a JSON object")
     board = _check(d, path)

@@ -15,6 +15,7 @@ import os
 
 from . import boards, numerics as nx
 from .errors import E2TError
+from .jsonfile import read_json
 
 FORMAT = "e2t-plan"
 VERSION = 1
@@ -165,13 +166,7 @@ class Plan:
 def load(folder_or_file: str) -> Plan:
     """Read and check a plan.json (or the one in a folder)."""
     path = os.path.join(folder_or_file, PLAN_FILE) if os.path.isdir(folder_or_file) else folder_or_file
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise E2TError(f"{path}: no such plan (e2t plan or e2t export writes one)") from None
-    except (OSError, ValueError) as e:
-        raise E2TError(f"{path}: not a readable JSON plan ({e})") from None
+    data = read_json(path, "it as a JSON plan", "no such plan (e2t plan or e2t export writes one)")
     return Plan(data, path)
 
 

@@ -159,7 +159,7 @@ def test_a_footprint_past_the_board_is_refused():
 
 def test_plan_json_that_is_not_json(tmp_path):
     (tmp_path / "plan.json").write_text("{not json")
-    with pytest.raises(E2TError, match="not a readable JSON plan"):
+    with pytest.raises(E2TError, match="cannot read it as a JSON plan"):
         pm.load(str(tmp_path))
     with pytest.raises(E2TError, match="no such plan"):
         pm.load(str(tmp_path / "missing"))

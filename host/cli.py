@@ -186,8 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .trainer import EngineTrainer
         trainer = EngineTrainer(cfg, out, resume=getattr(args, "resume", False), data_dir=getattr(args, "data_dir", None),
                                 init=getattr(args, "init", None), engine=getattr(args, "engine", "fast"),
-                                bitfile=getattr(args, "bitfile", None), progress=not getattr(args, "quiet", False),
-                                meter=rail_meter())
+                                bitfile=getattr(args, "bitfile", None), progress=not getattr(args, "quiet", False))
+        trainer.meter = rail_meter()  # after the run's settings were checked: bad input stays one line
         try:
             records = trainer.fit()
         except KeyboardInterrupt:

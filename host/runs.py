@@ -44,13 +44,17 @@ class RunDir:
     def has_checkpoint(self) -> bool:
         return os.path.exists(self.checkpoint)
 
-    def create(self, config: dict) -> None:
-        """Start a new run; refuses a folder that already holds one (nothing is overwritten)."""
+    def check_new(self) -> None:
+        """Refuse a path that is a file or a folder already holding a run (before any work)."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise E2TError(f"--out {self.path} is a file, not a run folder: choose a folder")
         if self.has_checkpoint() or os.path.exists(self.file(CONFIG)):
             raise E2TError(f"run folder {self.path} already holds a run: pass --resume to "
                            f"continue it, or choose a new --out")
+
+    def create(self, config: dict) -> None:
+        """Start a new run; refuses a folder that already holds one (nothing is overwritten)."""
+        self.check_new()
         os.makedirs(self.path, exist_ok=True)
         atomic_write(self.file(CONFIG), (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
         atomic_write(self.file(METRICS), b"")

@@ -63,8 +63,10 @@ class EngineTrainer:
             raise E2TError(f"--predictive-forward is not implemented on --backend {cfg.backend} yet")
         self.cfg, self.progress, self.meter = cfg, progress, meter  # meter: start() / stop() -> rails
         self.log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
-        self.ds = load_dataset(cfg.dataset, data_dir, cfg.image_size, cfg.image_channels)
         self.run = RunDir(out, CHECKPOINT)
+        if not resume:
+            self.run.check_new()  # before the engine is built or the data read
+        self.ds = load_dataset(cfg.dataset, data_dir, cfg.image_size, cfg.image_channels)
         if init:
             self.plan = planmod.load(init)
             arrays = weightsfile.read(init, self.plan)

@@ -133,8 +133,8 @@ final test accuracy {100 * (last['test_acc'] or 0):.2f} %.</p>
 """
 
 
-def write(run_dir: str, board: str | None = None, model_path: str | None = None) -> str:
-    """Write the run's report into ``run_dir/energy/``; returns report.html's path."""
+def write(run_dir: str, board: str | None = None, model_path: str | None = None) -> tuple[str, dict]:
+    """Write the run's report into ``run_dir/energy/``; returns (report.html's path, the figures)."""
     config, records = _records(run_dir)
     model = emodel.load(board or config.get("board", "pynq-z2"), model_path)
     result = emodel.run_energy(records, model)
@@ -158,7 +158,7 @@ def write(run_dir: str, board: str | None = None, model_path: str | None = None)
     path = os.path.join(folder, "report.html")
     with open(path, "w") as f:
         f.write(_html(result, config, images))
-    return path
+    return path, result
 
 
 def compare(runs: list[str], board: str | None = None, model_path: str | None = None) -> tuple[str, dict]:

@@ -217,9 +217,7 @@ def rail_meter():
 def energy_line(run_dir: str, board: str | None = None, model: str | None = None) -> str:
     """Write the run's energy report; one line saying where it is and what it found."""
     from energy import report
-    path = report.write(run_dir, board, model)
-    with open(os.path.join(os.path.dirname(path), "energy.json")) as f:
-        total = json.load(f)
+    path, total = report.write(run_dir, board, model)
     return (f"energy: {total['total_j']:.4g} J modeled ({total['table']}; {total['model']}), report {path}")
 
 

@@ -41,6 +41,12 @@ class BadArg(EngineError):
 STATUS_ERRORS = {"BAD_OP": BadOp, "BAD_SHAPE": BadShape, "BAD_ARG": BadArg}
 
 
+def read_word(read, offset: int, width: int) -> int:
+    """A register of ``width`` bits at ``offset`` through a 32-bit ``read``: low word first."""
+    lo = int(read(offset)) & 0xFFFFFFFF
+    return lo | (int(read(offset + 4)) & 0xFFFFFFFF) << 32 if width == 64 else lo
+
+
 class EngineCalls:
     """The engine's calling convention (docs/numerics.md, section 8.1) over read/write."""
 
@@ -60,9 +66,7 @@ class EngineCalls:
             self.write(off, value & 0xFFFFFFFF)
 
     def read_reg(self, name: str) -> int:
-        off = self.regs.offset(name)
-        lo = int(self.read(off)) & 0xFFFFFFFF
-        return lo | (int(self.read(off + 4)) & 0xFFFFFFFF) << 32 if self.regs.width(name) == 64 else lo
+        return read_word(self.read, self.regs.offset(name), self.regs.width(name))
 
     def run(self, what: str, scalars: dict, addresses: dict, flush=(), invalidate=()) -> dict:
         """One call: ``scalars`` and ``addresses`` by register name, ``flush`` the buffers the

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backends, regmap
-from .driver import EngineCalls, EngineError
+from .driver import EngineCalls, EngineError, read_word
 
 BASE_ADDRESS = 0x4000_0000    # where the IP's AXI-Lite window would be
 MEMORY_BASE = 0x1000_0000     # first "physical" address of allocated buffers
@@ -89,9 +89,7 @@ class EmulatedRegisters:
         self.words[offset] = int(value) & 0xFFFFFFFF
 
     def _word64(self, name: str, rm) -> int:
-        off = rm.offset(name)
-        lo = self.read(off)
-        return lo | self.read(off + 4) << 32 if rm.width(name) == 64 else lo
+        return read_word(self.read, rm.offset(name), rm.width(name))
 
     def _start(self) -> None:
         self.words[self._ctrl] = 1  # started, busy

@@ -88,7 +88,7 @@ def forward(plan, arrays: dict, x: np.ndarray, engine, slu: str = "gather", reco
         elif kind == "gate":
             p = op["params"]
             state = hostops.lstm_step(ins[0].reshape(len(ins[0]), -1), state, arrays[p["weight_ih"]],
-                                      arrays[p["weight_hh"]], arrays[p["bias_ih"]], arrays[p["bias_hh"]])
+                                      arrays[p["weight_hh"]], arrays[p["bias_ih"]], arrays[p["bias_hh"]])[:2]
             prob = hostops.sigmoid(hostops.linear(state[0], arrays[p["proj_weight"]], arrays[p["proj_bias"]]))
             out = (prob > np.float32(op["threshold"])).astype(np.float32)
             picks[op["index"]] = np.flatnonzero(out[:, 0])

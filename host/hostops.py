@@ -75,21 +75,33 @@ def sigmoid(x) -> np.ndarray:
         return (F32(1) / (F32(1) + np.exp(-np.asarray(x, F32)))).astype(F32)
 
 
-def lstm_step(x, state, w_ih, w_hh, b_ih, b_hh) -> tuple[np.ndarray, np.ndarray]:
-    """One LSTM step on x (N, in); ``state`` (h, c) or None for zeros. Returns (h, c)."""
-    g = np.asarray(x, F32) @ w_ih.T + b_ih + b_hh
+def lstm_step(x, state, w_ih, w_hh, b_ih, b_hh) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """One LSTM step on x (N, in); ``state`` (h, c) or None for zeros. Returns (h, c, and the
+    activated gates i, f, g, o with tanh(c), which the backward pass needs)."""
+    z = np.asarray(x, F32) @ w_ih.T + b_ih + b_hh
     if state is not None:
-        g = g + state[0] @ w_hh.T
-    i, f, gg, o = np.split(g.astype(F32), 4, axis=1)
-    c = sigmoid(i) * np.tanh(gg)
+        z = z + state[0] @ w_hh.T
+    i, f, gg, o = np.split(z.astype(F32), 4, axis=1)
+    i, f, gg, o = sigmoid(i), sigmoid(f), np.tanh(gg), sigmoid(o)
+    c = i * gg
     if state is not None:
-        c = c + sigmoid(f) * state[1]
-    return (sigmoid(o) * np.tanh(c)).astype(F32), c.astype(F32)
+        c = c + f * state[1]
+    c = c.astype(F32)
+    tc = np.tanh(c)
+    return (o * tc).astype(F32), c, (i, f, gg, o, tc)
 
 
-def softmax_cross_entropy(logits, y) -> np.ndarray:
-    """Per-sample cross-entropy of float32 logits against integer labels (float64 inside)."""
+def softmax_cross_entropy(logits, y, grad: bool = False):
+    """Per-sample cross-entropy of float32 logits against integer labels (float64 inside);
+    with ``grad`` also the float32 gradient of their mean, (softmax - one-hot) / N."""
     z = np.asarray(logits, F64)
     z = z - z.max(axis=1, keepdims=True)
-    lse = np.log(np.exp(z).sum(axis=1))
-    return lse - z[np.arange(len(z)), np.asarray(y)]
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    rows, y = np.arange(len(z)), np.asarray(y)
+    losses = np.log(s[:, 0]) - z[rows, y]
+    if not grad:
+        return losses
+    prob = e / s
+    prob[rows, y] -= 1
+    return losses, (prob / len(z)).astype(F32)

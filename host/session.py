@@ -107,14 +107,14 @@ class EngineSession:
         sgn = self.buffer(op, "sgn")
         return self.buffer(op, "scratch")[:sgn.size].reshape(sgn.shape)
 
-    def conv_bwd_data(self, op: dict, n: int, g_abs_max: int) -> tuple[np.ndarray, int, int]:
+    def conv_bwd_data(self, op: dict, n: int) -> tuple[np.ndarray, int, int]:
         """CONV_BWD_DATA of the ``grad`` buffer: (int32 g_x, shift r, e_ref') with g_x's
         exponent e_g + wq_exp + e_ref' + r (docs/numerics.md, section 4)."""
         regs = self._shape(op, n)
         wgt, s = self.buffer(op, "wgt"), self.buffer(op, "wshift")
         w_al, e_ref = nx.aligned_weights(wgt, s.astype(np.int64))
-        bound = g_abs_max * int(np.abs(w_al).transpose(1, 0, 2, 3).reshape(w_al.shape[1], -1).sum(1).max(initial=0))
-        r = nx.out_shift(bound)
+        g_q = self.buffer(op, "grad")[:n * op["c_out"] * op["ho"] * op["wo"]]
+        r = nx.out_shift(nx.bwd_data_bound(g_q, w_al))
         size = n * op["c_in"] * op["h"] * op["w"]
         macs = n * op["c_out"] * op["ho"] * op["wo"] * op["c_in"] * op["k"] ** 2
         self._run("backward_data", "CONV_BWD_DATA", op, {**regs, "shift": r}, self._addr(op, "grad", "wgt", "wshift", "out"),

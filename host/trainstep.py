@@ -108,11 +108,7 @@ class Step:
                 self.cache[op["name"]] = (block, short)
             elif kind == "loss":
                 logits = ins[0]
-                losses = hostops.softmax_cross_entropy(logits, y)
-                z = logits.astype(F64) - logits.max(1, keepdims=True)
-                prob = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-                prob[np.arange(len(y)), y] -= 1
-                self.g_logits = (prob / len(y)).astype(F32)
+                losses, self.g_logits = hostops.softmax_cross_entropy(logits, y, grad=True)
                 self.logits_name = op["inputs"][0]
                 out = losses.astype(F32).reshape(-1, 1)
             else:
@@ -126,21 +122,14 @@ class Step:
     def _gate_forward(self, op, e, state):
         p = op["params"]
         x = e.reshape(len(e), -1)
-        w_ih, w_hh, b = self.p[p["weight_ih"]], self.p[p["weight_hh"]], self.p[p["bias_ih"]] + self.p[p["bias_hh"]]
-        z = x @ w_ih.T + b
-        if state is not None:
-            z = z + state[0] @ w_hh.T
-        i, f, g, o = np.split(z.astype(F32), 4, axis=1)
-        i, f, o, g = hostops.sigmoid(i), hostops.sigmoid(f), hostops.sigmoid(o), np.tanh(g)
-        c = i * g + (f * state[1] if state is not None else 0)
-        tc = np.tanh(c)
-        h = (o * tc).astype(F32)
+        h, c, (i, f, g, o, tc) = hostops.lstm_step(x, state, self.p[p["weight_ih"]], self.p[p["weight_hh"]],
+                                                   self.p[p["bias_ih"]], self.p[p["bias_hh"]])
         prob = hostops.sigmoid(hostops.linear(h, self.p[p["proj_weight"]], self.p[p["proj_bias"]]))[:, 0]
         mask = prob > self.rng.random(len(prob)).astype(F32)
         self.picks[op["index"]] = np.flatnonzero(mask)
         self.decisions.append(mask)
-        self.gate_cache[op["index"]] = (x, state, i, f, g, o, c.astype(F32), tc, h, prob)
-        return mask.astype(F32).reshape(-1, 1), (h, c.astype(F32))
+        self.gate_cache[op["index"]] = (x, state, i, f, g, o, c, tc, h, prob)
+        return mask.astype(F32).reshape(-1, 1), (h, c)
 
     # -- backward -------------------------------------------------------------------------
     def _acc_param(self, name: str, g: np.ndarray) -> None:
@@ -220,8 +209,7 @@ class Step:
         self.updated.add(op["name"])
         if not op["input_grad"]:
             return None
-        gmax = max(int(g_q.max()), -int(g_q.min())) if g_q.size else 0
-        gx, r, e_ref = self.s.conv_bwd_data(op, n, gmax)
+        gx, r, e_ref = self.s.conv_bwd_data(op, n)
         return nx.dequantize(gx, e_g + op["wq_exp"] + e_ref + r)
 
     def _gate_backward(self, op, g_mask, carry):

@@ -51,7 +51,7 @@ def test_modeled_energy_is_the_sum_of_its_breakdown_and_hand_computed(tmp_path):
 
 def test_report_files_and_html_images_exist(tmp_path):
     run = _run(tmp_path / "run", [_record(1, 10**9, 1e6), _record(2, 2 * 10**9, 2e6, 0.8)])
-    path = report.write(run)
+    path, _ = report.write(run)
     folder = os.path.dirname(path)
     for name in ("energy.json", "energy.csv", "report.html"):
         assert os.path.isfile(os.path.join(folder, name))
@@ -103,7 +103,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     run = _run(tmp_path / "run", [_record(1, 10**9, 1e6), _record(2, 2 * 10**9, 2e6, 0.8)])
-    path = report.write(run)
+    path, _ = report.write(run)
     png = tmp_path / "report.png"
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
                     "--window-size=1100,2400", f"file://{path}"], capture_output=True, timeout=120)

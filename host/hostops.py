@@ -59,6 +59,17 @@ def relu(x) -> np.ndarray:
     return np.maximum(x, F32(0))
 
 
+def channel_sum(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+    """Per-channel (axis 1) float64 sums of ``x``, or of ``x * y`` with exact products, over
+    every other axis of an NCHW or NC float32 tensor (no float64 copy of the tensor: at
+    these sizes a fresh one costs more in page faults than the sum)."""
+    n, c = x.shape[:2]
+    a = x.reshape(n, c, -1)
+    if y is None:
+        return a.sum((0, 2), dtype=F64)
+    return np.einsum("nci,nci->c", a, y.reshape(n, c, -1), dtype=F64)
+
+
 def avgpool(x) -> np.ndarray:
     """Global average pooling NCHW -> NC11: float64 mean, one rounding to float32."""
     return np.asarray(x, F64).mean(axis=(2, 3), keepdims=True).astype(F32)

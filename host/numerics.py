@@ -124,7 +124,9 @@ def quantize_tensor(x, fmt: Fmt, dtype=np.int64) -> tuple[np.ndarray, int, int]:
     amax = max(float(x.max()), -float(x.min())) if x.size else 0.0
     e = exponent_for(amax, fmt)
     if x.dtype == np.float32:
-        return _round_half_up32(np.ldexp(x, np.int32(-e)), dtype), e, 0
+        # x * 2^-e is ldexp's correctly rounded result; 2^-e must be a normal float32 itself
+        v = x * np.float32(2.0 ** -e) if -126 <= -e <= 127 else np.ldexp(x, np.int32(-e))
+        return _round_half_up32(v, dtype), e, 0
     q, sat = quantize(x, e, fmt)
     return q.astype(dtype, copy=False), e, sat
 
@@ -136,8 +138,9 @@ def _round_half_up32(v: np.ndarray, dtype) -> np.ndarray:
     (0.49999997 + 0.5 = 1.0)."""
     f = np.floor(v)
     np.subtract(v, f, out=v)
-    f += v >= np.float32(0.5)
-    return f.astype(dtype)
+    q = f.astype(dtype)
+    np.add(q, (v >= np.float32(0.5)).view(np.int8), out=q)  # integer adds: no bool-to-float pass
+    return q
 
 
 def dequantize(q, e) -> np.ndarray:

@@ -24,29 +24,29 @@ F32, F64 = np.float32, np.float64
 def _bn_train(x, gamma, beta, eps):
     """BatchNorm with batch statistics: mean and E[x^2] summed in float64 (exact products),
     var = E[x^2] - mean^2, each statistic rounded once to float32 where it meets the data."""
-    axes = (0, 2, 3) if x.ndim == 4 else (0,)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     m = x.size // x.shape[1]
-    mean = x.mean(axes, dtype=F64)
-    sub = "nchw,nchw->c" if x.ndim == 4 else "nc,nc->c"
-    var = np.maximum(np.einsum(sub, x, x, dtype=F64) / m - mean * mean, 0.0)
+    mean = hostops.channel_sum(x) / m
+    var = np.maximum(hostops.channel_sum(x, x) / m - mean * mean, 0.0)
     invstd = (1.0 / np.sqrt(var + eps)).astype(F32)
-    xhat = x - mean.astype(F32).reshape(shape)
+    xhat = np.subtract(x, mean.astype(F32).reshape(shape))
     xhat *= invstd.reshape(shape)
-    return xhat * gamma.reshape(shape) + beta.reshape(shape), xhat, invstd, mean, var
+    out = np.multiply(xhat, gamma.reshape(shape))
+    out += beta.reshape(shape)
+    return out, xhat, invstd, mean, var
 
 
 def _bn_backward(g, xhat, invstd, gamma):
-    axes = (0, 2, 3) if g.ndim == 4 else (0,)
+    """dx = a * (m g - dbeta - xhat dgamma) with a = gamma invstd / m, in this order (the
+    reference's), each step in place."""
     shape = (1, -1) + (1,) * (g.ndim - 2)
     m = g.size // g.shape[1]
-    dbeta = g.sum(axes, dtype=F64).astype(F32)
-    dgamma = np.einsum("nchw,nchw->c" if g.ndim == 4 else "nc,nc->c", g, xhat, dtype=F64).astype(F32)
-    a = (gamma * invstd).reshape(shape) / F32(m)
-    dx = F32(m) * g               # a * (m g - dbeta - xhat dgamma), in this order
+    dbeta = hostops.channel_sum(g).astype(F32)
+    dgamma = hostops.channel_sum(g, xhat).astype(F32)
+    dx = np.multiply(g, F32(m))
     dx -= dbeta.reshape(shape)
     dx -= xhat * dgamma.reshape(shape)
-    dx *= a
+    dx *= ((gamma * invstd) / F32(m)).reshape(shape)
     return dx, dgamma, dbeta
 
 
@@ -168,7 +168,7 @@ class Step:
             self._acc_param(p["bias"], dbeta)
             return [dx]
         if kind == "relu":
-            return [np.where(self.cache[name], g, F32(0))]
+            return [g * self.cache[name]]  # a product with the mask: np.where branches per element
         if kind == "add":
             return [g, g]
         if kind == "avgpool":

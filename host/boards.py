@@ -15,6 +15,7 @@ from .jsonfile import read_json
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bitstreams")
 DEFAULT_BOARD = "pynq-z2"
+FAMILIES = ("zynq7", "zynqmp")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,18 @@ class Board:
     ddr_bytes: int       # DDR on the board
     pl_ddr_bytes: int    # DDR the host may allocate for the engine (the image's contiguous memory)
     ddr_align: int       # byte alignment of every engine buffer
+    family: str          # zynq7 (Zynq-7000, PS7) or zynqmp (Zynq UltraScale+ MPSoC)
+    board_part: str      # Vivado board part (its PS preset)
+    ps: str              # the PS IP of the block design
+    axi_lite_port: str   # the PS master port the engine's control registers hang on
+    hp_ports: list       # the PS slave ports the engine's DDR traffic may use
+    pl_clock: str        # the PS clock that drives the PL
+    dsp: int             # fabric budget: DSP slices, 18 Kb BRAMs, LUTs, flip-flops
+    bram18: int
+    lut: int
+    ff: int
+    rails: list          # power rails the board's own sensors report (empty: none)
+    pynq_image: str      # the PYNQ image the board side runs on
     sources: dict = dataclasses.field(default_factory=dict, compare=False)  # where the figures come from
 
     def to_dict(self) -> dict:
@@ -63,9 +76,16 @@ def _check(d: dict, path: str) -> Board:
             raise E2TError(f"{path}: {key}: {v!r} is not a positive integer")
     if not isinstance(d["clock_mhz"], (int, float)) or not d["clock_mhz"] > 0:
         raise E2TError(f"{path}: clock_mhz: {d['clock_mhz']!r} is not a positive number")
-    for key in ("name", "part"):
+    for key in ("name", "part", "board_part", "ps", "axi_lite_port", "pl_clock", "pynq_image"):
         if not isinstance(d[key], str) or not d[key]:
             raise E2TError(f"{path}: {key}: {d[key]!r} is not a name")
+    for key in ("hp_ports", "rails"):
+        if not isinstance(d[key], list) or not all(isinstance(v, str) and v for v in d[key]):
+            raise E2TError(f"{path}: {key}: {d[key]!r} is not a list of names")
+    if not d["hp_ports"]:
+        raise E2TError(f"{path}: hp_ports: the engine needs at least one port to DDR")
+    if d["family"] not in FAMILIES:
+        raise E2TError(f"{path}: family: {d['family']!r} is not one of {', '.join(FAMILIES)}")
     if d["ddr_align"] & (d["ddr_align"] - 1):
         raise E2TError(f"{path}: ddr_align: {d['ddr_align']} is not a power of two")
     if d["pl_ddr_bytes"] > d["ddr_bytes"]:

@@ -172,7 +172,8 @@ def test_every_board_file_is_valid_and_generates_the_engine_config():
     assert boards.names() == ["kv260", "pynq-z2", "zcu104", "zedboard"]
     for name in boards.names():
         b = boards.board(name)
-        assert b.pl_ddr_bytes <= b.ddr_bytes and set(b.sources) == {"ddr_bytes", "pl_ddr_bytes"}
+        assert b.pl_ddr_bytes <= b.ddr_bytes and {"ddr_bytes", "pl_ddr_bytes", "dsp", "board_part", "rails"} <= set(b.sources)
+        assert (b.family == "zynq7") == (b.ps == "processing_system7") and b.dsp >= b.tile_o * b.tile_i
         assert f"#define E2T_MAX_C {b.max_c}" in config_header(b)
 
 
@@ -182,6 +183,11 @@ def test_every_board_file_is_valid_and_generates_the_engine_config():
     (lambda d: d.update(colour="red"), "unknown field.s. colour"),
     (lambda d: d.update(ddr_align=48), "ddr_align: 48 is not a power of two"),
     (lambda d: d.update(name="other"), "name: 'other' differs from its folder"),
+    (lambda d: d.update(dsp=0), "dsp: 0 is not a positive integer"),
+    (lambda d: d.update(family="virtex"), "family: 'virtex' is not one of zynq7, zynqmp"),
+    (lambda d: d.update(hp_ports=[]), "hp_ports: the engine needs at least one port"),
+    (lambda d: d.update(rails="none"), "rails: 'none' is not a list of names"),
+    (lambda d: d.update(board_part=""), "board_part: '' is not a name"),
 ])
 def test_a_wrong_board_field_is_named(tmp_path, edit, message):
     with open(os.path.join(boards.DATA, "pynq-z2", "board.json")) as f:

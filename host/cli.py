@@ -116,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="output folder")
     x.add_argument("--quiet", action="store_true", help="no step log on stderr")
 
+    es = sub.add_parser("estimate", help="modeled resources, speed and energy of a network on a board (workstation)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    es.add_argument("--board", default=None, help=f"a board of bitstreams/<board>/board.json (default {DEFAULT_BOARD}, "
+                                                  "or the plan's)")
+    es.add_argument("--model", default="resnet20", help=", ".join(MODELS))
+    es.add_argument("--dataset", default="cifar10", help=f"{', '.join(DATASETS)}: the input shape and classes")
+    es.add_argument("--batch", type=int, default=d.batch_size)
+    es.add_argument("--slu", action="store_true", help="with SLU gates (their 1x1 convs run on the engine too)")
+    es.add_argument("--plan", metavar="DIR", help="estimate this plan (e2t plan / e2t export) instead of --model")
+    es.add_argument("--energy-model", metavar="FILE", help="an energy model file (default: the board's)")
+
     en = sub.add_parser("energy", help="energy reports of run folders (modeled from the run's counts)")
     esub = en.add_subparsers(dest="energy_command", required=True)
     er = esub.add_parser("report", help="write RUN_DIR/energy/: energy.json, energy.csv, report.html with plots")
@@ -283,6 +294,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     return backends.load("export", "e2t export")(args)
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    return backends.load("estimate", "e2t estimate")(args)
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from energy import calibrate
     try:
@@ -312,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "info": cmd_info, "plan": cmd_plan, "export": cmd_export,
-                "energy": cmd_energy}[args.command](args)
+                "estimate": cmd_estimate, "energy": cmd_energy}[args.command](args)
     except E2TError as e:
         print(f"e2t: error: {e}", file=sys.stderr)
         return 2

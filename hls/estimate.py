@@ -1,0 +1,92 @@
+"""``e2t estimate``: what a board would do with a network, before buying one or running Vivado.
+
+For a plan (``--plan DIR``, or one built from ``--model`` and ``--dataset``): the engine's
+DSP, BRAM, LUT and FF use against the board's budget (hls/resources.py), engine cycles per
+training step (hls/cycles.py, through hls/export.py's per-layer costs), images per second at
+the board's clock, and joules per image from the board's energy model (energy/model.py) for
+the engine's fixed-point training and for fp32 training on the same counts. Every figure is
+modeled. A configuration over the board's budget is refused after the table, with the
+resource and both numbers.
+"""
+from __future__ import annotations
+
+from energy import model as energy_model
+from host import opcount, plan as planmod
+from host.errors import E2TError
+
+from . import export, resources
+
+
+def _step_counts(plan: planmod.Plan, precision: opcount.Precision) -> dict:
+    """host/opcount.py's counts of one training step of every conv at the plan's batch
+    (PSG's worst case: every tile recomputed, as the cycle model's)."""
+    total: dict = {}
+    for op in plan.convs():
+        g = opcount.LayerGeom(op["name"], "residual" if op["input_grad"] else "stem", op["c_in"], op["c_out"],
+                              op["k"], op["h"], op["w"], op["ho"], op["wo"])
+        for phase, slot in opcount.layer_ops(g, plan.batch, precision).items():
+            for i, (width, macs) in enumerate(slot["macs"].items()):
+                opcount.add_count(total, phase, width, macs, slot["bytes"] if i == 0 else 0.0)
+    return total
+
+
+def estimate(plan: planmod.Plan, energy_file: str | None = None) -> dict:
+    """The modeled figures of ``plan`` on its board."""
+    b = plan.board
+    macs, cycles = export.engine_cycles(plan)
+    seconds = cycles / (b.clock_mhz * 1e6)
+    em = energy_model.load(b.name, energy_file)
+    joules = {}
+    for name, prec in (("engine, fixed point + PSG", opcount.Precision("fixed", psg=True)),
+                       ("fp32 training, same counts", opcount.Precision("fp32"))):
+        joules[name] = sum(em.price(slot)["j"] for slot in _step_counts(plan, prec).values()) / plan.batch
+    return {"board": b.name, "part": b.part, "clock_mhz": b.clock_mhz, "tile": f"{b.tile_o}x{b.tile_i}",
+            "model": plan.network["model"], "batch": plan.batch, "resources": resources.totals(b),
+            "macs_per_step": macs, "cycles_per_step": cycles, "seconds_per_step": seconds,
+            "images_per_s": plan.batch / seconds, "joules_per_image": joules, "energy_model": em.path,
+            "energy_table": em.table}
+
+
+def text(e: dict) -> str:
+    """The table ``e2t estimate`` prints."""
+    lines = [f"{e['model']} on {e['board']} ({e['part']}, {e['clock_mhz']:g} MHz, {e['tile']} tile), batch "
+             f"{e['batch']}: modeled (hls/resources.py, hls/cycles.py, {e['energy_model']}), not synthesized",
+             "", f"{'resource':<10}{'used':>10}{'budget':>10}{'use':>8}"]
+    for u in e["resources"]:
+        mark = "" if u.fits else "  over budget"
+        lines.append(f"{u.resource.upper():<10}{u.used:>10,}{u.budget:>10,}{100 * u.used / u.budget:>7.0f}%{mark}")
+    rows = [("engine cycles per training step", f"{e['cycles_per_step']:,} (PSG worst case: every tile recomputed)"),
+            ("time per training step", f"{e['seconds_per_step']:.2f} s at {e['clock_mhz']:g} MHz"),
+            ("images per second", f"{e['images_per_s']:.1f} (forward and backward, engine only)"),
+            ("MACs per training step", f"{e['macs_per_step'] / 1e9:.2f} G")]
+    rows += [(f"energy per image, {name}", f"{j * 1e3:.3f} mJ") for name, j in e["joules_per_image"].items()]
+    w = max(len(k) for k, _ in rows)
+    lines += [""] + [f"{k:<{w}}  {v}" for k, v in rows]
+    lines.append(f"(energy: MACs and DDR traffic priced by {e['energy_table']})")
+    return "\n".join(lines)
+
+
+def refuse_over_budget(e: dict) -> None:
+    """E2TError naming every resource over the board's budget, with both numbers."""
+    over = [f"{u.resource.upper()} {u.used:,} > {u.budget:,}" for u in e["resources"] if not u.fits]
+    if over:
+        raise E2TError(f"the engine configuration of {e['board']} is over the board's budget: {'; '.join(over)} "
+                       f"(modeled by hls/resources.py; the tile in bitstreams/{e['board']}/board.json sets it)")
+
+
+def main(args) -> int:
+    """The ``e2t estimate`` command (through the ``estimate`` entry point)."""
+    if args.plan:
+        plan = planmod.load(args.plan)
+        if args.board and args.board != plan.board.name:
+            raise E2TError(f"--board {args.board}: the plan in {args.plan} is for {plan.board.name}")
+    else:
+        from host import planbuild
+        from host.datasets import shape_of
+        c, k, size = shape_of(args.dataset)
+        plan = planbuild.from_model(args.model, c, k, size, args.board or "pynq-z2", args.batch, 0, args.slu,
+                                    None, args.dataset)[0]
+    e = estimate(plan, args.energy_model)
+    print(text(e))
+    refuse_over_budget(e)
+    return 0

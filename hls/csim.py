@@ -34,7 +34,9 @@ from . import boards, regmap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CACHE = os.path.join(ROOT, "build", "hls")
+# builds land in the source tree's build/ (a checkout), else in the user's cache (an installed wheel)
+CACHE = os.environ.get("E2T_CACHE") or (os.path.join(ROOT, "build", "hls") if os.path.isfile(os.path.join(ROOT, "pyproject.toml"))
+                                        else os.path.join(os.path.expanduser("~"), ".cache", "e2t", "hls"))
 INCLUDE = os.path.join(HERE, "include")
 KERNEL_SOURCES = [os.path.join(HERE, "src", "e2t_engine.cpp"), os.path.join(HERE, "src", "e2t_call.cpp")]
 FAST_SOURCES = [os.path.join(HERE, "fast", "e2t_fast.cpp"), os.path.join(HERE, "fast", "e2t_fast_ops.cpp")]

@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--plan", metavar="DIR", help="estimate this plan (e2t plan / e2t export) instead of --model")
     es.add_argument("--energy-model", metavar="FILE", help="an energy model file (default: the board's)")
 
+    dp = sub.add_parser("deploy", help="a bundle (folder + tarball) that installs and trains on a board",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    dp.add_argument("--board", default=DEFAULT_BOARD, help="a board of bitstreams/<board>/board.json")
+    dp.add_argument("--plan", metavar="DIR", help="the plan and weights to train (default: fresh ones of --model)")
+    dp.add_argument("--model", default=d.model, help=", ".join(MODELS))
+    dp.add_argument("--dataset", default=d.dataset, help=", ".join(DATASETS))
+    dp.add_argument("--data-dir", help="where the data set is (CIFAR, folder; built-in sets are found without it)")
+    dp.add_argument("--batch", type=int, default=d.batch_size)
+    dp.add_argument("--epochs", type=int, default=15, help="train.sh's epochs")
+    dp.add_argument("--no-slu", action="store_true", help="a fresh plan without SLU gates")
+    dp.add_argument("--out", required=True, help="the bundle folder (new); BUNDLE.tar.gz is written beside it")
+
     en = sub.add_parser("energy", help="energy reports of run folders (modeled from the run's counts)")
     esub = en.add_subparsers(dest="energy_command", required=True)
     er = esub.add_parser("report", help="write RUN_DIR/energy/: energy.json, energy.csv, report.html with plots")
@@ -294,6 +306,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return backends.load("export", "e2t export")(args)
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .deploy import deploy
+    deploy(args.board, args.out, args.plan, args.model, args.dataset, args.data_dir, args.batch, args.epochs,
+           not args.no_slu, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     return backends.load("estimate", "e2t estimate")(args)
 
@@ -327,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "info": cmd_info, "plan": cmd_plan, "export": cmd_export,
-                "estimate": cmd_estimate, "energy": cmd_energy}[args.command](args)
+                "estimate": cmd_estimate, "deploy": cmd_deploy,
+                "energy": cmd_energy}[args.command](args)
     except E2TError as e:
         print(f"e2t: error: {e}", file=sys.stderr)
         return 2

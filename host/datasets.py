@@ -119,6 +119,22 @@ def load_dataset(name: str, data_dir: str | None = None, size: int | None = None
     raise E2TError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
 
 
+def source_path(name: str, data_dir: str | None = None) -> str:
+    """The file or folder data set ``name`` is read from (what ``--data-dir`` must hold)."""
+    if data_dir is not None:
+        data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    if name == "folder":
+        if data_dir is None or not os.path.exists(data_dir):
+            raise E2TError(f"--dataset folder needs --data-dir: a folder of class subfolders or an .npz "
+                           f"({data_dir or 'none given'})")
+        return data_dir
+    if name in _CSV:
+        return _find_csv(name, data_dir)
+    if name in _CIFAR:
+        return _find_cifar(name, data_dir)
+    raise E2TError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+
+
 def normalize(ds: Dataset, x_uint8: np.ndarray) -> np.ndarray:
     """Return the uint8 NCHW batch as float32 ``(x/255 - mean) / std``, per channel."""
     mean = np.asarray(ds.mean, dtype=np.float32)[:, None, None]

@@ -8,7 +8,7 @@ RUN_ARGS ?= --backend emu --model resnet20 --dataset mnist5k --epochs 15 --smd 0
             --slu-gate-init 0.95 --slu-band 0.05 --precision fixed --psg --psg-tau 0 --out runs/make-run
 RUN_OUT := runs/make-run
 
-.PHONY: run test bench venv clean cross-tools
+.PHONY: run test bench venv clean test-tools bitstream
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,17 +23,30 @@ run: $(STAMP)
 	rm -rf $(RUN_OUT)
 	$(VENV)/bin/e2t train $(RUN_ARGS)
 
-# The aarch64 engine's tests run it under qemu-user: Debian's cross compiler and qemu-user.
-cross-tools:
-	@if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then :; \
+# Debian tools some tests need (each of those tests skips, saying why, when its tool is missing):
+# the aarch64 cross compiler and qemu-user (the ARM engine build), tcl (the Vivado script under
+# tclsh), chromium (the energy report rendered headless).
+TEST_TOOLS := aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user tclsh:tcl chromium:chromium
+test-tools:
+	@missing=""; for t in $(TEST_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get update -qq && apt-get install -y -qq g++-aarch64-linux-gnu qemu-user >/dev/null) \
-	  || echo "make: could not install the aarch64 cross tools; their tests will be skipped"; \
-	else echo "make: no aarch64-linux-gnu-g++ / qemu-aarch64 (apt-get install g++-aarch64-linux-gnu qemu-user);" \
-	  "the aarch64 engine tests will be skipped"; fi
+	  (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "make: could not install$$missing; the tests that need them will be skipped"; \
+	else echo "make: missing Debian packages$$missing (apt-get install$$missing); the tests that need them will be skipped"; fi
 
-test: $(STAMP) cross-tools
+test: $(STAMP) test-tools
 	$(PY) -m pytest -q
+
+# The overlay (e2t.bit + e2t.hwh in bitstreams/$(BOARD)/) with Vitis HLS and Vivado (docs/bitstream.md).
+BOARD ?= pynq-z2
+ifneq ($(filter bitstream,$(MAKECMDGOALS)),)
+ifeq ($(strip $(PLAN)),)
+$(error make bitstream needs PLAN=<plan folder> (e2t plan or e2t export writes one), e.g. make bitstream BOARD=$(BOARD) PLAN=plans/r20)
+endif
+endif
+bitstream: $(STAMP)
+	$(PY) -m hls.vivado --board $(BOARD) --plan $(PLAN)
 
 bench: $(STAMP)
 	mkdir -p bench/out

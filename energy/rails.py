@@ -174,14 +174,53 @@ class MeterLog:
         return trapezoid(ts, ws)
 
 
-def probe(hwmon_root: str = "/sys/class/hwmon", powercap_root: str = "/sys/class/powercap", log=print) -> list:
-    """The rails this machine has; every source that is missing or unreadable gets one line."""
+class PynqRail:
+    """One rail of ``pynq.get_rails()`` (libsensors on the board): its power sensor, or the
+    product of its voltage and current sensors."""
+
+    unit, resolution = "W", None
+
+    def __init__(self, rail):
+        self.rail, self.name = rail, f"pynq:{rail.name}"
+        self.sensor = rail.power  # None for a rail with voltage and current only
+        self.source = f"pynq.get_rails() {rail.name} ({'power' if rail.power else 'voltage x current'}, libsensors)"
+
+    def read(self) -> Reading:
+        r = self.rail
+        value = r.power.value if r.power else r.voltage.value * r.current.value
+        return Reading(time.monotonic(), float(value))
+
+
+def pynq_rails(get_rails=None) -> list[PynqRail]:
+    """The board's rails through pynq (``get_rails`` injectable); those with no power reading
+    (neither a power sensor nor voltage and current) are left out."""
+    if get_rails is None:
+        import warnings
+        try:
+            import pynq
+        except ImportError as e:
+            raise OSError(f"pynq is not installed ({e})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Could not initialise libsensors": get_rails() is then empty
+            found = pynq.get_rails()
+    else:
+        found = get_rails()
+    return [PynqRail(r) for _, r in sorted(found.items()) if r.power or (r.voltage and r.current)]
+
+
+def probe(hwmon_root: str = "/sys/class/hwmon", powercap_root: str = "/sys/class/powercap", log=print,
+          pynq: bool = False, get_rails=None) -> list:
+    """The rails this machine has (``pynq``: also the board's, through pynq.get_rails()); every
+    source that is missing or unreadable gets one line."""
     found = []
-    for what, finder, root in (("hwmon", hwmon_rails, hwmon_root), ("powercap", powercap_rails, powercap_root)):
+    sources = [("hwmon", hwmon_rails, hwmon_root), ("powercap", powercap_rails, powercap_root)]
+    if pynq:
+        sources.insert(0, ("pynq", lambda _: pynq_rails(get_rails), "pynq.get_rails()"))
+    for what, finder, root in sources:
         try:
             rails = finder(root)
         except OSError as e:
-            log(f"energy: {what} at {root} unreadable ({e.strerror}); going on without it")
+            log(f"energy: {what} at {root} unreadable ({e.strerror or e}); going on without it")
             continue
         ok = []
         for r in rails:
@@ -224,6 +263,35 @@ class EmulatedRail:
         return trapezoid(self.t, self.w)
 
 
+class PynqRecorder:
+    """Measures the board's power-sensor rails with ``pynq.DataRecorder`` (the PYNQ image's
+    sampler: a thread that reads the sensors every ``period`` seconds into a pandas frame,
+    each ``start()`` a new mark). DataRecorder only records: ``stop()`` integrates each rail by
+    the trapezoid rule over the frame's real timestamps. ``data_recorder``: injectable."""
+
+    def __init__(self, found: list, period: float = 0.1, data_recorder=None):
+        if data_recorder is None:
+            from pynq import DataRecorder as data_recorder
+        self.rails, self.period = [r for r in found if getattr(r, "sensor", None) is not None], period
+        self.recorder = data_recorder(*[r.sensor for r in self.rails])
+        self.mark = None
+
+    def start(self) -> None:
+        self.mark = self.recorder.mark() + 1  # record() starts the next mark: this stretch's samples
+        self.recorder.record(self.period)
+
+    def stop(self) -> dict:
+        self.recorder.stop()
+        frame = self.recorder.frame
+        part = frame[frame["Mark"] == self.mark]
+        t = part.index.values.astype("datetime64[ns]").astype(np.int64) / 1e9  # seconds, whatever the unit
+        out = {}
+        for r in self.rails:
+            out[r.name] = {"joules": trapezoid(t, part[r.sensor.name].to_numpy(np.float64)), "kind": "measured",
+                           "source": r.source + ", sampled by pynq.DataRecorder", "unit": "W"}
+        return out
+
+
 class Recorder:
     """Measures rails over stretches of a run: energy counters (RAPL) by their difference,
     power rails (hwmon) sampled on a thread every ``period`` seconds and integrated. ``start()``
@@ -261,4 +329,30 @@ class Recorder:
             else:
                 j = r.energy(self._counters[r.name], r.read())
             out[r.name] = {"joules": j, "kind": "measured", "source": r.source, "unit": r.unit}
+        return out
+
+
+def meter(found: list, period: float = 0.1, data_recorder=None):
+    """One ``start()`` / ``stop()`` recorder for every rail found (None for none): the board's
+    power sensors through pynq.DataRecorder, the rest (hwmon, powercap, V x I rails) through
+    ``Recorder``."""
+    sensed = [r for r in found if getattr(r, "sensor", None) is not None]
+    parts = ([PynqRecorder(sensed, period, data_recorder)] if sensed else [])
+    rest = [r for r in found if r not in sensed]
+    parts += [Recorder(rest, period)] if rest else []
+    return _Meters(parts) if parts else None
+
+
+class _Meters:
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    def start(self) -> None:
+        for p in self.parts:
+            p.start()
+
+    def stop(self) -> dict:
+        out = {}
+        for p in self.parts:
+            out.update(p.stop())
         return out

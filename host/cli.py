@@ -210,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = EngineTrainer(cfg, out, resume=getattr(args, "resume", False), data_dir=getattr(args, "data_dir", None),
                                 init=getattr(args, "init", None), engine=getattr(args, "engine", "fast"),
                                 bitfile=getattr(args, "bitfile", None), progress=not getattr(args, "quiet", False))
-        trainer.meter = rail_meter()  # after the run's settings were checked: bad input stays one line
+        trainer.meter = rail_meter(cfg.backend)  # after the run's settings were checked: bad input stays one line
         try:
             records = trainer.fit()
         except KeyboardInterrupt:
@@ -226,15 +226,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def rail_meter():
+def rail_meter(backend: str):
     """A recorder of this machine's power rails for the on-engine trainer (None when it has
-    none); the missing sources say so in one line each. $E2T_HWMON_ROOT and
-    $E2T_POWERCAP_ROOT point it at other trees."""
+    none): on a board (``pynq``) also pynq.get_rails(); the missing sources say so in one line
+    each. $E2T_HWMON_ROOT and $E2T_POWERCAP_ROOT point it at other trees."""
     from energy import rails
     found = rails.probe(os.environ.get("E2T_HWMON_ROOT", "/sys/class/hwmon"),
                         os.environ.get("E2T_POWERCAP_ROOT", "/sys/class/powercap"),
-                        log=lambda m: print(m, file=sys.stderr))
-    return rails.Recorder(found) if found else None
+                        log=lambda m: print(m, file=sys.stderr), pynq=backend == "pynq")
+    return rails.meter(found)
 
 
 def energy_line(run_dir: str, board: str | None = None, model: str | None = None) -> str:

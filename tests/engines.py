@@ -24,7 +24,7 @@ def make_engine(build) -> csim.Engine:
         missing = [t for t in (ARM_CXX, QEMU) if shutil.which(t) is None]
         if missing:
             pytest.skip(f"the aarch64 build needs {' and '.join(missing)} "
-                        "(apt-get install g++-aarch64-linux-gnu qemu-user; make cross-tools)")
+                        "(apt-get install g++-aarch64-linux-gnu qemu-user; make test-tools)")
         return csim.RunnerEngine(ARM_CXX, [QEMU, "-L", ARM_SYSROOT], log=quiet, cpu_path=path)
     if path is None:
         return csim.Engine(variant, log=quiet)

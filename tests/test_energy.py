@@ -269,3 +269,63 @@ def test_rails_recorded_over_a_run_appear_beside_the_model(tmp_path, monkeypatch
     html_text = (out / "energy" / "report.html").read_text()
     assert "Measured on rails" in html_text and "rapl:package-0" in html_text and "not a board" in html_text
     assert "measured:rapl:package-0_joules" in (out / "energy" / "energy.csv").read_text()
+
+
+class _Sensor:
+    """A libsensors sensor as pynq shows one: a name, a value, and pynq's MultiSensor protocol."""
+
+    def __init__(self, name, value):
+        self.name, self._value, self.parents = name, value, ()
+
+    @property
+    def value(self):
+        return self._value() if callable(self._value) else self._value
+
+    def get_value(self, parents=None):
+        return self.value
+
+
+class _Rail:
+    def __init__(self, name, power=None, voltage=None, current=None):
+        self.name, self.power, self.voltage, self.current = name, power, voltage, current
+
+
+def test_pynq_rails_from_get_rails():
+    """Power sensors are read as they are, voltage-and-current rails as their product; a rail
+    with neither is left out; a board without libsensors (an empty dict) has no rails."""
+    found = rails.pynq_rails(lambda: {"VCCINT": _Rail("VCCINT", power=_Sensor("VCCINT_power", 1.25)),
+                                      "VCC1V2": _Rail("VCC1V2", voltage=_Sensor("v", 1.2), current=_Sensor("i", 0.5)),
+                                      "TEMP": _Rail("TEMP")})
+    assert [r.name for r in found] == ["pynq:VCC1V2", "pynq:VCCINT"]
+    assert [r.read().value for r in found] == [pytest.approx(0.6), 1.25]
+    assert "voltage x current" in found[0].source and "pynq.get_rails()" in found[1].source
+    assert rails.pynq_rails(lambda: {}) == []
+    lines = []
+    assert rails.probe(os.devnull, os.devnull, log=lines.append, pynq=True, get_rails=dict) == []
+    assert lines[0] == "energy: no pynq rails at pynq.get_rails()"
+
+
+def test_pynq_data_recorder_integrated_over_its_timestamps():
+    """The real pynq.DataRecorder samples a fake power sensor (2 W, then 2 W + 10 W/s ramp); each
+    start/stop stretch is integrated over the frame's own timestamps; V x I rails go to Recorder."""
+    import time
+    from pynq import DataRecorder
+    t0 = time.time()
+    ramp = _Rail("RAMP", power=_Sensor("RAMP_power", lambda: 2.0 + 10.0 * (time.time() - t0)))
+    flat = _Rail("FLAT", power=_Sensor("FLAT_power", 2.0))
+    vi = _Rail("VI", voltage=_Sensor("v", 5.0), current=_Sensor("i", 0.2))
+    found = rails.pynq_rails(lambda: {"RAMP": ramp, "FLAT": flat, "VI": vi})
+    m = rails.meter(found, period=0.02, data_recorder=DataRecorder)
+    for _ in range(2):  # two stretches: marks keep them apart
+        m.start()
+        time.sleep(0.5)
+        out = m.stop()
+    frame = m.parts[0].recorder.frame
+    part = frame[frame["Mark"] == m.parts[0].mark]
+    t = part.index.values.astype("datetime64[ns]").astype(np.int64) / 1e9
+    span = t[-1] - t[0]
+    assert span > 0.3 and len(part) > 10
+    assert out["pynq:FLAT"]["joules"] == pytest.approx(2.0 * span, rel=1e-6)
+    w = part["RAMP_power"].to_numpy()  # a linear ramp's integral: the mean of its ends times the span
+    assert out["pynq:RAMP"]["joules"] == pytest.approx((w[0] + w[-1]) / 2 * span, rel=0.02) and w[-1] > w[0] + 3
+    assert "pynq.DataRecorder" in out["pynq:FLAT"]["source"] and out["pynq:VI"]["joules"] == pytest.approx(0.5, rel=0.2)

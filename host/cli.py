@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {d.slu_band}: flip)")
     t.add_argument("--slu-weighting", help=f"SLU cost per block: {', '.join(SLU_WEIGHTINGS)} "
                                            f"(default {d.slu_weighting})")
+    t.add_argument("--slu-exec", help="SLU: mask (run gated blocks on the whole batch and mask, the authors' way; "
+                                      "the torch backend's default) or gather (run them on the gated-on images only, "
+                                      "as the engine does; emu and pynq)")
     t.add_argument("--slu-gate-init", type=float, metavar="P",
                    help="SLU: start the gates open, running each block with probability P (default: "
                         "as initialised, about 0.5)")

@@ -13,6 +13,7 @@ from .errors import E2TError
 BACKENDS = ("torch", "emu", "pynq")
 MODELS = ("resnet8", "resnet20", "resnet38", "resnet74", "resnet110")
 SLU_WEIGHTINGS = ("uniform", "macs")
+SLU_EXECS = ("mask", "gather")
 PRECISIONS = ("fp32", "fixed")
 
 
@@ -41,6 +42,7 @@ class TrainConfig:
     slu_band: float = 0.0  # SLU: cost sign ramps from -1 to +1 over target +- band; 0 = the authors' step
     slu_weighting: str = "uniform"  # SLU: per-block cost weights, uniform or by MACs
     slu_gate_init: float | None = None  # SLU: gates start running blocks with this probability; None: p ~ 0.5
+    slu_exec: str | None = None  # SLU: mask (the authors': whole batch, masked) or gather (the engine's); None: the backend's
     precision: str = "fp32"  # conv arithmetic: fp32, or fixed (docs/numerics.md)
     psg: bool = False  # PSG: 4-bit predictor + selective full gradient, integer sign update
     psg_tau: float = 5e-5  # PSG: absolute threshold on |G_msb|
@@ -76,6 +78,11 @@ class TrainConfig:
             raise E2TError(f"--slu-band must be a fraction in [0, 1), got {self.slu_band}")
         if self.slu_gate_init is not None and not 0 < self.slu_gate_init < 1:
             raise E2TError(f"--slu-gate-init must be a probability in (0, 1), got {self.slu_gate_init}")
+        if self.slu_exec not in (None,) + SLU_EXECS:
+            raise E2TError(f"unknown --slu-exec '{self.slu_exec}' (known: {', '.join(SLU_EXECS)})")
+        if self.slu_exec == "mask" and self.backend in ("emu", "pynq"):
+            raise E2TError(f"--slu-exec mask: --backend {self.backend} runs a gated block on the gathered images "
+                           f"only (gather)")
         if self.slu_weighting not in SLU_WEIGHTINGS:
             raise E2TError(f"unknown --slu-weighting '{self.slu_weighting}' (known: {', '.join(SLU_WEIGHTINGS)})")
         if self.precision not in PRECISIONS:

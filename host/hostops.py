@@ -9,8 +9,9 @@ ops round on the CPU, so the integers the engine sees next are the reference's.
 - The classifier ``x W^T + b`` in float64, rounded once (the reference's fixed-point runs
   compute it so too, reference/hostexact.py).
 - The SLU gate: one LSTM step (PyTorch's gate order i, f, g, o), a linear layer, a sigmoid
-  and ``p > threshold``. Its float results may differ from PyTorch's LSTM in the last bits;
-  only the gate's decision depends on them.
+  and ``p > threshold``, with float64 sums and activations rounded once (the reference's
+  fixed-point runs compute them so too, reference/hostexact.py). PyTorch's own LSTM differs
+  from them in the last bits.
 """
 from __future__ import annotations
 
@@ -82,24 +83,36 @@ def linear(x, weight, bias) -> np.ndarray:
 
 
 def sigmoid(x) -> np.ndarray:
-    with np.errstate(over="ignore"):  # exp overflows to inf for x < -88: the result is 0, as it should be
-        return (F32(1) / (F32(1) + np.exp(-np.asarray(x, F32)))).astype(F32)
+    """float32 sigmoid computed in float64 and rounded once (so any float64 library agrees)."""
+    with np.errstate(over="ignore"):  # exp overflows to inf for x < -709: the result is 0, as it should be
+        return (1.0 / (1.0 + np.exp(-np.asarray(x, F32).astype(F64)))).astype(F32)
+
+
+def tanh(x) -> np.ndarray:
+    """float32 tanh computed in float64 and rounded once."""
+    return np.tanh(np.asarray(x, F32).astype(F64)).astype(F32)
+
+
+def matmul(a, b) -> np.ndarray:
+    """float32 ``a @ b`` with float64 sums (exact products), rounded once."""
+    return (np.asarray(a, F32).astype(F64) @ np.asarray(b, F32).astype(F64)).astype(F32)
 
 
 def lstm_step(x, state, w_ih, w_hh, b_ih, b_hh) -> tuple[np.ndarray, np.ndarray, tuple]:
     """One LSTM step on x (N, in); ``state`` (h, c) or None for zeros. Returns (h, c, and the
-    activated gates i, f, g, o with tanh(c), which the backward pass needs)."""
-    z = np.asarray(x, F32) @ w_ih.T + b_ih + b_hh
+    activated gates i, f, g, o with tanh(c), which the backward pass needs). The gate inputs
+    are float64 sums rounded once, the activations float64 rounded once, the cell's products
+    and sum float32 (reference/hostexact.py computes the same)."""
+    z = np.asarray(x, F32).astype(F64) @ np.asarray(w_ih, F64).T + (np.asarray(b_ih, F64) + np.asarray(b_hh, F64))
     if state is not None:
-        z = z + state[0] @ w_hh.T
+        z += state[0].astype(F64) @ np.asarray(w_hh, F64).T
     i, f, gg, o = np.split(z.astype(F32), 4, axis=1)
-    i, f, gg, o = sigmoid(i), sigmoid(f), np.tanh(gg), sigmoid(o)
+    i, f, gg, o = sigmoid(i), sigmoid(f), tanh(gg), sigmoid(o)
     c = i * gg
     if state is not None:
         c = c + f * state[1]
-    c = c.astype(F32)
-    tc = np.tanh(c)
-    return (o * tc).astype(F32), c, (i, f, gg, o, tc)
+    tc = tanh(c)
+    return o * tc, c, (i, f, gg, o, tc)
 
 
 def softmax_cross_entropy(logits, y, grad: bool = False):

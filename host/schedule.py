@@ -7,6 +7,12 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def gate_draws(seed: int, epoch: int) -> np.random.Generator:
+    """The SLU gates' uniform draws of an epoch (u in m = 1[p > u]), in gate order per kept
+    batch: one generator for the on-engine trainer and the reference's ``--slu-exec gather``."""
+    return np.random.default_rng([seed, epoch, 2])
+
+
 def smd_drops(p: float, seed: int, epoch: int, iterations: int) -> np.ndarray:
     """Which iterations of an epoch SMD drops (bool per iteration).
 

@@ -27,7 +27,7 @@ from .forward import evaluate
 from .opcount import sum_layers, total_macs
 from .progress import Progress
 from .runs import RunDir, atomic_write, epoch_line
-from .schedule import cost_sign, cost_weights, smd_drops
+from .schedule import cost_sign, cost_weights, gate_draws, smd_drops
 from .session import PHASES, EngineSession
 from .trainstep import Step
 
@@ -176,7 +176,7 @@ class EngineTrainer:
         cfg = self.cfg
         start = time.perf_counter()
         dropped = smd_drops(cfg.smd, cfg.seed, self.epoch, self.iters_per_epoch)
-        rng = np.random.default_rng([cfg.seed, self.epoch, 2])  # the SLU gates' draws of this epoch
+        rng = gate_draws(cfg.seed, self.epoch)
         before = dict(self.session.counts), dict(self.session.seconds)
         self.session.per_layer = {}  # this epoch's accounting (evaluation's calls are not training's)
         coasted = 0

@@ -50,6 +50,20 @@ def _bn_backward(g, xhat, invstd, gamma):
     return dx, dgamma, dbeta
 
 
+def _gradient_sum(parts: list | None) -> np.ndarray | None:
+    """A tensor's gradient from its consumers: two float32 terms added (a float64 sum would
+    round to the same), three or more summed in float64 and rounded once, so that the order in
+    which they arrive (which differs between this and PyTorch's autograd) does not matter."""
+    if not parts:
+        return None
+    if len(parts) <= 2:
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+    acc = parts[0].astype(F64)
+    for g in parts[1:]:
+        acc += g
+    return acc.astype(F32)
+
+
 class Step:
     """Forward and backward of one mini-batch; collects host gradients in ``grads``."""
 
@@ -136,12 +150,12 @@ class Step:
         self.grads[name] = self.grads.get(name, 0) + g
 
     def backward(self) -> None:
-        grads, carry = {self.logits_name: self.g_logits}, None
+        grads, carry = {self.logits_name: [self.g_logits]}, None
         for op in reversed(self.plan.ops):
             kind, gate = op["type"], op.get("gate")
             if kind == "loss":
                 continue
-            g = grads.pop(op["output"], None)
+            g = _gradient_sum(grads.pop(op["output"], None))
             if g is None or (kind != "mix" and kind != "gate" and self.cache.get(op["name"], 0) is None):
                 continue
             gin = self._op_backward(op, g)
@@ -154,7 +168,7 @@ class Step:
                     full = np.zeros((len(self.t[name]), *gi.shape[1:]), F32)
                     full[self.picks[gate]] = gi
                     gi = full
-                grads[name] = grads[name] + gi if name in grads else gi
+                grads.setdefault(name, []).append(gi)
 
     def _op_backward(self, op, g):
         kind, name = op["type"], op["name"]
@@ -218,12 +232,13 @@ class Step:
         j, p = op["index"], op["params"]
         x, state, i, f, gg, o, c, tc, h, prob = self.gate_cache[j]
         dp = g_mask[:, 0].astype(F32)
-        if self.slu_cost is not None:
-            dp = dp + F32(self.slu_cost["sign"] * self.slu_cost["beta"] * self.slu_cost["weights"][j])
+        if self.slu_cost is not None:  # d(s beta sum_l w_l m_l)/dm_j, rounded as autograd rounds it
+            c = self.slu_cost
+            dp = dp + F32(F32(c["sign"] * c["beta"]) * F32(c["weights"][j]))
         dz = (dp * prob * (1 - prob)).reshape(-1, 1).astype(F32)
-        self._acc_param(p["proj_weight"], (dz.T @ h).astype(F32))
-        self._acc_param(p["proj_bias"], dz.sum(0).astype(F32))
-        dh = dz @ self.p[p["proj_weight"]]
+        self._acc_param(p["proj_weight"], hostops.matmul(dz.T, h))
+        self._acc_param(p["proj_bias"], dz.sum(0, dtype=F64).astype(F32))
+        dh = dz * self.p[p["proj_weight"]]  # (N, 1) x (1, H): one product each
         dc = np.zeros_like(c)
         if carry is not None:
             dh, dc = dh + carry[0], dc + carry[1]
@@ -232,12 +247,13 @@ class Step:
         di, dg = dc * gg, dc * i
         df = dc * state[1] if state is not None else np.zeros_like(dc)
         d4 = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - gg * gg), do * o * (1 - o)], 1).astype(F32)
-        self._acc_param(p["weight_ih"], (d4.T @ x).astype(F32))
-        self._acc_param(p["bias_ih"], d4.sum(0).astype(F32))
-        self._acc_param(p["bias_hh"], d4.sum(0).astype(F32))
+        self._acc_param(p["weight_ih"], hostops.matmul(d4.T, x))
+        db = d4.sum(0, dtype=F64).astype(F32)
+        self._acc_param(p["bias_ih"], db)
+        self._acc_param(p["bias_hh"], db)
         new_carry = None
         if state is not None:
-            self._acc_param(p["weight_hh"], (d4.T @ state[0]).astype(F32))
-            new_carry = ((d4 @ self.p[p["weight_hh"]]).astype(F32), (dc * f).astype(F32))
-        dx = (d4 @ self.p[p["weight_ih"]]).astype(F32).reshape(len(x), -1, 1, 1)
+            self._acc_param(p["weight_hh"], hostops.matmul(d4.T, state[0]))
+            new_carry = (hostops.matmul(d4, self.p[p["weight_hh"]]), (dc * f).astype(F32))
+        dx = hostops.matmul(d4, self.p[p["weight_ih"]]).reshape(len(x), -1, 1, 1)
         return [dx], new_carry

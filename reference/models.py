@@ -15,7 +15,8 @@ from host.config import MODELS
 from host.errors import E2TError
 
 from .geometry import count_macs
-from .slu import RecurrentGate, decide, gated_block, global_avgpool
+from .hostexact import fanout
+from .slu import RecurrentGate, decide, gated_block, gathered_block, global_avgpool
 
 WIDTHS = (16, 32, 64)
 
@@ -126,6 +127,7 @@ class GatedResNet(CifarResNet):
         if gate_init is not None:
             self.gate.start_open(gate_init)
         self.gate_masks = self.last_gates = None
+        self.gather_rng = None  # a numpy Generator: train as the engine does (gathered blocks, its gate draws)
 
     @property
     def num_gates(self) -> int:
@@ -134,12 +136,15 @@ class GatedResNet(CifarResNet):
     def forward(self, x: torch.Tensor, gates: str | None = None) -> torch.Tensor:
         """``gates``: ``sampled`` or ``deterministic``; by default sampled in training, else deterministic."""
         mode = gates or ("sampled" if self.training else "deterministic")
+        gather = self.gather_rng is not None and self.training  # the engine's SLU (slu_exec gather)
         x = self.blocks[0](self.stem(x))
         state, masks = None, []
         for j, block in enumerate(self.blocks[1:]):
-            p, state = self.gate(j, x, state)
-            masks.append(decide(p, mode))
-            x = gated_block(block, x, masks[-1])
+            # gathered, x has three uses whose gradients are summed in float64, as the engine's
+            x_gate, x_res, x_short = fanout(x, 3) if gather else (x, x, x)
+            p, state = self.gate(j, x_gate, state)
+            masks.append(decide(p, mode, self.gather_rng if gather else None))
+            x = gathered_block(block, x_res, x_short, masks[-1]) if gather else gated_block(block, x, masks[-1])
         self.gate_masks = torch.stack(masks)
         self.last_gates = torch.cat([torch.ones_like(self.gate_masks[:1]), self.gate_masks]).detach()
         return self.head(x)

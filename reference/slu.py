@@ -12,9 +12,12 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from host import schedule
+
+from .hostexact import gate_step, mix
 
 GATE_MODES = ("sampled", "deterministic")
 
@@ -36,9 +39,13 @@ class RecurrentGate(nn.Module):
         self.proj.bias.fill_(math.log(p / (1 - p)))
         self.proj.weight.mul_(0.1)
 
+    exact = False  # True: the host's arithmetic (reference/hostexact.py), set for --precision fixed
+
     def forward(self, j: int, x: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
         """Gate ``j`` on feature map ``x``: (p per sample, LSTM state for gate j + 1)."""
         e = torch.flatten(self.embeds[j](global_avgpool(x)), 1)
+        if self.exact:
+            return gate_step(e, state, self.lstm, self.proj)
         out, state = self.lstm(e[None], state)
         return torch.sigmoid(self.proj(out[0]))[:, 0], state
 
@@ -55,10 +62,12 @@ def straight_through(p: torch.Tensor, threshold: torch.Tensor | float) -> torch.
     return hard + (p - p.detach())  # exactly hard: p - p.detach() is 0
 
 
-def decide(p: torch.Tensor, mode: str) -> torch.Tensor:
-    """``sampled``: m = 1[p > u], u ~ U(0, 1) from torch's RNG; ``deterministic``: m = 1[p > 0.5]."""
+def decide(p: torch.Tensor, mode: str, rng=None) -> torch.Tensor:
+    """``sampled``: m = 1[p > u], u ~ U(0, 1) from torch's RNG, or from the numpy Generator
+    ``rng`` as float32 (the on-engine trainer's draws); ``deterministic``: m = 1[p > 0.5]."""
     if mode == "sampled":
-        return straight_through(p, torch.rand_like(p))
+        u = torch.rand_like(p) if rng is None else torch.from_numpy(rng.random(len(p)).astype("float32"))
+        return straight_through(p, u)
     if mode == "deterministic":
         return straight_through(p, 0.5)
     raise ValueError(f"unknown gate mode '{mode}' (known: {', '.join(GATE_MODES)})")
@@ -74,6 +83,17 @@ def gated_block(block: nn.Module, x: torch.Tensor, m: torch.Tensor) -> torch.Ten
     out, short = block.branches(x)
     m = m[:, None, None, None]
     return m * out + (1 - m) * short
+
+
+def gathered_block(block: nn.Module, x_res: torch.Tensor, x_short: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """The engine's SLU: the residual branch runs on the samples with m = 1 only (gathered from
+    ``x_res``), the shortcut on all (``x_short``: the same tensor, a separate use); the output
+    is the block's on those rows and the shortcut's elsewhere (reference/hostexact.py's mix)."""
+    short = block.shortcut(x_short)
+    idx = torch.nonzero(m.detach() > 0.5)[:, 0]
+    if len(idx) == 0:
+        return mix(m, short[:0], short, idx)
+    return mix(m, F.relu(block.residual(x_res[idx]) + short[idx]), short, idx)
 
 
 def cost_weights(block_macs: Sequence[int], weighting: str) -> torch.Tensor:

@@ -29,7 +29,7 @@ from host.errors import E2TError
 from host.opcount import OpCounter, Precision, total_macs
 from host.progress import Progress
 from host.runs import RunDir, epoch_line as summary
-from host.schedule import cost_sign, smd_drops
+from host.schedule import cost_sign, gate_draws, smd_drops
 
 from .distributed import World, close_world, init_world, use_global_batchnorm
 from .geometry import layer_geometry
@@ -214,6 +214,8 @@ class Trainer:
         """
         cfg, world = self.cfg, self.world
         torch.manual_seed(cfg.seed * 100_003 + self.epoch)  # torch-side randomness of this epoch
+        if isinstance(self.model, GatedResNet) and cfg.slu_exec == "gather":
+            self.model.gather_rng = gate_draws(cfg.seed, self.epoch)
         self.net.train()
         start = time.perf_counter()
         dropped = smd_drops(cfg.smd, cfg.seed, self.epoch, self.iters_per_epoch)
@@ -242,6 +244,10 @@ class Trainer:
                 objective = loss + self._slu_cost() if gated else loss
                 self.opt.zero_grad(set_to_none=True)
                 objective.backward()
+                if cfg.slu_exec == "gather":  # as on the engine: a block no image ran still takes its SGD step
+                    for q in (q for group in self.opt.param_groups for q in group["params"]):
+                        if q.grad is None:
+                            q.grad = torch.zeros_like(q)
                 self.step(lr)
                 for name, st in self._count(len(y), kept=True).items():
                     tally = psg_tally.setdefault(name, [0, 0, 0, 0])

@@ -240,16 +240,22 @@ def test_a_hanging_board_engine_times_out(standin, small, tmp_path):
 
 # -- against the reference trainer ----------------------------------------------------------------
 
-def test_the_engine_trainer_reproduces_the_reference_step_for_step(tmp_path):
-    """Same initial weights (the reference's, exported to a plan), data order and SMD draws: after
-    an epoch of 44 iterations with 20+ kept steps (PSG in the engine, SMD on the host), every
-    integer master weight and momentum equals the reference's, and so does every float of the
-    host's parameters; the training loss agrees within 1e-6 relative."""
+@pytest.mark.parametrize("savings", [
+    {"smd": 0.3},
+    {"smd": 0.3, "slu_target": 0.6, "slu_beta": 1e-3, "slu_gate_init": 0.9, "slu_band": 0.05, "slu_exec": "gather"},
+], ids=["smd+psg", "smd+slu+psg"])
+def test_the_engine_trainer_reproduces_the_reference_step_for_step(tmp_path, savings):
+    """Same initial weights (the reference's, exported to a plan), data order, SMD draws and SLU
+    gate draws: after an epoch of 44 iterations with 20+ kept steps (PSG in the engine, SMD and
+    SLU on the host: gated blocks on the gathered images, the reference with --slu-exec gather),
+    every integer master weight and momentum equals the reference's, and so does every float of
+    the host's parameters (the gates' LSTM and output layer too); the training loss agrees
+    within 1e-6 relative."""
     import dataclasses
     from reference import export as rx
     from reference.train import Trainer
     cfg = TrainConfig(model="resnet8", dataset="digits", epochs=1, batch_size=32, lr=0.05, precision="fixed",
-                      psg=True, smd=0.3)
+                      psg=True, **savings)
     ref = Trainer(cfg, str(tmp_path / "ref"), **QUIET)
     ref._checkpoint()
     rx.export_checkpoint(str(tmp_path / "ref"), "pynq-z2", str(tmp_path / "init"), 32, None, lambda m: None)
@@ -268,7 +274,9 @@ def test_the_engine_trainer_reproduces_the_reference_step_for_step(tmp_path):
     for name, value in ref.model.state_dict().items():
         if name.endswith(("weight", "bias", "running_mean", "running_var")) and f"host/{name}" in state:
             assert np.array_equal(state[f"host/{name}"], value.numpy()), name
-    assert sum(f"host/{n}" in state for n in ref.model.state_dict()) >= 4 * 9 + 2
+    assert sum(f"host/{n}" in state for n in ref.model.state_dict()) >= 4 * 9 + 2 + (6 if "slu_target" in savings else 0)
+    if "slu_target" in savings:  # the gates skipped some blocks: the gathered path ran
+        assert 0.5 < a["executed_fraction"] == b["executed_fraction"] < 1
 
 
 # -- the user's own images ------------------------------------------------------------------------

@@ -208,7 +208,7 @@ def test_back_export_gives_pytorch_and_onnx_that_agree_with_the_host(trained, tm
     src, out = trained[slu]
     figures = from_plan.export_plan(str(out), str(tmp_path / "back"), None, lambda m: None)
     assert figures["images"] == 359 and figures["onnx_acc"] == figures["host_acc"]
-    assert figures["differing_predictions"] == 0 and figures["host_acc"] > (0.12 if slu else 0.2)
+    assert figures["differing_predictions"] == 0 and figures["host_acc"] > (0.11 if slu else 0.2)  # a few steps: above chance
     with open(tmp_path / "back" / "checkpoint.pt", "rb") as f:
         state = decode_checkpoint(f.read(), "checkpoint.pt")
     cfg = TrainConfig.from_dict(state["config"])

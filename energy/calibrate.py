@@ -60,9 +60,8 @@ def write_fitted(board: str, fitted: dict, source: str, path: str | None = None)
          "ddr_pj_per_byte": {"value": fitted["ddr_pj_per_byte"], "source": f"least-squares fit, {source}"},
          "static_w": {"value": fitted["static_w"], "source": f"least-squares fit, {source}"},
          "fit": {k: fitted[k] for k in ("rms_relative", "condition", "segments")},
-         "not_modeled": ["static power in reports (fitted here as static_w; reports do not price time yet, since "
-                         "an emulated run's seconds are not the board's)",
-                         "the host CPU's energy for the host ops (unless its rail was part of the measurement)"]}
+         "not_modeled": ["the host CPU's energy for the host ops apart from the constant (unless its rail was part "
+                         "of the measurement)"]}
     for w, entry in base.mac_pj.items():  # widths the calibration did not exercise keep their default figure
         d["mac_pj"].setdefault(w, {"value": entry, "source": base.sources[f"mac_pj.{w}"]})
     tmp = out + f".tmp{os.getpid()}"

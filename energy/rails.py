@@ -288,7 +288,8 @@ class PynqRecorder:
         out = {}
         for r in self.rails:
             out[r.name] = {"joules": trapezoid(t, part[r.sensor.name].to_numpy(np.float64)), "kind": "measured",
-                           "source": r.source + ", sampled by pynq.DataRecorder", "unit": "W"}
+                           "source": r.source + ", sampled by pynq.DataRecorder", "unit": "W",
+                           "seconds": float(t[-1] - t[0]) if len(t) else 0.0}
         return out
 
 
@@ -325,10 +326,11 @@ class Recorder:
         for r in self.rails:
             if r.unit == "W":
                 s = self._samples[r.name] + [r.read()]
-                j = trapezoid([x.t for x in s], [x.value for x in s])
+                j, span = trapezoid([x.t for x in s], [x.value for x in s]), s[-1].t - s[0].t
             else:
-                j = r.energy(self._counters[r.name], r.read())
-            out[r.name] = {"joules": j, "kind": "measured", "source": r.source, "unit": r.unit}
+                end = r.read()
+                j, span = r.energy(self._counters[r.name], end), end.t - self._counters[r.name].t
+            out[r.name] = {"joules": j, "kind": "measured", "source": r.source, "unit": r.unit, "seconds": span}
         return out
 
 

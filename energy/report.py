@@ -137,7 +137,7 @@ def write(run_dir: str, board: str | None = None, model_path: str | None = None)
     """Write the run's report into ``run_dir/energy/``; returns (report.html's path, the figures)."""
     config, records = _records(run_dir)
     model = emodel.load(board or config.get("board", "pynq-z2"), model_path)
-    result = emodel.run_energy(records, model)
+    result = emodel.run_energy(records, model, board_time=config.get("backend") == "pynq")
     folder = os.path.join(run_dir, FOLDER)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "energy.json"), "w") as f:
@@ -169,7 +169,7 @@ def compare(runs: list[str], board: str | None = None, model_path: str | None = 
     rows = []
     for run in runs:
         config, records = _records(run)
-        result = emodel.run_energy(records, model)
+        result = emodel.run_energy(records, model, board_time=config.get("backend") == "pynq")
         rows.append({"run": run, "j": result["total_j"], "test_acc": records[-1].get("test_acc") or 0.0,
                      "config": {k: config.get(k) for k in ("backend", "precision", "psg", "smd", "slu_target")}})
     base = rows[0]

@@ -155,8 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--out", help="also write the table as JSON here")
     ecal = esub.add_parser("calibrate", help="fit the board's energy model to measured segments (least squares)")
     ecal.add_argument("--board", default=DEFAULT_BOARD)
-    ecal.add_argument("--segments", required=True,
-                      help="JSON list of segments: {macs: {width: n}, bytes, seconds, joules} measured on the board")
+    src = ecal.add_mutually_exclusive_group(required=True)
+    src.add_argument("--segments", help="JSON list of segments: {macs: {width: n}, bytes, seconds, joules} measured "
+                                        "on the board")
+    src.add_argument("--run", action="store_true", help="run the engine micro-benchmarks (energy/microbench.py) "
+                                                        "while recording rails, then fit")
+    ecal.add_argument("--backend", choices=("pynq", "emu"), default="pynq",
+                      help="--run: pynq (a board: its rails or --meter-log) or emu (the emulated engine with a "
+                           "modeled rail: a check that the fit gives the model back; writes only with --out)")
+    ecal.add_argument("--bitfile", help="--run --backend pynq: the overlay's .bit")
+    ecal.add_argument("--meter-log", help="--run: an external meter's CSV (timestamp in Unix seconds, watts) that "
+                                          "covered the run, for boards without rails (PYNQ-Z2)")
+    ecal.add_argument("--calls", type=int, default=8, help="--run: calls per benchmark (and twice as many)")
     ecal.add_argument("--out", help="the fitted model file (default: bitstreams/<board>/energy.fitted.json)")
 
     i = sub.add_parser("info", help="parameters and MACs per image of a model")
@@ -320,16 +330,69 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return backends.load("estimate", "e2t estimate")(args)
 
 
+def _benchmark_segments(args: argparse.Namespace) -> tuple[list, str]:
+    """Run the engine micro-benchmarks (--run); (segments, where their joules come from)."""
+    from energy import microbench, model as emodel, rails
+    from . import planbuild
+    from .session import EngineSession
+    from .trainer import open_overlay
+    if args.calls < 1:
+        raise E2TError(f"--calls must be at least 1, got {args.calls}")
+    plan, _, arrays = planbuild.from_model("resnet8", 1, 10, 8, args.board, 32, 0)
+    session = EngineSession(plan, arrays, open_overlay(args.backend, args.board, bitfile=args.bitfile,
+                                                       log=lambda m: print(m, file=sys.stderr)))
+    if args.backend == "emu":
+        meter = microbench.ModeledMeter(session, emodel.load(args.board), static_w=1.0)
+        source = f"the emulated engine's modeled rail ({meter.source})"
+    elif args.meter_log:
+        meter, source = _NoMeter(), f"the meter log {args.meter_log}"
+    else:
+        meter = rail_meter("pynq")
+        if meter is None:
+            raise E2TError(f"{args.board} has no power rails e2t can read: log an external meter and pass --meter-log")
+        source = "the board's rails"
+    segments = microbench.run(session, plan, meter, args.calls, log=lambda m: print(m, file=sys.stderr))
+    if args.meter_log:
+        microbench.joules_from_log(segments, rails.MeterLog(args.meter_log))
+    return segments, source
+
+
+class _NoMeter:
+    """Brackets the benchmarks when an external meter's log gives the joules afterwards."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> dict:
+        return {}
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from energy import calibrate
+    if args.run:
+        segments, source = _benchmark_segments(args)
+    else:
+        source = args.segments
+        try:
+            with open(args.segments) as f:
+                segments = json.load(f)
+        except (OSError, ValueError) as e:
+            raise E2TError(f"{args.segments}: not a JSON list of segments ({e})") from None
     try:
-        with open(args.segments) as f:
-            segments = json.load(f)
         widths = sorted({w for s in segments for w, n in s["macs"].items() if n})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise E2TError(f"{args.segments}: not a JSON list of segments with macs, bytes, seconds and joules ({e})") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise E2TError(f"{source}: not a JSON list of segments with macs, bytes, seconds and joules ({e})") from None
     fitted = calibrate.fit(segments, widths)
-    path = calibrate.write_fitted(args.board, fitted, f"{len(segments)} segments from {args.segments}", args.out)
+    if args.run and args.backend == "emu":
+        from energy import model as emodel
+        m = emodel.load(args.board)
+        worst = max(abs(v - m.mac_pj[w]) / m.mac_pj[w] for w, v in fitted["mac_pj"].items())
+        print(f"pipeline check on the emulated engine (modeled rail, not a measurement): the fit gives the model's "
+              f"pJ per MAC back within {100 * worst:.2g} %, DDR {fitted['ddr_pj_per_byte']:.4g} pJ/byte (model "
+              f"{m.ddr_pj_per_byte:g}), constant {fitted['static_w']:.4g} W (1 W assumed)")
+        if not args.out:
+            return 0
+    path = calibrate.write_fitted(args.board, fitted, f"{len(segments)} segments from {source}", args.out)
     for w, v in fitted["mac_pj"].items():
         print(f"  {w:<8} {v:8.4g} pJ per MAC")
     print(f"  DDR      {fitted['ddr_pj_per_byte']:8.4g} pJ per byte\n  static   {fitted['static_w']:8.4g} W")

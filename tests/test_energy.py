@@ -329,3 +329,58 @@ def test_pynq_data_recorder_integrated_over_its_timestamps():
     w = part["RAMP_power"].to_numpy()  # a linear ramp's integral: the mean of its ends times the span
     assert out["pynq:RAMP"]["joules"] == pytest.approx((w[0] + w[-1]) / 2 * span, rel=0.02) and w[-1] > w[0] + 3
     assert "pynq.DataRecorder" in out["pynq:FLAT"]["source"] and out["pynq:VI"]["joules"] == pytest.approx(0.5, rel=0.2)
+
+
+def test_calibration_benchmarks_on_the_emulated_engine_give_the_model_back(tmp_path, capsys):
+    """e2t energy calibrate --run --backend emu: the micro-benchmarks (every op kind on a 3x3 and
+    a 1x1 conv, two call counts, idle) through the emulated overlay, a modeled rail (the model's
+    joules + 1 W): the least-squares fit recovers every coefficient; nothing is written without
+    --out, and with it the fitted file lands there."""
+    from host.cli import main
+    assert main(["energy", "calibrate", "--run", "--backend", "emu", "--calls", "2"]) == 0
+    out = capsys.readouterr().out
+    within = float(re.search(r"within ([0-9.e+-]+) %", out).group(1))
+    assert within < 1e-3 and "not a measurement" in out
+    assert not os.path.exists(os.path.join(DATA, "pynq-z2", "energy.fitted.json"))
+    target = tmp_path / "fitted.json"
+    assert main(["energy", "calibrate", "--run", "--backend", "emu", "--calls", "2", "--out", str(target)]) == 0
+    fitted = emodel.load("pynq-z2", str(target))
+    base = emodel.load("pynq-z2")
+    for w in ("int8x8", "int16x8", "int8x16", "int4x16", "int32"):
+        assert fitted.mac_pj[w] == pytest.approx(base.mac_pj[w], rel=1e-6)
+    assert "calibrated" in fitted.table
+
+
+def test_calibration_joules_from_a_meter_log_and_a_missing_board(tmp_path, capsys):
+    from energy import microbench
+    from host.cli import main
+    log = tmp_path / "meter.csv"
+    log.write_text("timestamp,watts\n1000.0,2.0\n1010.0,4.0\n")
+    segs = [{"wall": [1000.0, 1010.0]}, {"wall": [1002.0, 1004.0]}]
+    microbench.joules_from_log(segs, rails.MeterLog(str(log)))
+    assert segs[0]["joules"] == pytest.approx(30.0) and segs[1]["joules"] == pytest.approx(2 * 2.6)  # 2.4 W to 2.8 W over 2 s
+    assert segs[0]["seconds"] == 10.0 and segs[0]["rails"] == ["meter:meter.csv"]
+    assert main(["energy", "calibrate", "--run", "--backend", "pynq"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--bitfile" in err
+
+
+def test_a_constant_power_is_priced_over_board_time_only(tmp_path):
+    """A calibrated model's constant power (static_w) becomes the phase 'static', W x the epoch's
+    seconds, on a run made on the board; an emulated run's report says why it is left out."""
+    with open(os.path.join(DATA, "pynq-z2", "energy.json")) as f:
+        d = json.load(f)
+    d["static_w"] = {"value": 1.5, "source": "a test's fit"}
+    path = tmp_path / "fitted.json"
+    path.write_text(json.dumps(d))
+    m = emodel.load("pynq-z2", str(path))
+    recs = [dict(_record(1, 1_000_000, 5000.0), seconds=2.0), dict(_record(2, 10, 0.0), seconds=4.0)]
+    on_board = emodel.run_energy(recs, m, board_time=True)
+    assert on_board["phases"]["static"]["j"] == pytest.approx(1.5 * 6.0)
+    assert on_board["total_j"] == pytest.approx(sum(on_board["layers"].values()), rel=1e-12)
+    assert on_board["total_j"] == pytest.approx(sum(p["j"] for p in on_board["phases"].values()), rel=1e-12)
+    emulated = emodel.run_energy(recs, m)
+    assert "static" not in emulated["phases"] and "not the board's" in emulated["not_modeled"][0]
+    run = _run(tmp_path / "run", recs, {"backend": "pynq", "board": "pynq-z2"})
+    html_path, result = report.write(run, model_path=str(path))
+    assert result["phases"]["static"]["j"] == pytest.approx(9.0)

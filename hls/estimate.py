@@ -10,8 +10,11 @@ resource and both numbers.
 """
 from __future__ import annotations
 
+import os
+
 from energy import model as energy_model
 from host import opcount, plan as planmod
+from host.boards import DATA
 from host.errors import E2TError
 
 from . import export, resources
@@ -43,7 +46,8 @@ def estimate(plan: planmod.Plan, energy_file: str | None = None) -> dict:
     return {"board": b.name, "part": b.part, "clock_mhz": b.clock_mhz, "tile": f"{b.tile_o}x{b.tile_i}",
             "model": plan.network["model"], "batch": plan.batch, "resources": resources.totals(b),
             "macs_per_step": macs, "cycles_per_step": cycles, "seconds_per_step": seconds,
-            "images_per_s": plan.batch / seconds, "joules_per_image": joules, "energy_model": em.path,
+            "images_per_s": plan.batch / seconds, "joules_per_image": joules,
+            "energy_model": os.path.relpath(em.path, os.path.dirname(DATA)) if em.path.startswith(DATA) else em.path,
             "energy_table": em.table}
 
 

@@ -20,7 +20,12 @@ import time
 
 import numpy as np
 
-from host import numerics as nx
+from host import numerics as nx, planbuild
+from host.errors import E2TError
+from host.session import EngineSession
+from host.trainer import open_overlay
+
+from . import model as emodel, rails
 
 KINDS = ("forward", "backward_data", "wgrad_full", "wgrad_psg", "update", "idle")
 
@@ -115,3 +120,38 @@ class ModeledMeter:
         seconds = time.perf_counter() - self._t0
         j = self.model.price(_delta(_totals(self.session.per_layer), self._before))["j"] + self.static_w * seconds
         return {"emulated": {"joules": j, "kind": "modeled", "source": self.source, "unit": "W", "seconds": seconds}}
+
+
+class _NoMeter:
+    """Brackets the benchmarks when an external meter's log gives the joules afterwards."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> dict:
+        return {}
+
+
+def calibration_segments(board: str, backend: str, calls: int, bitfile: str | None = None,
+                         meter_log: str | None = None, board_meter=None, log=print) -> tuple[list, str]:
+    """The benchmarks' segments on ``backend`` (pynq: a board, its rails from ``board_meter()`` or
+    ``meter_log`` afterwards; emu: the emulated engine with ``ModeledMeter``), and where their
+    joules come from."""
+    if calls < 1:
+        raise E2TError(f"--calls must be at least 1, got {calls}")
+    plan, _, arrays = planbuild.from_model("resnet8", 1, 10, 8, board, 32, 0)
+    session = EngineSession(plan, arrays, open_overlay(backend, board, bitfile=bitfile, log=log))
+    if backend == "emu":
+        meter = ModeledMeter(session, emodel.load(board), static_w=1.0)
+        source = f"the emulated engine's modeled rail ({meter.source})"
+    elif meter_log:
+        meter, source = _NoMeter(), f"the meter log {meter_log}"
+    else:
+        meter = board_meter() if board_meter else None
+        if meter is None:
+            raise E2TError(f"{board} has no power rails e2t can read: log an external meter and pass --meter-log")
+        source = "the board's rails"
+    segments = run(session, plan, meter, calls, log=log)
+    if meter_log:
+        joules_from_log(segments, rails.MeterLog(meter_log))
+    return segments, source

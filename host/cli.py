@@ -330,47 +330,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return backends.load("estimate", "e2t estimate")(args)
 
 
-def _benchmark_segments(args: argparse.Namespace) -> tuple[list, str]:
-    """Run the engine micro-benchmarks (--run); (segments, where their joules come from)."""
-    from energy import microbench, model as emodel, rails
-    from . import planbuild
-    from .session import EngineSession
-    from .trainer import open_overlay
-    if args.calls < 1:
-        raise E2TError(f"--calls must be at least 1, got {args.calls}")
-    plan, _, arrays = planbuild.from_model("resnet8", 1, 10, 8, args.board, 32, 0)
-    session = EngineSession(plan, arrays, open_overlay(args.backend, args.board, bitfile=args.bitfile,
-                                                       log=lambda m: print(m, file=sys.stderr)))
-    if args.backend == "emu":
-        meter = microbench.ModeledMeter(session, emodel.load(args.board), static_w=1.0)
-        source = f"the emulated engine's modeled rail ({meter.source})"
-    elif args.meter_log:
-        meter, source = _NoMeter(), f"the meter log {args.meter_log}"
-    else:
-        meter = rail_meter("pynq")
-        if meter is None:
-            raise E2TError(f"{args.board} has no power rails e2t can read: log an external meter and pass --meter-log")
-        source = "the board's rails"
-    segments = microbench.run(session, plan, meter, args.calls, log=lambda m: print(m, file=sys.stderr))
-    if args.meter_log:
-        microbench.joules_from_log(segments, rails.MeterLog(args.meter_log))
-    return segments, source
-
-
-class _NoMeter:
-    """Brackets the benchmarks when an external meter's log gives the joules afterwards."""
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> dict:
-        return {}
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from energy import calibrate
     if args.run:
-        segments, source = _benchmark_segments(args)
+        from energy import microbench
+        segments, source = microbench.calibration_segments(args.board, args.backend, args.calls, args.bitfile,
+                                                           args.meter_log, lambda: rail_meter("pynq"),
+                                                           log=lambda m: print(m, file=sys.stderr))
     else:
         source = args.segments
         try:

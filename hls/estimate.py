@@ -70,14 +70,6 @@ def text(e: dict) -> str:
     return "\n".join(lines)
 
 
-def refuse_over_budget(e: dict) -> None:
-    """E2TError naming every resource over the board's budget, with both numbers."""
-    over = [f"{u.resource.upper()} {u.used:,} > {u.budget:,}" for u in e["resources"] if not u.fits]
-    if over:
-        raise E2TError(f"the engine configuration of {e['board']} is over the board's budget: {'; '.join(over)} "
-                       f"(modeled by hls/resources.py; the tile in bitstreams/{e['board']}/board.json sets it)")
-
-
 def main(args) -> int:
     """The ``e2t estimate`` command (through the ``estimate`` entry point)."""
     if args.plan:
@@ -92,5 +84,5 @@ def main(args) -> int:
                                     None, args.dataset)[0]
     e = estimate(plan, args.energy_model)
     print(text(e))
-    refuse_over_budget(e)
+    resources.refuse_over_budget(plan.board, e["resources"])
     return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from host.boards import Board
+from host.errors import E2TError
 
 DSP_PORTS = {"zynq7": (25, 18), "zynqmp": (27, 18)}       # DSP48E1, DSP48E2 multiplier ports
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -89,3 +90,11 @@ def totals(b: Board) -> list[Use]:
     """DSP, BRAM18, LUT and FF of the engine on ``b`` against the board's budget."""
     parts = engine(b)
     return [Use(r, sum(p[r] for p in parts.values()), getattr(b, r)) for r in ("dsp", "bram18", "lut", "ff")]
+
+
+def refuse_over_budget(b: Board, uses: list[Use] | None = None) -> None:
+    """E2TError naming every resource of the engine over board ``b``'s budget, with both numbers."""
+    over = [f"{u.resource.upper()} {u.used:,} > {u.budget:,}" for u in (uses or totals(b)) if not u.fits]
+    if over:
+        raise E2TError(f"the engine configuration of {b.name} is over the board's budget: {'; '.join(over)} "
+                       f"(modeled by hls/resources.py; bitstreams/{b.name}/board.json sets the engine's sizes)")

@@ -22,7 +22,7 @@ import sys
 from host import boards, plan as planmod
 from host.errors import E2TError
 
-from . import project
+from . import project, resources
 
 SCRIPT = os.path.join(project.HERE, "vivado", "build_prj.tcl")
 VIVADO = "vivado"
@@ -135,6 +135,12 @@ def build(board: str, plan_dir: str, out_dir: str | None = None, jobs: int = 2, 
         raise E2TError(f"--jobs {jobs}: must be at least 1")
     tools = {} if dry_run else check_tools()
     _check_plan(b, plan_dir)
+    try:
+        resources.refuse_over_budget(b)
+    except E2TError as e:
+        if not dry_run:
+            raise
+        log(f"hls.vivado: warning: {e}")
     hls_out, vivado_dir = project.default_out(b.name), build_dir(b.name)
     out = os.path.abspath(out_dir or default_out(b.name))
     tcl_path = os.path.join(vivado_dir, "project.tcl")

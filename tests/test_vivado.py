@@ -311,7 +311,7 @@ def plan_dir(tmp_path_factory):
 def test_dry_run_writes_project_tcl_and_prints_the_commands(plan_dir, tmp_path, capsys):
     out = tmp_path / "overlay"
     assert vivado.main(["--board", "pynq-z2", "--plan", plan_dir, "--out", str(out), "--dry-run"]) == 0
-    printed = capsys.readouterr().out.splitlines()
+    printed = [ln for ln in capsys.readouterr().out.splitlines() if ": warning: " not in ln]  # a budget warning
     b = boards.board("pynq-z2")
     tcl = os.path.join(vivado.build_dir("pynq-z2"), "project.tcl")
     hls_out = project.default_out("pynq-z2")
@@ -472,3 +472,17 @@ def test_build_stops_before_anything_when_the_tools_are_missing(plan_dir, tmp_pa
     with pytest.raises(E2TError, match="^vivado is not on PATH"):
         vivado.build("pynq-z2", plan_dir, str(tmp_path / "o"), log=lambda m: None)
     assert not (tmp_path / "o").exists()
+
+
+def test_build_refuses_an_engine_over_the_board_s_budget(plan_dir, tmp_path, monkeypatch):
+    """After the tools and the plan, before Vitis HLS: a configuration hls/resources.py puts over
+    the budget is one line with the resource and both numbers; --dry-run only warns."""
+    from hls import resources
+    monkeypatch.setattr(vivado, "check_tools", lambda *a, **k: {})
+    monkeypatch.setattr(resources, "totals", lambda b: [resources.Use("dsp", 300, 220), resources.Use("lut", 1, 9)])
+    with pytest.raises(E2TError, match=r"over the board's budget: DSP 300 > 220 \(modeled"):
+        vivado.build("pynq-z2", plan_dir, str(tmp_path / "o"), log=lambda m: None)
+    assert not (tmp_path / "o").exists()
+    lines = []
+    vivado.build("pynq-z2", plan_dir, str(tmp_path / "o"), log=lines.append, dry_run=True)
+    assert lines[0].startswith("hls.vivado: warning: the engine configuration of pynq-z2 is over")

@@ -1,21 +1,43 @@
-"""Analytical cycle model of e2t_engine: loop trip counts x initiation interval, per op and tile.
+"""Analytical cycle model of e2t_engine (hls/src/e2t_engine.cpp): its loop nest, loop by loop.
 
-It follows the loop nest of hls/src/e2t_engine.cpp: every pipelined loop there runs at II = 1
-and costs ``trips + depth`` cycles (``depth``: the pipeline's fill, an estimate until a
-synthesis report replaces it). Loads are modeled at one element per cycle, as the kernel's
-load loops read them. Later issues turn these cycles into board time and modeled energy
-without synthesis; ``python -m hls.cycles`` prints the model for ResNet-20's layers.
+Every function below mirrors one of the kernel's, in the same order of loops and calls:
 
-The figures are a model, not a measurement: they say so wherever they are printed.
+- a pipelined loop costs ``trips * II + depth`` cycles (``DEPTH``: the pipeline's fill and, for
+  the DDR loops, the AXI round trip; estimates until a synthesis report replaces them), a loop
+  with no trips costs nothing; every call of a non-inlined function adds ``CALL`` cycles;
+- a step (load a slice of the next image || compute a block on the array || write the previous
+  block) costs the longest of its calls plus ``STEP``: the kernel hands them disjoint buffers so
+  that the schedule runs them at once; two loads on the read bundle add up;
+- loads and writes move one AXI beat (board ``axi_bits``) per cycle when the run is beat-aligned,
+  one element otherwise, as the kernel's loops do.
+
+``Trace`` records the entries and iterations of every pipelined loop under the kernel's labels;
+tests/test_cycles.py compares them with a build of the kernel that counts them (-DE2T_TRIPS),
+and checks the cycles by hand on small shapes. The figures are a model, not a measurement: they
+say so wherever they are printed. ``python -m hls.cycles --board pynq-z2`` prints ResNet-20.
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from .boards import DEFAULT_BOARD, BOARDS, Board, board as get_board
 
-DEPTH = {"load": 4, "fwd": 8, "bwd": 10, "wgrad": 8, "write": 6, "decide": 4, "update": 12}
+# Pipeline depths (cycles) by loop kind; "rd" loops read DDR, "wr" loops write it.
+DEPTH = {"mul": 2, "rd": 24, "wr": 8, "wpre": 4, "fwd": 12, "bwd": 12, "wgrad": 10, "update": 24, "small": 2}
+CALL = 2          # start / done handshake of a non-inlined function
+STEP = 2          # a step's state transitions around its parallel calls
+CHECK_TOP = 4     # the top function's register reads and check branches
+
+# Kernel constants (hls/src/e2t_engine.cpp)
+PB = 128          # pixels of an output block
+DMIN = 16         # shortest forward / backward sweep
+GS_DEPTH = 1024   # G store entries per array row
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 @dataclass(frozen=True)
@@ -44,78 +66,332 @@ class ConvShape:
         return self.n * self.o * self.c * self.k * self.k * self.ho * self.wo
 
 
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
+@dataclass
+class Trace:
+    """Entries and iterations of the kernel's pipelined loops (its labels), as the model walks them."""
+
+    entries: Counter = field(default_factory=Counter)
+    trips: Counter = field(default_factory=Counter)
+
+    def loop(self, label: str, trips: int, depth: str, ii: int = 1) -> int:
+        """One run of a pipelined loop: its cycles."""
+        self.entries[label] += 1
+        self.trips[label] += trips
+        return trips * ii + DEPTH[depth] if trips > 0 else 0
+
+    def counts(self) -> dict:
+        return {k: (self.entries[k], self.trips[k]) for k in sorted(self.entries)}
 
 
-def _loop(trips: int, depth: str) -> int:
-    return trips + DEPTH[depth] if trips > 0 else 0
+class _Geo:
+    """The board constants the kernel derives from engine_config.h."""
+
+    def __init__(self, b: Board):
+        self.ao, self.ai = b.array_o, b.array_i
+        self.fo = 2 * self.ao
+        self.nacc = max(self.fo, self.ai)
+        beat = b.axi_bits // 8
+        self.bw8, self.bw16, self.bw32, self.bw64 = beat, beat // 2, beat // 4, max(1, beat // 8)
+        self.tile_o, self.tile_i = b.tile_o, b.tile_i
+        self.dmin_w = 2 * self.ai
+        xdepth = -(-b.max_c // self.ai) * b.max_h * b.max_w
+        self.uch = min(self.nacc * PB, self.ai * xdepth)  # UPDATE chunk
 
 
-def _load_act(s: ConvShape, b: Board) -> int:
-    return b.tile_i * _loop((s.h + 2 * s.pad) * (s.w + 2 * s.pad), "load")
+# -- the kernel's helpers ----------------------------------------------------------------------
+
+def _kmul(tr: Trace, times: int = 1) -> int:
+    """``times`` calls of kmul (a * b by shift and add, 16 cycles)."""
+    return sum(tr.loop("MUL16", 16, "mul") + CALL for _ in range(times))
 
 
-def _load_grad(s: ConvShape, b: Board) -> int:
-    return b.tile_o * _loop(s.ho * s.wo, "load")
+def _kdiv(tr: Trace, times: int = 1) -> int:
+    """``times`` calls of kdiv_ceil (restoring division, 16 cycles)."""
+    return sum(tr.loop("DIV16", 16, "mul") + CALL for _ in range(times))
 
 
-def _taps_loop(s: ConvShape, depth: str) -> int:
-    return s.k * s.k * s.ho * _loop(s.wo, depth)
-
-
-def conv_fwd(s: ConvShape, b: Board) -> int:
-    pix = s.ho * s.wo
-    per_ctile = _load_act(s, b) + b.tile_o * b.tile_i * _loop(s.k * s.k, "load") + _taps_loop(s, "fwd")
-    per_otile = _loop(pix, "write") + _ceil(s.c, b.tile_i) * per_ctile + b.tile_o * _loop(pix, "write")
-    return s.n * _ceil(s.o, b.tile_o) * per_otile
-
-
-def conv_bwd_data(s: ConvShape, b: Board) -> int:
-    per_otile = _load_grad(s, b) + b.tile_o * b.tile_i * _loop(s.k * s.k, "load") + _taps_loop(s, "bwd")
-    per_ctile = (_loop((s.h + 2 * s.pad) * (s.w + 2 * s.pad), "write") + _ceil(s.o, b.tile_o) * per_otile
-                 + b.tile_i * s.h * _loop(s.w, "write"))
-    return s.o + s.n * _ceil(s.c, b.tile_i) * per_ctile
-
-
-def wgrad_tile(s: ConvShape, b: Board) -> int:
-    """One weight-gradient tile (all images): the unit the PSG recompute is counted in."""
-    return _loop(b.max_k * b.max_k, "write") + s.n * (_load_act(s, b) + _load_grad(s, b) + _taps_loop(s, "wgrad"))
-
-
-def tiles(s: ConvShape, b: Board) -> int:
-    return _ceil(s.o, b.tile_o) * _ceil(s.c, b.tile_i)
-
-
-def conv_wgrad(s: ConvShape, b: Board, psg: bool = False, recomputed: int | None = None) -> int:
-    """Pass 1 (G_full, or G_msb under PSG) over every tile; under PSG, pass 2 decides every tile
-    and recomputes ``recomputed`` of them (all when not given: the worst case)."""
-    t = tiles(s, b)
-    entries = b.tile_o * b.tile_i * _loop(s.k * s.k, "write")
-    cycles = t * (wgrad_tile(s, b) + entries)
-    if psg:
-        recomputed = t if recomputed is None else recomputed
-        cycles += t * 2 * b.tile_o * b.tile_i * _loop(s.k * s.k, "decide") + recomputed * wgrad_tile(s, b)
+def _check(op: str, s: ConvShape | None, count: int = 0) -> int:
+    """e2t_checks.h: shape_ok's products by mul16 (16 cycles each), wshift_ok, signs_ok."""
+    cycles = CHECK_TOP
+    mul = 16 + DEPTH["mul"]
+    if op in ("fwd", "bwd"):
+        cycles += 2 * mul
+    elif op == "wgrad":
+        cycles += 3 * mul
+    if op == "bwd":
+        cycles += s.o + DEPTH["rd"]
+    if op == "update" and count:
+        cycles += count + DEPTH["rd"]
     return cycles
 
 
-def update(count: int) -> int:
-    return _loop(count, "update")
+def _make_call(tr: Trace) -> int:
+    return _kmul(tr, 5)
 
 
-def peak_macs_per_cycle(b: Board) -> int:
-    """Channel pairs multiplied per cycle in the pipelined loops."""
-    return b.tile_o * b.tile_i
+def _load(tr: Trace, label: str, planes: int, plane: int, per: int) -> int:
+    """load_x / load_g of ``planes`` planes of ``plane`` elements: beats of ``per`` when aligned."""
+    if planes <= 0:
+        return 0
+    step = per if plane % per == 0 else 1
+    return tr.loop(label, planes * plane // step, "rd") + CALL
+
+
+def _drain(tr: Trace, g: _Geo, nch: int, npix: int, beats: bool) -> int:
+    trips = npix // g.bw32 if beats else npix
+    return sum(tr.loop("DRAIN", trips, "wr") for _ in range(nch)) + CALL
+
+
+def _load_w(tr: Trace, s: ConvShape) -> int:
+    return _kmul(tr, 2) + tr.loop("LOAD_W", s.o * s.c * s.k * s.k, "rd") + CALL
+
+
+# -- CONV_FWD ----------------------------------------------------------------------------------
+
+def _fwd_plan(s: ConvShape):
+    rb = min(s.ho, PB // s.wo)
+    nb = _ceil(s.ho, rb)
+    return rb, nb, rb * s.wo, (s.ho - (nb - 1) * rb) * s.wo
+
+
+def _fwd_block(tr: Trace, g: _Geo, s: ConvShape, npix: int) -> int:
+    R = _ceil(s.c, g.ai) * s.k * s.k
+    return (tr.loop("FWD_WPRE", g.fo, "wpre") + tr.loop("FWD_SWEEP", R * max(npix, DMIN), "fwd") + CALL)
+
+
+def conv_fwd(s: ConvShape, b: Board, tr: Trace | None = None) -> int:
+    """CONV_FWD: weights once, the first image, then N x B steps (B = output groups x bands)."""
+    tr, g = tr or Trace(), _Geo(b)
+    hw = s.h * s.w
+    rb, nb, np_full, np_last = _fwd_plan(s)
+    nogf = _ceil(s.o, g.fo)
+    cycles = _check("fwd", s) + _make_call(tr) + _kdiv(tr, 2) + _kmul(tr, 6) + _load_w(tr, s)
+    B = nogf * nb
+    ps = _ceil(s.c, B)
+    cycles += _kmul(tr, 2) + _kdiv(tr) + _kmul(tr)  # B, ps_e; ps; base0
+    cycles += _load(tr, "LOAD_X", s.c, hw, g.bw8)
+    beats = s.wo % g.bw32 == 0
+    prev = None
+    for n in range(s.n):
+        c0 = 0
+        for og in range(nogf):
+            for bi in range(nb):
+                npix = np_last if bi == nb - 1 else np_full
+                c1 = min(s.c, c0 + ps)
+                load = _load(tr, "LOAD_X", c1 - c0, hw, g.bw8) if n + 1 < s.n and c0 < c1 else 0
+                comp = _fwd_block(tr, g, s, npix)
+                drain = _drain(tr, g, *prev, beats) if prev else 0
+                cycles += max(load, comp, drain) + STEP
+                c0 = c1
+                prev = (min(g.fo, s.o - og * g.fo), npix)
+    return cycles + _drain(tr, g, *prev, beats)
+
+
+# -- CONV_BWD_DATA -----------------------------------------------------------------------------
+
+def _bwd_plan(s: ConvShape):
+    rb = min(s.h, PB // s.w)
+    if s.stride == 2 and rb < s.h:
+        rb &= ~1
+    nb = _ceil(s.h, rb)
+    return rb, nb, s.h - (nb - 1) * rb
+
+
+def _bwd_classes(g: _Geo, s: ConvShape, rows: int):
+    """(steps, pixels) of every parity class of a band of ``rows`` rows (plan_bwd)."""
+    st, out = s.stride, []
+    nog = _ceil(s.o, g.ao)
+    for py in range(st):
+        for px in range(st):
+            kh0, kw0 = (py + s.pad) % st, (px + s.pad) % st
+            nkh = _ceil(s.k - kh0, st) if s.k > kh0 else 0
+            nkw = _ceil(s.k - kw0, st) if s.k > kw0 else 0
+            steps = nog * nkh * nkw if nkh * nkw else 1
+            nyc = _ceil(rows - py, st) if rows > py else 0
+            nxc = _ceil(s.w - px, st) if s.w > px else 0
+            out.append((steps, nyc * nxc))
+    return out
+
+
+def _bwd_block(tr: Trace, g: _Geo, s: ConvShape, classes) -> int:
+    cycles = CALL
+    for steps, npix in classes:
+        if npix == 0:
+            continue
+        cycles += tr.loop("BWD_WPRE", g.ao, "wpre") + tr.loop("BWD_SWEEP", steps * max(npix, DMIN), "bwd")
+    return cycles
+
+
+def conv_bwd_data(s: ConvShape, b: Board, tr: Trace | None = None) -> int:
+    """CONV_BWD_DATA: shifts, weights, the first image's g, then N x B steps (input groups x bands)."""
+    tr, g = tr or Trace(), _Geo(b)
+    howo = s.ho * s.wo
+    rb, nb, last_rows = _bwd_plan(s)
+    ncg = _ceil(s.c, g.ai)
+    cycles = _check("bwd", s) + _make_call(tr) + tr.loop("BWD_SMAX", s.o, "rd")
+    # plan_bwd: rb, nb; (nb - 1) rb, np_full, np_last, src_step; per class ntap (+ steps), per band kind np (+ tot)
+    cycles += _kdiv(tr, 2) + _kmul(tr, 4)
+    full, last = _bwd_classes(g, s, rb), _bwd_classes(g, s, last_rows)
+    for ci in range(s.stride * s.stride):
+        st = s.stride
+        py, px = divmod(ci, st)
+        kh0, kw0 = (py + s.pad) % st, (px + s.pad) % st
+        ntap = (_ceil(s.k - kh0, st) if s.k > kh0 else 0) * (_ceil(s.k - kw0, st) if s.k > kw0 else 0)
+        cycles += _kmul(tr) + (_kmul(tr) if ntap > 0 else 0)
+        for cls in (full[ci], last[ci]):
+            cycles += _kmul(tr) + (_kmul(tr) if cls[1] > 0 else 0)
+    cycles += _load_w(tr, s)
+    B = ncg * nb
+    ps = _ceil(s.o, B)
+    cycles += _kmul(tr, 2) + _kdiv(tr)
+    cycles += _load(tr, "LOAD_G", s.o, howo, g.bw16)
+    beats = s.w % g.bw32 == 0
+    prev = None
+    for n in range(s.n):
+        c0 = 0
+        for cg in range(ncg):
+            for bi in range(nb):
+                lastb = bi == nb - 1
+                npix = (last_rows if lastb else rb) * s.w
+                c1 = min(s.o, c0 + ps)
+                load = _load(tr, "LOAD_G", c1 - c0, howo, g.bw16) if n + 1 < s.n and c0 < c1 else 0
+                comp = _bwd_block(tr, g, s, last if lastb else full)
+                drain = _drain(tr, g, *prev, beats) if prev else 0
+                cycles += max(load, comp, drain) + STEP
+                c0 = c1
+                prev = (min(g.ai, s.c - cg * g.ai), npix)
+    return cycles + _drain(tr, g, *prev, beats)
+
+
+# -- CONV_WGRAD --------------------------------------------------------------------------------
+
+def tiles(s: ConvShape, b: Board) -> int:
+    """PSG tiles of the call (the psg_tiles counter): tile_o x tile_i, as board.json sets them."""
+    return _ceil(s.o, b.tile_o) * _ceil(s.c, b.tile_i)
+
+
+def _wg_groups(g: _Geo, s: ConvShape):
+    nog, ncg = _ceil(s.o, g.ao), _ceil(s.c, g.ai)
+    row_e = ncg * s.k * s.k * g.ai
+    gr = min(nog, GS_DEPTH // row_e)
+    return [(og0, min(nog, og0 + gr)) for og0 in range(0, nog, gr)]
+
+
+def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, only=None) -> int:
+    ncg = _ceil(s.c, g.ai)
+    gch = min(s.o, og1 * g.ao) - og0 * g.ao
+    hw, howo = s.h * s.w, s.ho * s.wo
+    cycles = tr.loop("WG_COUNT", (og1 - og0) * ncg, "small")
+    chosen = [(og, cg) for og in range(og0, og1) for cg in range(ncg) if only is None or (og, cg) in only]
+    if not chosen:
+        return cycles
+    ntile = len(chosen)
+    psx, psg = _ceil(s.c, ntile), _ceil(gch, ntile)
+    cycles += _kdiv(tr, 2) + _kmul(tr, 2) + _kmul(tr, 2)  # psx, psg; psx_e, psg_e; total, g_first
+    cycles += _load(tr, "LOAD_X", s.c, hw, g.bw8) + _load(tr, "LOAD_G", gch, howo, g.bw16)
+    steps = (s.k * s.k + 1) // 2 if pred else s.k * s.k
+    total = steps * max(howo, g.dmin_w)
+    for n in range(s.n):
+        cx = cl = 0
+        for _ in chosen:
+            cx1, cl1 = min(s.c, cx + psx), min(gch, cl + psg)
+            nxt = n + 1 < s.n
+            load = ((_load(tr, "LOAD_X", cx1 - cx, hw, g.bw8) if nxt and cx < cx1 else 0)
+                    + (_load(tr, "LOAD_G", cl1 - cl, howo, g.bw16) if nxt and cl < cl1 else 0))
+            comp = tr.loop("WG_SWEEP", total, "wgrad") + CALL
+            cycles += max(load, comp) + STEP
+            cx, cl = cx1, cl1
+    return cycles + tr.loop("WG_SWEEP", 2 * g.ai if pred else g.ai, "wgrad") + CALL  # the last sweep's flush
+
+
+def _entries_loop(tr: Trace, g: _Geo, s: ConvShape, label: str, rows_o: int, depth: str) -> int:
+    ck = s.c * s.k * s.k
+    per = g.bw64 if g.bw64 > 1 and ck % g.bw64 == 0 else 1
+    return tr.loop(label, _ceil(rows_o * ck, per), depth)
+
+
+def _recomputed_tiles(g: _Geo, s: ConvShape, b: Board, recomputed: int) -> set:
+    """The array tiles the kernel recomputes when the first ``recomputed`` PSG tiles (row-major)
+    hold an unsure entry: every array tile meeting one of them."""
+    na, nb = _ceil(s.o, b.tile_o), _ceil(s.c, b.tile_i)
+    flagged = [divmod(i, nb) for i in range(min(recomputed, na * nb))]
+    out = set()
+    for og in range(_ceil(s.o, g.ao)):
+        for cg in range(_ceil(s.c, g.ai)):
+            o0, o1 = og * g.ao, og * g.ao + g.ao - 1
+            c0, c1 = cg * g.ai, cg * g.ai + g.ai - 1
+            if any(o0 // b.tile_o <= a <= o1 // b.tile_o and c0 // b.tile_i <= bb <= c1 // b.tile_i for a, bb in flagged):
+                out.add((og, cg))
+    return out
+
+
+def conv_wgrad(s: ConvShape, b: Board, psg: bool = False, recomputed: int | None = None,
+               tr: Trace | None = None) -> int:
+    """Pass 1 (G_full, or under PSG the predictor's G_msb, two taps a DSP) over G store groups,
+    each written back; under PSG: the decision over every entry, then per group the recompute of
+    the array tiles meeting a PSG tile with an unsure entry (``recomputed`` PSG tiles, the first
+    ones row by row; all when not given: the worst case) and the signs."""
+    tr, g = tr or Trace(), _Geo(b)
+    nog, ncg = _ceil(s.o, g.ao), _ceil(s.c, g.ai)
+    cycles = _check("wgrad", s) + _make_call(tr) + _kdiv(tr)
+    groups = _wg_groups(g, s)
+    for og0, og1 in groups:
+        rows_o = min(s.o, og1 * g.ao) - og0 * g.ao
+        cycles += _wg_pass(tr, g, s, og0, og1, psg)
+        cycles += _kmul(tr, 3) + _entries_loop(tr, g, s, "WG_WRITEBACK", rows_o, "wr")
+    if not psg:
+        return cycles
+    recomputed = tiles(s, b) if recomputed is None else recomputed
+    only = _recomputed_tiles(g, s, b, recomputed)
+    cycles += tr.loop("RATIO", 17, "small") + 1  # + the flags cleared (registers, one cycle)
+    cycles += _kmul(tr, 2) + _entries_loop(tr, g, s, "PSG_DECIDE", s.o, "rd")
+    cycles += _kmul(tr) + tr.loop("PSG_COUNT", tiles(s, b), "small") + tr.loop("PSG_AFLAG", nog * ncg, "small")
+    for og0, og1 in groups:
+        rows_o = min(s.o, og1 * g.ao) - og0 * g.ao
+        cycles += _wg_pass(tr, g, s, og0, og1, False, only)
+        cycles += _kmul(tr, 2) + _entries_loop(tr, g, s, "PSG_SIGN", rows_o, "rd")
+    return cycles
+
+
+# -- UPDATE ------------------------------------------------------------------------------------
+
+def update(count: int, b: Board | None = None, tr: Trace | None = None) -> int:
+    """UPDATE: the sign check, then chunks: master, momentum and signs in, two array calls an
+    element (II = 2), master and momentum out."""
+    tr, g = tr or Trace(), _Geo(b or get_board(DEFAULT_BOARD))
+    cycles = _check("update", None, count) + _make_call(tr)
+    for a0 in range(0, count, g.uch):
+        n = min(g.uch, count - a0)
+        p32 = g.bw32 if n % g.bw32 == 0 else 1
+        p8 = g.bw8 if n % g.bw8 == 0 else 1
+        cycles += sum(tr.loop("UPD_LOAD32", _ceil(n, p32), "rd") for _ in ("master", "mom"))
+        cycles += tr.loop("UPD_LOADSGN", _ceil(n, p8), "rd") + tr.loop("UPD_STEP", n, "update", ii=2)
+        cycles += sum(tr.loop("UPD_STORE32", _ceil(n, p32), "wr") for _ in ("master", "mom"))
+        cycles += 6 * CALL
+    return cycles
+
+
+# -- peaks, estimates --------------------------------------------------------------------------
+
+PRODUCTS_PER_DSP = {"fwd": 2, "bwd": 1, "wgrad_full": 1, "wgrad_pred": 2}
+
+
+def peak_macs_per_cycle(b: Board, op: str | None = None) -> int:
+    """MACs the array completes per cycle at its peak: its DSP slices, times the products one
+    slice makes in ``op`` (forward and the PSG predictor pack two; None: the slices)."""
+    return b.array_o * b.array_i * (PRODUCTS_PER_DSP[op] if op else 1)
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Modeled cycles of one op on one board."""
+    """Modeled cycles of one op on one board. ``busy``: the cycles the array needs for the op's
+    MACs at its peak (their share of ``cycles`` is the utilization)."""
 
     op: str
     cycles: int
     macs: int
     board: Board
+    busy: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -123,23 +399,33 @@ class Estimate:
 
     @property
     def utilization(self) -> float:
-        return self.macs / (self.cycles * peak_macs_per_cycle(self.board)) if self.cycles else 0.0
+        return self.busy / self.cycles if self.cycles else 0.0
 
 
 def estimate_layer(s: ConvShape, b: Board, psg: bool = True, recomputed: int | None = None) -> list[Estimate]:
-    """Forward, backward-to-input, weight gradient (with PSG) and update of one conv layer."""
+    """Forward, backward-to-input, weight gradient (with PSG: the predictor and the full-precision
+    recompute of ``recomputed`` PSG tiles, all by default) and update of one conv layer."""
     weights = s.o * s.c * s.k * s.k
     recomputed = tiles(s, b) if recomputed is None else recomputed
-    wg_macs = s.macs + (s.macs * recomputed // tiles(s, b) if psg else 0)  # predictor + recomputed tiles
-    return [Estimate("conv_fwd", conv_fwd(s, b), s.macs, b),
-            Estimate("conv_bwd_data", conv_bwd_data(s, b), s.macs, b),
-            Estimate("conv_wgrad", conv_wgrad(s, b, psg, recomputed), wg_macs, b),
-            Estimate("update", update(weights), 0, b)]
+    full = s.macs * recomputed // tiles(s, b) if psg else s.macs
+    wg_macs = (s.macs + full) if psg else s.macs
+    wg_busy = (s.macs / peak_macs_per_cycle(b, "wgrad_pred") if psg else 0) + full / peak_macs_per_cycle(b, "wgrad_full")
+    return [Estimate("conv_fwd", conv_fwd(s, b), s.macs, b, s.macs / peak_macs_per_cycle(b, "fwd")),
+            Estimate("conv_bwd_data", conv_bwd_data(s, b), s.macs, b, s.macs / peak_macs_per_cycle(b, "bwd")),
+            Estimate("conv_wgrad", conv_wgrad(s, b, psg, recomputed), wg_macs, b, wg_busy),
+            Estimate("update", update(weights, b), 0, b)]
 
 
 RESNET20_LAYERS = (  # (c, o, h, k, stride, count): stem, three stages, projections
     (3, 16, 32, 3, 1, 1), (16, 16, 32, 3, 1, 6), (16, 32, 32, 3, 2, 1), (32, 32, 16, 3, 1, 5), (16, 32, 32, 1, 2, 1),
     (32, 64, 16, 3, 2, 1), (64, 64, 8, 3, 1, 5), (32, 64, 16, 1, 2, 1))
+
+
+def resnet20(b: Board, batch: int = 128):
+    """(layer label, count, shape, estimates) for ResNet-20's convs at ``batch``."""
+    for c, o, h, k, stride, count in RESNET20_LAYERS:
+        s = ConvShape(batch, c, h, h, o, k, stride, (k - 1) // 2)
+        yield f"{c}>{o}, {h}, {k}/{stride}", count, s, estimate_layer(s, b)
 
 
 def main(argv=None) -> None:
@@ -149,15 +435,15 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     b = get_board(args.board)
     print(f"modeled (hls/cycles.py, not synthesized): e2t_engine on {b.name} at {b.clock_mhz:g} MHz, "
-          f"{b.tile_o}x{b.tile_i} tile, batch {args.batch}, PSG worst case (every tile recomputed)")
-    print(f"{'layer (c>o, h, k/s)':<24}{'op':<15}{'cycles':>14}{'ms':>10}{'MAC util':>10}")
+          f"{b.array_o}x{b.array_i} DSP array ({b.tile_o}x{b.tile_i} PSG tile, {b.axi_bits}-bit AXI beats), "
+          f"batch {args.batch}, PSG worst case (every tile recomputed)")
+    print(f"{'layer (c>o, h, k/s)':<24}{'op':<15}{'cycles':>14}{'ms':>10}{'array busy':>12}")
     total = 0.0
-    for c, o, h, k, stride, count in RESNET20_LAYERS:
-        s = ConvShape(args.batch, c, h, h, o, k, stride, (k - 1) // 2)
-        for e in estimate_layer(s, b):
+    for label, count, _, ests in resnet20(b, args.batch):
+        for e in ests:
             total += count * e.seconds
-            print(f"{f'{c}>{o}, {h}, {k}/{stride} x{count}':<24}{e.op:<15}{e.cycles:>14,}{1e3 * e.seconds:>10.2f}"
-                  f"{100 * e.utilization:>9.0f}%")
+            print(f"{f'{label} x{count}':<24}{e.op:<15}{e.cycles:>14,}{1e3 * e.seconds:>10.2f}"
+                  f"{100 * e.utilization:>11.0f}%")
     print(f"one training iteration of ResNet-20's convs: {total:.2f} s modeled")
 
 

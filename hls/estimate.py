@@ -43,7 +43,7 @@ def estimate(plan: planmod.Plan, energy_file: str | None = None) -> dict:
     for name, prec in (("engine, fixed point + PSG", opcount.Precision("fixed", psg=True)),
                        ("fp32 training, same counts", opcount.Precision("fp32"))):
         joules[name] = sum(em.price(slot)["j"] for slot in _step_counts(plan, prec).values()) / plan.batch
-    return {"board": b.name, "part": b.part, "clock_mhz": b.clock_mhz, "tile": f"{b.tile_o}x{b.tile_i}",
+    return {"board": b.name, "part": b.part, "clock_mhz": b.clock_mhz, "tile": f"{b.tile_o}x{b.tile_i} PSG tile, {b.array_o}x{b.array_i} DSP array",
             "model": plan.network["model"], "batch": plan.batch, "resources": resources.totals(b),
             "macs_per_step": macs, "cycles_per_step": cycles, "seconds_per_step": seconds,
             "images_per_s": plan.batch / seconds, "joules_per_image": joules,
@@ -53,7 +53,7 @@ def estimate(plan: planmod.Plan, energy_file: str | None = None) -> dict:
 
 def text(e: dict) -> str:
     """The table ``e2t estimate`` prints."""
-    lines = [f"{e['model']} on {e['board']} ({e['part']}, {e['clock_mhz']:g} MHz, {e['tile']} tile), batch "
+    lines = [f"{e['model']} on {e['board']} ({e['part']}, {e['clock_mhz']:g} MHz, {e['tile']}), batch "
              f"{e['batch']}: modeled (hls/resources.py, hls/cycles.py, {e['energy_model']}), not synthesized",
              "", f"{'resource':<10}{'used':>10}{'budget':>10}{'use':>8}"]
     for u in e["resources"]:

@@ -96,14 +96,22 @@ def offsets() -> dict[str, int]:
     return out
 
 
+# The engine's two AXI masters (docs/engine.md): what the kernel reads (activations, weights,
+# shifts, gradients, master weights) on one, what it writes (outputs, signs, weight gradients,
+# momentum) on the other, each one HP port's worth of beats (board axi_bits). A buffer an op both
+# reads and writes stays on one bundle (master and mom in place, scratch and sgn read back).
+M_AXI_BUNDLES = {"act": "gmem_rd", "wgt": "gmem_rd", "wshift": "gmem_rd", "grad": "gmem_rd", "master": "gmem_rd",
+                 "out": "gmem_wr", "sgn": "gmem_wr", "scratch": "gmem_wr", "mom": "gmem_wr"}
+
+
 def pragma_block() -> str:
     """The INTERFACE pragmas of ``e2t_engine``, one per argument, offsets included."""
     off = offsets()
     lines = [BEGIN, f"#pragma HLS INTERFACE mode=s_axilite port=return bundle={BUNDLE}"]
     for r in REGISTERS:
         if r.kind == "ptr":
-            lines.append(f"#pragma HLS INTERFACE mode=m_axi port={r.name} offset=slave bundle=gmem_{r.name} "
-                         f"depth=E2T_DEPTH_{r.name.upper()} max_widen_bitwidth=64")
+            lines.append(f"#pragma HLS INTERFACE mode=m_axi port={r.name} offset=slave bundle={M_AXI_BUNDLES[r.name]} "
+                         f"depth=E2T_DEPTH_{r.name.upper()} max_widen_bitwidth=E2T_AXI_BITS")
         lines.append(f"#pragma HLS INTERFACE mode=s_axilite port={r.name} offset=0x{off[r.name]:03X} bundle={BUNDLE}")
     lines.append(END)
     return "\n".join("    " + ln for ln in lines)

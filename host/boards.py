@@ -25,8 +25,10 @@ class Board:
     name: str
     part: str
     clock_mhz: float
-    tile_o: int          # output channels per weight-gradient tile (unrolled)
-    tile_i: int          # input channels per tile (unrolled)
+    tile_o: int          # output channels per PSG tile (the unit of weight-gradient recompute)
+    tile_i: int          # input channels per PSG tile
+    array_o: int         # rows of the engine's multiplier array (DSP slices; output channels)
+    array_i: int         # columns of the array (input channels): array_o x array_i DSPs, one shared array
     max_c: int           # channels, in and out
     max_h: int           # input height and width
     max_w: int
@@ -86,8 +88,11 @@ def _check(d: dict, path: str) -> Board:
         raise E2TError(f"{path}: hp_ports: the engine needs at least one port to DDR")
     if d["family"] not in FAMILIES:
         raise E2TError(f"{path}: family: {d['family']!r} is not one of {', '.join(FAMILIES)}")
-    if d["ddr_align"] & (d["ddr_align"] - 1):
-        raise E2TError(f"{path}: ddr_align: {d['ddr_align']} is not a power of two")
+    for key in ("ddr_align", "array_o", "array_i"):
+        if d[key] & (d[key] - 1):
+            raise E2TError(f"{path}: {key}: {d[key]} is not a power of two")
+    if d["array_o"] * d["array_i"] > d["dsp"]:
+        raise E2TError(f"{path}: array_o x array_i = {d['array_o'] * d['array_i']} DSPs exceeds dsp {d['dsp']}")
     if d["pl_ddr_bytes"] > d["ddr_bytes"]:
         raise E2TError(f"{path}: pl_ddr_bytes: {d['pl_ddr_bytes']} exceeds ddr_bytes {d['ddr_bytes']}")
     return Board(**d)

@@ -18,18 +18,31 @@ struct Shape {
     int wp() const { return w + 2 * p; }
 };
 
+// a * b for 0 <= a, 0 <= b < 2^16, by shift and add: the checks (and the kernel's per-call
+// sizes) need a few products of register values, and a sequential adder costs no DSP slice.
+static inline int64_t mul16(int64_t a, int64_t b) {
+    int64_t r = 0;
+MUL16:
+    for (int i = 0; i < 16; i++) {
+#pragma HLS PIPELINE II = 1
+        if ((b >> i) & 1) r += a << i;
+    }
+    return r;
+}
+
 // The registers describe a conv the buffers can hold and the accumulators can sum exactly.
+// Division by the stride (1 or 2) is a shift; products go through mul16 (no multiplier).
 static inline bool shape_ok(Shape &sh, uint32_t op) {
     if (sh.n < 1 || sh.n > E2T_MAX_BATCH || sh.c < 1 || sh.c > E2T_MAX_C || sh.o < 1 || sh.o > E2T_MAX_C) return false;
     if (sh.h < 1 || sh.h > E2T_MAX_H || sh.w < 1 || sh.w > E2T_MAX_W || sh.k < 1 || sh.k > E2T_MAX_K) return false;
     if ((sh.s != 1 && sh.s != 2) || sh.p < 0 || sh.p > E2T_MAX_PAD || sh.hp() < sh.k || sh.wp() < sh.k) return false;
-    sh.ho = (sh.hp() - sh.k) / sh.s + 1;
-    sh.wo = (sh.wp() - sh.k) / sh.s + 1;
+    sh.ho = ((sh.hp() - sh.k) >> (sh.s - 1)) + 1;
+    sh.wo = ((sh.wp() - sh.k) >> (sh.s - 1)) + 1;
     if (sh.ho > E2T_MAX_HO || sh.wo > E2T_MAX_WO) return false;  // the output tiles hold E2T_MAX_HO x E2T_MAX_WO
-    const int64_t taps = (int64_t)sh.k * sh.k;
-    if (op == E2T_OP_CONV_FWD) return sh.c * taps < ((int64_t)1 << (E2T_ACC_FWD_BITS - 15));     // |x W| <= 2^14
-    if (op == E2T_OP_CONV_BWD_DATA) return sh.o * taps < ((int64_t)1 << (E2T_ACC_WIDE_BITS - 35));  // |g W_al| <= 2^34
-    return (int64_t)sh.n * sh.ho * sh.wo < ((int64_t)1 << (E2T_ACC_WIDE_BITS - 23));               // |x g| <= 2^22
+    const int64_t taps = mul16(sh.k, sh.k);
+    if (op == E2T_OP_CONV_FWD) return mul16(sh.c, taps) < ((int64_t)1 << (E2T_ACC_FWD_BITS - 15));     // |x W| <= 2^14
+    if (op == E2T_OP_CONV_BWD_DATA) return mul16(sh.o, taps) < ((int64_t)1 << (E2T_ACC_WIDE_BITS - 35));  // |g W_al| <= 2^34
+    return mul16(mul16(sh.n, sh.ho), sh.wo) < ((int64_t)1 << (E2T_ACC_WIDE_BITS - 23));                 // |x g| <= 2^22
 }
 
 // Per-channel weight shifts of CONV_BWD_DATA lie in [0, WSHIFT_MAX], so alignment shifts stay small.

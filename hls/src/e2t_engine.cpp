@@ -1,10 +1,31 @@
-// e2t_engine: the training engine's HLS top function (see e2t_engine.h and docs/numerics.md).
+// e2t_engine: the training engine's HLS top function (see e2t_engine.h, docs/numerics.md for the
+// arithmetic and docs/engine.md for this dataflow; hls/cycles.py models its loops one for one).
 //
-// Every op walks the channel grid in tiles of E2T_TILE_O x E2T_TILE_I channels, keeps a tile of
-// the input (zero-padded) and of the gradient on chip, and runs a pipelined loop over kernel
-// taps and output pixels whose body multiplies all channel pairs of the tile at once (the
-// unrolled inner loops). Sums are exact at the widths of engine_config.h; outputs are rounded
-// with the shift the host passes, weight gradients never leave as magnitudes (PSG writes signs).
+// One multiplier array of E2T_ARRAY_O x E2T_ARRAY_I DSP slices (pe_array, a single instance behind
+// array_unit) serves every op, each product a 25 x 18 signed multiply:
+//
+//   op                 A (25 bit)                          B (18 bit)   per DSP   channel tile
+//   CONV_FWD           W_q[o + AO] * 2^16 + W_q[o]          x_q          2 MACs    2 AO out x AI in
+//   CONV_BWD_DATA      W_al (20 bit)                       g_q          1 MAC     AO out x AI in
+//   CONV_WGRAD full    x_q                                 g_q          1 MAC     AO x AI, taps in time
+//   CONV_WGRAD PSG     x_msb[tap a] * 2^20 + x_msb[tap b]   g_q          2 MACs    AO x AI, two taps at once
+//   UPDATE             pieces of the int32 operands        pieces       10 products per element, 2 calls
+//
+// Two products that share an operand come out of one DSP and are split exactly: the low field is
+// the sign-extended low 16 (20) bits, the high one the rest (docs/engine.md, "packing").
+//
+// Data: whole images sit on chip in skewed banks (channel c, pixel i in bank (c + i) mod banks),
+// so a load writes one AXI beat (8 or 16 bytes) per cycle and the array reads one pixel of
+// AI (AO) channels per cycle, conflict free. Every op is a sequence of steps; a step calls up to
+// three functions on disjoint buffers, which the schedule runs at the same time: load a slice of
+// the NEXT image (ping-pong copies xb0/xb1, gb0/gb1), compute one block on the array (current
+// copy), write the previous block's outputs (ping-pong accumulators ac0/ac1). Weights stay on
+// chip for the whole call (forward, backward: the same W_q for every image). DDR traffic is
+// sequential, unconditional loops of whole beats on two m_axi bundles (read-mostly and write).
+//
+// PSG decisions are per tile_o x tile_i tile exactly as docs/numerics.md, section 5, says: the
+// array computes in its own tiles, and recomputes every array tile that meets a PSG tile holding
+// an unsure entry (numbers never depend on tiles; psg_tiles / psg_recomputed count PSG tiles).
 #include "e2t_engine.h"
 
 #include "e2t_checks.h"
@@ -12,331 +33,1330 @@
 
 #ifdef E2T_AP_TYPES
 #define E2T_I64(v) ((int64_t)(v).to_int64())
-#define E2T_MUL_WIDE(a, b) ((a) * (b))
+#define E2T_INT(v) ((int)(v).to_int())
 #else
 #define E2T_I64(v) ((int64_t)(v))
-#define E2T_MUL_WIDE(a, b) ((int64_t)(a) * (b))
+#define E2T_INT(v) ((int)(v))
+#endif
+
+// Trip counts of the pipelined loops, for tests/test_cycles.py (a build with -DE2T_TRIPS only):
+// E2T_ENTER(loop) once per start of the loop, E2T_TRIP(loop) once per iteration.
+#ifdef E2T_TRIPS
+#define E2T_LOOPS(X)                                                                                                 \
+    X(MUL16) X(DIV16) X(WG_COUNT) X(LOAD_W) X(BWD_SMAX) X(LOAD_X) X(LOAD_G) X(FWD_WPRE) X(FWD_SWEEP) X(BWD_WPRE) X(BWD_SWEEP) \
+    X(DRAIN) X(WG_SWEEP) X(WG_WRITEBACK) X(PSG_DECIDE) X(PSG_COUNT) X(PSG_AFLAG) X(PSG_SIGN) X(RATIO)              \
+    X(UPD_LOAD32) X(UPD_LOADSGN) X(UPD_STORE32) X(UPD_STEP)
+#define E2T_LOOP_ID(name) L_##name,
+enum TripLoop { E2T_LOOPS(E2T_LOOP_ID) L_COUNT };
+static unsigned long long e2t_trip_table[L_COUNT][2];
+#define E2T_ENTER(name) (e2t_trip_table[L_##name][0]++)
+#define E2T_TRIP(name) (e2t_trip_table[L_##name][1]++)
+#define E2T_LOOP_NAME(name) #name,
+extern "C" {
+const char *e2t_trip_names[] = {E2T_LOOPS(E2T_LOOP_NAME) 0};
+}
+// Copies the table (entries, iterations per loop, in e2t_trip_names order) and clears it.
+extern "C" int e2t_trips(unsigned long long *out) {
+    for (int i = 0; i < L_COUNT; i++) {
+        out[2 * i] = e2t_trip_table[i][0];
+        out[2 * i + 1] = e2t_trip_table[i][1];
+        e2t_trip_table[i][0] = e2t_trip_table[i][1] = 0;
+    }
+    return L_COUNT;
+}
+#else
+#define E2T_ENTER(name) ((void)0)
+#define E2T_TRIP(name) ((void)0)
 #endif
 
 namespace {
 
-const int TO = E2T_TILE_O;
-const int TI = E2T_TILE_I;
+// -- sizes ------------------------------------------------------------------------------------
+
+const int AO = E2T_ARRAY_O;              // rows of the multiplier array (DSP slices)
+const int AI = E2T_ARRAY_I;              // columns
+const int FO = 2 * AO;                   // output channels of a forward block (two per DSP)
+const int NACC = FO > AI ? FO : AI;      // channels of an output block
 const int KK = E2T_MAX_K * E2T_MAX_K;
-const int PIX = E2T_MAX_HO * E2T_MAX_WO;  // output maps: shape_ok refuses larger ones
-const int XB_H = E2T_MAX_H + 2 * E2T_MAX_PAD;
-const int XB_W = E2T_MAX_W + 2 * E2T_MAX_PAD;
+const int KKP = KK <= 4 ? 4 : KK <= 16 ? 16 : 64;  // taps per weight row, a power of two
+const int LOG_KKP = KKP == 4 ? 2 : KKP == 16 ? 4 : 6;
+const int LOG_AO = AO == 1 ? 0 : AO == 2 ? 1 : AO == 4 ? 2 : AO == 8 ? 3 : AO == 16 ? 4 : AO == 32 ? 5 : 6;
+const int LOG_AI = AI == 1 ? 0 : AI == 2 ? 1 : AI == 4 ? 2 : AI == 8 ? 3 : AI == 16 ? 4 : AI == 32 ? 5 : 6;
+const int BEAT = E2T_AXI_BITS / 8;       // bytes per AXI beat: 8 on Zynq-7000 HP ports, 16 on UltraScale+
+const int BW8 = BEAT, BW16 = BEAT / 2, BW32 = BEAT / 4, BW64 = BEAT >= 8 ? BEAT / 8 : 1;  // elements per beat
+const int XSLOTS = (E2T_MAX_C + AI - 1) / AI;  // input-channel groups
+const int XSLOTP = XSLOTS <= 1 ? 1 : XSLOTS <= 2 ? 2 : XSLOTS <= 4 ? 4 : XSLOTS <= 8 ? 8 : 16;
+const int LOG_XSLOTP = XSLOTP == 1 ? 0 : XSLOTP == 2 ? 1 : XSLOTP == 4 ? 2 : XSLOTP == 8 ? 3 : 4;
+const int GSLOTS = (E2T_MAX_C + AO - 1) / AO;  // output-channel groups
+const int XPLANE = E2T_MAX_H * E2T_MAX_W;      // one channel of x in a bank's slot
+const int GPLANE = E2T_MAX_HO * E2T_MAX_WO;    // one channel of g
+const int XDEPTH = XSLOTS * XPLANE;
+const int GDEPTH = GSLOTS * GPLANE;
+const int WDEPTH = E2T_MAX_C * XSLOTP * KKP;   // weight rows (o, input group, tap) of AI lanes
+const int PB = 128;                      // pixels of an output block (its accumulators are LUT-RAM)
+const int DMIN = 16;                     // shortest forward / backward sweep: covers the accumulator
+                                         // read-modify-write distance and one step's weight prefetch
+const int DMIN_W = 2 * AI;               // shortest weight-gradient sweep: the flush of 2 AI lanes a row
+const int GS_DEPTH = 1024;               // G store entries per array row (weight-gradient partial sums)
+const int UCH = NACC * PB < AI * XDEPTH ? NACC * PB : AI * XDEPTH;  // UPDATE chunk (elements): what the
+                                         // output block, G store and x buffer it borrows hold
+const int MAXA = (E2T_MAX_C + E2T_TILE_O - 1) / E2T_TILE_O;  // PSG tiles per column / row
+const int MAXB = (E2T_MAX_C + E2T_TILE_I - 1) / E2T_TILE_I;
+const int PIXBITS = GPLANE <= 64 ? 6 : GPLANE <= 256 ? 8 : GPLANE <= 1024 ? 10 : GPLANE <= 4096 ? 12 : 14;
+const int SWEEP_BITS = 23 + PIXBITS + 1;  // one sweep of x g products (|x g| <= 2^22) over a map
+
+static_assert((AO & (AO - 1)) == 0 && (AI & (AI - 1)) == 0, "array dimensions are powers of two");
+static_assert(BW8 <= AI && BW16 <= AO, "a beat of x (g) fits the banks of one pixel row");
+static_assert(NACC % 8 == 0 && PB % BW32 == 0, "update chunks and output blocks hold whole beats");
+static_assert(XSLOTS * KK * AI <= GS_DEPTH, "one array row of weight-gradient tiles fits the G store");
+static_assert(UCH / AO <= GS_DEPTH && UCH % BW8 == 0 && UCH % NACC == 0, "an UPDATE chunk fits the buffers it borrows");
+static_assert(2 * E2T_MAX_W <= PB && E2T_MAX_WO <= PB, "two output rows fit a block");
+static_assert(DMIN >= FO, "a sweep is long enough to prefetch the next step's weights");
+static_assert(SWEEP_BITS <= 48 && E2T_ACC_WIDE_BITS <= 64, "sums fit the widths");
+
+#ifdef E2T_AP_TYPES
+typedef ap_int<25> mul_a_t;   // DSP48 A / pre-adder port
+typedef ap_int<18> mul_b_t;   // B port
+typedef ap_int<43> mul_p_t;   // the product
+typedef ap_int<SWEEP_BITS> sweep_t;
+#define E2T_MUL(a, b) ((a) * (b))
+#else
+typedef int32_t mul_a_t;
+typedef int32_t mul_b_t;
+typedef int64_t mul_p_t;
+typedef int64_t sweep_t;
+#define E2T_MUL(a, b) ((int64_t)(a) * (b))
+#endif
 
 using e2t::Shape;
 
 inline int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
+inline int imin(int a, int b) { return a < b ? a : b; }
+inline int imax(int a, int b) { return a > b ? a : b; }
+// v * 2^n for n >= 0, as a shift (no multiplier), two's complement.
+inline int64_t shl64(int64_t v, int n) { return (int64_t)((uint64_t)v << n); }
+// rshift_round of docs/numerics.md with a shift, never a multiply: the same integers as
+// e2t::rshift_round for every operand the engine meets.
+inline int64_t round_shift(int64_t v, int s) { return s > 0 ? (v + ((int64_t)1 << (s - 1))) >> s : shl64(v, -s); }
+// The low `bits` bits of v as a signed number (the low field of a packed product).
+inline int64_t low_field(int64_t v, int bits) {
+    const int64_t m = ((int64_t)1 << bits) - 1, h = (int64_t)1 << (bits - 1);
+    return ((v & m) ^ h) - h;
+}
+// d * v for a small |d| <= 3 (tap offsets): shifts and adds.
+inline int small_mul(int d, int v) {
+    const int a = d < 0 ? -d : d;
+    const int r = (a & 1 ? v : 0) + (a & 2 ? v << 1 : 0);
+    return d < 0 ? -r : r;
+}
 
-// Input channels [ct, ct + TI) of image n, zero-padded by p; the 4-bit MSB part when `use_msb`.
-void load_act(const int8_t *act, const Shape &sh, int n, int ct, bool use_msb, act_t xb[TI][XB_H][XB_W]) {
-LOAD_ACT:
-    for (int ti = 0; ti < TI; ti++)
-        for (int y = 0; y < sh.hp(); y++) {
-#pragma HLS LOOP_TRIPCOUNT max = XB_H
-            for (int x = 0; x < sh.wp(); x++) {
-#pragma HLS LOOP_TRIPCOUNT max = XB_W
+// a * b (0 <= b < 2^16) by shift and add, and ceil(a / b) (0 <= a < 2^16, 1 <= b < 2^16) by
+// restoring division: the few per-call sizes built from register values (no DSP, no divider).
+int64_t kmul(int64_t a, int64_t b) {
+    E2T_ENTER(MUL16);
+    int64_t r = 0;
+KMUL:
+    for (int i = 0; i < 16; i++) {
 #pragma HLS PIPELINE II = 1
-                const int c = ct + ti, iy = y - sh.p, ix = x - sh.p;
-                int8_t v = 0;
-                if (c < sh.c && iy >= 0 && iy < sh.h && ix >= 0 && ix < sh.w)
-                    v = act[(((int64_t)n * sh.c + c) * sh.h + iy) * sh.w + ix];
-                xb[ti][y][x] = use_msb ? e2t::msb(v) : v;
+        E2T_TRIP(MUL16);
+        if ((b >> i) & 1) r += a << i;
+    }
+    return r;
+}
+
+int kdiv_ceil(int a, int b) {
+    E2T_ENTER(DIV16);
+    const uint32_t n = (uint32_t)(a + b - 1);
+    uint32_t q = 0, rem = 0;
+KDIV:
+    for (int i = 15; i >= 0; i--) {
+#pragma HLS PIPELINE II = 1
+        E2T_TRIP(DIV16);
+        rem = (rem << 1) | ((n >> i) & 1);
+        if (rem >= (uint32_t)b) {
+            rem -= (uint32_t)b;
+            q |= 1u << i;
+        }
+    }
+    return (int)q;
+}
+
+// The sizes of one conv call, built once from the shape registers (products by kmul: a few
+// per call, never per block).
+struct Call {
+    int n, c, h, w, o, k, s, p, ho, wo;
+    int kk, hw, howo;        // k^2, H W, Ho Wo
+    int ncg, nog, nogf;      // input groups of AI, output groups of AO (FO)
+    uint32_t img_x, img_g;   // elements of one image of x (C H W) and of g (O Ho Wo)
+    int smax;                // CONV_BWD_DATA: max_o s[o]
+    // blocks (forward: output rows, backward: rows of g_x): rows of a band, bands, pixels and
+    // sweep trips of a full and of the last band, the row strides of the band's sources
+    int rb, nb, np_full, np_last, tot_full, tot_last, src_step, out_step;
+    // backward parity classes (index py s + px): steps and, for a full / the last band, pixels
+    // and trips of the class sweep
+    int cl_steps[4], cl_np[2][4], cl_tot[2][4];
+};
+
+Call make_call(const Shape &sh) {
+    Call k;
+    k.n = sh.n; k.c = sh.c; k.h = sh.h; k.w = sh.w; k.o = sh.o; k.k = sh.k; k.s = sh.s; k.p = sh.p;
+    k.ho = sh.ho; k.wo = sh.wo;
+    k.kk = (int)kmul(sh.k, sh.k);
+    k.hw = (int)kmul(sh.h, sh.w);
+    k.howo = (int)kmul(sh.ho, sh.wo);
+    k.ncg = (sh.c + AI - 1) >> LOG_AI;
+    k.nog = (sh.o + AO - 1) >> LOG_AO;
+    k.nogf = (sh.o + FO - 1) >> (LOG_AO + 1);
+    k.img_x = (uint32_t)kmul(k.hw, sh.c);
+    k.img_g = (uint32_t)kmul(k.howo, sh.o);
+    k.smax = 0;
+    k.rb = k.nb = k.np_full = k.np_last = k.tot_full = k.tot_last = k.src_step = k.out_step = 0;
+    for (int i = 0; i < 4; i++) {
+        k.cl_steps[i] = 0;
+        k.cl_np[0][i] = k.cl_np[1][i] = k.cl_tot[0][i] = k.cl_tot[1][i] = 0;
+    }
+    return k;
+}
+
+// Forward blocks: bands of floor(PB / Wo) output rows; R = ncg k^2 steps a block.
+void plan_fwd(Call &k) {
+    k.rb = imin(k.ho, kdiv_ceil(PB - k.wo + 1, k.wo));
+    k.nb = kdiv_ceil(k.ho, k.rb);
+    k.np_full = (int)kmul(k.rb, k.wo);
+    k.np_last = (int)kmul(k.ho - (int)kmul(k.nb - 1, k.rb), k.wo);
+    const int R = k.ncg * k.kk;
+    k.tot_full = (int)kmul(R, imax(k.np_full, DMIN));
+    k.tot_last = (int)kmul(R, imax(k.np_last, DMIN));
+    k.src_step = (int)kmul(k.rb, k.w << (k.s - 1));  // input rows advance s rb a band
+    k.out_step = k.np_full;
+}
+
+// Backward blocks: bands of floor(PB / W) rows of g_x (even at stride 2, so every band starts on
+// an even row), each swept per parity class with the class's own taps.
+void plan_bwd(Call &k) {
+    const int ss = k.s - 1;
+    k.rb = imin(k.h, kdiv_ceil(PB - k.w + 1, k.w));
+    if (k.s == 2 && k.rb < k.h) k.rb &= ~1;
+    k.nb = kdiv_ceil(k.h, k.rb);
+    const int last_rows = k.h - (int)kmul(k.nb - 1, k.rb);
+    k.np_full = (int)kmul(k.rb, k.w);
+    k.np_last = (int)kmul(last_rows, k.w);
+    k.src_step = (int)kmul(k.rb >> ss, k.wo);  // g rows advance rb / s a band
+    k.out_step = k.np_full;
+    for (int py = 0; py < k.s; py++)
+        for (int px = 0; px < k.s; px++) {
+            const int ci = (py << ss) + px;
+            const int kh0 = (py + k.p) & ss, kw0 = (px + k.p) & ss;
+            const int nkh = k.k > kh0 ? (k.k - kh0 + ss) >> ss : 0, nkw = k.k > kw0 ? (k.k - kw0 + ss) >> ss : 0;
+            const int ntap = (int)kmul(nkh, nkw);
+            k.cl_steps[ci] = ntap > 0 ? (int)kmul(k.nog, ntap) : 1;
+            const int nxc = k.w > px ? (k.w - px + ss) >> ss : 0;
+            for (int f = 0; f < 2; f++) {
+                const int rows = f == 0 ? k.rb : last_rows;
+                const int nyc = rows > py ? (rows - py + ss) >> ss : 0;
+                const int np = (int)kmul(nyc, nxc);
+                k.cl_np[f][ci] = np;
+                k.cl_tot[f][ci] = np > 0 ? (int)kmul(k.cl_steps[ci], imax(np, DMIN)) : 0;
             }
         }
 }
 
-// Output-gradient channels [ot, ot + TO) of image n.
-void load_grad(const int16_t *grad, const Shape &sh, int n, int ot, grad_t gb[TO][PIX]) {
-    const int pix = sh.ho * sh.wo;
-LOAD_GRAD:
-    for (int to = 0; to < TO; to++)
-        for (int i = 0; i < pix; i++) {
-#pragma HLS LOOP_TRIPCOUNT max = PIX
+// -- the multiplier array ----------------------------------------------------------------------
+
+// AO x AI products of 25 x 18 bits, one DSP slice each. The only multiplier of the engine: every
+// op reaches it through array_unit (one instance), the operands muxed in by the op that runs.
+// `chain`: each column's products are summed down the rows (the DSP cascade, PCIN + A x B), so
+// p[AO - 1][l] is column l's sum (CONV_BWD_DATA); else p holds the plain products.
+void pe_array(const mul_a_t a[AO][AI], const mul_b_t b[AO][AI], mul_p_t p[AO][AI], bool chain) {
+#pragma HLS INLINE off
 #pragma HLS PIPELINE II = 1
-            const int o = ot + to;
-            gb[to][i] = o < sh.o ? grad[((int64_t)n * sh.o + o) * pix + i] : (int16_t)0;
+PE_COL:
+    for (int l = 0; l < AI; l++) {
+        mul_p_t casc = 0;
+    PE_ROW:
+        for (int r = 0; r < AO; r++) {
+            mul_p_t prod = E2T_MUL(a[r][l], b[r][l]);
+#pragma HLS BIND_OP variable = prod op = mul impl = dsp
+            casc = chain ? (mul_p_t)(casc + prod) : prod;
+            p[r][l] = casc;
+        }
+    }
+}
+
+// -- DDR -> chip -------------------------------------------------------------------------------
+
+// W_q (O x C x k x k, one byte a cycle) into the weight rows: lane c mod AI of row (o, c / AI, tap).
+void load_w(const int8_t *wgt, const Call &k, wgt_t wm[AI][WDEPTH]) {
+    const int total = (int)kmul((int)kmul(k.o, k.c), k.kk);
+    int o = 0, c = 0, t = 0;
+    E2T_ENTER(LOAD_W);
+LOAD_W:
+    for (int f = 0; f < total; f++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = E2T_DEPTH_WGT
+        E2T_TRIP(LOAD_W);
+        wm[c & (AI - 1)][(o << (LOG_XSLOTP + LOG_KKP)) | ((c >> LOG_AI) << LOG_KKP) | t] = wgt[f];
+        if (++t == k.kk) {
+            t = 0;
+            if (++c == k.c) {
+                c = 0;
+                o++;
+            }
+        }
+    }
+}
+
+// Planes [c0, c1) of one image of x (the first at DDR element a0) into the skewed banks: channel c,
+// pixel i in bank (c + i) mod AI at (c / AI) XPLANE + i. Whole beats when H W is a multiple of one.
+void load_x(const int8_t *act, uint32_t a0, int c0, int c1, const Call &k, act_t xb[AI][XDEPTH]) {
+    if (c0 >= c1) return;
+    const bool beats = k.hw % BW8 == 0;
+    const int step = beats ? BW8 : 1;
+    int c = c0, i = 0;
+    uint32_t a = a0;
+    E2T_ENTER(LOAD_X);
+LOAD_X:
+    while (c < c1) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = XDEPTH / BW8
+        E2T_TRIP(LOAD_X);
+        const int base = (c >> LOG_AI) * XPLANE + i;
+        if (beats) {
+            for (int e = 0; e < BW8; e++) xb[(c + i + e) & (AI - 1)][base + e] = act[a + e];
+        } else {
+            xb[(c + i) & (AI - 1)][base] = act[a];
+        }
+        a += step;
+        i += step;
+        if (i == k.hw) {
+            i = 0;
+            c++;
+        }
+    }
+}
+
+// Planes [c0, c1) (relative to the buffer's first channel) of one image of g, from DDR element a0.
+void load_g(const int16_t *grad, uint32_t a0, int c0, int c1, const Call &k, grad_t gb[AO][GDEPTH]) {
+    if (c0 >= c1) return;
+    const bool beats = k.howo % BW16 == 0;
+    const int step = beats ? BW16 : 1;
+    int c = c0, i = 0;
+    uint32_t a = a0;
+    E2T_ENTER(LOAD_G);
+LOAD_G:
+    while (c < c1) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = GDEPTH / BW16
+        E2T_TRIP(LOAD_G);
+        const int base = (c >> LOG_AO) * GPLANE + i;
+        if (beats) {
+            for (int e = 0; e < BW16; e++) gb[(c + i + e) & (AO - 1)][base + e] = grad[a + e];
+        } else {
+            gb[(c + i) & (AO - 1)][base] = grad[a];
+        }
+        a += step;
+        i += step;
+        if (i == k.howo) {
+            i = 0;
+            c++;
+        }
+    }
+}
+
+// -- chip -> DDR -------------------------------------------------------------------------------
+
+// nch channels of npix pixels each from the block accumulators: out[a0 + ch plane + q] =
+// sat32(rshift_round(acc, r)). One inner loop (one burst) per channel, whole beats when aligned.
+void drain(const acc_wide_t ac[NACC][PB], int32_t *out, uint32_t a0, uint32_t plane, int nch, int npix, int r,
+           bool beats, uint32_t &sat) {
+    uint32_t a = a0, n_sat = 0;
+DRAIN_CH:
+    for (int ch = 0; ch < nch; ch++) {
+#pragma HLS LOOP_TRIPCOUNT max = NACC
+        const int trips = beats ? npix / BW32 : npix;
+        E2T_ENTER(DRAIN);
+    DRAIN:
+        for (int q = 0; q < trips; q++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = PB / BW32
+            E2T_TRIP(DRAIN);
+            if (beats) {
+                for (int e = 0; e < BW32; e++)
+                    out[a + q * BW32 + e] = (int32_t)e2t::saturate(round_shift(E2T_I64(ac[ch][q * BW32 + e]), r),
+                                                                   e2t::OUT_LO, e2t::OUT_HI, n_sat);
+            } else {
+                out[a + q] = (int32_t)e2t::saturate(round_shift(E2T_I64(ac[ch][q]), r), e2t::OUT_LO, e2t::OUT_HI, n_sat);
+            }
+        }
+        a += plane;
+    }
+    sat += n_sat;
+}
+
+// -- the ops on the array ----------------------------------------------------------------------
+
+enum { U_FWD, U_BWD, U_WG, U_UPD };
+
+// What one array_unit call computes. Forward: output group og, rows [y0, y0 + rows) (npix
+// pixels, `total` sweep trips), base = (y0 s - pad) W; backward: input group cg, rows [y0,
+// y0 + rows) of g_x, f = 0 full band / 1 last, base = (y0 / s) Wo; weight gradient: tile (og
+// local to the G store group, cg), predictor or full, first image of the group, G store base;
+// update: len elements.
+struct Job {
+    int mode, og, cg, y0, rows, npix, total, base, f, gsbase, len;
+    bool pred, first, flush_only;
+};
+
+// Weight row of output channel o (AI lanes: input group cg, tap t), zero outside the shape.
+void weight_row(const wgt_t wm[AI][WDEPTH], const Call &k, int o, int cg, int t, wgt_t row[AI]) {
+#pragma HLS INLINE
+    const int at = (o << (LOG_XSLOTP + LOG_KKP)) | (cg << LOG_KKP) | t;
+    for (int l = 0; l < AI; l++) row[l] = (o < k.o && (cg << LOG_AI) + l < k.c) ? wm[l][at] : (wgt_t)0;
+}
+
+// CONV_FWD block: acc[o][p] for the FO output channels of group og and the block's pixels p,
+// summed over R = ncg k^2 steps (input group, tap), one sweep of L = max(npix, DMIN) cycles each.
+// A step's weights sit in registers (wreg); the next step's arrive one row a cycle (wnext).
+void fwd_block(const act_t xb[AI][XDEPTH], const wgt_t wm[AI][WDEPTH], acc_wide_t ac[NACC][PB], const Call &k,
+               const Job &j) {
+#pragma HLS INLINE
+    wgt_t wreg[FO][AI], wnext[FO][AI];
+#pragma HLS ARRAY_PARTITION variable = wreg complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = wnext complete dim = 0
+    const int R = k.ncg * k.kk, L = imax(j.npix, DMIN), o0 = j.og * FO;
+    E2T_ENTER(FWD_WPRE);
+FWD_WPRE:
+    for (int q = 0; q < FO; q++) {
+#pragma HLS PIPELINE II = 1
+        E2T_TRIP(FWD_WPRE);
+        weight_row(wm, k, o0 + q, 0, 0, wreg[q]);
+    }
+    // this step: input group cg, tap (kh, kw), kh W; the next step's group and tap index
+    int st = 0, cg = 0, kh = 0, kw = 0, khw = 0;
+    int cg_n = k.kk > 1 ? 0 : 1, t_n = k.kk > 1 ? 1 : 0;
+    // the sweep's pixel: output column xo; input row iy, its offset rb = iy W, input column ix
+    int p = 0, xo = 0, iy = (j.y0 << (k.s - 1)) - k.p, rb = j.base, ix = -k.p;
+    E2T_ENTER(FWD_SWEEP);
+FWD_SWEEP:
+    for (int it = 0; it < j.total; it++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = XSLOTS * KK * PB
+#pragma HLS DEPENDENCE variable = ac inter false
+        E2T_TRIP(FWD_SWEEP);
+        if (p < FO && st + 1 < R) weight_row(wm, k, o0 + p, cg_n, t_n, wnext[p]);
+        if (p < j.npix) {
+            const bool v = iy >= 0 && iy < k.h && ix >= 0 && ix < k.w;
+            const int i = rb + ix;
+            act_t xv[AI];
+            for (int l = 0; l < AI; l++) xv[l] = v ? xb[(l + i) & (AI - 1)][cg * XPLANE + i] : (act_t)0;
+            mul_a_t A[AO][AI];
+            mul_b_t B[AO][AI];
+            mul_p_t P[AO][AI];
+            for (int r = 0; r < AO; r++)
+                for (int l = 0; l < AI; l++) {
+                    A[r][l] = (mul_a_t)(E2T_INT(wreg[AO + r][l]) * 65536 + E2T_INT(wreg[r][l]));
+                    B[r][l] = (mul_b_t)E2T_INT(xv[l]);
+                }
+            pe_array(A, B, P, false);
+            for (int r = 0; r < AO; r++) {  // split each packed product, sum over the AI inputs:
+                int32_t lo = 0, hi = 0;    // high field = (P >> 16) + (low field < 0)
+                for (int l = 0; l < AI; l++) {
+                    const int64_t pv = E2T_I64(P[r][l]), f = low_field(pv, 16);
+                    lo += (int32_t)f;
+                    hi += (int32_t)(pv >> 16) + (f < 0 ? 1 : 0);
+                }
+                ac[r][p] = (st == 0 ? (acc_wide_t)0 : ac[r][p]) + lo;
+                ac[AO + r][p] = (st == 0 ? (acc_wide_t)0 : ac[AO + r][p]) + hi;
+            }
+        }
+        if (p == L - 1) {  // next step
+            for (int q = 0; q < FO; q++)
+                for (int l = 0; l < AI; l++) wreg[q][l] = wnext[q][l];
+            st++;
+            cg = cg_n;
+            if (++kw == k.k) {
+                kw = 0;
+                khw += k.w;
+                if (++kh == k.k) {
+                    kh = 0;
+                    khw = 0;
+                }
+            }
+            if (++t_n == k.kk) {
+                t_n = 0;
+                cg_n++;
+            }
+            p = 0;
+            xo = 0;
+            iy = (j.y0 << (k.s - 1)) - k.p + kh;
+            rb = j.base + khw;
+            ix = kw - k.p;
+        } else {
+            p++;
+            if (++xo == k.wo) {
+                xo = 0;
+                iy += k.s;
+                rb += k.w << (k.s - 1);
+                ix = kw - k.p;
+            } else {
+                ix += k.s;
+            }
+        }
+    }
+}
+
+// CONV_BWD_DATA block: g_x partial sums acc[c][p] for the AI input channels of group cg and the
+// rows [y0, y0 + rows) of g_x, as a gather over the parity classes of the stride (4 at stride 2,
+// each with only its own taps; 1 at stride 1). A class sweeps its pixels once per step (output
+// group, tap); a step's aligned weights sit in registers, the next step's are prefetched.
+void bwd_block(const grad_t gb[AO][GDEPTH], const wgt_t wm[AI][WDEPTH], const int8_t dsh[E2T_MAX_C],
+               acc_wide_t ac[NACC][PB], const Call &k, const Job &j) {
+#pragma HLS INLINE
+    wal_t wreg[AO][AI], wnext[AO][AI];
+#pragma HLS ARRAY_PARTITION variable = wreg complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = wnext complete dim = 0
+    const int cg = j.cg, ss = k.s - 1;
+BWD_CLASS_Y:
+    for (int py = 0; py < k.s; py++)
+    BWD_CLASS_X:
+        for (int px = 0; px < k.s; px++) {
+            const int ci = (py << ss) + px, npix = k.cl_np[j.f][ci], total = k.cl_tot[j.f][ci];
+            if (npix == 0) continue;
+            const int steps = k.cl_steps[ci], L = imax(npix, DMIN);
+            const int nxc = (k.w - px + ss) >> ss;
+            const int kh0 = (py + k.p) & ss, kw0 = (px + k.p) & ss;
+            const bool taps = kh0 < k.k && kw0 < k.k;
+            // this step: output group og, tap (kh, kw); the next step's
+            int st = 0, og = 0, kh = kh0, kw = kw0, og_n = 0, kh_n = kh0, kw_n = kw0 + k.s;
+            if (kw_n >= k.k) {
+                kw_n = kw0;
+                kh_n += k.s;
+                if (kh_n >= k.k) {
+                    kh_n = kh0;
+                    og_n = 1;
+                }
+            }
+            E2T_ENTER(BWD_WPRE);
+        BWD_WPRE:
+            for (int r = 0; r < AO; r++) {
+#pragma HLS PIPELINE II = 1
+                E2T_TRIP(BWD_WPRE);
+                wgt_t row[AI];
+                weight_row(wm, k, r, cg, small_mul(kh, k.k) + kw, row);
+                const int sh = k.smax - e2t::ALIGN_BITS - dsh[r < k.o ? r : 0];
+                for (int l = 0; l < AI; l++) wreg[r][l] = taps ? (wal_t)round_shift(E2T_INT(row[l]), sh) : (wal_t)0;
+            }
+            // the sweep's pixel: class column ii; g coordinates (yo, xo), g row offset grow = yo Wo;
+            // the block's pixel index pix = (y - y0) W + x
+            int q = 0, ii = 0;
+            int dy = (py + k.p - kh) >> ss, dx = (px + k.p - kw) >> ss;
+            int yo = (j.y0 >> ss) + dy, xo = dx, grow = j.base + small_mul(dy, k.wo), pix = (py ? k.w : 0) + px;
+            E2T_ENTER(BWD_SWEEP);
+        BWD_SWEEP:
+            for (int it = 0; it < total; it++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = GSLOTS * KK * PB
+#pragma HLS DEPENDENCE variable = ac inter false
+                E2T_TRIP(BWD_SWEEP);
+                if (q < AO && st + 1 < steps) {
+                    wgt_t row[AI];
+                    const int o = (og_n << LOG_AO) + q;
+                    weight_row(wm, k, o, cg, small_mul(kh_n, k.k) + kw_n, row);
+                    const int sh = k.smax - e2t::ALIGN_BITS - dsh[o < k.o ? o : 0];
+                    for (int l = 0; l < AI; l++) wnext[q][l] = (wal_t)round_shift(E2T_INT(row[l]), sh);
+                }
+                if (q < npix) {
+                    const bool v = yo >= 0 && yo < k.ho && xo >= 0 && xo < k.wo;
+                    const int gi = grow + xo;
+                    mul_a_t A[AO][AI];
+                    mul_b_t B[AO][AI];
+                    mul_p_t P[AO][AI];
+                    for (int r = 0; r < AO; r++) {
+                        const grad_t gv = v ? gb[(r + gi) & (AO - 1)][og * GPLANE + gi] : (grad_t)0;
+                        for (int l = 0; l < AI; l++) {
+                            A[r][l] = (mul_a_t)E2T_INT(wreg[r][l]);
+                            B[r][l] = (mul_b_t)E2T_INT(gv);
+                        }
+                    }
+                    pe_array(A, B, P, true);  // column sums over the AO output channels
+                    for (int l = 0; l < AI; l++)
+                        ac[l][pix] = (st == 0 ? (acc_wide_t)0 : ac[l][pix]) + E2T_I64(P[AO - 1][l]);
+                }
+                if (q == L - 1) {  // next step
+                    for (int r = 0; r < AO; r++)
+                        for (int l = 0; l < AI; l++) wreg[r][l] = wnext[r][l];
+                    st++;
+                    og = og_n;
+                    kh = kh_n;
+                    kw = kw_n;
+                    kw_n += k.s;
+                    if (kw_n >= k.k) {
+                        kw_n = kw0;
+                        kh_n += k.s;
+                        if (kh_n >= k.k) {
+                            kh_n = kh0;
+                            og_n++;
+                        }
+                    }
+                    q = 0;
+                    ii = 0;
+                    dy = (py + k.p - kh) >> ss;
+                    dx = (px + k.p - kw) >> ss;
+                    yo = (j.y0 >> ss) + dy;
+                    xo = dx;
+                    grow = j.base + small_mul(dy, k.wo);
+                    pix = (py ? k.w : 0) + px;
+                } else {
+                    q++;
+                    if (++ii == nxc) {
+                        ii = 0;
+                        yo++;
+                        grow += k.wo;
+                        xo = dx;
+                        pix += (k.w << ss) - ((nxc - 1) << ss);
+                    } else {
+                        xo++;
+                        pix += k.s;
+                    }
+                }
+            }
         }
 }
 
-// Weights of output channels [ot, ot + TO) x input channels [ct, ct + TI).
-void load_wgt(const int8_t *wgt, const Shape &sh, int ot, int ct, wgt_t wb[TO][TI][KK]) {
-    const int taps = sh.k * sh.k;
-LOAD_WGT:
-    for (int to = 0; to < TO; to++)
-        for (int ti = 0; ti < TI; ti++)
-            for (int t = 0; t < taps; t++) {
-#pragma HLS LOOP_TRIPCOUNT max = KK
+// CONV_WGRAD tile of one image: for the AO output channels of group og (local to the G store
+// group) and the AI input channels of group cg, every tap's sum over the image's pixels. One
+// sweep of L = max(Ho Wo, DMIN_W) cycles per step: full, one tap of x_q; predictor, two taps of
+// x_msb packed into one DSP, so about half the sweeps. Lane sums stay in registers; at a sweep's
+// end they move to a shift chain that the next sweep's first cycles add into the G store (2 AI
+// lanes a row, one a cycle): no sum waits on a memory round trip. The last sweep's chain is
+// added by the next tile's first sweep (the chain and where it goes persist between calls), and
+// a flush-only call ends a pass. `first`: the group's first image writes the G store.
+void wg_tile(const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH], acc_wide_t gs[AO][GS_DEPTH], const Call &k,
+             const Job &j) {
+#pragma HLS INLINE
+    sweep_t la[AO][AI], lb[AO][AI];
+    static sweep_t sh[AO][2 * AI];
+    static bool pend = false, pend_first = false;
+    static int pend_base = 0, pend_tap = 0;
+#pragma HLS ARRAY_PARTITION variable = la complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = lb complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = sh complete dim = 0
+    const bool pred = j.pred;
+    const int steps = j.flush_only ? 0 : pred ? (k.kk + 1) >> 1 : k.kk, L = imax(k.howo, DMIN_W);
+    const int FL = pred ? 2 * AI : AI;
+    const int slot = j.cg * XPLANE;
+    // where the chain's sums go: the previous sweep's tap(s) in this tile, or the pending ones
+    int fl_base = pend_base, fl_tap = pend_tap;
+    bool fl_on = pend, fl_first = pend_first;
+    // tap a (full: the step's; predictor: 2 st) and tap b = a + 1 (predictor only)
+    int st = 0, p = 0, xo = 0;
+    int kha = 0, kwa = 0, khb = k.k > 1 ? 0 : 1, kwb = k.k > 1 ? 1 : 0;
+    int iya = -k.p, ixa = -k.p, rba = small_mul(-k.p, k.w);
+    int iyb = khb - k.p, ixb = kwb - k.p, rbb = small_mul(khb - k.p, k.w);
+    E2T_ENTER(WG_SWEEP);
+WG_SWEEP:
+    for (int it = 0; it < j.total; it++) {
 #pragma HLS PIPELINE II = 1
-                const int o = ot + to, c = ct + ti;
-                wb[to][ti][t] = (o < sh.o && c < sh.c) ? wgt[((int64_t)o * sh.c + c) * taps + t] : (int8_t)0;
+#pragma HLS LOOP_TRIPCOUNT max = KK * GPLANE
+        E2T_TRIP(WG_SWEEP);
+        if (fl_on && p < FL) {  // flush lane p of every row, from the previous sweep
+            const int tap = fl_tap + (pred && p >= AI ? 1 : 0);
+            const int idx = fl_base + (tap << LOG_AI) + (p & (AI - 1));
+            for (int r = 0; r < AO; r++) {
+                const sweep_t v = sh[r][0];
+                if (tap < k.kk) gs[r][idx] = fl_first ? (acc_wide_t)v : (acc_wide_t)(gs[r][idx] + v);
+                for (int e = 0; e + 1 < 2 * AI; e++) sh[r][e] = sh[r][e + 1];
             }
+        }
+        if (st < steps && p < k.howo) {
+            const bool va = iya >= 0 && iya < k.h && ixa >= 0 && ixa < k.w;
+            const bool vb = pred && (st << 1) + 1 < k.kk && iyb >= 0 && iyb < k.h && ixb >= 0 && ixb < k.w;
+            const int ia = rba + ixa, ib = rbb + ixb;
+            mul_a_t A[AO][AI];
+            mul_b_t B[AO][AI];
+            mul_p_t P[AO][AI];
+            for (int l = 0; l < AI; l++) {
+                const int xa = va ? E2T_INT(xb[(l + ia) & (AI - 1)][slot + ia]) : 0;
+                const int xv = vb ? E2T_INT(xb[(l + ib) & (AI - 1)][slot + ib]) : 0;
+                const int av = pred ? e2t::msb((int8_t)xa) * (1 << 20) + e2t::msb((int8_t)xv) : xa;
+                for (int r = 0; r < AO; r++) A[r][l] = (mul_a_t)av;
+            }
+            for (int r = 0; r < AO; r++) {
+                const grad_t gv = gb[(r + p) & (AO - 1)][j.og * GPLANE + p];
+                for (int l = 0; l < AI; l++) B[r][l] = (mul_b_t)E2T_INT(gv);
+            }
+            pe_array(A, B, P, false);
+            for (int r = 0; r < AO; r++)
+                for (int l = 0; l < AI; l++) {
+                    const int64_t pv = E2T_I64(P[r][l]);  // predictor: high field = (P >> 20) + (low < 0)
+                    const int64_t f = pred ? low_field(pv, 20) : 0, hi = pred ? (pv >> 20) + (f < 0 ? 1 : 0) : pv;
+                    la[r][l] = (p == 0 ? (sweep_t)0 : la[r][l]) + hi;
+                    lb[r][l] = (p == 0 ? (sweep_t)0 : lb[r][l]) + f;
+                }
+        }
+        if (st < steps && p == L - 1) {
+            for (int r = 0; r < AO; r++)
+                for (int l = 0; l < AI; l++) {
+                    sh[r][l] = la[r][l];
+                    sh[r][AI + l] = lb[r][l];
+                }
+        }
+        if (p == L - 1) {  // next step: its tap(s) and their input coordinates
+            fl_on = true;  // the sweep just ended is the next one's to flush
+            fl_base = j.gsbase;
+            fl_tap = pred ? st << 1 : st;
+            fl_first = j.first;
+            p = 0;
+            xo = 0;
+            st++;
+            for (int adv = 0; adv < 2; adv++) {
+                if (adv == 1 && !pred) break;
+                if (++kwa == k.k) {
+                    kwa = 0;
+                    kha++;
+                }
+                if (++kwb == k.k) {
+                    kwb = 0;
+                    khb++;
+                }
+            }
+            iya = kha - k.p;
+            ixa = kwa - k.p;
+            rba = small_mul(kha - k.p, k.w);
+            iyb = khb - k.p;
+            ixb = kwb - k.p;
+            rbb = small_mul(khb - k.p, k.w);
+        } else {
+            p++;
+            if (++xo == k.wo) {
+                xo = 0;
+                iya += k.s;
+                iyb += k.s;
+                rba += k.w << (k.s - 1);
+                rbb += k.w << (k.s - 1);
+                ixa = kwa - k.p;
+                ixb = kwb - k.p;
+            } else {
+                ixa += k.s;
+                ixb += k.s;
+            }
+        }
+    }
+    // the last sweep's sums wait in the chain for the next call (a flush-only call ends a pass)
+    pend = steps > 0;
+    pend_base = fl_base;
+    pend_tap = fl_tap;
+    pend_first = fl_first;
 }
 
-// y = rshift_round(conv(x_q, W_q), r), saturated to int32.
-void conv_fwd(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &sh, int r, uint32_t &sat) {
-    static act_t xb[TI][XB_H][XB_W];
-    static wgt_t wb[TO][TI][KK];
-    static acc_fwd_t acc[TO][PIX];
-#pragma HLS ARRAY_PARTITION variable = xb dim = 1 complete
-#pragma HLS ARRAY_PARTITION variable = wb dim = 1 complete
-#pragma HLS ARRAY_PARTITION variable = wb dim = 2 complete
-#pragma HLS ARRAY_PARTITION variable = acc dim = 1 complete
-    const int pix = sh.ho * sh.wo;
+// UPDATE on one chunk: master in ac[e mod NACC][e / NACC], momentum in gs[e mod AO][e / AO], signs
+// in xb[e mod AI][e / AI]. The products go through the array in pieces of 25 x 18 bits: WD W and
+// MU buf (6 DSPs), then LR buf' (4 DSPs), two array calls an element (II = 2).
+void upd_chunk(const act_t xb[AI][XDEPTH], acc_wide_t ac[NACC][PB], acc_wide_t gs[AO][GS_DEPTH], const Job &j,
+               int e_w, uint64_t lr, uint64_t wd, uint32_t mu, uint32_t &sat) {
+#pragma HLS INLINE
+    uint32_t n_sat = 0;
+    const int64_t u0w = (int64_t)(wd & 0x1FFFF), u1w = (int64_t)(wd >> 17);
+    const int64_t u0l = (int64_t)(lr & 0x1FFFF), u1l = (int64_t)(lr >> 17);
+    const int64_t one = (int64_t)1 << -e2t::MOM_EXP;
+    E2T_ENTER(UPD_STEP);
+UPD_STEP:
+    for (int e = 0; e < j.len; e++) {
+#pragma HLS PIPELINE II = 2
+#pragma HLS LOOP_TRIPCOUNT max = UCH
+        E2T_TRIP(UPD_STEP);
+        const int64_t w = E2T_I64(ac[e & (NACC - 1)][e / NACC]);
+        const int64_t b = E2T_I64(gs[e & (AO - 1)][e >> LOG_AO]);
+        const int s = E2T_INT(xb[e & (AI - 1)][e >> LOG_AI]);
+        mul_a_t A[AO][AI];
+        mul_b_t B[AO][AI];
+        mul_p_t P[AO][AI];
+        for (int r = 0; r < AO; r++)
+            for (int l = 0; l < AI; l++) {
+                A[r][l] = 0;
+                B[r][l] = 0;
+            }
+        // U V = V1 U1 2^41 + V1 U0 2^24 + V0 U1 2^17 + V0 U0 (U = U1 2^17 + U0 < 2^31, V = V1 2^24 + V0)
+        const int64_t w0 = w & 0xFFFFFF, w1 = w >> 24, b0 = b & 0xFFFFFF, b1 = b >> 24;
+        A[0][0] = (mul_a_t)w1; B[0][0] = (mul_b_t)u1w;
+        A[0][1] = (mul_a_t)w1; B[0][1] = (mul_b_t)u0w;
+        A[0][2] = (mul_a_t)w0; B[0][2] = (mul_b_t)u1w;
+        A[0][3] = (mul_a_t)w0; B[0][3] = (mul_b_t)u0w;
+        A[0][4] = (mul_a_t)b1; B[0][4] = (mul_b_t)(int64_t)mu;
+        A[0][5] = (mul_a_t)b0; B[0][5] = (mul_b_t)(int64_t)mu;
+        pe_array(A, B, P, false);
+        const int64_t wdw = shl64(E2T_I64(P[0][0]), 41) + shl64(E2T_I64(P[0][1]), 24) + shl64(E2T_I64(P[0][2]), 17) +
+                            E2T_I64(P[0][3]);
+        const int64_t mub = shl64(E2T_I64(P[0][4]), 24) + E2T_I64(P[0][5]);
+        const int64_t d = (s > 0 ? one : s < 0 ? -one : 0) + round_shift(wdw, e2t::WD_FRAC + e2t::MOM_EXP - e_w);
+        const int64_t bn = e2t::saturate(round_shift(mub, e2t::MU_FRAC) + d, e2t::MOM_LO, e2t::MOM_HI, n_sat);
+        const int64_t bn0 = bn & 0xFFFFFF, bn1 = bn >> 24;
+        A[0][0] = (mul_a_t)bn1; B[0][0] = (mul_b_t)u1l;
+        A[0][1] = (mul_a_t)bn1; B[0][1] = (mul_b_t)u0l;
+        A[0][2] = (mul_a_t)bn0; B[0][2] = (mul_b_t)u1l;
+        A[0][3] = (mul_a_t)bn0; B[0][3] = (mul_b_t)u0l;
+        A[0][4] = 0;
+        A[0][5] = 0;
+        pe_array(A, B, P, false);
+        const int64_t lrb = shl64(E2T_I64(P[0][0]), 41) + shl64(E2T_I64(P[0][1]), 24) + shl64(E2T_I64(P[0][2]), 17) +
+                            E2T_I64(P[0][3]);
+        const int64_t wn = e2t::saturate(w - round_shift(lrb, e2t::LR_FRAC - e2t::MOM_EXP + e_w), e2t::MASTER_LO,
+                                         e2t::MASTER_HI, n_sat);
+        ac[e & (NACC - 1)][e / NACC] = (acc_wide_t)wn;
+        gs[e & (AO - 1)][e >> LOG_AO] = (acc_wide_t)bn;
+    }
+    sat += n_sat;
+}
+
+// The array and its sequencers: one instance serves every op (ALLOCATION in the top), and
+// pe_array is its only multiplier (ALLOCATION here), so the engine's DSP slices are AO x AI.
+void array_unit(const Job &j, const Call &k, const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH],
+                const wgt_t wm[AI][WDEPTH], const int8_t dsh[E2T_MAX_C], acc_wide_t ac[NACC][PB],
+                acc_wide_t gs[AO][GS_DEPTH], int e_w, uint64_t lr, uint64_t wd, uint32_t mu, uint32_t &sat) {
+#pragma HLS INLINE off
+#pragma HLS ALLOCATION function instances = pe_array limit = 1
+    if (j.mode == U_FWD) fwd_block(xb, wm, ac, k, j);
+    else if (j.mode == U_BWD) bwd_block(gb, wm, dsh, ac, k, j);
+    else if (j.mode == U_WG) wg_tile(xb, gb, gs, k, j);
+    else upd_chunk(xb, ac, gs, j, e_w, lr, wd, mu, sat);
+}
+
+// The argument list of the on-chip buffers, which every op receives (they never run at once).
+#define E2T_BUF_PARAMS                                                                                              \
+    act_t xb0[AI][XDEPTH], act_t xb1[AI][XDEPTH], grad_t gb0[AO][GDEPTH], grad_t gb1[AO][GDEPTH],                \
+        wgt_t wm[AI][WDEPTH], acc_wide_t ac0[NACC][PB], acc_wide_t ac1[NACC][PB], acc_wide_t gs[AO][GS_DEPTH],   \
+        int8_t dsh[E2T_MAX_C]
+#define E2T_BUF_ARGS xb0, xb1, gb0, gb1, wm, ac0, ac1, gs, dsh
+
+// One forward step: a slice of the next image's x into the idle copy (`ld`), the block into
+// accumulators `pa`, the previous block out of the other ones (`dr`). The three calls touch
+// disjoint buffers and ports (read bundle, array, write bundle), so the schedule overlaps them;
+// each branch passes one fixed set of copies (manual ping-pong).
+void fwd_step(int px, int pa, bool ld, bool dr, const int8_t *act, uint32_t sl, int c0, int c1, const Job &j,
+              const Call &k, int32_t *out, uint32_t d_at, int d_nch, int d_npix, int r, bool beats, uint32_t &sat,
+              E2T_BUF_PARAMS) {
+#pragma HLS INLINE
+    uint32_t none = 0;
+    const uint32_t plane = (uint32_t)k.howo;
+    (void)gb1;
+    if (px == 0) {
+        if (ld) load_x(act, sl, c0, c1, k, xb1);
+        if (pa == 0) {
+            array_unit(j, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+            if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+        } else {
+            array_unit(j, k, xb0, gb0, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
+            if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+        }
+    } else {
+        if (ld) load_x(act, sl, c0, c1, k, xb0);
+        if (pa == 0) {
+            array_unit(j, k, xb1, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+            if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+        } else {
+            array_unit(j, k, xb1, gb0, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
+            if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+        }
+    }
+}
+
+// One backward step: the same three calls, with g (gb0 / gb1) as the image loaded and read.
+void bwd_step(int px, int pa, bool ld, bool dr, const int16_t *grad, uint32_t sl, int c0, int c1, const Job &j,
+              const Call &k, int32_t *out, uint32_t d_at, int d_nch, int d_npix, int r, bool beats, uint32_t &sat,
+              E2T_BUF_PARAMS) {
+#pragma HLS INLINE
+    uint32_t none = 0;
+    const uint32_t plane = (uint32_t)k.hw;
+    (void)xb1;
+    if (px == 0) {
+        if (ld) load_g(grad, sl, c0, c1, k, gb1);
+        if (pa == 0) {
+            array_unit(j, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+            if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+        } else {
+            array_unit(j, k, xb0, gb0, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
+            if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+        }
+    } else {
+        if (ld) load_g(grad, sl, c0, c1, k, gb0);
+        if (pa == 0) {
+            array_unit(j, k, xb0, gb1, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+            if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+        } else {
+            array_unit(j, k, xb0, gb1, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
+            if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+        }
+    }
+}
+
+// The last block's drain, after the last step (its accumulators: the copy the last step filled).
+void drain_last(int pa, const Call &k, int32_t *out, uint32_t d_at, uint32_t plane, int d_nch, int d_npix, int r,
+                bool beats, uint32_t &sat, const acc_wide_t ac0[NACC][PB], const acc_wide_t ac1[NACC][PB]) {
+#pragma HLS INLINE
+    (void)k;
+    if (pa == 1) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+    else drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+}
+
+// -- CONV_FWD ----------------------------------------------------------------------------------
+
+// y = rshift_round(conv(x_q, W_q), r), saturated to int32. Blocks: output group (FO channels) x
+// band of output rows (at most PB pixels); B blocks an image, each step loads 1/B of the next.
+void conv_fwd(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &sh, int r, uint32_t &sat,
+              E2T_BUF_PARAMS) {
+#pragma HLS INLINE
+    Call k = make_call(sh);
+    plan_fwd(k);
+    load_w(wgt, k, wm);
+    const int B = (int)kmul(k.nogf, k.nb), ps = kdiv_ceil(k.c, B);  // planes of the next image a step
+    const uint32_t ps_e = (uint32_t)kmul(ps, k.hw), og_e = (uint32_t)k.howo << (LOG_AO + 1);
+    const bool beats = k.wo % BW32 == 0;
+    const int base0 = -(int)kmul(k.p, k.w);  // (0 s - pad) W
+    load_x(act, 0, 0, k.c, k, xb0);
+    uint32_t img_x = 0, img_y = 0, d_at = 0;
+    int pa = 0, d_nch = 0, d_npix = 0;
+    bool dr = false;
 FWD_IMAGE:
-    for (int n = 0; n < sh.n; n++)
-    FWD_OTILE:
-        for (int ot = 0; ot < sh.o; ot += TO) {
-        FWD_ZERO:
-            for (int i = 0; i < pix; i++) {
-#pragma HLS LOOP_TRIPCOUNT max = PIX
-#pragma HLS PIPELINE II = 1
-                for (int to = 0; to < TO; to++) acc[to][i] = 0;
+    for (int n = 0; n < k.n; n++) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
+        const bool next = n + 1 < k.n;
+        uint32_t sl = img_x + k.img_x, a_og = img_y;
+        int c0 = 0;
+    FWD_OGROUP:
+        for (int og = 0; og < k.nogf; og++) {
+#pragma HLS LOOP_TRIPCOUNT max = GSLOTS / 2
+            int y0 = 0, base = base0;
+            uint32_t a_blk = a_og;
+        FWD_BAND:
+            for (int b = 0; b < k.nb; b++) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_HO
+                const bool last = b == k.nb - 1;
+                const Job j = {U_FWD, og, 0, y0, last ? k.ho - y0 : k.rb, last ? k.np_last : k.np_full,
+                               last ? k.tot_last : k.tot_full, base, 0, 0, 0, false, false, false};
+                const int c1 = imin(k.c, c0 + ps);
+                const bool ld = next && c0 < c1;
+                fwd_step(n & 1, pa, ld, dr, act, sl, c0, c1, j, k, out, d_at, d_nch, d_npix, r, beats, sat,
+                         E2T_BUF_ARGS);
+                if (ld) sl += ps_e;
+                c0 = c1;
+                dr = true;
+                d_at = a_blk;
+                d_nch = imin(FO, k.o - og * FO);
+                d_npix = j.npix;
+                pa ^= 1;
+                y0 += k.rb;
+                base += k.src_step;
+                a_blk += (uint32_t)k.out_step;
             }
-        FWD_CTILE:
-            for (int ct = 0; ct < sh.c; ct += TI) {
-                load_act(act, sh, n, ct, false, xb);
-                load_wgt(wgt, sh, ot, ct, wb);
-            FWD_TAP_H:
-                for (int kh = 0; kh < sh.k; kh++)
-                FWD_TAP_W:
-                    for (int kw = 0; kw < sh.k; kw++)
-                    FWD_ROW:
-                        for (int yo = 0; yo < sh.ho; yo++)
-                        FWD_COL:
-                            for (int xo = 0; xo < sh.wo; xo++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_WO
-#pragma HLS PIPELINE II = 1
-#pragma HLS DEPENDENCE variable = acc inter false
-                                const int i = yo * sh.wo + xo, t = kh * sh.k + kw;
-                                for (int to = 0; to < TO; to++) {
-                                    acc_fwd_t sum = acc[to][i];
-                                    for (int ti = 0; ti < TI; ti++)
-                                        sum += wb[to][ti][t] * xb[ti][yo * sh.s + kh][xo * sh.s + kw];
-                                    acc[to][i] = sum;
-                                }
-                            }
-            }
-        FWD_WRITE:
-            for (int to = 0; to < TO; to++)
-                for (int i = 0; i < pix; i++) {
-#pragma HLS LOOP_TRIPCOUNT max = PIX
-#pragma HLS PIPELINE II = 1
-                    if (ot + to < sh.o)
-                        out[((int64_t)n * sh.o + ot + to) * pix + i] =
-                            (int32_t)e2t::saturate(e2t::rshift_round(E2T_I64(acc[to][i]), r), e2t::OUT_LO, e2t::OUT_HI, sat);
-                }
+            a_og += og_e;
         }
+        img_x += k.img_x;
+        img_y += k.img_g;
+    }
+    drain_last(pa, k, out, d_at, (uint32_t)k.howo, d_nch, d_npix, r, beats, sat, ac0, ac1);
 }
 
-// g_x = rshift_round(conv_transpose(g_q, W_al), r) with W_al[o] = rshift_round(W_q[o], e_ref - s[o]),
-// e_ref = max(s) - ALIGN_BITS: each gradient pixel is scattered into a padded accumulator.
+// -- CONV_BWD_DATA -----------------------------------------------------------------------------
+
+// g_x = rshift_round(conv_transpose(g_q, W_al), r), W_al[o] = rshift_round(W_q[o], max(s) - 12 - s[o]).
+// Blocks: input group (AI channels) x band of rows of g_x; each step loads 1/B of the next image's g.
 void conv_bwd_data(const int16_t *grad, const int8_t *wgt, const int8_t *wshift, int32_t *out, const Shape &sh,
-                   int r, uint32_t &sat) {
-    static grad_t gb[TO][PIX];
-    static wal_t wb[TO][TI][KK];
-    static acc_wide_t acc[TI][XB_H * XB_W];
-#pragma HLS ARRAY_PARTITION variable = gb dim = 1 complete
-#pragma HLS ARRAY_PARTITION variable = wb dim = 1 complete
-#pragma HLS ARRAY_PARTITION variable = wb dim = 2 complete
-#pragma HLS ARRAY_PARTITION variable = acc dim = 1 complete
-    const int taps = sh.k * sh.k, wp = sh.wp();
-    int smax = wshift[0];
+                   int r, uint32_t &sat, E2T_BUF_PARAMS) {
+#pragma HLS INLINE
+    Call k = make_call(sh);
+    int smax = 0;
+    E2T_ENTER(BWD_SMAX);
 BWD_SMAX:
-    for (int o = 1; o < sh.o; o++) {
+    for (int o = 0; o < k.o; o++) {
+#pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_C
-        if (wshift[o] > smax) smax = wshift[o];
+        E2T_TRIP(BWD_SMAX);
+        const int s = wshift[o];
+        if (s > smax) smax = s;
+        dsh[o] = (int8_t)s;
     }
+    k.smax = smax;
+    plan_bwd(k);
+    load_w(wgt, k, wm);
+    const int B = (int)kmul(k.ncg, k.nb), ps = kdiv_ceil(k.o, B);
+    const uint32_t ps_e = (uint32_t)kmul(ps, k.howo), cg_e = (uint32_t)k.hw << LOG_AI;
+    const bool beats = k.w % BW32 == 0;
+    load_g(grad, 0, 0, k.o, k, gb0);
+    uint32_t img_g = 0, img_x = 0, d_at = 0;
+    int pa = 0, d_nch = 0, d_npix = 0;
+    bool dr = false;
 BWD_IMAGE:
-    for (int n = 0; n < sh.n; n++)
-    BWD_CTILE:
-        for (int ct = 0; ct < sh.c; ct += TI) {
-        BWD_ZERO:
-            for (int i = 0; i < sh.hp() * wp; i++) {
-#pragma HLS LOOP_TRIPCOUNT max = XB_H * XB_W
-#pragma HLS PIPELINE II = 1
-                for (int ti = 0; ti < TI; ti++) acc[ti][i] = 0;
-            }
-        BWD_OTILE:
-            for (int ot = 0; ot < sh.o; ot += TO) {
-                load_grad(grad, sh, n, ot, gb);
-            BWD_ALIGN:
-                for (int to = 0; to < TO; to++)
-                    for (int ti = 0; ti < TI; ti++)
-                        for (int t = 0; t < taps; t++) {
-#pragma HLS LOOP_TRIPCOUNT max = KK
-#pragma HLS PIPELINE II = 1
-                            const int o = ot + to, c = ct + ti;
-                            int64_t v = 0;
-                            if (o < sh.o && c < sh.c)
-                                v = e2t::rshift_round(wgt[((int64_t)o * sh.c + c) * taps + t],
-                                                      smax - e2t::ALIGN_BITS - wshift[o]);
-                            wb[to][ti][t] = (wal_t)v;
-                        }
-            BWD_TAP_H:
-                for (int kh = 0; kh < sh.k; kh++)
-                BWD_TAP_W:
-                    for (int kw = 0; kw < sh.k; kw++)
-                    BWD_ROW:
-                        for (int yo = 0; yo < sh.ho; yo++)
-                        BWD_COL:
-                            for (int xo = 0; xo < sh.wo; xo++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_WO
-#pragma HLS PIPELINE II = 1
-#pragma HLS DEPENDENCE variable = acc inter false
-                                const int i = yo * sh.wo + xo, t = kh * sh.k + kw;
-                                const int at = (yo * sh.s + kh) * wp + xo * sh.s + kw;
-                                for (int ti = 0; ti < TI; ti++) {
-                                    acc_wide_t sum = acc[ti][at];
-                                    for (int to = 0; to < TO; to++) sum += E2T_MUL_WIDE(gb[to][i], wb[to][ti][t]);
-                                    acc[ti][at] = sum;
-                                }
-                            }
-            }
-        BWD_WRITE:
-            for (int ti = 0; ti < TI; ti++)
-                for (int y = 0; y < sh.h; y++) {
+    for (int n = 0; n < k.n; n++) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
+        const bool next = n + 1 < k.n;
+        uint32_t sl = img_g + k.img_g, a_cg = img_x;
+        int c0 = 0;
+    BWD_CGROUP:
+        for (int cg = 0; cg < k.ncg; cg++) {
+#pragma HLS LOOP_TRIPCOUNT max = XSLOTS
+            int y0 = 0, base = 0;
+            uint32_t a_blk = a_cg;
+        BWD_BAND:
+            for (int b = 0; b < k.nb; b++) {
 #pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_H
-                    for (int x = 0; x < sh.w; x++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_W
-#pragma HLS PIPELINE II = 1
-                        if (ct + ti < sh.c)
-                            out[(((int64_t)n * sh.c + ct + ti) * sh.h + y) * sh.w + x] = (int32_t)e2t::saturate(
-                                e2t::rshift_round(E2T_I64(acc[ti][(y + sh.p) * wp + x + sh.p]), r), e2t::OUT_LO,
-                                e2t::OUT_HI, sat);
-                    }
-                }
+                const bool last = b == k.nb - 1;
+                const Job j = {U_BWD, 0, cg, y0, last ? k.h - y0 : k.rb, last ? k.np_last : k.np_full, 0, base,
+                               last ? 1 : 0, 0, 0, false, false, false};
+                const int c1 = imin(k.o, c0 + ps);
+                const bool ld = next && c0 < c1;
+                bwd_step(n & 1, pa, ld, dr, grad, sl, c0, c1, j, k, out, d_at, d_nch, d_npix, r, beats, sat,
+                         E2T_BUF_ARGS);
+                if (ld) sl += ps_e;
+                c0 = c1;
+                dr = true;
+                d_at = a_blk;
+                d_nch = imin(AI, k.c - cg * AI);
+                d_npix = j.npix;
+                pa ^= 1;
+                y0 += k.rb;
+                base += k.src_step;
+                a_blk += (uint32_t)k.out_step;
+            }
+            a_cg += cg_e;
         }
+        img_g += k.img_g;
+        img_x += k.img_x;
+    }
+    drain_last(pa, k, out, d_at, (uint32_t)k.hw, d_nch, d_npix, r, beats, sat, ac0, ac1);
 }
 
-// One weight-gradient tile, G[to][ti][tap] = sum over images and pixels of g * x (x_msb when `use_msb`).
-void wgrad_tile(const int8_t *act, const int16_t *grad, const Shape &sh, int ot, int ct, bool use_msb,
-                acc_wide_t G[TO][TI][KK]) {
-    static act_t xb[TI][XB_H][XB_W];
-    static grad_t gb[TO][PIX];
-#pragma HLS ARRAY_PARTITION variable = xb dim = 1 complete
-#pragma HLS ARRAY_PARTITION variable = gb dim = 1 complete
-WG_ZERO:
-    for (int t = 0; t < KK; t++) {
+// -- CONV_WGRAD --------------------------------------------------------------------------------
+
+// One pass of weight-gradient tiles over the batch for the output groups [og0, og1) (one G store
+// group): x (all C) and g (the group's channels) of image n+1 load in slices while the array
+// computes image n's tiles. use_only (PSG recompute): only the array tiles marked in `only`.
+void wg_pass(const int8_t *act, const int16_t *grad, const Call &k, int og0, int og1, bool pred,
+             const bool only[GSLOTS][XSLOTS], bool use_only, E2T_BUF_PARAMS) {
+    const int gch = imin(k.o, og1 * AO) - og0 * AO;
+    (void)ac1;
+    int ntile = 0;
+    E2T_ENTER(WG_COUNT);
+WG_COUNT:
+    for (int og = og0; og < og1; og++)
+        for (int cg = 0; cg < k.ncg; cg++) {
 #pragma HLS PIPELINE II = 1
-        for (int to = 0; to < TO; to++)
-            for (int ti = 0; ti < TI; ti++) G[to][ti][t] = 0;
-    }
+            E2T_TRIP(WG_COUNT);
+            ntile += (!use_only || only[og][cg]) ? 1 : 0;
+        }
+    if (ntile == 0) return;
+    const int psx = kdiv_ceil(k.c, ntile), psg = kdiv_ceil(gch, ntile);
+    const uint32_t psx_e = (uint32_t)kmul(psx, k.hw), psg_e = (uint32_t)kmul(psg, k.howo);
+    const int steps = pred ? (k.kk + 1) >> 1 : k.kk;
+    const int total = (int)kmul(steps, imax(k.howo, DMIN_W));
+    const int tile_e = k.kk << LOG_AI;  // G store entries of one tile, in each row
+    const uint32_t g_first = (uint32_t)kmul(og0 * AO, k.howo);
+    load_x(act, 0, 0, k.c, k, xb0);
+    load_g(grad, g_first, 0, gch, k, gb0);
+    uint32_t img_x = 0, img_g = g_first, none = 0;
 WG_IMAGE:
-    for (int n = 0; n < sh.n; n++) {
-        load_act(act, sh, n, ct, use_msb, xb);
-        load_grad(grad, sh, n, ot, gb);
-    WG_TAP_H:
-        for (int kh = 0; kh < sh.k; kh++)
-        WG_TAP_W:
-            for (int kw = 0; kw < sh.k; kw++)
-            WG_ROW:
-                for (int yo = 0; yo < sh.ho; yo++)
-                WG_COL:
-                    for (int xo = 0; xo < sh.wo; xo++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_WO
-#pragma HLS PIPELINE II = 1
-                        const int i = yo * sh.wo + xo, t = kh * sh.k + kw;
-                        for (int to = 0; to < TO; to++)
-                            for (int ti = 0; ti < TI; ti++)
-                                G[to][ti][t] += gb[to][i] * xb[ti][yo * sh.s + kh][xo * sh.s + kw];
+    for (int n = 0; n < k.n; n++) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
+        const bool next = n + 1 < k.n;
+        uint32_t slx = img_x + k.img_x, slg = img_g + k.img_g;
+        int cx = 0, cl = 0, gsbase = 0;
+    WG_TILE_O:
+        for (int og = og0; og < og1; og++)
+        WG_TILE_C:
+            for (int cg = 0; cg < k.ncg; cg++) {
+#pragma HLS LOOP_TRIPCOUNT max = XSLOTS
+                if (!use_only || only[og][cg]) {
+                    const Job j = {U_WG, og - og0, cg, 0, 0, 0, total, 0, 0, gsbase, 0, pred, n == 0, false};
+                    const int cx1 = imin(k.c, cx + psx), cl1 = imin(gch, cl + psg);
+                    const bool ldx = next && cx < cx1, ldg = next && cl < cl1;
+                    if ((n & 1) == 0) {
+                        if (ldx) load_x(act, slx, cx, cx1, k, xb1);
+                        if (ldg) load_g(grad, slg, cl, cl1, k, gb1);
+                        array_unit(j, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+                    } else {
+                        if (ldx) load_x(act, slx, cx, cx1, k, xb0);
+                        if (ldg) load_g(grad, slg, cl, cl1, k, gb0);
+                        array_unit(j, k, xb1, gb1, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
                     }
+                    if (ldx) slx += psx_e;
+                    if (ldg) slg += psg_e;
+                    cx = cx1;
+                    cl = cl1;
+                }
+                gsbase += tile_e;
+            }
+        img_x += k.img_x;
+        img_g += k.img_g;
     }
+    // the last tile's last sweep, into the G store
+    const Job fl = {U_WG, 0, 0, 0, 0, 0, pred ? 2 * AI : AI, 0, 0, 0, 0, pred, false, true};
+    array_unit(fl, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
 }
 
-// CONV_WGRAD. FULL: scratch = G_full. PSG_ABS / PSG_RATIO: pass 1 writes G_msb to scratch (and
-// finds max|G_msb|), pass 2 decides each tile and recomputes at full precision only the tiles
-// holding an entry the predictor is unsure of; sgn = sign of the chosen gradient.
-void conv_wgrad(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *scratch, const Shape &sh,
-                uint32_t mode, uint64_t threshold, uint32_t &sure, uint32_t &tiles, uint32_t &recomputed) {
-    static acc_wide_t G[TO][TI][KK];
-    static acc_wide_t F[TO][TI][KK];
-#pragma HLS ARRAY_PARTITION variable = G dim = 1 complete
-#pragma HLS ARRAY_PARTITION variable = G dim = 2 complete
-#pragma HLS ARRAY_PARTITION variable = F dim = 1 complete
-#pragma HLS ARRAY_PARTITION variable = F dim = 2 complete
-    const int taps = sh.k * sh.k;
-    const bool psg = mode != E2T_WGRAD_FULL;
-    int64_t gmax = 0;
-WG_PASS1_O:
-    for (int ot = 0; ot < sh.o; ot += TO)
-    WG_PASS1_C:
-        for (int ct = 0; ct < sh.c; ct += TI) {
-            wgrad_tile(act, grad, sh, ot, ct, psg, G);
-        WG_STORE:
-            for (int to = 0; to < TO; to++)
-                for (int ti = 0; ti < TI; ti++)
-                    for (int t = 0; t < taps; t++) {
-#pragma HLS LOOP_TRIPCOUNT max = KK
-#pragma HLS PIPELINE II = 1
-                        const int o = ot + to, c = ct + ti;
-                        if (o < sh.o && c < sh.c) {
-                            const int64_t g = E2T_I64(G[to][ti][t]);
-                            scratch[((int64_t)o * sh.c + c) * taps + t] = g;
-                            if (abs64(g) > gmax) gmax = abs64(g);
-                        }
-                    }
+// Walks the entries (o, c, t) of output rows [o_first, o_first + rows) in OIHW order and their
+// place in the G store: row bank ol mod AO, index obase + cbase + t AI + c mod AI.
+struct GsCursor {
+    int ol, c, t, obase, cbase;
+    void next(const Call &k) {
+        if (++t == k.kk) {
+            t = 0;
+            if ((++c & (AI - 1)) == 0) cbase += k.kk << LOG_AI;
+            if (c == k.c) {
+                c = 0;
+                cbase = 0;
+                if ((++ol & (AO - 1)) == 0) obase += k.ncg * (k.kk << LOG_AI);
+            }
         }
+    }
+    int bank() const { return ol & (AO - 1); }
+    int index() const { return obase + cbase + (t << LOG_AI) + (c & (AI - 1)); }
+};
+
+// The G store's group (output rows [og0 AO, og1 AO) x all C inputs) -> scratch (int64, OIHW, one
+// burst for the group, whole beats when C k^2 is a multiple of one); max |G| into gmax.
+void wg_writeback(int64_t *scratch, const Call &k, int og0, int og1, const acc_wide_t gs[AO][GS_DEPTH], int64_t &gmax) {
+    const int ck = (int)kmul(k.c, k.kk), count = (int)kmul(imin(k.o, og1 * AO) - og0 * AO, ck);
+    const int per = BW64 > 1 && ck % BW64 == 0 ? BW64 : 1;
+    uint32_t a = (uint32_t)kmul(og0 * AO, ck);
+    GsCursor cur = {0, 0, 0, 0, 0};
+    int64_t m = gmax;
+    E2T_ENTER(WG_WRITEBACK);
+WG_WRITEBACK:
+    for (int e0 = 0; e0 < count; e0 += per) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = E2T_DEPTH_SCRATCH
+        E2T_TRIP(WG_WRITEBACK);
+        for (int e = 0; e < per; e++) {
+            const int64_t g = E2T_I64(gs[cur.bank()][cur.index()]);
+            scratch[a + e] = g;
+            if (abs64(g) > m) m = abs64(g);
+            cur.next(k);
+        }
+        a += per;
+    }
+    gmax = m;
+}
+
+// CONV_WGRAD. FULL: scratch = G_full. PSG_ABS / PSG_RATIO: pass 1 writes G_msb (the predictor,
+// two taps a DSP) and max|G_msb|; then every entry is decided (one burst over scratch: sure,
+// the PSG tiles holding an unsure entry, recomputed), and per G store group the array tiles that
+// meet such a PSG tile are recomputed at full precision and every sign is written.
+void conv_wgrad(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *scratch, const Shape &sh,
+                uint32_t mode, uint64_t threshold, uint32_t &sure, uint32_t &tiles, uint32_t &recomputed,
+                E2T_BUF_PARAMS) {
+#pragma HLS INLINE
+    const Call k = make_call(sh);
+    const bool psg = mode != E2T_WGRAD_FULL;
+    const int row_e = k.ncg * (k.kk << LOG_AI);
+    const int gr = imin(k.nog, kdiv_ceil(GS_DEPTH - row_e + 1, row_e));  // output groups a G store group
+    static bool none[GSLOTS][XSLOTS];
+    int64_t gmax = 0;
+WG_GROUP1:
+    for (int og0 = 0; og0 < k.nog; og0 += gr) {
+#pragma HLS LOOP_TRIPCOUNT max = GSLOTS
+        const int og1 = imin(k.nog, og0 + gr);
+        wg_pass(act, grad, k, og0, og1, psg, none, false, E2T_BUF_ARGS);
+        wg_writeback(scratch, k, og0, og1, gs, gmax);
+    }
     sure = tiles = recomputed = 0;
     if (!psg) return;
-WG_PASS2_O:
-    for (int ot = 0; ot < sh.o; ot += TO)
-    WG_PASS2_C:
-        for (int ct = 0; ct < sh.c; ct += TI) {
-            bool unsure = false;
-            tiles++;
-        WG_DECIDE:
-            for (int to = 0; to < TO; to++)
-                for (int ti = 0; ti < TI; ti++)
-                    for (int t = 0; t < taps; t++) {
-#pragma HLS LOOP_TRIPCOUNT max = KK
+    // the adaptive threshold R max|G_msb| (R <= 2^16), by shift and add
+    int64_t rg = 0;
+    E2T_ENTER(RATIO);
+RATIO:
+    for (int i = 0; i < 17; i++) {
 #pragma HLS PIPELINE II = 1
-                        const int o = ot + to, c = ct + ti;
-                        if (o < sh.o && c < sh.c) {
-                            const int64_t a = abs64(scratch[((int64_t)o * sh.c + c) * taps + t]);
-                            const bool ok = mode == E2T_WGRAD_PSG_ABS ? a >= (int64_t)threshold
-                                                                      : (a << e2t::RATIO_FRAC) >= (int64_t)threshold * gmax;
-                            sure += ok;
-                            unsure |= !ok;
-                        }
-                    }
-            if (unsure) {
-                recomputed++;
-                wgrad_tile(act, grad, sh, ot, ct, false, F);
-            }
-        WG_SIGN:
-            for (int to = 0; to < TO; to++)
-                for (int ti = 0; ti < TI; ti++)
-                    for (int t = 0; t < taps; t++) {
-#pragma HLS LOOP_TRIPCOUNT max = KK
-#pragma HLS PIPELINE II = 1
-                        const int o = ot + to, c = ct + ti;
-                        if (o < sh.o && c < sh.c) {
-                            const int64_t at = ((int64_t)o * sh.c + c) * taps + t;
-                            const int64_t gm = scratch[at];
-                            const int8_t s = mode == E2T_WGRAD_PSG_ABS
-                                ? e2t::psg_sign_abs(gm, unsure ? E2T_I64(F[to][ti][t]) : 0, (int64_t)threshold)
-                                : e2t::psg_sign_ratio(gm, unsure ? E2T_I64(F[to][ti][t]) : 0, (int64_t)threshold, gmax);
-                            sgn[at] = s;
-                        }
-                    }
+        E2T_TRIP(RATIO);
+        if ((threshold >> i) & 1) rg += gmax << i;
+    }
+    const bool use_abs = mode == E2T_WGRAD_PSG_ABS;
+    const int64_t T = (int64_t)threshold;
+    static bool flag[MAXA][MAXB];
+#pragma HLS ARRAY_PARTITION variable = flag complete dim = 0
+    const int na = (k.o + E2T_TILE_O - 1) / E2T_TILE_O, nbt = (k.c + E2T_TILE_I - 1) / E2T_TILE_I;
+PSG_CLEAR:
+    for (int a = 0; a < MAXA; a++)
+        for (int b = 0; b < MAXB; b++) {
+#pragma HLS UNROLL
+            flag[a][b] = false;  // registers: one cycle
         }
+    const int ck = (int)kmul(k.c, k.kk), count = (int)kmul(k.o, ck);
+    const int per = BW64 > 1 && ck % BW64 == 0 ? BW64 : 1;
+    {
+        int c = 0, t = 0, a = 0, b = 0, ot = 0, ct = 0;
+        uint32_t n_sure = 0;
+        E2T_ENTER(PSG_DECIDE);
+    PSG_DECIDE:
+        for (int e0 = 0; e0 < count; e0 += per) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = E2T_DEPTH_SCRATCH
+            E2T_TRIP(PSG_DECIDE);
+            for (int e = 0; e < per; e++) {
+                const int64_t v = abs64(scratch[e0 + e]);
+                const bool ok = use_abs ? v >= T : shl64(v, e2t::RATIO_FRAC) >= rg;
+                n_sure += ok ? 1 : 0;
+                if (!ok) flag[a][b] = true;
+                if (++t == k.kk) {
+                    t = 0;
+                    if (++ct == E2T_TILE_I) {
+                        ct = 0;
+                        b++;
+                    }
+                    if (++c == k.c) {
+                        c = 0;
+                        ct = 0;
+                        b = 0;
+                        if (++ot == E2T_TILE_O) {
+                            ot = 0;
+                            a++;
+                        }
+                    }
+                }
+            }
+        }
+        sure = n_sure;
+    }
+    tiles = (uint32_t)kmul(na, nbt);
+    uint32_t nrec = 0;
+    E2T_ENTER(PSG_COUNT);
+PSG_COUNT:
+    for (int a = 0; a < na; a++)
+        for (int b = 0; b < nbt; b++) {
+#pragma HLS PIPELINE II = 1
+            E2T_TRIP(PSG_COUNT);
+            nrec += flag[a][b] ? 1 : 0;
+        }
+    recomputed = nrec;
+    // the array tiles to recompute: those meeting a PSG tile with an unsure entry
+    static bool only[GSLOTS][XSLOTS];
+    E2T_ENTER(PSG_AFLAG);
+PSG_AFLAG:
+    for (int og = 0; og < k.nog; og++)
+        for (int cg = 0; cg < k.ncg; cg++) {
+#pragma HLS PIPELINE II = 1
+            E2T_TRIP(PSG_AFLAG);
+            const int a0 = (og * AO) / E2T_TILE_O, a1 = imin(na - 1, (og * AO + AO - 1) / E2T_TILE_O);
+            const int b0 = (cg * AI) / E2T_TILE_I, b1 = imin(nbt - 1, (cg * AI + AI - 1) / E2T_TILE_I);
+            bool f = false;
+            for (int da = 0; da <= (AO + E2T_TILE_O - 1) / E2T_TILE_O; da++)
+                for (int db = 0; db <= (AI + E2T_TILE_I - 1) / E2T_TILE_I; db++)
+                    if (a0 + da <= a1 && b0 + db <= b1) f = f || flag[a0 + da][b0 + db];
+            only[og][cg] = f;
+        }
+WG_GROUP2:
+    for (int og0 = 0; og0 < k.nog; og0 += gr) {
+#pragma HLS LOOP_TRIPCOUNT max = GSLOTS
+        const int og1 = imin(k.nog, og0 + gr);
+        wg_pass(act, grad, k, og0, og1, false, only, true, E2T_BUF_ARGS);
+        const int gcount = (int)kmul(imin(k.o, og1 * AO) - og0 * AO, ck);
+        uint32_t a = (uint32_t)kmul(og0 * AO, ck);
+        GsCursor cur = {0, 0, 0, 0, 0};
+        E2T_ENTER(PSG_SIGN);
+    PSG_SIGN:
+        for (int e0 = 0; e0 < gcount; e0 += per) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = E2T_DEPTH_SCRATCH
+            E2T_TRIP(PSG_SIGN);
+            for (int e = 0; e < per; e++) {
+                const int64_t gm = scratch[a + e];
+                const bool redo = only[og0 + (cur.ol >> LOG_AO)][cur.c >> LOG_AI];
+                const int64_t gf = redo ? E2T_I64(gs[cur.bank()][cur.index()]) : 0;
+                const int64_t v = abs64(gm);
+                const bool ok = use_abs ? v >= T : shl64(v, e2t::RATIO_FRAC) >= rg;
+                sgn[a + e] = e2t::sign_of(ok ? gm : gf);
+                cur.next(k);
+            }
+            a += per;
+        }
+    }
 }
 
-// UPDATE: the sign-momentum step on `count` master weights and momenta, in place.
-void update(int32_t *master, int32_t *mom, const int8_t *sgn, uint32_t count, int e_w, uint64_t lr, uint64_t wd,
-            uint32_t mu, uint32_t &sat) {
-UPDATE:
-    for (uint32_t i = 0; i < count; i++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_DEPTH_MASTER
+// -- UPDATE ------------------------------------------------------------------------------------
+
+// int32 elements [a0, a0 + len) of DDR into ac[e mod NACC][e / NACC] (whole beats when len is a
+// multiple of one), and back; momentum likewise into gs[e mod AO][e / AO], signs into xb.
+void load32_ac(const int32_t *src, uint32_t a0, int len, bool beats, acc_wide_t ac[NACC][PB]) {
+    const int per = beats ? BW32 : 1;
+    E2T_ENTER(UPD_LOAD32);
+UPD_LOAD32_AC:
+    for (int e0 = 0; e0 < len; e0 += per) {
 #pragma HLS PIPELINE II = 1
-        int32_t w = master[i], b = mom[i];
-        e2t::sign_update(w, b, sgn[i], e_w, (int64_t)lr, (int64_t)wd, (int64_t)mu, sat);
-        master[i] = w;
-        mom[i] = b;
+#pragma HLS LOOP_TRIPCOUNT max = UCH / BW32
+        E2T_TRIP(UPD_LOAD32);
+        for (int e = 0; e < per; e++) ac[(e0 + e) & (NACC - 1)][(e0 + e) / NACC] = src[a0 + e0 + e];
+    }
+}
+
+void load32_gs(const int32_t *src, uint32_t a0, int len, bool beats, acc_wide_t gs[AO][GS_DEPTH]) {
+    const int per = beats ? BW32 : 1;
+    E2T_ENTER(UPD_LOAD32);
+UPD_LOAD32_GS:
+    for (int e0 = 0; e0 < len; e0 += per) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = UCH / BW32
+        E2T_TRIP(UPD_LOAD32);
+        for (int e = 0; e < per; e++) gs[(e0 + e) & (AO - 1)][(e0 + e) >> LOG_AO] = src[a0 + e0 + e];
+    }
+}
+
+void load_signs(const int8_t *sgn, uint32_t a0, int len, bool beats, act_t xb[AI][XDEPTH]) {
+    const int per = beats ? BW8 : 1;
+    E2T_ENTER(UPD_LOADSGN);
+UPD_LOADSGN:
+    for (int e0 = 0; e0 < len; e0 += per) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = UCH / BW8
+        E2T_TRIP(UPD_LOADSGN);
+        for (int e = 0; e < per; e++) xb[(e0 + e) & (AI - 1)][(e0 + e) >> LOG_AI] = sgn[a0 + e0 + e];
+    }
+}
+
+void store32_ac(int32_t *dst, uint32_t a0, int len, bool beats, const acc_wide_t ac[NACC][PB]) {
+    const int per = beats ? BW32 : 1;
+    E2T_ENTER(UPD_STORE32);
+UPD_STORE32_AC:
+    for (int e0 = 0; e0 < len; e0 += per) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = UCH / BW32
+        E2T_TRIP(UPD_STORE32);
+        for (int e = 0; e < per; e++) dst[a0 + e0 + e] = (int32_t)E2T_I64(ac[(e0 + e) & (NACC - 1)][(e0 + e) / NACC]);
+    }
+}
+
+void store32_gs(int32_t *dst, uint32_t a0, int len, bool beats, const acc_wide_t gs[AO][GS_DEPTH]) {
+    const int per = beats ? BW32 : 1;
+    E2T_ENTER(UPD_STORE32);
+UPD_STORE32_GS:
+    for (int e0 = 0; e0 < len; e0 += per) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = UCH / BW32
+        E2T_TRIP(UPD_STORE32);
+        for (int e = 0; e < per; e++) dst[a0 + e0 + e] = (int32_t)E2T_I64(gs[(e0 + e) & (AO - 1)][(e0 + e) >> LOG_AO]);
+    }
+}
+
+// UPDATE: the sign-momentum step on `count` master weights and momenta, in place, in chunks of
+// UCH elements: bursts in (master, momentum, signs), the array's two calls an element, bursts out.
+void update(int32_t *master, int32_t *mom, const int8_t *sgn, uint32_t count, int e_w, uint64_t lr, uint64_t wd,
+            uint32_t mu, uint32_t &sat, E2T_BUF_PARAMS) {
+#pragma HLS INLINE
+    (void)xb1;
+    (void)gb1;
+    (void)ac1;
+    Shape zero;
+    zero.n = zero.c = zero.h = zero.w = zero.o = zero.k = zero.s = zero.p = zero.ho = zero.wo = 0;
+    const Call none = make_call(zero);
+UPDATE:
+    for (uint32_t a0 = 0; a0 < count; a0 += UCH) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_DEPTH_MASTER / UCH
+        const int len = count - a0 < (uint32_t)UCH ? (int)(count - a0) : UCH;
+        const bool b32 = len % BW32 == 0, b8 = len % BW8 == 0;
+        load32_ac(master, a0, len, b32, ac0);
+        load32_gs(mom, a0, len, b32, gs);
+        load_signs(sgn, a0, len, b8, xb0);
+        const Job j = {U_UPD, 0, 0, 0, 0, 0, 0, 0, 0, 0, len, false, false, false};
+        array_unit(j, none, xb0, gb0, wm, dsh, ac0, gs, e_w, lr, wd, mu, sat);
+        store32_ac(master, a0, len, b32, ac0);
+        store32_gs(mom, a0, len, b32, gs);
     }
 }
 
@@ -368,23 +1388,23 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
     #pragma HLS INTERFACE mode=s_axilite port=lr offset=0x084 bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=wd offset=0x090 bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=mu offset=0x09C bundle=control
-    #pragma HLS INTERFACE mode=m_axi port=act offset=slave bundle=gmem_act depth=E2T_DEPTH_ACT max_widen_bitwidth=64
+    #pragma HLS INTERFACE mode=m_axi port=act offset=slave bundle=gmem_rd depth=E2T_DEPTH_ACT max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=act offset=0x0A4 bundle=control
-    #pragma HLS INTERFACE mode=m_axi port=wgt offset=slave bundle=gmem_wgt depth=E2T_DEPTH_WGT max_widen_bitwidth=64
+    #pragma HLS INTERFACE mode=m_axi port=wgt offset=slave bundle=gmem_rd depth=E2T_DEPTH_WGT max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=wgt offset=0x0B0 bundle=control
-    #pragma HLS INTERFACE mode=m_axi port=wshift offset=slave bundle=gmem_wshift depth=E2T_DEPTH_WSHIFT max_widen_bitwidth=64
+    #pragma HLS INTERFACE mode=m_axi port=wshift offset=slave bundle=gmem_rd depth=E2T_DEPTH_WSHIFT max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=wshift offset=0x0BC bundle=control
-    #pragma HLS INTERFACE mode=m_axi port=grad offset=slave bundle=gmem_grad depth=E2T_DEPTH_GRAD max_widen_bitwidth=64
+    #pragma HLS INTERFACE mode=m_axi port=grad offset=slave bundle=gmem_rd depth=E2T_DEPTH_GRAD max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=grad offset=0x0C8 bundle=control
-    #pragma HLS INTERFACE mode=m_axi port=out offset=slave bundle=gmem_out depth=E2T_DEPTH_OUT max_widen_bitwidth=64
+    #pragma HLS INTERFACE mode=m_axi port=out offset=slave bundle=gmem_wr depth=E2T_DEPTH_OUT max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=out offset=0x0D4 bundle=control
-    #pragma HLS INTERFACE mode=m_axi port=sgn offset=slave bundle=gmem_sgn depth=E2T_DEPTH_SGN max_widen_bitwidth=64
+    #pragma HLS INTERFACE mode=m_axi port=sgn offset=slave bundle=gmem_wr depth=E2T_DEPTH_SGN max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=sgn offset=0x0E0 bundle=control
-    #pragma HLS INTERFACE mode=m_axi port=scratch offset=slave bundle=gmem_scratch depth=E2T_DEPTH_SCRATCH max_widen_bitwidth=64
+    #pragma HLS INTERFACE mode=m_axi port=scratch offset=slave bundle=gmem_wr depth=E2T_DEPTH_SCRATCH max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=scratch offset=0x0EC bundle=control
-    #pragma HLS INTERFACE mode=m_axi port=master offset=slave bundle=gmem_master depth=E2T_DEPTH_MASTER max_widen_bitwidth=64
+    #pragma HLS INTERFACE mode=m_axi port=master offset=slave bundle=gmem_rd depth=E2T_DEPTH_MASTER max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=master offset=0x0F8 bundle=control
-    #pragma HLS INTERFACE mode=m_axi port=mom offset=slave bundle=gmem_mom depth=E2T_DEPTH_MOM max_widen_bitwidth=64
+    #pragma HLS INTERFACE mode=m_axi port=mom offset=slave bundle=gmem_wr depth=E2T_DEPTH_MOM max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=mom offset=0x104 bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=status offset=0x110 bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=saturations offset=0x118 bundle=control
@@ -392,6 +1412,40 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
     #pragma HLS INTERFACE mode=s_axilite port=psg_tiles offset=0x128 bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=psg_recomputed offset=0x130 bundle=control
     // END GENERATED INTERFACE
+    // On-chip buffers (docs/engine.md): x and g images twice (ping-pong), the weights, the output
+    // blocks twice (LUT-RAM), the weight-gradient G store; every op uses them (never two at once).
+    static act_t xb0[AI][XDEPTH], xb1[AI][XDEPTH];
+    static grad_t gb0[AO][GDEPTH], gb1[AO][GDEPTH];
+    static wgt_t wm[AI][WDEPTH];
+    static acc_wide_t ac0[NACC][PB], ac1[NACC][PB];
+    static acc_wide_t gs[AO][GS_DEPTH];
+    static int8_t dsh[E2T_MAX_C];
+#pragma HLS ARRAY_PARTITION variable = xb0 complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = xb1 complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = gb0 complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = gb1 complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = wm complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = ac0 complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = ac0 cyclic factor = BW32 dim = 2
+#pragma HLS ARRAY_PARTITION variable = ac1 complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = ac1 cyclic factor = BW32 dim = 2
+#pragma HLS ARRAY_PARTITION variable = gs complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = dsh complete dim = 1
+#pragma HLS BIND_STORAGE variable = xb0 type = ram_t2p impl = bram
+#pragma HLS BIND_STORAGE variable = xb1 type = ram_t2p impl = bram
+#pragma HLS BIND_STORAGE variable = gb0 type = ram_t2p impl = bram
+#pragma HLS BIND_STORAGE variable = gb1 type = ram_t2p impl = bram
+#pragma HLS BIND_STORAGE variable = wm type = ram_t2p impl = bram
+#pragma HLS BIND_STORAGE variable = gs type = ram_t2p impl = bram
+#pragma HLS BIND_STORAGE variable = ac0 type = ram_s2p impl = lutram
+#pragma HLS BIND_STORAGE variable = ac1 type = ram_s2p impl = lutram
+#pragma HLS ALLOCATION function instances = array_unit limit = 1
+#pragma HLS ALLOCATION function instances = load_x limit = 1
+#pragma HLS ALLOCATION function instances = load_g limit = 1
+#pragma HLS ALLOCATION function instances = drain limit = 1
+#pragma HLS ALLOCATION function instances = load_w limit = 1
+#pragma HLS ALLOCATION function instances = kmul limit = 1
+#pragma HLS ALLOCATION function instances = kdiv_ceil limit = 1
     uint32_t sat = 0, sure = 0, tiles = 0, recomputed = 0;
     Shape sh;
     const uint32_t st = e2t::check_call(op, mode, batch, c_in, h_in, w_in, c_out, kernel, stride, pad, shift, threshold,
@@ -399,13 +1453,13 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
     if (st != E2T_STATUS_OK) {
         // refused: no buffer is written, only the status registers
     } else if (op == E2T_OP_CONV_FWD) {
-        conv_fwd(act, wgt, out, sh, (int)shift, sat);
+        conv_fwd(act, wgt, out, sh, (int)shift, sat, E2T_BUF_ARGS);
     } else if (op == E2T_OP_CONV_BWD_DATA) {
-        conv_bwd_data(grad, wgt, wshift, out, sh, (int)shift, sat);
+        conv_bwd_data(grad, wgt, wshift, out, sh, (int)shift, sat, E2T_BUF_ARGS);
     } else if (op == E2T_OP_CONV_WGRAD) {
-        conv_wgrad(act, grad, sgn, scratch, sh, mode, threshold, sure, tiles, recomputed);
+        conv_wgrad(act, grad, sgn, scratch, sh, mode, threshold, sure, tiles, recomputed, E2T_BUF_ARGS);
     } else if (op == E2T_OP_UPDATE) {
-        update(master, mom, sgn, count, e_w, lr, wd, mu, sat);
+        update(master, mom, sgn, count, e_w, lr, wd, mu, sat, E2T_BUF_ARGS);
     }
     *status = st;
     *saturations = sat;

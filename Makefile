@@ -52,6 +52,7 @@ bench: $(STAMP)
 	mkdir -p bench/out
 	$(PY) bench/train_speed.py --json bench/out/train_speed.json
 	$(PY) bench/engine_speed.py --json bench/out/engine_speed.json
+	$(PY) bench/engine_dataflow.py --json bench/out/engine_dataflow.json
 	$(PY) bench/emu_speed.py --json bench/out/emu_speed.json
 	$(PY) bench/ablation.py --out bench/out/ablation
 

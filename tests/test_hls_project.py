@@ -242,7 +242,7 @@ def test_tcl_runs_the_whole_flow_for_the_board(tmp_path, monkeypatch, board):
     assert by["set_part"] == (b.part,)
     assert by["create_clock"][:2] == ("-period", f"{1000 / b.clock_mhz:g}")
     assert "-reset" in by["open_solution"] and "vivado" in by["open_solution"]
-    assert "-m_axi_addr64" in by["config_interface"]
+    assert "-m_axi_addr64" in by["config_interface"] and "-m_axi_alignment_byte_size" in by["config_interface"]
     sources = [c for c in calls if c[0] == "add_files"]
     assert sources[0][-1] == KERNEL_CPP and "-tb" not in sources[0]
     assert sources[1][-1] == TB and sources[1][1] == "-tb"

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--psg-tau", type=float, help=f"PSG absolute threshold (default {d.psg_tau})")
     t.add_argument("--psg-ratio", type=float,
                    help="PSG adaptive threshold: tau = ratio * max|G_msb| per layer and step (overrides --psg-tau)")
-    t.add_argument("--psg-tile", type=int, help=f"PSG recompute tile, out x in channels (default {d.psg_tile})")
+    t.add_argument("--psg-tile", type=int, help="PSG recompute tile, N x N channels (default: the board's engine tile)")
     t.add_argument("--predictive-forward", action="store_true",
                    help="PSG: zero conv outputs the 4-bit forward predicts negative (PredictiveNet)")
     t.add_argument("--out", help="run folder (default runs/<model>-<dataset>-<time>)")

@@ -47,7 +47,7 @@ class TrainConfig:
     psg: bool = False  # PSG: 4-bit predictor + selective full gradient, integer sign update
     psg_tau: float = 5e-5  # PSG: absolute threshold on |G_msb|
     psg_ratio: float | None = None  # PSG: adaptive threshold tau = ratio * max|G_msb| (overrides tau)
-    psg_tile: int = 16  # PSG: weight-gradient tile (out x in channels) recomputed whole
+    psg_tile: int | None = None  # PSG: weight-gradient tile (N x N channels) recomputed whole; None: the board's
     predictive_forward: bool = False  # PSG: zero outputs the MSB forward predicts negative
 
     def __post_init__(self):
@@ -94,10 +94,20 @@ class TrainConfig:
         if self.psg and (self.lr >= 0.5 or self.weight_decay >= 0.5):
             raise E2TError(f"--psg's integer update needs lr < 0.5 and weight decay < 0.5, got "
                            f"{self.lr}, {self.weight_decay}")
-        if self.psg_tau < 0 or self.psg_tile < 1 or (self.psg_ratio is not None and not 0 < self.psg_ratio <= 1):
+        if self.psg_tau < 0 or (self.psg_tile is not None and self.psg_tile < 1) or \
+                (self.psg_ratio is not None and not 0 < self.psg_ratio <= 1):
             raise E2TError(f"need --psg-tau >= 0, --psg-tile >= 1, --psg-ratio in (0, 1]; got "
                            f"{self.psg_tau}, {self.psg_tile}, {self.psg_ratio}")
         object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
+
+    def psg_tiles(self) -> tuple[int, int]:
+        """(output, input) channels of PSG's recompute tile: --psg-tile N x N, else the board's
+        engine tile, so both backends count the same recomputed work (the signs never depend on it)."""
+        if self.psg_tile is not None:
+            return self.psg_tile, self.psg_tile
+        from .boards import board
+        b = board(self.board)
+        return b.tile_o, b.tile_i
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

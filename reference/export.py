@@ -61,7 +61,7 @@ def read_checkpoint(src: str) -> tuple[dict, TrainConfig, str]:
 
 def trained_models(state: dict, cfg: TrainConfig, in_channels: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
     """(the model as trained, its float twin with plain nn.Conv2d) from a checkpoint."""
-    psg = PSGConfig(cfg.psg_tau, cfg.psg_ratio, cfg.psg_tile, cfg.psg_tile) if cfg.psg else None
+    psg = PSGConfig(cfg.psg_tau, cfg.psg_ratio, *cfg.psg_tiles()) if cfg.psg else None
     slu = cfg.slu_target is not None
     model = build_model(cfg.model, num_classes, in_channels, conv=conv_factory(cfg.precision, psg), slu=slu)
     try:

@@ -41,7 +41,7 @@ def model_from_plan(plan: planmod.Plan, arrays: dict) -> tuple[torch.nn.Module, 
         raise E2TError(f"plan network '{net['model']}' is not a reference model ({', '.join(MODELS)}): "
                        f"only its inference ONNX can be written")
     cfg = plan_config(plan)
-    psg_cfg = PSGConfig(cfg.psg_tau, cfg.psg_ratio, cfg.psg_tile, cfg.psg_tile)
+    psg_cfg = PSGConfig(cfg.psg_tau, cfg.psg_ratio, *cfg.psg_tiles())
     model = build_model(cfg.model, net["num_classes"], net["in_channels"], conv=conv_factory("fixed", psg_cfg),
                         slu=net["gates"] > 0)
     host = planbuild.host_params(plan.ops, arrays)

@@ -116,7 +116,7 @@ class Trainer:
             raise E2TError("--psg is not supported under torchrun yet: averaging sign gradients "
                            "over processes is not the single-process update")
         torch.manual_seed(cfg.seed)
-        psg = PSGConfig(cfg.psg_tau, cfg.psg_ratio, cfg.psg_tile, cfg.psg_tile, cfg.predictive_forward) \
+        psg = PSGConfig(cfg.psg_tau, cfg.psg_ratio, *cfg.psg_tiles(), cfg.predictive_forward) \
             if cfg.psg else None
         self.model = build_model(cfg.model, self.ds.num_classes, self.ds.in_channels,
                                  conv=conv_factory(cfg.precision, psg), slu=cfg.slu_target is not None,

@@ -30,3 +30,16 @@ def test_bad_values_are_named(kwargs, match):
 def test_unknown_saved_setting():
     with pytest.raises(E2TError, match="unknown settings: colour"):
         TrainConfig.from_dict({"colour": "red"})
+
+
+def test_psg_tile_follows_the_board_unless_given(tmp_path):
+    """Both backends count PSG's recomputed work in the board engine's tiles by default; an engine
+    backend refuses a --psg-tile its engine does not have (the reference may study any)."""
+    from host.trainer import EngineTrainer
+    assert TrainConfig(psg=True, precision="fixed").psg_tiles() == (8, 8)
+    assert TrainConfig(psg=True, precision="fixed", board="zcu104").psg_tiles() == (16, 16)
+    assert TrainConfig(psg=True, precision="fixed", psg_tile=4).psg_tiles() == (4, 4)
+    cfg = TrainConfig(backend="emu", dataset="digits", psg=True, precision="fixed", psg_tile=16)
+    with pytest.raises(E2TError, match=r"--psg-tile 16: the engine of pynq-z2 recomputes tiles of 8 x 8"):
+        EngineTrainer(cfg, str(tmp_path / "r"), progress=False, log=lambda m: None)
+    assert not (tmp_path / "r").exists()

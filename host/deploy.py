@@ -121,13 +121,15 @@ def _write(b, out, plan_dir, plan, weights, dataset, data_dir, batch, epochs, lo
             f"# Trains {plan.network['model']} on {dataset} with E2-Train ({backend}); arguments are added to e2t train",
             "# (a later --backend, --epochs or --out wins). Ends with the run folder and its energy report.",
             "set -e", 'cd "$(dirname "$0")"',
-            f'exec "${{E2T:-e2t}}" {_train_command(plan, dataset, data_arg, epochs, batch, [])} {backend} '
-            f'--out "${{OUT:-{run}}}" "$@"']),
+            "# the same Python install.sh installed into (its e2t script may not be on PATH)",
+            f'exec "${{PYTHON:-python3}}" -m host.cli {_train_command(plan, dataset, data_arg, epochs, batch, [])} '
+            f'{backend} --out "${{OUT:-{run}}}" "$@"']),
         "README.txt": "\n".join([
             f"e2t bundle for {b.name} ({b.part}); board image: {b.pynq_image}.",
             "",
             f"1. Copy this folder to the board (scp -r {os.path.basename(out)} xilinx@<board>:).",
-            "2. On the board: sh install.sh       (pip install of the e2t wheel and requirements-board.txt)",
+            "2. On the board: sh install.sh       (pip install of the e2t wheel and requirements-board.txt;",
+            "                                     PYTHON=/path/to/python picks the interpreter, for train.sh too)",
             "3. On the board: sh train.sh         (add e2t train options after it, e.g. --epochs 1)",
             "",
             f"Plan: {plan.network['model']}, {len(plan.convs())} engine convs, batch {plan.batch}; data: {dataset} in {data_arg}/.",

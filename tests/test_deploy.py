@@ -47,7 +47,7 @@ def test_the_bundle_installs_and_trains_in_a_fresh_venv_with_board_requirements_
                                       "'onnxruntime') if u.find_spec(m)])"], capture_output=True, text=True, cwd=tmp_path)
     assert probe.stdout.strip() == "[]", probe.stderr
     run = subprocess.run(["sh", str(bundle / "train.sh"), "--quiet"], cwd=tmp_path, timeout=600, capture_output=True,
-                         text=True, env={**env, "E2T": str(venv / "bin" / "e2t"), "E2T_CACHE": str(tmp_path / "cache"),
+                         text=True, env={**env, "PYTHON": py, "E2T_CACHE": str(tmp_path / "cache"),
                                          "OUT": str(tmp_path / "run")})
     assert run.returncode == 0, run.stderr[-3000:]
     assert "test accuracy" in run.stdout and "report" in run.stdout

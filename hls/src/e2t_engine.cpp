@@ -828,6 +828,23 @@ void array_unit(const Job &j, const Call &k, const act_t xb[AI][XDEPTH], const g
         int8_t dsh[E2T_MAX_C]
 #define E2T_BUF_ARGS xb0, xb1, gb0, gb1, wm, ac0, ac1, gs, dsh
 
+// The array on the current block into accumulators `pa` and, with `dr`, the previous block out
+// of the other ones: one fixed copy of each per branch (manual ping-pong), inlined where called.
+void array_and_drain(int pa, bool dr, const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH], const Job &j,
+                     const Call &k, int32_t *out, uint32_t d_at, uint32_t plane, int d_nch, int d_npix, int r,
+                     bool beats, uint32_t &sat, const wgt_t wm[AI][WDEPTH], acc_wide_t ac0[NACC][PB],
+                     acc_wide_t ac1[NACC][PB], acc_wide_t gs[AO][GS_DEPTH], const int8_t dsh[E2T_MAX_C]) {
+#pragma HLS INLINE
+    uint32_t none = 0;
+    if (pa == 0) {
+        array_unit(j, k, xb, gb, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+        if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+    } else {
+        array_unit(j, k, xb, gb, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
+        if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
+    }
+}
+
 // One forward step: a slice of the next image's x into the idle copy (`ld`), the block into
 // accumulators `pa`, the previous block out of the other ones (`dr`). The three calls touch
 // disjoint buffers and ports (read bundle, array, write bundle), so the schedule overlaps them;
@@ -836,27 +853,14 @@ void fwd_step(int px, int pa, bool ld, bool dr, const int8_t *act, uint32_t sl, 
               const Call &k, int32_t *out, uint32_t d_at, int d_nch, int d_npix, int r, bool beats, uint32_t &sat,
               E2T_BUF_PARAMS) {
 #pragma HLS INLINE
-    uint32_t none = 0;
     const uint32_t plane = (uint32_t)k.howo;
     (void)gb1;
     if (px == 0) {
         if (ld) load_x(act, sl, c0, c1, k, xb1);
-        if (pa == 0) {
-            array_unit(j, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
-            if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
-        } else {
-            array_unit(j, k, xb0, gb0, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
-            if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
-        }
+        array_and_drain(pa, dr, xb0, gb0, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat, wm, ac0, ac1, gs, dsh);
     } else {
         if (ld) load_x(act, sl, c0, c1, k, xb0);
-        if (pa == 0) {
-            array_unit(j, k, xb1, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
-            if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
-        } else {
-            array_unit(j, k, xb1, gb0, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
-            if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
-        }
+        array_and_drain(pa, dr, xb1, gb0, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat, wm, ac0, ac1, gs, dsh);
     }
 }
 
@@ -865,27 +869,14 @@ void bwd_step(int px, int pa, bool ld, bool dr, const int16_t *grad, uint32_t sl
               const Call &k, int32_t *out, uint32_t d_at, int d_nch, int d_npix, int r, bool beats, uint32_t &sat,
               E2T_BUF_PARAMS) {
 #pragma HLS INLINE
-    uint32_t none = 0;
     const uint32_t plane = (uint32_t)k.hw;
     (void)xb1;
     if (px == 0) {
         if (ld) load_g(grad, sl, c0, c1, k, gb1);
-        if (pa == 0) {
-            array_unit(j, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
-            if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
-        } else {
-            array_unit(j, k, xb0, gb0, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
-            if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
-        }
+        array_and_drain(pa, dr, xb0, gb0, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat, wm, ac0, ac1, gs, dsh);
     } else {
         if (ld) load_g(grad, sl, c0, c1, k, gb0);
-        if (pa == 0) {
-            array_unit(j, k, xb0, gb1, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
-            if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
-        } else {
-            array_unit(j, k, xb0, gb1, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
-            if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
-        }
+        array_and_drain(pa, dr, xb0, gb1, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat, wm, ac0, ac1, gs, dsh);
     }
 }
 

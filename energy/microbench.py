@@ -22,23 +22,15 @@ import numpy as np
 
 from host import numerics as nx, planbuild
 from host.errors import E2TError
+from host.opcount import sum_layers
 from host.session import EngineSession
 from host.trainer import open_overlay
 
 from . import model as emodel, rails
 
-KINDS = ("forward", "backward_data", "wgrad_full", "wgrad_psg", "update", "idle")
-
-
 def _totals(per_layer: dict) -> dict:
     """MACs by width and bytes, summed over a session's layers and phases."""
-    macs, nbytes = {}, 0.0
-    for phases in per_layer.values():
-        for slot in phases.values():
-            for width, n in slot["macs"].items():
-                macs[width] = macs.get(width, 0) + n
-            nbytes += slot["bytes"]
-    return {"macs": macs, "bytes": nbytes}
+    return sum_layers(per_layer).get("all", {"macs": {}, "bytes": 0.0})
 
 
 def _delta(after: dict, before: dict) -> dict:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from host.boards import Board
 from host.errors import E2TError
 
+from .cycles import GS_DEPTH, PB  # the kernel's block and G store sizes, one Python source
+
 DSP_PORTS = {"zynq7": (25, 18), "zynqmp": (27, 18)}       # DSP48E1, DSP48E2 multiplier ports
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 LUTRAM_BITS = 1024            # banks below this go to LUT-RAM or registers
@@ -35,8 +37,6 @@ LUT_PER_M_AXI, FF_PER_M_AXI = 1200, 1800
 LUT_CONTROL, FF_CONTROL = 6000, 8000   # AXI-Lite registers, checks, the ops' sequencing
 PIPELINED_LOOPS = 23          # the kernel's pipelined loops (hls/cycles.py's labels)
 LUT_PER_LOOP, FF_PER_LOOP = 150, 100   # counters, address arithmetic and exit test of one loop
-PB = 128                      # pixels of an output block
-GS_DEPTH = 1024               # G store entries per array row
 UPDATE_LUT, UPDATE_FF = 1500, 600      # UPDATE's 64-bit sums, rounding shifts and saturations
 PSG_LUT = 400                 # PSG: |G| >= T and |G| 2^16 >= R max|G| per entry, signs
 

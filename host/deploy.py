@@ -59,10 +59,10 @@ def _script(lines: list[str]) -> str:
     return "#!/bin/sh\n" + "\n".join(lines) + "\n"
 
 
-def _train_command(plan: planmod.Plan, dataset: str, data_arg: str, epochs: int, batch: int, extra: list[str]) -> str:
+def _train_command(plan: planmod.Plan, dataset: str, data_arg: str, epochs: int, batch: int) -> str:
     args = ["train", "--board", plan.board.name, "--init", "plan", "--model", plan.network["model"],
             "--dataset", dataset, "--data-dir", data_arg, "--epochs", str(epochs), "--batch-size", str(batch),
-            *E2TRAIN_FLAGS, *(SLU_FLAGS if plan.network["gates"] else []), *extra]
+            *E2TRAIN_FLAGS, *(SLU_FLAGS if plan.network["gates"] else [])]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -122,7 +122,7 @@ def _write(b, out, plan_dir, plan, weights, dataset, data_dir, batch, epochs, lo
             "# (a later --backend, --epochs or --out wins). Ends with the run folder and its energy report.",
             "set -e", 'cd "$(dirname "$0")"',
             "# the same Python install.sh installed into (its e2t script may not be on PATH)",
-            f'exec "${{PYTHON:-python3}}" -m host.cli {_train_command(plan, dataset, data_arg, epochs, batch, [])} '
+            f'exec "${{PYTHON:-python3}}" -m host.cli {_train_command(plan, dataset, data_arg, epochs, batch)} '
             f'{backend} --out "${{OUT:-{run}}}" "$@"']),
         "README.txt": "\n".join([
             f"e2t bundle for {b.name} ({b.part}); board image: {b.pynq_image}.",

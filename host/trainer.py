@@ -61,10 +61,10 @@ class EngineTrainer:
             raise E2TError(f"--backend {cfg.backend} computes in fixed point: add --precision fixed")
         if cfg.predictive_forward:
             raise E2TError(f"--predictive-forward is not implemented on --backend {cfg.backend} yet")
-        board_tiles = (boards.board(cfg.board).tile_o, boards.board(cfg.board).tile_i)
-        if cfg.psg_tile is not None and (cfg.psg_tile, cfg.psg_tile) != board_tiles:
+        b = boards.board(cfg.board)
+        if cfg.psg_tile is not None and (cfg.psg_tile, cfg.psg_tile) != (b.tile_o, b.tile_i):
             raise E2TError(f"--psg-tile {cfg.psg_tile}: the engine of {cfg.board} recomputes tiles of "
-                           f"{board_tiles[0]} x {board_tiles[1]} channels; leave --psg-tile out")
+                           f"{b.tile_o} x {b.tile_i} channels; leave --psg-tile out")
         self.cfg, self.progress, self.meter = cfg, progress, meter  # meter: start() / stop() -> rails
         self.log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
         self.run = RunDir(out, CHECKPOINT)

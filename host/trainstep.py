@@ -233,8 +233,8 @@ class Step:
         x, state, i, f, gg, o, c, tc, h, prob = self.gate_cache[j]
         dp = g_mask[:, 0].astype(F32)
         if self.slu_cost is not None:  # d(s beta sum_l w_l m_l)/dm_j, rounded as autograd rounds it
-            c = self.slu_cost
-            dp = dp + F32(F32(c["sign"] * c["beta"]) * F32(c["weights"][j]))
+            cost = self.slu_cost
+            dp = dp + F32(F32(cost["sign"] * cost["beta"]) * F32(cost["weights"][j]))
         dz = (dp * prob * (1 - prob)).reshape(-1, 1).astype(F32)
         self._acc_param(p["proj_weight"], hostops.matmul(dz.T, h))
         self._acc_param(p["proj_bias"], dz.sum(0, dtype=F64).astype(F32))

@@ -37,20 +37,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from host.config import TrainConfig  # noqa: E402
+from host.config import TrainConfig, preset  # noqa: E402
 from host.trainer import EngineTrainer  # noqa: E402
 from reference.train import Trainer  # noqa: E402
 
-SLU = {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3, "slu_gate_init": 0.95, "slu_band": 0.05}
-PSG = {"precision": "fixed", "psg": True}
+E2TRAIN = preset("e2train")  # E2-Train's settings, taken apart row by row
+PSG = ("precision", "psg", "psg_tau")
+SLU = {k: v for k, v in E2TRAIN.items() if k not in PSG}
 CONFIGS = {
     "baseline": {},
-    "smd": {"smd": 0.5},
+    "smd": {"smd": E2TRAIN["smd"]},
     "smd+slu": SLU,
     # every weight-gradient sign from the 4-bit predictor (threshold 0): nothing is recomputed
-    "smd+slu+psg": {**SLU, **PSG, "psg_tau": 0.0},
+    "smd+slu+psg": E2TRAIN,
     # the adaptive threshold: entries under 5 % of max|G_msb| are recomputed, tile by tile
-    "smd+slu+psg-ratio": {**SLU, **PSG, "psg_ratio": 0.05},
+    "smd+slu+psg-ratio": {**SLU, "precision": "fixed", "psg": True, "psg_ratio": 0.05},
 }
 DEFAULT = ("baseline", "smd", "smd+slu", "smd+slu+psg")  # the rows run unless --only names others
 SLOW = ("smd+slu+psg", "smd+slu+psg-ratio")  # the reference's PSG runs about 5x slower: start them first

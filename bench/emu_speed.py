@@ -25,12 +25,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from host.config import TrainConfig  # noqa: E402
+from host.config import PRESETS, TrainConfig  # noqa: E402
 from host.trainer import EngineTrainer  # noqa: E402
 from reference.train import Trainer  # noqa: E402
 
-E2TRAIN = {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3, "slu_gate_init": 0.95, "slu_band": 0.05,
-           "precision": "fixed", "psg": True, "psg_tau": 0.0}
+E2TRAIN = PRESETS["e2train"]
 ROWS = {
     "emu E2-Train (SMD+SLU+PSG)": ("emu", E2TRAIN),
     "emu, no savings (fixed, full gradient)": ("emu", {"precision": "fixed"}),

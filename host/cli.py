@@ -14,7 +14,7 @@ import time
 
 from . import backends
 from .boards import DEFAULT_BOARD
-from .config import BACKENDS, MODELS, PRECISIONS, SLU_WEIGHTINGS, TrainConfig
+from .config import BACKENDS, MODELS, PRECISIONS, PRESETS, SLU_WEIGHTINGS, TrainConfig, as_flags, preset
 from .datasets import DATASETS
 from .errors import E2TError
 
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model; writes a run folder",
                        argument_default=argparse.SUPPRESS,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--preset", help=f"start from a named set of settings ({', '.join(PRESETS)}: "
+                                    f"{' '.join(as_flags(PRESETS['e2train']))}); flags given as well override it")
     t.add_argument("--backend", help=f"where the arithmetic runs: {', '.join(BACKENDS)} (default {d.backend})")
     t.add_argument("--board", help=f"emu, pynq: the board whose engine runs the convs (default {d.board})")
     t.add_argument("--engine", help="emu: the engine's CPU build, fast, native or ap (default fast)")
@@ -180,17 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
 CONFIG_FLAGS = frozenset(TrainConfig.__dataclass_fields__)
 
 
+def _settings(args: argparse.Namespace) -> dict:
+    """The config settings the command line gives: its --preset's, then the flags given."""
+    given = preset(args.preset) if getattr(args, "preset", None) else {}
+    given.update({k: v for k, v in vars(args).items() if k in CONFIG_FLAGS})
+    return given
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """A new run's config: the flags given, defaults for the rest."""
-    given = {k: v for k, v in vars(args).items() if k in CONFIG_FLAGS}
-    return TrainConfig(**given)
+    """A new run's config: the preset and flags given, defaults for the rest."""
+    return TrainConfig(**_settings(args))
 
 
 def resume_config(args: argparse.Namespace, saved: dict) -> TrainConfig:
     """The saved config of a run; flags that contradict it are an error, not a silent change."""
     cfg = TrainConfig.from_dict(saved)
-    for key, value in vars(args).items():
-        if key in CONFIG_FLAGS and value != getattr(cfg, key):
+    for key, value in _settings(args).items():
+        if value != getattr(cfg, key):
             flag = "--" + key.replace("_", "-")
             raise E2TError(f"{flag} {value} differs from the run's saved {getattr(cfg, key)}: "
                            f"--resume continues the saved config (drop {flag} or start a new --out)")

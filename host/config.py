@@ -15,6 +15,33 @@ MODELS = ("resnet8", "resnet20", "resnet38", "resnet74", "resnet110")
 SLU_WEIGHTINGS = ("uniform", "macs")
 SLU_EXECS = ("mask", "gather")
 PRECISIONS = ("fp32", "fixed")
+# E2-Train as this project runs it (README, "The savings"): SMD drops half the batches, SLU aims at
+# 60 % of the gated blocks (cost weight 1e-3, a +-5 % band, gates starting open at 0.95), PSG takes
+# every weight-gradient sign from the 4-bit predictor (threshold 0). `e2t train --preset e2train`.
+PRESETS = {
+    "e2train": {"smd": 0.5, "slu_target": 0.6, "slu_beta": 1e-3, "slu_gate_init": 0.95, "slu_band": 0.05,
+                "precision": "fixed", "psg": True, "psg_tau": 0.0},
+}
+SLU_SETTINGS = ("slu_target", "slu_beta", "slu_band", "slu_weighting", "slu_gate_init", "slu_exec")
+
+
+def preset(name: str, slu: bool = True) -> dict:
+    """The settings of preset ``name`` (without the SLU ones if not ``slu``: a network with no gates)."""
+    if name not in PRESETS:
+        raise E2TError(f"unknown --preset '{name}' (known: {', '.join(PRESETS)})")
+    return {k: v for k, v in PRESETS[name].items() if slu or k not in SLU_SETTINGS}
+
+
+def as_flags(settings: dict) -> list[str]:
+    """``e2t train`` flags that give ``settings`` (TrainConfig field -> value)."""
+    flags = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is not False and value is not None:
+            flags += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return flags
 
 
 @dataclass(frozen=True)

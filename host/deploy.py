@@ -23,12 +23,11 @@ import sys
 import tarfile
 
 from . import boards, planbuild, plan as planmod
+from .config import PRESETS, as_flags, preset
 from .datasets import shape_of, source_path
 from .errors import E2TError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-E2TRAIN_FLAGS = ["--precision", "fixed", "--psg", "--psg-tau", "0", "--smd", "0.5"]
-SLU_FLAGS = ["--slu-target", "0.6", "--slu-beta", "1e-3", "--slu-band", "0.05"]
 
 
 def build_wheel(dest: str) -> str:
@@ -62,7 +61,7 @@ def _script(lines: list[str]) -> str:
 def _train_command(plan: planmod.Plan, dataset: str, data_arg: str, epochs: int, batch: int) -> str:
     args = ["train", "--board", plan.board.name, "--init", "plan", "--model", plan.network["model"],
             "--dataset", dataset, "--data-dir", data_arg, "--epochs", str(epochs), "--batch-size", str(batch),
-            *E2TRAIN_FLAGS, *(SLU_FLAGS if plan.network["gates"] else [])]
+            *as_flags(preset("e2train", slu=bool(plan.network["gates"])))]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -80,7 +79,8 @@ def deploy(board: str, out: str, plan_dir: str | None = None, model: str = "resn
         batch = min(batch, plan.batch)
     else:
         c, k, size = shape_of(dataset)
-        plan, weights, _ = planbuild.from_model(model, c, k, size, b.name, batch, 0, slu, 0.95 if slu else None,
+        plan, weights, _ = planbuild.from_model(model, c, k, size, b.name, batch, 0, slu,
+                                                PRESETS["e2train"]["slu_gate_init"] if slu else None,
                                                 dataset)
     source_path(dataset, data_dir)  # a missing data set stops here, before anything is written
     created = not os.path.exists(out)

@@ -43,3 +43,23 @@ def test_psg_tile_follows_the_board_unless_given(tmp_path):
     with pytest.raises(E2TError, match=r"--psg-tile 16: the engine of pynq-z2 recomputes tiles of 8 x 8"):
         EngineTrainer(cfg, str(tmp_path / "r"), progress=False, log=lambda m: None)
     assert not (tmp_path / "r").exists()
+
+
+def test_the_e2train_preset_is_a_valid_config_and_flags_override_it():
+    from host.cli import build_parser, config_from_args, resume_config
+    from host.config import PRESETS, as_flags, preset
+
+    parse = build_parser().parse_args
+    cfg = config_from_args(parse(["train", "--preset", "e2train", "--backend", "emu"]))
+    assert {k: getattr(cfg, k) for k in PRESETS["e2train"]} == PRESETS["e2train"] and cfg.backend == "emu"
+    assert config_from_args(parse(["train", "--preset", "e2train", "--smd", "0.25"])).smd == 0.25
+    # the flags the preset stands for give the same config (what e2t deploy writes into train.sh)
+    assert config_from_args(parse(["train", *as_flags(PRESETS["e2train"])])) == config_from_args(
+        parse(["train", "--preset", "e2train"]))
+    plain = config_from_args(parse(["train", *as_flags(preset("e2train", slu=False))]))
+    assert plain.slu_target is None and plain.psg and plain.smd == 0.5
+    with pytest.raises(E2TError, match="unknown --preset 'x'"):
+        config_from_args(parse(["train", "--preset", "x"]))
+    # --resume with a preset the saved run does not have is refused, as a contradicting flag is
+    with pytest.raises(E2TError, match="--smd 0.5 differs"):
+        resume_config(parse(["train", "--preset", "e2train", "--resume"]), TrainConfig().to_dict())

@@ -72,6 +72,12 @@ class EngineCalls:
         """One call: ``scalars`` and ``addresses`` by register name, ``flush`` the buffers the
         engine reads before the start, ``invalidate`` those it writes after it. Returns the
         status registers; raises the status's EngineError subclass when the op is refused."""
+        self.start(what, scalars, addresses, flush)
+        return self.wait(what, scalars, invalidate)
+
+    def start(self, what: str, scalars: dict, addresses: dict, flush=()) -> None:
+        """The first half of ``run``: check the engine is idle, write the registers, flush,
+        set ``ap_start`` and return while the engine works (the CPU is free meanwhile)."""
         ctrl = self.regs.control
         state = int(self.read(ctrl["offset"]))
         if not state >> ctrl["ap_idle"] & 1:
@@ -84,6 +90,11 @@ class EngineCalls:
         for buf in flush:
             buf.flush()
         self.write(ctrl["offset"], 1 << ctrl["ap_start"])
+
+    def wait(self, what: str, scalars: dict, invalidate=()) -> dict:
+        """The second half of ``run``: wait for ``ap_done`` (the timeout counts from here),
+        invalidate, read and decode the status registers."""
+        ctrl = self.regs.control
         start = time.monotonic()
         while not int(self.read(ctrl["offset"])) >> ctrl["ap_done"] & 1:
             waited = time.monotonic() - start

@@ -2,7 +2,11 @@
 from the plan's layout, and one method per engine op of a conv layer that fills the
 registers from the plan, checks the buffers, runs the call through the driver and counts
 what it did (ops, MACs by phase and operand widths per layer in host/opcount.py's terms, so
-the energy model prices both backends alike, bytes moved, seconds)."""
+the energy model prices both backends alike, bytes moved, seconds).
+
+A weight gradient can run while the host works on (``conv_wgrad(..., wait=False)``): the
+engine works beside the CPU, and any later engine call or DDR access through the session
+waits for it first (``wait``)."""
 from __future__ import annotations
 
 import time
@@ -31,6 +35,7 @@ class EngineSession:
         self.counts = defaultdict(int)
         self.seconds = defaultdict(float)
         self.per_layer = {}  # op name -> host/opcount.py's per-phase MACs by width and bytes
+        self._pending = None  # the call started without waiting: its finish and what follows it
 
     # -- helpers --------------------------------------------------------------------------
     def _shape(self, op: dict, n: int) -> dict:
@@ -42,21 +47,43 @@ class EngineSession:
     def _addr(self, op: dict, *roles: str) -> dict:
         return {role: self.ddr.address(op["buffers"][role]) for role in roles}
 
-    def _run(self, phase: str, kind: str, op: dict, scalars: dict, addresses: dict, nbytes: int, macs: dict) -> dict:
-        """One call; ``macs`` maps (accounting phase, width) to MACs (host/opcount.py's names)."""
+    def _run(self, phase: str, kind: str, op: dict, scalars: dict, addresses: dict, nbytes: int, macs: dict,
+             then=None, wait: bool = True) -> dict | None:
+        """One call; ``macs`` maps (accounting phase, width) to MACs (host/opcount.py's names).
+        ``then(status)`` follows the call; ``wait=False`` returns once it started (``wait``
+        finishes it). Engine seconds run from the start to the wait that saw it done."""
+        self.wait()
+        what, regs = f"{kind} of layer {op['name']}", {"op": self.ip.regs.ops[kind], **scalars}
         start = time.perf_counter()
-        st = self.ip.run(f"{kind} of layer {op['name']}", {"op": self.ip.regs.ops[kind], **scalars}, addresses,
-                         flush=(self.ddr,), invalidate=(self.ddr,))
-        self.seconds[phase] += time.perf_counter() - start
-        self.counts[f"ops_{kind.lower()}"] += 1
-        self.counts["bytes"] += nbytes
-        self.counts["saturations"] += st["saturations"]
-        layer = self.per_layer.setdefault(op["name"], {})
-        for i, ((acct, width), value) in enumerate(macs.items()):
-            add_count(layer, acct, width, value, nbytes if i == 0 else 0)
-        return st
+        self.ip.start(what, regs, addresses, flush=(self.ddr,))
+
+        def finish() -> dict:
+            st = self.ip.wait(what, regs, invalidate=(self.ddr,))
+            self.seconds[phase] += time.perf_counter() - start
+            self.counts[f"ops_{kind.lower()}"] += 1
+            self.counts["bytes"] += nbytes
+            self.counts["saturations"] += st["saturations"]
+            layer = self.per_layer.setdefault(op["name"], {})
+            for i, ((acct, width), value) in enumerate(macs.items()):
+                add_count(layer, acct, width, value, nbytes if i == 0 else 0)
+            if then is not None:
+                then(st)
+            return st
+
+        if wait:
+            return finish()
+        self._pending = finish
+        return None
+
+    def wait(self) -> None:
+        """Finish the call started without waiting, if one is running."""
+        finish, self._pending = self._pending, None
+        if finish is not None:
+            finish()
 
     def buffer(self, op: dict, role: str) -> np.ndarray:
+        """The DDR view of one of ``op``'s buffers, once the engine is done with it."""
+        self.wait()
         return self.v[op["buffers"][role]]
 
     # -- the ops --------------------------------------------------------------------------
@@ -82,25 +109,32 @@ class EngineSession:
         """The layer's int16 output gradient into the shared ``grad`` buffer."""
         self.buffer(op, "grad")[:g_q.size] = g_q.reshape(-1)
 
-    def conv_wgrad(self, op: dict, n: int, mode: str, threshold: int = 0) -> dict:
+    def conv_wgrad(self, op: dict, n: int, mode: str, threshold: int = 0, then=None, wait: bool = True) -> dict | None:
         """CONV_WGRAD on the layer's ``act`` and the ``grad`` set by ``set_grad``: PSG modes
-        leave the signs in the layer's ``sgn`` buffer; FULL leaves G_full in ``scratch``."""
+        leave the signs in the layer's ``sgn`` buffer; FULL leaves G_full in ``scratch``.
+        ``then()`` follows the call; with ``wait=False`` the host goes on while it runs."""
         regs = self._shape(op, n)
         modes = self.ip.regs.modes
         code = {"full": modes["FULL"], "abs": modes["PSG_ABS"], "ratio": modes["PSG_RATIO"]}[mode]
         taps = op["c_out"] * op["c_in"] * op["k"] ** 2
         macs = n * op["ho"] * op["wo"] * taps
-        st = self._run("wgrad", "CONV_WGRAD", op, {**regs, "mode": code, "threshold": threshold},
-                       self._addr(op, "act", "grad", "sgn", "scratch"),
-                       n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"] + 9 * taps,
-                       {("bwd_w_pred", "int4x16"): macs} if mode != "full" else {("bwd_w_full", "int8x16"): macs})
-        if mode != "full" and st["psg_tiles"]:
-            share = st["psg_recomputed"] / st["psg_tiles"]  # recomputed tiles read x and g again
-            add_count(self.per_layer[op["name"]], "bwd_w_full", "int8x16", macs * st["psg_recomputed"] // st["psg_tiles"],
-                      share * (n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"]))
-            self.counts["psg_sure"] += st["psg_sure"]
-            self.counts["psg_entries"] += taps
-        return st
+
+        def counted(st: dict) -> None:
+            if mode != "full" and st["psg_tiles"]:
+                share = st["psg_recomputed"] / st["psg_tiles"]  # recomputed tiles read x and g again
+                add_count(self.per_layer[op["name"]], "bwd_w_full", "int8x16",
+                          macs * st["psg_recomputed"] // st["psg_tiles"],
+                          share * (n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"]))
+                self.counts["psg_sure"] += st["psg_sure"]
+                self.counts["psg_entries"] += taps
+            if then is not None:
+                then()
+
+        return self._run("wgrad", "CONV_WGRAD", op, {**regs, "mode": code, "threshold": threshold},
+                         self._addr(op, "act", "grad", "sgn", "scratch"),
+                         n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"] + 9 * taps,
+                         {("bwd_w_pred", "int4x16"): macs} if mode != "full" else {("bwd_w_full", "int8x16"): macs},
+                         counted, wait)
 
     def wgrad_result(self, op: dict) -> np.ndarray:
         """The int64 weight gradient (G_full or G_msb) the last CONV_WGRAD of ``op`` left in ``scratch``."""
@@ -142,5 +176,6 @@ class EngineSession:
 
     def arrays(self) -> dict:
         """The persistent engine arrays (what weights.bin holds), copied out of DDR."""
+        self.wait()
         self.ddr.invalidate()
         return {name: self.v[name].copy() for name, b in self.ddr.entries.items() if b["init"] == "weights.bin"}

@@ -210,21 +210,25 @@ class Step:
         raise E2TError(f"training: no backward for op type '{kind}'")
 
     def _conv_backward(self, op, g):
+        """The input gradient first, then the weight gradient, which the engine computes while
+        the host goes on with the layers below (the next engine call or DDR access waits)."""
         n, e_x = self.cache[op["name"]]
         g_q, e_g, _ = nx.quantize_tensor(g, nx.GRAD, np.int16)
         self.s.set_grad(op, g_q)
+        gx = None
+        if op["input_grad"]:
+            q, r, e_ref = self.s.conv_bwd_data(op, n)
+            gx = nx.dequantize(q, e_g + op["wq_exp"] + e_ref + r)
         if self.psg is None:
-            self.s.conv_wgrad(op, n, "full")
-            self.s.buffer(op, "sgn")[...] = np.sign(self.s.wgrad_result(op))
+            def signs():
+                self.s.buffer(op, "sgn")[...] = np.sign(self.s.wgrad_result(op))
+            self.s.conv_wgrad(op, n, "full", then=signs, wait=False)
         elif self.psg["ratio"] is not None:
-            self.s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(self.psg["ratio"]))
+            self.s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(self.psg["ratio"]), wait=False)
         else:
-            self.s.conv_wgrad(op, n, "abs", nx.threshold_abs(self.psg["tau"], e_x, e_g))
+            self.s.conv_wgrad(op, n, "abs", nx.threshold_abs(self.psg["tau"], e_x, e_g), wait=False)
         self.updated.add(op["name"])
-        if not op["input_grad"]:
-            return None
-        gx, r, e_ref = self.s.conv_bwd_data(op, n)
-        return nx.dequantize(gx, e_g + op["wq_exp"] + e_ref + r)
+        return gx
 
     def _gate_backward(self, op, g_mask, carry):
         """dL/dp = dL/dm (straight-through) plus the cost loss's s * beta * w_l; then back through

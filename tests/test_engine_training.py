@@ -77,6 +77,48 @@ def test_an_engine_that_never_finishes_times_out_with_the_op_named(small):
         s.conv_fwd(op, np.zeros((2, 1, 32, 32), np.int64))
 
 
+class _HeldEngine:
+    """A CPU build whose calls wait for ``go``: an op that is still running when the host looks."""
+
+    def __init__(self, engine):
+        import threading
+        self.engine, self.go, self.entered = engine, threading.Event(), threading.Event()
+
+    def call(self, regs, ports):
+        self.entered.set()
+        assert self.go.wait(10)
+        return self.engine.call(regs, ports)
+
+
+def test_a_weight_gradient_runs_while_the_host_works_and_any_engine_access_waits_for_it(small, cpu):
+    plan, arrays = small
+    s = _session(small, threaded=True)
+    held = s.ip.engine = _HeldEngine(s.ip.engine)
+    held.go.set()
+    rng = np.random.default_rng(1)
+    op = next(o for o in plan.convs() if o["name"] == "blocks.1.conv1")
+    n = 3
+    x_q = rng.integers(-128, 128, (n, op["c_in"], op["h"], op["w"]))
+    s.conv_fwd(op, x_q)
+    g_q = rng.integers(-3000, 3000, (n, op["c_out"], op["ho"], op["wo"]))
+    s.set_grad(op, g_q)
+    held.go.clear()
+    held.entered.clear()
+    done = []
+    assert s.conv_wgrad(op, n, "full", then=lambda: done.append(1), wait=False) is None
+    assert held.entered.wait(10)
+    ctrl = s.ip.regs.control
+    state = s.ip.read(ctrl["offset"])
+    assert not state >> ctrl["ap_done"] & 1 and not state >> ctrl["ap_idle"] & 1 and not done  # still running
+    with pytest.raises(EngineError, match="not idle"):  # the driver refuses a second start meanwhile
+        s.ip.start("a second op", {"op": 1}, {})
+    held.go.set()
+    sgn = s.buffer(op, "sgn")  # a DDR access waits for the running op, then its follow-up runs
+    assert done == [1] and s.counts["ops_conv_wgrad"] == 1
+    g_full, _, _ = cpu.conv_wgrad(x_q, g_q, op["k"], op["stride"], op["pad"], "full")
+    assert np.array_equal(s.wgrad_result(op), g_full) and sgn.shape == g_full.shape
+
+
 def test_refusals_are_named_exceptions(small):
     s = _session(small)
     with pytest.raises(BadOp, match="refused the call with BAD_OP"):

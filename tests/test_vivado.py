@@ -3,6 +3,7 @@ every Vivado command recorded by a stand-in, the project.tcl hls/vivado.py gener
 board data, the tool checks, and the command line's one-line errors."""
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,8 +100,9 @@ proc get_property {name object} {
 }
 """
 
-# The Vivado interfaces of the exported engine: one m_axi per buffer (gmem_<name> bundles).
-M_AXI = [f"m_axi_gmem_{r.name}" for r in regmap.REGISTERS if r.kind == "ptr"]
+# The Vivado interfaces of the exported engine: one m_axi per bundle of the kernel's pragmas.
+M_AXI = sorted({f"m_axi_{b}" for b in re.findall(r"mode=m_axi\b[^\n]*\bbundle=(\w+)",
+                                                  open(os.path.join(project.HERE, "src", "e2t_engine.cpp")).read())})
 PS_CLOCKS = {"zynq7": ["M_AXI_GP0_ACLK", "S_AXI_HP0_ACLK"], "zynqmp": ["maxihpm0_fpd_aclk", "saxihp0_fpd_aclk"]}
 
 
@@ -180,7 +182,7 @@ def test_build_prj_builds_the_board_s_block_design(tmp_path, name):
     ps_cell = f"{b.ps}_0"
     assert cells[ps_cell]["-vlnv"] == f"xilinx.com:ip:{b.ps}:1.10"  # the newest in the catalog
     assert cells["e2t_engine_0"]["-vlnv"] == regmap.VLNV == "e2t:hls:e2t_engine:1.0"
-    assert {"rst_pl", "ctrl_smc", "mem_smc"} <= set(cells)
+    assert {"rst_pl", "ctrl_smc", "mem_smc0", "mem_smc1"} <= set(cells)
     automation = _by(calls, "apply_bd_automation")[0]
     assert _options(automation[:-1])["-rule"] == f"xilinx.com:bd_rule:{b.ps}" and automation[-1] == f"/{ps_cell}"
     assert 'apply_board_preset "1"' in _options(automation[:-1])["-config"]
@@ -189,28 +191,34 @@ def test_build_prj_builds_the_board_s_block_design(tmp_path, name):
     n = b.pl_clock[-1]
     if b.family == "zynq7":
         assert ps_props[f"CONFIG.PCW_FPGA{n}_PERIPHERAL_FREQMHZ"] == f"{b.clock_mhz:g}"
-        assert ps_props[f"CONFIG.PCW_USE_{b.hp_ports[0]}"] == "1" and ps_props["CONFIG.PCW_USE_S_AXI_HP1"] == "0"
         assert ps_props[f"CONFIG.PCW_USE_{b.axi_lite_port}"] == "1"
         reset = f"FCLK_RESET{n}_N"
     else:
         assert ps_props[f"CONFIG.PSU__CRL_APB__PL{n}_REF_CTRL__FREQMHZ"] == f"{b.clock_mhz:g}"
-        assert b.hp_ports[0] == "S_AXI_HP0_FPD" and ps_props["CONFIG.PSU__USE__S_AXI_GP2"] == "1"
-        assert [ps_props[f"CONFIG.PSU__USE__S_AXI_GP{i}"] for i in (3, 4, 5)] == ["0", "0", "0"]
         assert b.axi_lite_port == "M_AXI_HPM0_FPD" and ps_props["CONFIG.PSU__USE__M_AXI_GP0"] == "1"
         reset = f"pl_resetn{n}"
 
     intf = _by(calls, "connect_bd_intf_net")
     assert (f"/{ps_cell}/{b.axi_lite_port}", "/ctrl_smc/S00_AXI") in intf
     assert ("/ctrl_smc/M00_AXI", "/e2t_engine_0/s_axi_control") in intf
-    assert ("/mem_smc/M00_AXI", f"/{ps_cell}/{b.hp_ports[0]}") in intf
-    masters = sorted(c[0] for c in intf if c[1].startswith("/mem_smc/S"))
-    assert masters == sorted(f"/e2t_engine_0/{m}" for m in M_AXI)
-    mem_props = next(_options(p[1].split()) for p in props if p[0] == "-dict" and p[2] == "/mem_smc")
-    assert mem_props["CONFIG.NUM_SI"] == str(len(M_AXI))
+    # each m_axi master (the read and the write bundle) on an HP port of its own, the others off
+    assert M_AXI == ["m_axi_gmem_rd", "m_axi_gmem_wr"]
+    hp_props = next(_options(p[1].split()) for p in props if p[0] == "-dict" and p[2] == f"/{ps_cell}"
+                    and any("S_AXI_HP" in k or "S_AXI_GP" in k for k in p[1].split()[0::2]))
+    on = [1, 1, 0, 0]
+    want = ({f"CONFIG.PCW_USE_S_AXI_HP{i}": str(v) for i, v in enumerate(on)} if b.family == "zynq7" else
+            {f"CONFIG.PSU__USE__S_AXI_GP{i + 2}": str(v) for i, v in enumerate(on)})  # S_AXI_HP<i>_FPD
+    assert hp_props == want
+    for k, m in enumerate(M_AXI):
+        assert (f"/e2t_engine_0/{m}", f"/mem_smc{k}/S00_AXI") in intf
+        assert (f"/mem_smc{k}/M00_AXI", f"/{ps_cell}/{b.hp_ports[k]}") in intf
+        smc = next(_options(p[1].split()) for p in props if p[0] == "-dict" and p[2] == f"/mem_smc{k}")
+        assert smc["CONFIG.NUM_SI"] == "1"
 
     nets = _by(calls, "connect_bd_net")
     clock = next(net for net in nets if net[0] == f"/{ps_cell}/{b.pl_clock}")
-    assert {"/e2t_engine_0/ap_clk", "/rst_pl/slowest_sync_clk", "/ctrl_smc/aclk", "/mem_smc/aclk"} <= set(clock)
+    assert {"/e2t_engine_0/ap_clk", "/rst_pl/slowest_sync_clk", "/ctrl_smc/aclk", "/mem_smc0/aclk",
+            "/mem_smc1/aclk"} <= set(clock)
     assert {f"/{ps_cell}/{pin}" for pin in PS_CLOCKS[b.family]} <= set(clock)
     assert (f"/{ps_cell}/{reset}", "/rst_pl/ext_reset_in") in nets
     assert ("/rst_pl/peripheral_aresetn", "/e2t_engine_0/ap_rst_n") in nets

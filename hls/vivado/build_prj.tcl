@@ -1,6 +1,7 @@
 # Vivado build of the e2t overlay for one board: the Zynq PS with the board's preset, the engine
 # IP (e2t:hls:e2t_engine:1.0, exported by Vitis HLS) as cell e2t_engine_0 on the PS's control
-# port and one HP port to DDR, synthesis, implementation and the bitstream. Ends with e2t.bit
+# port, each of its m_axi masters on an HP port of its own to DDR (as hls/cycles.py models them:
+# the read and the write bundle do not share a port), synthesis, implementation and the bitstream. Ends with e2t.bit
 # and e2t.hwh side by side in out_dir (pynq.Overlay wants the same base name).
 #
 #   vivado -mode batch -notrace -source hls/vivado/build_prj.tcl -tclargs <project.tcl>
@@ -80,7 +81,6 @@ if {![string is double -strict $clock_mhz] || $clock_mhz <= 0} {
 if {![string is integer -strict $jobs] || $jobs < 1} {
     e2t_fail "jobs must be a positive integer, got '$jobs'"
 }
-set hp_port [lindex $hp_ports 0]
 
 # CONFIG.* properties of the PS for the control port, the DDR port and the PL clock, and the
 # names of the PL clock and its reset. Zynq-7000 (processing_system7): PCW_USE_M_AXI_GP<n>,
@@ -95,14 +95,12 @@ set ps_config {}
 switch -- $family {
     zynq7 {
         set lite [e2t_port_number $axi_lite_port {^M_AXI_GP([01])$} axi_lite_port]
-        set hp [e2t_port_number $hp_port {^S_AXI_HP([0-3])$} "hp port"]
+        set hp_pattern {^S_AXI_HP([0-3])$}
         set clk [e2t_port_number $pl_clock {^FCLK_CLK([0-3])$} pl_clock]
         foreach n {0 1} {
             lappend ps_config CONFIG.PCW_USE_M_AXI_GP$n [expr {$n == $lite}]
         }
-        foreach n {0 1 2 3} {
-            lappend ps_config CONFIG.PCW_USE_S_AXI_HP$n [expr {$n == $hp}]
-        }
+        set hp_property CONFIG.PCW_USE_S_AXI_HP%d
         lappend ps_config CONFIG.PCW_EN_CLK${clk}_PORT 1 CONFIG.PCW_EN_RST${clk}_PORT 1 \
             CONFIG.PCW_FPGA${clk}_PERIPHERAL_FREQMHZ $clock_mhz
         set ps_reset FCLK_RESET${clk}_N
@@ -111,14 +109,13 @@ switch -- $family {
     }
     zynqmp {
         set lite [e2t_port_number $axi_lite_port {^M_AXI_HPM([01])_FPD$} axi_lite_port]
-        set hp [e2t_port_number $hp_port {^S_AXI_HP([0-3])_FPD$} "hp port"]
+        set hp_pattern {^S_AXI_HP([0-3])_FPD$}
         set clk [e2t_port_number $pl_clock {^pl_clk([0-3])$} pl_clock]
         foreach n {0 1 2} {
             lappend ps_config CONFIG.PSU__USE__M_AXI_GP$n [expr {$n == $lite}]
         }
-        foreach n {0 1 2 3} {
-            lappend ps_config CONFIG.PSU__USE__S_AXI_GP[expr {$n + 2}] [expr {$n == $hp}]
-        }
+        set hp_property CONFIG.PSU__USE__S_AXI_GP%d
+        set hp_offset 2
         lappend ps_config CONFIG.PSU__FPGA_PL${clk}_ENABLE 1 \
             CONFIG.PSU__CRL_APB__PL${clk}_REF_CTRL__FREQMHZ $clock_mhz
         set ps_reset pl_resetn$clk
@@ -127,7 +124,14 @@ switch -- $family {
     }
 }
 
-e2t_say "board $board: $part ($board_part), $ps, control on $axi_lite_port, DDR on $hp_port, $pl_clock at $clock_mhz MHz"
+# The HP ports in use: the board's list, in order, one per m_axi master of the engine (counted
+# below, once the IP is in the design); the rest stay off.
+set hp_numbers [lmap port $hp_ports { e2t_port_number $port $hp_pattern "hp port" }]
+if {![info exists hp_offset]} {
+    set hp_offset 0
+}
+
+e2t_say "board $board: $part ($board_part), $ps, control on $axi_lite_port, DDR on [join $hp_ports {, }] (one per engine master), $pl_clock at $clock_mhz MHz"
 e2t_say "project $project_dir, IP from $ip_repo, $jobs jobs"
 
 # -- project and IP catalog -------------------------------------------------------------------
@@ -154,32 +158,56 @@ set_property -dict $ps_config $ps_cell
 set engine [create_bd_cell -type ip -vlnv $e2t_engine_vlnv e2t_engine_0]
 set reset [create_bd_cell -type ip -vlnv [e2t_ipdef proc_sys_reset] rst_pl]
 set ctrl_smc [create_bd_cell -type ip -vlnv [e2t_ipdef smartconnect] ctrl_smc]
-set mem_smc [create_bd_cell -type ip -vlnv [e2t_ipdef smartconnect] mem_smc]
 set masters [get_bd_intf_pins -of_objects $engine -filter {MODE == Master}]
 if {[llength $masters] == 0} {
     e2t_fail "$e2t_engine_vlnv has no m_axi interface: is $ip_repo the engine's export?"
 }
 set_property -dict [list CONFIG.NUM_SI 1 CONFIG.NUM_MI 1] $ctrl_smc
-set_property -dict [list CONFIG.NUM_SI [llength $masters] CONFIG.NUM_MI 1] $mem_smc
+# Master i on HP port i mod (the board's HP ports), through a SmartConnect per port in use (it
+# converts the engine's AXI4 to the port's protocol and width); those ports are switched on.
+set used [expr {min([llength $masters], [llength $hp_ports])}]
+set on_port [lrepeat $used {}]
+set i 0
+foreach master $masters {
+    set k [expr {$i % $used}]
+    lset on_port $k [concat [lindex $on_port $k] [list $master]]
+    incr i
+}
+set mem_smcs {}
+for {set k 0} {$k < $used} {incr k} {
+    set smc [create_bd_cell -type ip -vlnv [e2t_ipdef smartconnect] mem_smc$k]
+    set_property -dict [list CONFIG.NUM_SI [llength [lindex $on_port $k]] CONFIG.NUM_MI 1] $smc
+    lappend mem_smcs $smc
+}
+set hp_config {}
+for {set k 0} {$k < 4} {incr k} {
+    set wanted [expr {[lsearch -exact [lrange $hp_numbers 0 [expr {$used - 1}]] $k] >= 0}]
+    lappend hp_config [format $hp_property [expr {$k + $hp_offset}]] $wanted
+}
+set_property -dict $hp_config $ps_cell
 
 # Control: PS master -> SmartConnect -> the engine's registers.
 connect_bd_intf_net [get_bd_intf_pins $ps_cell/$axi_lite_port] [get_bd_intf_pins $ctrl_smc/S00_AXI]
 connect_bd_intf_net [get_bd_intf_pins $ctrl_smc/M00_AXI] [get_bd_intf_pins $engine/s_axi_control]
-# DDR: every m_axi of the engine -> one SmartConnect -> the HP port.
-set si 0
-foreach master $masters {
-    connect_bd_intf_net $master [get_bd_intf_pins $mem_smc/[format S%02d_AXI $si]]
-    incr si
+# DDR: each port's masters -> its SmartConnect -> the HP port.
+for {set k 0} {$k < $used} {incr k} {
+    set smc [lindex $mem_smcs $k]
+    set si 0
+    foreach master [lindex $on_port $k] {
+        connect_bd_intf_net $master [get_bd_intf_pins $smc/[format S%02d_AXI $si]]
+        incr si
+    }
+    connect_bd_intf_net [get_bd_intf_pins $smc/M00_AXI] [get_bd_intf_pins $ps_cell/[lindex $hp_ports $k]]
 }
-connect_bd_intf_net [get_bd_intf_pins $mem_smc/M00_AXI] [get_bd_intf_pins $ps_cell/$hp_port]
 
 # One clock and its reset for the whole PL; the PS's AXI port clocks (its clock inputs) too.
 set pl_clk [get_bd_pins $ps_cell/$pl_clock]
 connect_bd_net $pl_clk [get_bd_pins $reset/slowest_sync_clk] [get_bd_pins $engine/ap_clk] \
-    [get_bd_pins $ctrl_smc/aclk] [get_bd_pins $mem_smc/aclk] \
+    [get_bd_pins $ctrl_smc/aclk] {*}[lmap smc $mem_smcs { get_bd_pins $smc/aclk }] \
     {*}[get_bd_pins -of_objects $ps_cell -filter {TYPE == clk && DIR == I}]
 connect_bd_net [get_bd_pins $ps_cell/$ps_reset] [get_bd_pins $reset/ext_reset_in]
-connect_bd_net [get_bd_pins $reset/interconnect_aresetn] [get_bd_pins $ctrl_smc/aresetn] [get_bd_pins $mem_smc/aresetn]
+connect_bd_net [get_bd_pins $reset/interconnect_aresetn] [get_bd_pins $ctrl_smc/aresetn] \
+    {*}[lmap smc $mem_smcs { get_bd_pins $smc/aresetn }]
 connect_bd_net [get_bd_pins $reset/peripheral_aresetn] [get_bd_pins $engine/ap_rst_n]
 
 assign_bd_address

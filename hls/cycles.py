@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from .boards import DEFAULT_BOARD, BOARDS, Board, board as get_board
 
 # Pipeline depths (cycles) by loop kind; "rd" loops read DDR, "wr" loops write it.
-DEPTH = {"mul": 2, "rd": 24, "wr": 8, "wpre": 4, "fwd": 12, "bwd": 12, "wgrad": 10, "update": 24, "small": 2}
+DEPTH = {"mul": 2, "rd": 24, "wr": 8, "wpre": 4, "fwd": 12, "bwd": 12, "wgrad": 10, "wgp": 12, "update": 24,
+         "small": 2}
 CALL = 2          # start / done handshake of a non-inlined function
 STEP = 2          # a step's state transitions around its parallel calls
 CHECK_TOP = 4     # the top function's register reads and check branches
@@ -94,6 +95,8 @@ class _Geo:
         self.bw8, self.bw16, self.bw32, self.bw64 = beat, beat // 2, beat // 4, max(1, beat // 8)
         self.tile_o, self.tile_i = b.tile_o, b.tile_i
         self.dmin_w = 2 * self.ai
+        self.half = self.ai // 2  # pixel-lane weight gradient: C limit, Wo floor, shortest group
+        self.pack = b.axi_bits >= 128  # its predictor packs two entries a DSP (the kernel's WGP_PACK)
         xdepth = -(-b.max_c // self.ai) * b.max_h * b.max_w
         self.uch = min(self.nacc * PB, self.ai * xdepth)  # UPDATE chunk
 
@@ -270,14 +273,28 @@ def tiles(s: ConvShape, b: Board) -> int:
     return _ceil(s.o, b.tile_o) * _ceil(s.c, b.tile_i)
 
 
-def _wg_groups(g: _Geo, s: ConvShape):
+def pixel_lanes(s: ConvShape, b: Board) -> bool:
+    """Whether CONV_WGRAD runs the pixel-lane sweep (the kernel's k.pix): stride 1, C <= AI / 2
+    input channels, an output row of Wo >= AI / 2 pixels."""
+    return s.stride == 1 and 2 * s.c <= b.array_i and 2 * s.wo >= b.array_i
+
+
+def _ck(s: ConvShape) -> tuple[int, int]:
+    """Entries C k^2 of one output channel, and their pairs (the predictor's steps)."""
+    ck = s.c * s.k * s.k
+    return ck, (ck + 1) // 2
+
+
+def _wg_groups(g: _Geo, s: ConvShape, pix: bool = False):
     nog, ncg = _ceil(s.o, g.ao), _ceil(s.c, g.ai)
     row_e = ncg * s.k * s.k * g.ai
     gr = min(nog, GS_DEPTH // row_e)
+    if pix:  # the tiles of a pass also fit the output block (C k^2 entries a tile)
+        gr = min(gr, PB // _ck(s)[0])
     return [(og0, min(nog, og0 + gr)) for og0 in range(0, nog, gr)]
 
 
-def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, only=None) -> int:
+def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, only=None, pix: bool = False) -> int:
     ncg = _ceil(s.c, g.ai)
     gch = min(s.o, og1 * g.ao) - og0 * g.ao
     hw, howo = s.h * s.w, s.ho * s.wo
@@ -291,6 +308,9 @@ def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, o
     cycles += _load(tr, "LOAD_X", s.c, hw, g.bw8) + _load(tr, "LOAD_G", gch, howo, g.bw16)
     steps = (s.k * s.k + 1) // 2 if pred else s.k * s.k
     total = steps * max(howo, g.dmin_w)
+    if pix:  # groups of up to AI pixels of a row, max(entries or pairs, AI / 2) cycles each
+        ck, ckh = _ck(s)
+        total = s.ho * _ceil(s.wo, g.ai) * max(ckh if pred and g.pack else ck, g.half)
     for n in range(s.n):
         cx = cl = 0
         for _ in chosen:
@@ -298,9 +318,14 @@ def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, o
             nxt = n + 1 < s.n
             load = ((_load(tr, "LOAD_X", cx1 - cx, hw, g.bw8) if nxt and cx < cx1 else 0)
                     + (_load(tr, "LOAD_G", cl1 - cl, howo, g.bw16) if nxt and cl < cl1 else 0))
-            comp = tr.loop("WG_SWEEP", total, "wgrad") + CALL
+            if pix:  # the first group's g, then the groups
+                comp = tr.loop("WGP_GPRE", g.half, "wpre") + tr.loop("WGP_SWEEP", total, "wgp") + CALL
+            else:
+                comp = tr.loop("WG_SWEEP", total, "wgrad") + CALL
             cycles += max(load, comp) + STEP
             cx, cl = cx1, cl1
+    if pix:  # the pass's sums, output block -> G store, one entry of every row a cycle
+        return cycles + tr.loop("WGP_COPY", (og1 - og0) * _ck(s)[0], "wpre")
     return cycles + tr.loop("WG_SWEEP", 2 * g.ai if pred else g.ai, "wgrad") + CALL  # the last sweep's flush
 
 
@@ -333,11 +358,14 @@ def conv_wgrad(s: ConvShape, b: Board, psg: bool = False, recomputed: int | None
     ones row by row; all when not given: the worst case) and the signs."""
     tr, g = tr or Trace(), _Geo(b)
     nog, ncg = _ceil(s.o, g.ao), _ceil(s.c, g.ai)
+    pix = pixel_lanes(s, b)
     cycles = _check("wgrad", s) + _make_call(tr) + _kdiv(tr)
-    groups = _wg_groups(g, s)
+    if pix:  # C k^2, the groups of the map; the tiles a pass
+        cycles += _kmul(tr, 2) + _kdiv(tr)
+    groups = _wg_groups(g, s, pix)
     for og0, og1 in groups:
         rows_o = min(s.o, og1 * g.ao) - og0 * g.ao
-        cycles += _wg_pass(tr, g, s, og0, og1, psg)
+        cycles += _wg_pass(tr, g, s, og0, og1, psg, pix=pix)
         cycles += _kmul(tr, 3) + _entries_loop(tr, g, s, "WG_WRITEBACK", rows_o, "wr")
     if not psg:
         return cycles
@@ -348,7 +376,7 @@ def conv_wgrad(s: ConvShape, b: Board, psg: bool = False, recomputed: int | None
     cycles += _kmul(tr) + tr.loop("PSG_COUNT", tiles(s, b), "small") + tr.loop("PSG_AFLAG", nog * ncg, "small")
     for og0, og1 in groups:
         rows_o = min(s.o, og1 * g.ao) - og0 * g.ao
-        cycles += _wg_pass(tr, g, s, og0, og1, False, only)
+        cycles += _wg_pass(tr, g, s, og0, og1, False, only, pix)
         cycles += _kmul(tr, 2) + _entries_loop(tr, g, s, "PSG_SIGN", rows_o, "rd")
     return cycles
 
@@ -422,10 +450,13 @@ RESNET20_LAYERS = (  # (c, o, h, k, stride, count): stem, three stages, projecti
 
 
 def resnet20(b: Board, batch: int = 128):
-    """(layer label, count, shape, estimates) for ResNet-20's convs at ``batch``."""
-    for c, o, h, k, stride, count in RESNET20_LAYERS:
+    """(layer label, count, shape, estimates) for ResNet-20's convs at ``batch``, as training runs
+    them: the stem (the first conv) has no input gradient, so no CONV_BWD_DATA (host/trainstep.py
+    skips it where op["input_grad"] is false; hls/export.py's plan costs leave it out too)."""
+    for i, (c, o, h, k, stride, count) in enumerate(RESNET20_LAYERS):
         s = ConvShape(batch, c, h, h, o, k, stride, (k - 1) // 2)
-        yield f"{c}>{o}, {h}, {k}/{stride}", count, s, estimate_layer(s, b)
+        ests = [e for e in estimate_layer(s, b) if i > 0 or e.op != "conv_bwd_data"]
+        yield f"{c}>{o}, {h}, {k}/{stride}", count, s, ests
 
 
 def main(argv=None) -> None:
@@ -444,6 +475,8 @@ def main(argv=None) -> None:
             total += count * e.seconds
             print(f"{f'{label} x{count}':<24}{e.op:<15}{e.cycles:>14,}{1e3 * e.seconds:>10.2f}"
                   f"{100 * e.utilization:>11.0f}%")
+            if e.op == "conv_fwd" and not any(x.op == "conv_bwd_data" for x in ests):
+                print(f"{f'{label} x{count}':<24}{'conv_bwd_data':<15}{'not run: the first conv has no input gradient':>47}")
     print(f"one training iteration of ResNet-20's convs: {total:.2f} s modeled")
 
 

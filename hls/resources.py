@@ -11,8 +11,9 @@ It reads the kernel as written (hls/src/e2t_engine.cpp, docs/engine.md) with the
   weight rows, the G store); a bank takes the fewest 18 Kb blocks of any aspect ratio (16K x 1 ...
   512 x 36); each m_axi bundle buffers its bursts in BRAM. The output blocks are LUT-RAM.
 - LUT / FF: the operand muxes of the array, the forward adder trees (the backward column sums
-  run down the DSP cascade), the weight-gradient lane adders and their shift chain, the banks'
-  rotations, LUT-RAM, the update and PSG datapaths, the AXI adapters and the control, with
+  run down the DSP cascade), the weight-gradient lane adders and their shift chain, the
+  pixel-lane weight gradient's g registers, per-lane x reads and copy adders (it sums on the
+  forward's trees), the banks' rotations, LUT-RAM, the update and PSG datapaths, the AXI adapters and the control, with
   per-unit figures that are estimates (one LUT per adder bit, a 4:1 mux per LUT6, a 64 x 1
   LUT-RAM per LUT, two for a dual-port one).
 
@@ -35,7 +36,7 @@ M_AXI_BUNDLES = 2             # gmem_rd (reads, in-place master) and gmem_wr (wr
 BRAM18_PER_M_AXI = 2          # read and write burst buffers of one adapter
 LUT_PER_M_AXI, FF_PER_M_AXI = 1200, 1800
 LUT_CONTROL, FF_CONTROL = 6000, 8000   # AXI-Lite registers, checks, the ops' sequencing
-PIPELINED_LOOPS = 23          # the kernel's pipelined loops (hls/cycles.py's labels)
+PIPELINED_LOOPS = 26          # the kernel's pipelined loops (its E2T_LOOPS labels; tests/test_estimate.py counts them)
 LUT_PER_LOOP, FF_PER_LOOP = 150, 100   # counters, address arithmetic and exit test of one loop
 UPDATE_LUT, UPDATE_FF = 1500, 600      # UPDATE's 64-bit sums, rounding shifts and saturations
 PSG_LUT = 400                 # PSG: |G| >= T and |G| 2^16 >= R max|G| per entry, signs
@@ -124,6 +125,16 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
                                 "lut": dsps * (sweep + sweep - 4) + ao * 2 * ai * sweep // 2 + ao * wide + 2 * ai * 8,
                                 "ff": dsps * (sweep + sweep - 4) + ao * 2 * ai * sweep}
     mux = lambda ways, bits: bits * -(-ways // 4)  # noqa: E731  (a ways:1 mux per bit, 4:1 per LUT6)
+    pack = b.axi_bits >= 128  # the pixel-lane predictor's two entries a DSP (the kernel's WGP_PACK)
+    ports = 2 if pack else 1
+    parts["wgrad, pixel lanes"] = {
+        "dsp": 0, "bram18": 0,
+        # per lane an ai:1 bank mux of x (one a read port in use), its bounds checks and address adder;
+        # the next group's g, two lanes a cycle from ao banks; the copy's rest 2^16 + low; packed, a
+        # third (4-bit) tree a row
+        "lut": ports * ai * (mux(ai, 8) + 40) + 2 * ao * mux(ao, 16) + ao * wide
+               + (ao * (ai - 1) * (4 + _log2_ceil(ai)) if pack else 0),
+        "ff": 2 * ao * ai * 16 + ai * 24}  # the group's g and the next group's, lane validity and addresses
     parts["bank rotations"] = {"dsp": 0, "bram18": 0,
                                "lut": 2 * ai * mux(ai, 8) + ao * mux(ao, 16) + ai * mux(bw8, 8) + ao * mux(bw16, 16),
                                "ff": 0}

@@ -117,16 +117,19 @@ def test_model_scales_with_the_work():
 @pytest.mark.parametrize("name", ["pynq-z2", "zcu104"])
 def test_resnet20_keeps_the_array_busy(name):
     """Issue 14's targets, modeled: >= 85 % of the array's peak on ResNet-20's 3 x 3 layers for the
-    forward, backward-data and weight-gradient (PSG worst case) ops. The stem (3 input channels:
-    3 of the 16 array columns; its int32 outputs alone need 4 bytes per 27 MACs) is the exception,
-    and so are the 1 x 1 projections (not 3 x 3)."""
+    forward, backward-data and weight-gradient (PSG worst case) ops. The stem (3 input channels)
+    is bound by DDR bandwidth: its forward's int32 outputs need 4 bytes per 27 MACs, and its
+    weight gradient (pixel lanes) reads 2 bytes of g per 27 MACs, which a 64-bit port gives at
+    most 58 % of the array's PSG worst case; it has no backward-data pass. The 1 x 1 projections
+    are not 3 x 3."""
     b = boards.board(name)
-    for label, _, s, ests in cycles.resnet20(b):
+    for i, (label, _, s, ests) in enumerate(cycles.resnet20(b)):
         util = {e.op: e.utilization for e in ests}
         if s.k == 3 and s.c > 3:
             assert min(util["conv_fwd"], util["conv_bwd_data"], util["conv_wgrad"]) >= 0.85, (label, util)
-        if s.c == 3:
-            assert util["conv_fwd"] < 0.25, (label, util)
+        if i == 0:  # the stem
+            assert s.c == 3 and "conv_bwd_data" not in util and util["conv_fwd"] < 0.25, (label, util)
+            assert util["conv_wgrad"] >= (0.85 if b.axi_bits >= 128 else 0.54), (label, util)
 
 
 def test_resnet20_iteration_five_times_faster_on_the_pynq_z2():
@@ -168,7 +171,14 @@ def _kernel_trips(lib, regs: dict, ports: dict) -> tuple[int, dict]:
 TRIP_SHAPES = [  # (n, c, o, h, w, k, stride, pad): ResNet-like, odd, strided, even kernels, off the array grid
     (2, 16, 16, 8, 8, 3, 1, 1), (1, 3, 16, 8, 8, 3, 1, 1), (2, 9, 17, 7, 5, 3, 2, 1), (1, 5, 3, 8, 8, 1, 2, 0),
     (3, 20, 10, 1, 1, 1, 1, 0), (2, 32, 64, 16, 16, 3, 2, 1), (2, 64, 64, 8, 8, 3, 1, 1), (1, 16, 16, 32, 32, 3, 1, 1),
-    (1, 4, 5, 6, 6, 2, 1, 0), (1, 4, 5, 6, 7, 2, 2, 1), (2, 33, 40, 5, 9, 3, 1, 0), (1, 17, 64, 18, 15, 1, 2, 1)]
+    (1, 4, 5, 6, 6, 2, 1, 0), (1, 4, 5, 6, 7, 2, 2, 1), (2, 33, 40, 5, 9, 3, 1, 0), (1, 17, 64, 18, 15, 1, 2, 1),
+    # the pixel-lane weight gradient (stride 1, C <= AI / 2 = 8, Wo >= 8) and its edges: C = 1, 2, 3, 8 and
+    # 9 (just above), k = 1 / 2 / 3, Wo = 28, 32, a partial group (20), Wo = 8 (the floor) and 7 (below),
+    # stride 2, several passes over the batch (C k^2 = 72: three output groups a pass), batch 3
+    (2, 1, 5, 4, 28, 3, 1, 1), (1, 2, 9, 3, 32, 1, 1, 0), (3, 3, 16, 6, 32, 3, 1, 1), (1, 8, 64, 3, 20, 3, 1, 1),
+    (2, 9, 16, 4, 28, 3, 1, 1), (1, 3, 8, 5, 8, 3, 1, 1), (1, 3, 8, 5, 7, 3, 1, 1), (1, 3, 16, 9, 32, 3, 2, 1),
+    (2, 8, 20, 4, 17, 2, 1, 0), (1, 1, 1, 1, 8, 1, 1, 0)]
+PIXEL_SHAPES = [t for t in TRIP_SHAPES if t[6] == 1 and 2 * t[1] <= 16 and 2 * ((t[4] + 2 * t[7] - t[5]) + 1) >= 16]
 
 
 @pytest.mark.parametrize("name", ["pynq-z2", "zcu104"])

@@ -2,6 +2,8 @@
 and the refusal of a configuration over the board's budget."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from host import boards, opcount, planbuild
@@ -39,6 +41,17 @@ def test_the_engine_on_the_xc7z020_by_hand():
     assert use["lut"].fits and use["ff"].fits and all(u.fits for u in use.values())
     parts = resources.engine(boards.board("pynq-z2"))
     assert [name for name, p in parts.items() if p["dsp"]] == ["multiplier array"]
+
+
+def test_the_model_counts_every_pipelined_loop_of_the_kernel():
+    """PIPELINED_LOOPS (their counters and exit tests in LUTs) is the number of the kernel's loop
+    labels that -DE2T_TRIPS counts (the E2T_LOOPS list of hls/src/e2t_engine.cpp)."""
+    import re
+    from hls import csim
+    with open(os.path.join(csim.HERE, "src", "e2t_engine.cpp")) as f:
+        text = f.read()
+    block = text[text.index("#define E2T_LOOPS(X)"):text.index("#define E2T_LOOP_ID")]
+    assert len(re.findall(r"X\((\w+)\)", block)) == resources.PIPELINED_LOOPS
 
 
 def test_the_engine_on_the_zcu104_by_hand():

@@ -44,7 +44,7 @@
 #ifdef E2T_TRIPS
 #define E2T_LOOPS(X)                                                                                                 \
     X(MUL16) X(DIV16) X(WG_COUNT) X(LOAD_W) X(BWD_SMAX) X(LOAD_X) X(LOAD_G) X(FWD_WPRE) X(FWD_SWEEP) X(BWD_WPRE) X(BWD_SWEEP) \
-    X(DRAIN) X(WG_SWEEP) X(WG_WRITEBACK) X(PSG_DECIDE) X(PSG_COUNT) X(PSG_AFLAG) X(PSG_SIGN) X(RATIO)              \
+    X(DRAIN) X(WG_SWEEP) X(WGP_GPRE) X(WGP_SWEEP) X(WGP_COPY) X(WG_WRITEBACK) X(PSG_DECIDE) X(PSG_COUNT) X(PSG_AFLAG) X(PSG_SIGN) X(RATIO)              \
     X(UPD_LOAD32) X(UPD_LOADSGN) X(UPD_STORE32) X(UPD_STEP)
 #define E2T_LOOP_ID(name) L_##name,
 enum TripLoop { E2T_LOOPS(E2T_LOOP_ID) L_COUNT };
@@ -97,6 +97,16 @@ const int PB = 128;                      // pixels of an output block (its accum
 const int DMIN = 16;                     // shortest forward / backward sweep: covers the accumulator
                                          // read-modify-write distance and one step's weight prefetch
 const int DMIN_W = 2 * AI;               // shortest weight-gradient sweep: the flush of 2 AI lanes a row
+const int HALF = AI / 2;                 // pixel-lane weight gradient: the largest C, the shortest Wo, and
+                                         // the cycles of one group (prefetch of AI lanes of g, two a cycle)
+// The pixel-lane predictor packs two entries a DSP (about half the cycles) where the engine has the
+// LUTs for the wider adder trees it needs and a read port fast enough for it to pay: by default
+// the 128-bit (UltraScale+) boards. On a 64-bit port the stem's predictor pass waits on its g
+// stream either way, and the XC7Z020 has no LUTs to spare (docs/engine.md).
+#ifndef E2T_WGP_PACK
+#define E2T_WGP_PACK (E2T_AXI_BITS >= 128)
+#endif
+const bool WGP_PACK = E2T_WGP_PACK;
 const int GS_DEPTH = 1024;               // G store entries per array row (weight-gradient partial sums)
 const int UCH = NACC * PB < AI * XDEPTH ? NACC * PB : AI * XDEPTH;  // UPDATE chunk (elements): what the
                                          // output block, G store and x buffer it borrows hold
@@ -112,6 +122,8 @@ static_assert(XSLOTS * KK * AI <= GS_DEPTH, "one array row of weight-gradient ti
 static_assert(UCH / AO <= GS_DEPTH && UCH % BW8 == 0 && UCH % NACC == 0, "an UPDATE chunk fits the buffers it borrows");
 static_assert(2 * E2T_MAX_W <= PB && E2T_MAX_WO <= PB, "two output rows fit a block");
 static_assert(DMIN >= FO, "a sweep is long enough to prefetch the next step's weights");
+static_assert(AI >= 2 && HALF * KK <= PB, "a pixel-lane tile's entries fit the output block's pixels");
+static_assert(2 * AO <= NACC, "a pixel-lane tile's two sums a row have their own output-block rows");
 static_assert(SWEEP_BITS <= 48 && E2T_ACC_WIDE_BITS <= 64, "sums fit the widths");
 
 #ifdef E2T_AP_TYPES
@@ -195,6 +207,10 @@ struct Call {
     // backward parity classes (index py s + px): steps and, for a full / the last band, pixels
     // and trips of the class sweep
     int cl_steps[4], cl_np[2][4], cl_tot[2][4];
+    // CONV_WGRAD pixel-lane sweep (pix: stride 1, C <= AI / 2, Wo >= AI / 2): entries C k^2 of a row
+    // and their pairs, groups of up to AI pixels of one output row in the map
+    bool pix;
+    int ck, ckh, ngr;
 };
 
 Call make_call(const Shape &sh) {
@@ -210,6 +226,8 @@ Call make_call(const Shape &sh) {
     k.img_x = (uint32_t)kmul(k.hw, sh.c);
     k.img_g = (uint32_t)kmul(k.howo, sh.o);
     k.smax = 0;
+    k.pix = false;
+    k.ck = k.ckh = k.ngr = 0;
     k.rb = k.nb = k.np_full = k.np_last = k.tot_full = k.tot_last = k.src_step = k.out_step = 0;
     for (int i = 0; i < 4; i++) {
         k.cl_steps[i] = 0;
@@ -393,9 +411,31 @@ DRAIN_CH:
     sat += n_sat;
 }
 
+// The adder trees after the array, two a row over its AI lanes: each product split at 16 bits into
+// its low field (sign-extended) and the rest, (P >> 16) + (low field < 0), exact for the packed
+// products (docs/engine.md, Packing), and both summed; where the pixel-lane predictor packs
+// (WGP_PACK), a third tree over the rests' low 4 bits. The forward and the pixel-lane weight
+// gradient share one instance (ALLOCATION in array_unit). Every sum fits 32 bits: |P| <= 2^38.
+void row_sums(const mul_p_t P[AO][AI], int32_t lo[AO], int32_t hi[AO], int32_t nib[AO]) {
+#pragma HLS INLINE off
+#pragma HLS PIPELINE II = 1
+    for (int r = 0; r < AO; r++) {
+        int32_t t1 = 0, t2 = 0, t3 = 0;
+        for (int l = 0; l < AI; l++) {
+            const int64_t pv = E2T_I64(P[r][l]), f = low_field(pv, 16), q = (pv >> 16) + (f < 0 ? 1 : 0);
+            t1 += (int32_t)f;
+            t2 += (int32_t)q;
+            if (WGP_PACK) t3 += (int32_t)low_field(q, 4);
+        }
+        lo[r] = t1;
+        hi[r] = t2;
+        nib[r] = t3;
+    }
+}
+
 // -- the ops on the array ----------------------------------------------------------------------
 
-enum { U_FWD, U_BWD, U_WG, U_UPD };
+enum { U_FWD, U_BWD, U_WG, U_WGP, U_UPD };
 
 // What one array_unit call computes. Forward: output group og, rows [y0, y0 + rows) (npix
 // pixels, `total` sweep trips), base = (y0 s - pad) W; backward: input group cg, rows [y0,
@@ -458,15 +498,11 @@ FWD_SWEEP:
                     B[r][l] = (mul_b_t)E2T_INT(xv[l]);
                 }
             pe_array(A, B, P, false);
-            for (int r = 0; r < AO; r++) {  // split each packed product, sum over the AI inputs:
-                int32_t lo = 0, hi = 0;    // high field = (P >> 16) + (low field < 0)
-                for (int l = 0; l < AI; l++) {
-                    const int64_t pv = E2T_I64(P[r][l]), f = low_field(pv, 16);
-                    lo += (int32_t)f;
-                    hi += (int32_t)(pv >> 16) + (f < 0 ? 1 : 0);
-                }
-                ac[r][p] = (st == 0 ? (acc_wide_t)0 : ac[r][p]) + lo;
-                ac[AO + r][p] = (st == 0 ? (acc_wide_t)0 : ac[AO + r][p]) + hi;
+            int32_t lo[AO], hi[AO], nib[AO];  // each packed product split, summed over the AI inputs
+            row_sums(P, lo, hi, nib);
+            for (int r = 0; r < AO; r++) {
+                ac[r][p] = (st == 0 ? (acc_wide_t)0 : ac[r][p]) + lo[r];
+                ac[AO + r][p] = (st == 0 ? (acc_wide_t)0 : ac[AO + r][p]) + hi[r];
             }
         }
         if (p == L - 1) {  // next step
@@ -749,6 +785,139 @@ WG_SWEEP:
     pend_first = fl_first;
 }
 
+// CONV_WGRAD tile of one image in the pixel-lane sweep (k.pix: stride 1, C <= AI / 2, Wo >= AI / 2),
+// for layers with too few input channels to fill the AI lanes (the stem: 3). Lane l is output
+// pixel p0 + l of a group (a run of up to AI pixels of one output row; lanes past the row's end
+// carry g = 0), row r output channel o of group og; each cycle one entry (c, tap), or with
+// WGP_PACK two consecutive ones in one DSP under the predictor (fields 20 bits apart, as in
+// wg_tile). DSP (r, l) multiplies x[c][input pixel of p0 + l at the tap] (per lane: AI consecutive
+// pixels of one channel, AI different banks at stride 1; a packed second entry uses the other
+// port) by g[o][p0 + l] (per DSP, held in registers for the group's L = max(steps, HALF) cycles;
+// the next group's arrive two lanes a cycle meanwhile, on both ports of the g banks).
+// The datapath after the array is the forward's: each product split at 16 bits (low field, rest),
+// the two adder trees of a row over the AI lanes, the accumulators ac[r] and ac[AO + r] (the output
+// block, free in a weight-gradient call) at the entry instead of the pixel: ac[r][tb + j] holds
+// the entry's sum of low fields, ac[AO + r][tb + j] the rest's, G = rest 2^16 + low (WGP_COPY).
+// Packed, a third 4-bit tree per row recovers the two entries' sums (entry b = t3 2^16 + t1,
+// entry a = (t2 - t3) / 16), accumulated at ac[(j odd) AO + r][tb + j / 2]. An entry is revisited
+// after L >= HALF cycles, beyond the read-modify-write. wg_pass copies the sums into the G store
+// after the batch.
+void wgp_tile(const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH], acc_wide_t ac[NACC][PB], const Call &k,
+              const Job &j) {
+#pragma HLS INLINE
+    grad_t greg[AO][AI], gnext[AO][AI];
+#pragma HLS ARRAY_PARTITION variable = greg complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = gnext complete dim = 0
+    const bool pred = j.pred, pack = WGP_PACK && j.pred;
+    const int S = pack ? k.ckh : k.ck, L = imax(S, HALF), gbase = j.og * GPLANE, tb = j.gsbase;
+    E2T_ENTER(WGP_GPRE);
+WGP_GPRE:  // the first group's g: pixels q and q + HALF of row 0
+    for (int q = 0; q < HALF; q++) {
+#pragma HLS PIPELINE II = 1
+        E2T_TRIP(WGP_GPRE);
+        for (int h = 0; h < 2; h++) {
+            const int l = q + h * HALF;
+            for (int r = 0; r < AO; r++) greg[r][l] = l < k.wo ? gb[(r + l) & (AO - 1)][gbase + l] : (grad_t)0;
+        }
+    }
+    // the group: output row yo (its first pixel rs = yo Wo, input row offset yw = yo W), first column
+    // xo0, first pixel p0, number grp; the next group's first column and pixel
+    int u = 0, grp = 0, yo = 0, yw = 0, rs = 0, xo0 = 0, p0 = 0;
+    int nxo0 = AI < k.wo ? AI : 0, np0 = AI < k.wo ? AI : k.wo;
+    // entry a = (ca, kha, kwa): the step's (predictor: 2 u), entry b = a + 1 (predictor only)
+    int ca = 0, kha = 0, kwa = 0, cb = k.k > 1 ? 0 : 1, khb = 0, kwb = k.k > 1 ? 1 : 0;
+    E2T_ENTER(WGP_SWEEP);
+WGP_SWEEP:
+    for (int it = 0; it < j.total; it++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_HO * ((E2T_MAX_WO + AI - 1) / AI) * HALF * KK
+#pragma HLS DEPENDENCE variable = ac inter false
+        E2T_TRIP(WGP_SWEEP);
+        if (u < S) {
+            const int ja = pack ? u << 1 : u;
+            const bool hb = pack && ja + 1 < k.ck;
+            const int iya = yo + kha - k.p, iyb = yo + khb - k.p;
+            const int ia0 = yw + small_mul(kha - k.p, k.w) + xo0 + kwa - k.p;
+            const int ib0 = yw + small_mul(khb - k.p, k.w) + xo0 + kwb - k.p;
+            const int ixa0 = xo0 + kwa - k.p, ixb0 = xo0 + kwb - k.p;
+            mul_a_t A[AO][AI];
+            mul_b_t B[AO][AI];
+            mul_p_t P[AO][AI];
+            for (int l = 0; l < AI; l++) {
+                const bool in = xo0 + l < k.wo;
+                const bool va = in && iya >= 0 && iya < k.h && ixa0 + l >= 0 && ixa0 + l < k.w;
+                const bool vb = hb && in && iyb >= 0 && iyb < k.h && ixb0 + l >= 0 && ixb0 + l < k.w;
+                const int xa = va ? E2T_INT(xb[(ca + ia0 + l) & (AI - 1)][ia0 + l]) : 0;
+                const int xv = vb ? E2T_INT(xb[(cb + ib0 + l) & (AI - 1)][ib0 + l]) : 0;
+                const int av = pack ? e2t::msb((int8_t)xa) * (1 << 20) + e2t::msb((int8_t)xv)
+                                    : pred ? e2t::msb((int8_t)xa) : xa;
+                for (int r = 0; r < AO; r++) {
+                    A[r][l] = (mul_a_t)av;
+                    B[r][l] = (mul_b_t)E2T_INT(greg[r][l]);
+                }
+            }
+            pe_array(A, B, P, false);
+            const bool init = j.first && grp == 0;
+            int32_t lo[AO], hi[AO], nib[AO];  // the forward's trees; packed, nib: entry b's 4 bits above its low field
+            row_sums(P, lo, hi, nib);
+            for (int r = 0; r < AO; r++) {
+                // packed: entry a = (hi - nib) / 16 at row r, entry b = nib 2^16 + lo at row AO + r (pair u);
+                // else the entry's two sums, low at row r, rest at row AO + r
+                const int64_t t1 = lo[r], t2 = hi[r], t3 = nib[r];
+                const int64_t s0 = pack ? (t2 - t3) >> 4 : t1, s1 = pack ? shl64(t3, 16) + t1 : t2;
+                ac[r][tb + u] = (acc_wide_t)((init ? 0 : E2T_I64(ac[r][tb + u])) + s0);
+                if (!pack || hb) ac[AO + r][tb + u] = (acc_wide_t)((init ? 0 : E2T_I64(ac[AO + r][tb + u])) + s1);
+            }
+        }
+        if (u < HALF && grp + 1 < k.ngr) {  // the next group's g, lanes u and u + HALF
+            for (int h = 0; h < 2; h++) {
+                const int l = u + h * HALF, p = np0 + l;
+                for (int r = 0; r < AO; r++)
+                    gnext[r][l] = nxo0 + l < k.wo ? gb[(r + p) & (AO - 1)][gbase + p] : (grad_t)0;
+            }
+        }
+        if (u == L - 1) {  // next group: its registers, coordinates and first entries
+            for (int r = 0; r < AO; r++)
+                for (int l = 0; l < AI; l++) greg[r][l] = gnext[r][l];
+            if (nxo0 == 0) {
+                yo++;
+                yw += k.w;
+                rs += k.wo;
+            }
+            xo0 = nxo0;
+            p0 = np0;
+            grp++;
+            const bool more = xo0 + AI < k.wo;
+            nxo0 = more ? xo0 + AI : 0;
+            np0 = more ? p0 + AI : rs + k.wo;
+            u = 0;
+            ca = kha = kwa = 0;
+            cb = k.k > 1 ? 0 : 1;
+            khb = 0;
+            kwb = k.k > 1 ? 1 : 0;
+        } else {
+            u++;
+            for (int adv = 0; adv < 2; adv++) {
+                if (adv == 1 && !pack) break;
+                if (++kwa == k.k) {
+                    kwa = 0;
+                    if (++kha == k.k) {
+                        kha = 0;
+                        ca++;
+                    }
+                }
+                if (++kwb == k.k) {
+                    kwb = 0;
+                    if (++khb == k.k) {
+                        khb = 0;
+                        cb++;
+                    }
+                }
+            }
+        }
+    }
+}
+
 // UPDATE on one chunk: master in ac[e mod NACC][e / NACC], momentum in gs[e mod AO][e / AO], signs
 // in xb[e mod AI][e / AI]. The products go through the array in pieces of 25 x 18 bits: WD W and
 // MU buf (6 DSPs), then LR buf' (4 DSPs), two array calls an element (II = 2).
@@ -815,9 +984,11 @@ void array_unit(const Job &j, const Call &k, const act_t xb[AI][XDEPTH], const g
                 acc_wide_t gs[AO][GS_DEPTH], int e_w, uint64_t lr, uint64_t wd, uint32_t mu, uint32_t &sat) {
 #pragma HLS INLINE off
 #pragma HLS ALLOCATION function instances = pe_array limit = 1
+#pragma HLS ALLOCATION function instances = row_sums limit = 1
     if (j.mode == U_FWD) fwd_block(xb, wm, ac, k, j);
     else if (j.mode == U_BWD) bwd_block(gb, wm, dsh, ac, k, j);
     else if (j.mode == U_WG) wg_tile(xb, gb, gs, k, j);
+    else if (j.mode == U_WGP) wgp_tile(xb, gb, ac, k, j);
     else upd_chunk(xb, ac, gs, j, e_w, lr, wd, mu, sat);
 }
 
@@ -1038,8 +1209,11 @@ WG_COUNT:
     const int psx = kdiv_ceil(k.c, ntile), psg = kdiv_ceil(gch, ntile);
     const uint32_t psx_e = (uint32_t)kmul(psx, k.hw), psg_e = (uint32_t)kmul(psg, k.howo);
     const int steps = pred ? (k.kk + 1) >> 1 : k.kk;
-    const int total = (int)kmul(steps, imax(k.howo, DMIN_W));
+    // sweep trips of a tile: taps x max(Ho Wo, DMIN_W), or (pixel lanes) groups x max(entries, HALF)
+    const int total = k.pix ? (int)kmul(k.ngr, imax(WGP_PACK && pred ? k.ckh : k.ck, HALF))
+                            : (int)kmul(steps, imax(k.howo, DMIN_W));
     const int tile_e = k.kk << LOG_AI;  // G store entries of one tile, in each row
+    const int mode = k.pix ? U_WGP : U_WG, tstep = k.pix ? k.ck : tile_e;  // pixel lanes: sums in ac0
     const uint32_t g_first = (uint32_t)kmul(og0 * AO, k.howo);
     load_x(act, 0, 0, k.c, k, xb0);
     load_g(grad, g_first, 0, gch, k, gb0);
@@ -1056,7 +1230,7 @@ WG_IMAGE:
             for (int cg = 0; cg < k.ncg; cg++) {
 #pragma HLS LOOP_TRIPCOUNT max = XSLOTS
                 if (!use_only || only[og][cg]) {
-                    const Job j = {U_WG, og - og0, cg, 0, 0, 0, total, 0, 0, gsbase, 0, pred, n == 0, false};
+                    const Job j = {mode, og - og0, cg, 0, 0, 0, total, 0, 0, gsbase, 0, pred, n == 0, false};
                     const int cx1 = imin(k.c, cx + psx), cl1 = imin(gch, cl + psg);
                     const bool ldx = next && cx < cx1, ldg = next && cl < cl1;
                     if ((n & 1) == 0) {
@@ -1073,14 +1247,44 @@ WG_IMAGE:
                     cx = cx1;
                     cl = cl1;
                 }
-                gsbase += tile_e;
+                gsbase += tstep;
             }
         img_x += k.img_x;
         img_g += k.img_g;
     }
-    // the last tile's last sweep, into the G store
-    const Job fl = {U_WG, 0, 0, 0, 0, 0, pred ? 2 * AI : AI, 0, 0, 0, 0, pred, false, true};
-    array_unit(fl, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+    if (!k.pix) {  // the last tile's last sweep, into the G store
+        const Job fl = {U_WG, 0, 0, 0, 0, 0, pred ? 2 * AI : AI, 0, 0, 0, 0, pred, false, true};
+        array_unit(fl, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+        return;
+    }
+    // pixel lanes: the tiles' sums (entry j = c k^2 + t of tile i at ac0[r][i C k^2 + j] and
+    // ac0[AO + r][...], the low fields and the rest; packed predictor: ac0[(j odd) AO + r][i C k^2 + j / 2])
+    // into the G store's layout (row r, tile base + t AI + c), every row at once, one entry a cycle
+    int og = og0, c = 0, t = 0, e = 0, tb = 0, gb_at = 0;
+    E2T_ENTER(WGP_COPY);
+WGP_COPY:
+    while (og < og1) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = GSLOTS * HALF * KK
+        E2T_TRIP(WGP_COPY);
+        if (!use_only || only[og][0])
+            for (int r = 0; r < AO; r++) {
+                const int64_t lo = E2T_I64(ac0[r][tb + e]), rest = E2T_I64(ac0[AO + r][tb + e]);
+                const int64_t packed = E2T_I64(ac0[((e & 1) << LOG_AO) + r][tb + (e >> 1)]);
+                gs[r][gb_at + (t << LOG_AI) + c] = (acc_wide_t)(WGP_PACK && pred ? packed : shl64(rest, 16) + lo);
+            }
+        e++;
+        if (++t == k.kk) {
+            t = 0;
+            if (++c == k.c) {
+                c = 0;
+                e = 0;
+                tb += k.ck;
+                gb_at += tile_e;
+                og++;
+            }
+        }
+    }
 }
 
 // Walks the entries (o, c, t) of output rows [o_first, o_first + rows) in OIHW order and their
@@ -1135,10 +1339,21 @@ void conv_wgrad(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
                 uint32_t mode, uint64_t threshold, uint32_t &sure, uint32_t &tiles, uint32_t &recomputed,
                 E2T_BUF_PARAMS) {
 #pragma HLS INLINE
-    const Call k = make_call(sh);
+    Call k = make_call(sh);
     const bool psg = mode != E2T_WGRAD_FULL;
     const int row_e = k.ncg * (k.kk << LOG_AI);
-    const int gr = imin(k.nog, kdiv_ceil(GS_DEPTH - row_e + 1, row_e));  // output groups a G store group
+    int gr = imin(k.nog, kdiv_ceil(GS_DEPTH - row_e + 1, row_e));  // output groups a G store group
+    // the pixel-lane sweep where the input channels fill at most half the lanes and an output row
+    // at least half (so it never uses fewer lanes than the channel sweep), at stride 1 (AI
+    // consecutive input pixels of a channel: AI banks); its groups of output channels also fit the
+    // output block (floor(PB / (C k^2)) of them)
+    k.pix = k.s == 1 && (k.c << 1) <= AI && (k.wo << 1) >= AI;
+    if (k.pix) {
+        k.ck = (int)kmul(k.c, k.kk);
+        k.ckh = (k.ck + 1) >> 1;
+        k.ngr = (int)kmul(k.ho, (k.wo + AI - 1) >> LOG_AI);
+        gr = imin(gr, kdiv_ceil(PB - k.ck + 1, k.ck));
+    }
     static bool none[GSLOTS][XSLOTS];
     int64_t gmax = 0;
 WG_GROUP1:

@@ -149,6 +149,27 @@ def _load_w(tr: Trace, s: ConvShape) -> int:
     return _kmul(tr, 2) + tr.loop("LOAD_W", s.o * s.c * s.k * s.k, "rd") + CALL
 
 
+def _band_steps(tr: Trace, g: _Geo, s: ConvShape, groups: int, nb: int, stream: tuple, block, width, beats: bool) -> int:
+    """The N x groups x bands steps of CONV_FWD and CONV_BWD_DATA, then the last drain: each step
+    loads a slice of the next image's planes (``stream``: label, planes, ps a step, plane size,
+    beat), runs ``block(last band) -> (cycles, pixels)`` and drains the previous block (``width(group)``
+    channels) at once."""
+    label, planes, ps, plane, bw = stream
+    cycles, prev = 0, None
+    for n in range(s.n):
+        c0 = 0
+        for grp in range(groups):
+            for bi in range(nb):
+                c1 = min(planes, c0 + ps)
+                load = _load(tr, label, c1 - c0, plane, bw) if n + 1 < s.n and c0 < c1 else 0
+                comp, npix = block(bi == nb - 1)
+                drain = _drain(tr, g, *prev, beats) if prev else 0
+                cycles += max(load, comp, drain) + STEP
+                c0 = c1
+                prev = (width(grp), npix)
+    return cycles + _drain(tr, g, *prev, beats)
+
+
 # -- CONV_FWD ----------------------------------------------------------------------------------
 
 def _fwd_plan(s: ConvShape):
@@ -173,21 +194,13 @@ def conv_fwd(s: ConvShape, b: Board, tr: Trace | None = None) -> int:
     ps = _ceil(s.c, B)
     cycles += _kmul(tr, 2) + _kdiv(tr) + _kmul(tr)  # B, ps_e; ps; base0
     cycles += _load(tr, "LOAD_X", s.c, hw, g.bw8)
-    beats = s.wo % g.bw32 == 0
-    prev = None
-    for n in range(s.n):
-        c0 = 0
-        for og in range(nogf):
-            for bi in range(nb):
-                npix = np_last if bi == nb - 1 else np_full
-                c1 = min(s.c, c0 + ps)
-                load = _load(tr, "LOAD_X", c1 - c0, hw, g.bw8) if n + 1 < s.n and c0 < c1 else 0
-                comp = _fwd_block(tr, g, s, npix)
-                drain = _drain(tr, g, *prev, beats) if prev else 0
-                cycles += max(load, comp, drain) + STEP
-                c0 = c1
-                prev = (min(g.fo, s.o - og * g.fo), npix)
-    return cycles + _drain(tr, g, *prev, beats)
+
+    def block(last: bool):
+        npix = np_last if last else np_full
+        return _fwd_block(tr, g, s, npix), npix
+
+    return cycles + _band_steps(tr, g, s, nogf, nb, ("LOAD_X", s.c, ps, hw, g.bw8), block,
+                                lambda og: min(g.fo, s.o - og * g.fo), s.wo % g.bw32 == 0)
 
 
 # -- CONV_BWD_DATA -----------------------------------------------------------------------------
@@ -248,22 +261,12 @@ def conv_bwd_data(s: ConvShape, b: Board, tr: Trace | None = None) -> int:
     ps = _ceil(s.o, B)
     cycles += _kmul(tr, 2) + _kdiv(tr)
     cycles += _load(tr, "LOAD_G", s.o, howo, g.bw16)
-    beats = s.w % g.bw32 == 0
-    prev = None
-    for n in range(s.n):
-        c0 = 0
-        for cg in range(ncg):
-            for bi in range(nb):
-                lastb = bi == nb - 1
-                npix = (last_rows if lastb else rb) * s.w
-                c1 = min(s.o, c0 + ps)
-                load = _load(tr, "LOAD_G", c1 - c0, howo, g.bw16) if n + 1 < s.n and c0 < c1 else 0
-                comp = _bwd_block(tr, g, s, last if lastb else full)
-                drain = _drain(tr, g, *prev, beats) if prev else 0
-                cycles += max(load, comp, drain) + STEP
-                c0 = c1
-                prev = (min(g.ai, s.c - cg * g.ai), npix)
-    return cycles + _drain(tr, g, *prev, beats)
+
+    def block(lastb: bool):
+        return _bwd_block(tr, g, s, last if lastb else full), (last_rows if lastb else rb) * s.w
+
+    return cycles + _band_steps(tr, g, s, ncg, nb, ("LOAD_G", s.o, ps, howo, g.bw16), block,
+                                lambda cg: min(g.ai, s.c - cg * g.ai), s.w % g.bw32 == 0)
 
 
 # -- CONV_WGRAD --------------------------------------------------------------------------------

@@ -324,61 +324,49 @@ LOAD_W:
     }
 }
 
-// Planes [c0, c1) of one image of x (the first at DDR element a0) into the skewed banks: channel c,
-// pixel i in bank (c + i) mod AI at (c / AI) XPLANE + i. Whole beats when H W is a multiple of one.
-void load_x(const int8_t *act, uint32_t a0, int c0, int c1, const Call &k, act_t xb[AI][XDEPTH]) {
+// Planes [c0, c1) of one image (n pixels a plane, the first at DDR element a0) into skewed banks:
+// channel c, pixel i in bank (c + i) mod BANKS at (c / BANKS) PLANE + i. Whole beats of BEAT
+// elements a cycle when n is a multiple of one. x (AI banks) and g (AO banks) through load_x and
+// load_g, one instance each (ALLOCATION in the top), so that both load at once.
+template <bool IS_X, typename S, typename T, int BANKS, int LOG_BANKS, int BEAT, int PLANE, int DEPTH>
+void load_planes(const S *src, uint32_t a0, int c0, int c1, int n, T buf[BANKS][DEPTH]) {
+#pragma HLS INLINE
     if (c0 >= c1) return;
-    const bool beats = k.hw % BW8 == 0;
-    const int step = beats ? BW8 : 1;
+    const bool beats = n % BEAT == 0;
+    const int step = beats ? BEAT : 1;
     int c = c0, i = 0;
     uint32_t a = a0;
-    E2T_ENTER(LOAD_X);
-LOAD_X:
+    if (IS_X) E2T_ENTER(LOAD_X);
+    else E2T_ENTER(LOAD_G);
+LOAD_PLANES:
     while (c < c1) {
 #pragma HLS PIPELINE II = 1
-#pragma HLS LOOP_TRIPCOUNT max = XDEPTH / BW8
-        E2T_TRIP(LOAD_X);
-        const int base = (c >> LOG_AI) * XPLANE + i;
+#pragma HLS LOOP_TRIPCOUNT max = DEPTH / BEAT
+        if (IS_X) E2T_TRIP(LOAD_X);
+        else E2T_TRIP(LOAD_G);
+        const int base = (c >> LOG_BANKS) * PLANE + i;
         if (beats) {
-            for (int e = 0; e < BW8; e++) xb[(c + i + e) & (AI - 1)][base + e] = act[a + e];
+            for (int e = 0; e < BEAT; e++) buf[(c + i + e) & (BANKS - 1)][base + e] = src[a + e];
         } else {
-            xb[(c + i) & (AI - 1)][base] = act[a];
+            buf[(c + i) & (BANKS - 1)][base] = src[a];
         }
         a += step;
         i += step;
-        if (i == k.hw) {
+        if (i == n) {
             i = 0;
             c++;
         }
     }
 }
 
+// Planes [c0, c1) of one image of x (the first at DDR element a0).
+void load_x(const int8_t *act, uint32_t a0, int c0, int c1, const Call &k, act_t xb[AI][XDEPTH]) {
+    load_planes<true, int8_t, act_t, AI, LOG_AI, BW8, XPLANE, XDEPTH>(act, a0, c0, c1, k.hw, xb);
+}
+
 // Planes [c0, c1) (relative to the buffer's first channel) of one image of g, from DDR element a0.
 void load_g(const int16_t *grad, uint32_t a0, int c0, int c1, const Call &k, grad_t gb[AO][GDEPTH]) {
-    if (c0 >= c1) return;
-    const bool beats = k.howo % BW16 == 0;
-    const int step = beats ? BW16 : 1;
-    int c = c0, i = 0;
-    uint32_t a = a0;
-    E2T_ENTER(LOAD_G);
-LOAD_G:
-    while (c < c1) {
-#pragma HLS PIPELINE II = 1
-#pragma HLS LOOP_TRIPCOUNT max = GDEPTH / BW16
-        E2T_TRIP(LOAD_G);
-        const int base = (c >> LOG_AO) * GPLANE + i;
-        if (beats) {
-            for (int e = 0; e < BW16; e++) gb[(c + i + e) & (AO - 1)][base + e] = grad[a + e];
-        } else {
-            gb[(c + i) & (AO - 1)][base] = grad[a];
-        }
-        a += step;
-        i += step;
-        if (i == k.howo) {
-            i = 0;
-            c++;
-        }
-    }
+    load_planes<false, int16_t, grad_t, AO, LOG_AO, BW16, GPLANE, GDEPTH>(grad, a0, c0, c1, k.howo, gb);
 }
 
 // -- chip -> DDR -------------------------------------------------------------------------------

@@ -1004,38 +1004,26 @@ void array_and_drain(int pa, bool dr, const act_t xb[AI][XDEPTH], const grad_t g
     }
 }
 
-// One forward step: a slice of the next image's x into the idle copy (`ld`), the block into
-// accumulators `pa`, the previous block out of the other ones (`dr`). The three calls touch
-// disjoint buffers and ports (read bundle, array, write bundle), so the schedule overlaps them;
-// each branch passes one fixed set of copies (manual ping-pong).
-void fwd_step(int px, int pa, bool ld, bool dr, const int8_t *act, uint32_t sl, int c0, int c1, const Job &j,
-              const Call &k, int32_t *out, uint32_t d_at, int d_nch, int d_npix, int r, bool beats, uint32_t &sat,
-              E2T_BUF_PARAMS) {
+// One step of CONV_FWD (FWD: x is the image loaded and read) or CONV_BWD_DATA (g): a slice of
+// the next image into the idle copy (`ld`), the block into accumulators `pa`, the previous block
+// out of the other ones (`dr`). The three calls touch disjoint buffers and ports (read bundle,
+// array, write bundle), so the schedule overlaps them; each branch passes one fixed set of copies
+// (manual ping-pong).
+template <bool FWD>
+void band_step(int px, int pa, bool ld, bool dr, const int8_t *act, const int16_t *grad, uint32_t sl, int c0, int c1,
+               const Job &j, const Call &k, int32_t *out, uint32_t d_at, int d_nch, int d_npix, int r, bool beats,
+               uint32_t &sat, E2T_BUF_PARAMS) {
 #pragma HLS INLINE
-    const uint32_t plane = (uint32_t)k.howo;
-    (void)gb1;
+    const uint32_t plane = FWD ? (uint32_t)k.howo : (uint32_t)k.hw;
     if (px == 0) {
-        if (ld) load_x(act, sl, c0, c1, k, xb1);
+        if (ld && FWD) load_x(act, sl, c0, c1, k, xb1);
+        if (ld && !FWD) load_g(grad, sl, c0, c1, k, gb1);
         array_and_drain(pa, dr, xb0, gb0, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat, wm, ac0, ac1, gs, dsh);
     } else {
-        if (ld) load_x(act, sl, c0, c1, k, xb0);
-        array_and_drain(pa, dr, xb1, gb0, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat, wm, ac0, ac1, gs, dsh);
-    }
-}
-
-// One backward step: the same three calls, with g (gb0 / gb1) as the image loaded and read.
-void bwd_step(int px, int pa, bool ld, bool dr, const int16_t *grad, uint32_t sl, int c0, int c1, const Job &j,
-              const Call &k, int32_t *out, uint32_t d_at, int d_nch, int d_npix, int r, bool beats, uint32_t &sat,
-              E2T_BUF_PARAMS) {
-#pragma HLS INLINE
-    const uint32_t plane = (uint32_t)k.hw;
-    (void)xb1;
-    if (px == 0) {
-        if (ld) load_g(grad, sl, c0, c1, k, gb1);
-        array_and_drain(pa, dr, xb0, gb0, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat, wm, ac0, ac1, gs, dsh);
-    } else {
-        if (ld) load_g(grad, sl, c0, c1, k, gb0);
-        array_and_drain(pa, dr, xb0, gb1, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat, wm, ac0, ac1, gs, dsh);
+        if (ld && FWD) load_x(act, sl, c0, c1, k, xb0);
+        if (ld && !FWD) load_g(grad, sl, c0, c1, k, gb0);
+        array_and_drain(pa, dr, FWD ? xb1 : xb0, FWD ? gb0 : gb1, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat,
+                        wm, ac0, ac1, gs, dsh);
     }
 }
 
@@ -1048,68 +1036,81 @@ void drain_last(int pa, const Call &k, int32_t *out, uint32_t d_at, uint32_t pla
     else drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
 }
 
-// -- CONV_FWD ----------------------------------------------------------------------------------
+// -- CONV_FWD and CONV_BWD_DATA ------------------------------------------------------------
 
-// y = rshift_round(conv(x_q, W_q), r), saturated to int32. Blocks: output group (FO channels) x
-// band of output rows (at most PB pixels); B blocks an image, each step loads 1/B of the next.
+// The steps of CONV_FWD (FWD) and CONV_BWD_DATA after their weights: blocks of a group (forward:
+// FO output channels; backward: AI input channels) x a band of rows (of y; of g_x), at most PB
+// pixels; B blocks an image, and each step loads 1/B of the next image's planes (x; g).
+template <bool FWD>
+void band_steps(const int8_t *act, const int16_t *grad, int32_t *out, const Call &k, int r, uint32_t &sat,
+                E2T_BUF_PARAMS) {
+#pragma HLS INLINE
+    const int groups = FWD ? k.nogf : k.ncg, planes = FWD ? k.c : k.o, width = FWD ? FO : AI;
+    const int chans = FWD ? k.o : k.c, rows = FWD ? k.ho : k.h;
+    const int B = (int)kmul(groups, k.nb), ps = kdiv_ceil(planes, B);  // planes of the next image a step
+    const uint32_t ps_e = (uint32_t)kmul(ps, FWD ? k.hw : k.howo);
+    const uint32_t grp_e = FWD ? (uint32_t)k.howo << (LOG_AO + 1) : (uint32_t)k.hw << LOG_AI;
+    const uint32_t in_img = FWD ? k.img_x : k.img_g, out_img = FWD ? k.img_g : k.img_x;
+    const bool beats = (FWD ? k.wo : k.w) % BW32 == 0;
+    const int base0 = FWD ? -(int)kmul(k.p, k.w) : 0;  // forward: (0 s - pad) W
+    if (FWD) load_x(act, 0, 0, k.c, k, xb0);
+    else load_g(grad, 0, 0, k.o, k, gb0);
+    uint32_t img_in = 0, img_out = 0, d_at = 0;
+    int pa = 0, d_nch = 0, d_npix = 0;
+    bool dr = false;
+CONV_IMAGE:
+    for (int n = 0; n < k.n; n++) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
+        const bool next = n + 1 < k.n;
+        uint32_t sl = img_in + in_img, a_grp = img_out;
+        int c0 = 0;
+    CONV_GROUP:
+        for (int grp = 0; grp < groups; grp++) {
+#pragma HLS LOOP_TRIPCOUNT max = XSLOTS
+            int y0 = 0, base = base0;
+            uint32_t a_blk = a_grp;
+        CONV_BAND:
+            for (int b = 0; b < k.nb; b++) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_H
+                const bool last = b == k.nb - 1;
+                const int nrows = last ? rows - y0 : k.rb, npix = last ? k.np_last : k.np_full;
+                const Job j = FWD ? Job{U_FWD, grp, 0, y0, nrows, npix, last ? k.tot_last : k.tot_full, base, 0, 0, 0,
+                                        false, false, false}
+                                  : Job{U_BWD, 0, grp, y0, nrows, npix, 0, base, last ? 1 : 0, 0, 0, false, false, false};
+                const int c1 = imin(planes, c0 + ps);
+                const bool ld = next && c0 < c1;
+                band_step<FWD>(n & 1, pa, ld, dr, act, grad, sl, c0, c1, j, k, out, d_at, d_nch, d_npix, r, beats, sat,
+                               E2T_BUF_ARGS);
+                if (ld) sl += ps_e;
+                c0 = c1;
+                dr = true;
+                d_at = a_blk;
+                d_nch = imin(width, chans - grp * width);
+                d_npix = npix;
+                pa ^= 1;
+                y0 += k.rb;
+                base += k.src_step;
+                a_blk += (uint32_t)k.out_step;
+            }
+            a_grp += grp_e;
+        }
+        img_in += in_img;
+        img_out += out_img;
+    }
+    drain_last(pa, k, out, d_at, FWD ? (uint32_t)k.howo : (uint32_t)k.hw, d_nch, d_npix, r, beats, sat, ac0, ac1);
+}
+
+// y = rshift_round(conv(x_q, W_q), r), saturated to int32.
 void conv_fwd(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &sh, int r, uint32_t &sat,
               E2T_BUF_PARAMS) {
 #pragma HLS INLINE
     Call k = make_call(sh);
     plan_fwd(k);
     load_w(wgt, k, wm);
-    const int B = (int)kmul(k.nogf, k.nb), ps = kdiv_ceil(k.c, B);  // planes of the next image a step
-    const uint32_t ps_e = (uint32_t)kmul(ps, k.hw), og_e = (uint32_t)k.howo << (LOG_AO + 1);
-    const bool beats = k.wo % BW32 == 0;
-    const int base0 = -(int)kmul(k.p, k.w);  // (0 s - pad) W
-    load_x(act, 0, 0, k.c, k, xb0);
-    uint32_t img_x = 0, img_y = 0, d_at = 0;
-    int pa = 0, d_nch = 0, d_npix = 0;
-    bool dr = false;
-FWD_IMAGE:
-    for (int n = 0; n < k.n; n++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
-        const bool next = n + 1 < k.n;
-        uint32_t sl = img_x + k.img_x, a_og = img_y;
-        int c0 = 0;
-    FWD_OGROUP:
-        for (int og = 0; og < k.nogf; og++) {
-#pragma HLS LOOP_TRIPCOUNT max = GSLOTS / 2
-            int y0 = 0, base = base0;
-            uint32_t a_blk = a_og;
-        FWD_BAND:
-            for (int b = 0; b < k.nb; b++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_HO
-                const bool last = b == k.nb - 1;
-                const Job j = {U_FWD, og, 0, y0, last ? k.ho - y0 : k.rb, last ? k.np_last : k.np_full,
-                               last ? k.tot_last : k.tot_full, base, 0, 0, 0, false, false, false};
-                const int c1 = imin(k.c, c0 + ps);
-                const bool ld = next && c0 < c1;
-                fwd_step(n & 1, pa, ld, dr, act, sl, c0, c1, j, k, out, d_at, d_nch, d_npix, r, beats, sat,
-                         E2T_BUF_ARGS);
-                if (ld) sl += ps_e;
-                c0 = c1;
-                dr = true;
-                d_at = a_blk;
-                d_nch = imin(FO, k.o - og * FO);
-                d_npix = j.npix;
-                pa ^= 1;
-                y0 += k.rb;
-                base += k.src_step;
-                a_blk += (uint32_t)k.out_step;
-            }
-            a_og += og_e;
-        }
-        img_x += k.img_x;
-        img_y += k.img_g;
-    }
-    drain_last(pa, k, out, d_at, (uint32_t)k.howo, d_nch, d_npix, r, beats, sat, ac0, ac1);
+    band_steps<true>(act, 0, out, k, r, sat, E2T_BUF_ARGS);
 }
 
-// -- CONV_BWD_DATA -----------------------------------------------------------------------------
-
 // g_x = rshift_round(conv_transpose(g_q, W_al), r), W_al[o] = rshift_round(W_q[o], max(s) - 12 - s[o]).
-// Blocks: input group (AI channels) x band of rows of g_x; each step loads 1/B of the next image's g.
 void conv_bwd_data(const int16_t *grad, const int8_t *wgt, const int8_t *wshift, int32_t *out, const Shape &sh,
                    int r, uint32_t &sat, E2T_BUF_PARAMS) {
 #pragma HLS INLINE
@@ -1128,51 +1129,7 @@ BWD_SMAX:
     k.smax = smax;
     plan_bwd(k);
     load_w(wgt, k, wm);
-    const int B = (int)kmul(k.ncg, k.nb), ps = kdiv_ceil(k.o, B);
-    const uint32_t ps_e = (uint32_t)kmul(ps, k.howo), cg_e = (uint32_t)k.hw << LOG_AI;
-    const bool beats = k.w % BW32 == 0;
-    load_g(grad, 0, 0, k.o, k, gb0);
-    uint32_t img_g = 0, img_x = 0, d_at = 0;
-    int pa = 0, d_nch = 0, d_npix = 0;
-    bool dr = false;
-BWD_IMAGE:
-    for (int n = 0; n < k.n; n++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
-        const bool next = n + 1 < k.n;
-        uint32_t sl = img_g + k.img_g, a_cg = img_x;
-        int c0 = 0;
-    BWD_CGROUP:
-        for (int cg = 0; cg < k.ncg; cg++) {
-#pragma HLS LOOP_TRIPCOUNT max = XSLOTS
-            int y0 = 0, base = 0;
-            uint32_t a_blk = a_cg;
-        BWD_BAND:
-            for (int b = 0; b < k.nb; b++) {
-#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_H
-                const bool last = b == k.nb - 1;
-                const Job j = {U_BWD, 0, cg, y0, last ? k.h - y0 : k.rb, last ? k.np_last : k.np_full, 0, base,
-                               last ? 1 : 0, 0, 0, false, false, false};
-                const int c1 = imin(k.o, c0 + ps);
-                const bool ld = next && c0 < c1;
-                bwd_step(n & 1, pa, ld, dr, grad, sl, c0, c1, j, k, out, d_at, d_nch, d_npix, r, beats, sat,
-                         E2T_BUF_ARGS);
-                if (ld) sl += ps_e;
-                c0 = c1;
-                dr = true;
-                d_at = a_blk;
-                d_nch = imin(AI, k.c - cg * AI);
-                d_npix = j.npix;
-                pa ^= 1;
-                y0 += k.rb;
-                base += k.src_step;
-                a_blk += (uint32_t)k.out_step;
-            }
-            a_cg += cg_e;
-        }
-        img_g += k.img_g;
-        img_x += k.img_x;
-    }
-    drain_last(pa, k, out, d_at, (uint32_t)k.hw, d_nch, d_npix, r, beats, sat, ac0, ac1);
+    band_steps<false>(0, grad, out, k, r, sat, E2T_BUF_ARGS);
 }
 
 // -- CONV_WGRAD --------------------------------------------------------------------------------

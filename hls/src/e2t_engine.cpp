@@ -1423,66 +1423,57 @@ WG_GROUP2:
 
 // -- UPDATE ------------------------------------------------------------------------------------
 
-// int32 elements [a0, a0 + len) of DDR into ac[e mod NACC][e / NACC] (whole beats when len is a
-// multiple of one), and back; momentum likewise into gs[e mod AO][e / AO], signs into xb.
-void load32_ac(const int32_t *src, uint32_t a0, int len, bool beats, acc_wide_t ac[NACC][PB]) {
+// Elements [a0, a0 + len) of DDR into buf[e mod BANKS][e / BANKS], whole beats of BEAT elements
+// when `beats`; the master into ac, the momentum into gs, the signs (SIGNS) into xb.
+template <bool SIGNS, typename S, typename T, int BANKS, int DEPTH, int BEAT>
+void chunk_in(const S *src, uint32_t a0, int len, bool beats, T buf[BANKS][DEPTH]) {
+#pragma HLS INLINE
+    const int per = beats ? BEAT : 1;
+    if (SIGNS) E2T_ENTER(UPD_LOADSGN);
+    else E2T_ENTER(UPD_LOAD32);
+UPD_CHUNK_IN:
+    for (int e0 = 0; e0 < len; e0 += per) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = UCH / BEAT
+        if (SIGNS) E2T_TRIP(UPD_LOADSGN);
+        else E2T_TRIP(UPD_LOAD32);
+        for (int e = 0; e < per; e++) buf[(e0 + e) & (BANKS - 1)][(e0 + e) / BANKS] = src[a0 + e0 + e];
+    }
+}
+
+// And back: buf[e mod BANKS][e / BANKS] as int32 into DDR elements [a0, a0 + len).
+template <int BANKS, int DEPTH>
+void chunk_out(int32_t *dst, uint32_t a0, int len, bool beats, const acc_wide_t buf[BANKS][DEPTH]) {
+#pragma HLS INLINE
     const int per = beats ? BW32 : 1;
-    E2T_ENTER(UPD_LOAD32);
-UPD_LOAD32_AC:
+    E2T_ENTER(UPD_STORE32);
+UPD_CHUNK_OUT:
     for (int e0 = 0; e0 < len; e0 += per) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT max = UCH / BW32
-        E2T_TRIP(UPD_LOAD32);
-        for (int e = 0; e < per; e++) ac[(e0 + e) & (NACC - 1)][(e0 + e) / NACC] = src[a0 + e0 + e];
+        E2T_TRIP(UPD_STORE32);
+        for (int e = 0; e < per; e++) dst[a0 + e0 + e] = (int32_t)E2T_I64(buf[(e0 + e) & (BANKS - 1)][(e0 + e) / BANKS]);
     }
+}
+
+void load32_ac(const int32_t *src, uint32_t a0, int len, bool beats, acc_wide_t ac[NACC][PB]) {
+    chunk_in<false, int32_t, acc_wide_t, NACC, PB, BW32>(src, a0, len, beats, ac);
 }
 
 void load32_gs(const int32_t *src, uint32_t a0, int len, bool beats, acc_wide_t gs[AO][GS_DEPTH]) {
-    const int per = beats ? BW32 : 1;
-    E2T_ENTER(UPD_LOAD32);
-UPD_LOAD32_GS:
-    for (int e0 = 0; e0 < len; e0 += per) {
-#pragma HLS PIPELINE II = 1
-#pragma HLS LOOP_TRIPCOUNT max = UCH / BW32
-        E2T_TRIP(UPD_LOAD32);
-        for (int e = 0; e < per; e++) gs[(e0 + e) & (AO - 1)][(e0 + e) >> LOG_AO] = src[a0 + e0 + e];
-    }
+    chunk_in<false, int32_t, acc_wide_t, AO, GS_DEPTH, BW32>(src, a0, len, beats, gs);
 }
 
 void load_signs(const int8_t *sgn, uint32_t a0, int len, bool beats, act_t xb[AI][XDEPTH]) {
-    const int per = beats ? BW8 : 1;
-    E2T_ENTER(UPD_LOADSGN);
-UPD_LOADSGN:
-    for (int e0 = 0; e0 < len; e0 += per) {
-#pragma HLS PIPELINE II = 1
-#pragma HLS LOOP_TRIPCOUNT max = UCH / BW8
-        E2T_TRIP(UPD_LOADSGN);
-        for (int e = 0; e < per; e++) xb[(e0 + e) & (AI - 1)][(e0 + e) >> LOG_AI] = sgn[a0 + e0 + e];
-    }
+    chunk_in<true, int8_t, act_t, AI, XDEPTH, BW8>(sgn, a0, len, beats, xb);
 }
 
 void store32_ac(int32_t *dst, uint32_t a0, int len, bool beats, const acc_wide_t ac[NACC][PB]) {
-    const int per = beats ? BW32 : 1;
-    E2T_ENTER(UPD_STORE32);
-UPD_STORE32_AC:
-    for (int e0 = 0; e0 < len; e0 += per) {
-#pragma HLS PIPELINE II = 1
-#pragma HLS LOOP_TRIPCOUNT max = UCH / BW32
-        E2T_TRIP(UPD_STORE32);
-        for (int e = 0; e < per; e++) dst[a0 + e0 + e] = (int32_t)E2T_I64(ac[(e0 + e) & (NACC - 1)][(e0 + e) / NACC]);
-    }
+    chunk_out<NACC, PB>(dst, a0, len, beats, ac);
 }
 
 void store32_gs(int32_t *dst, uint32_t a0, int len, bool beats, const acc_wide_t gs[AO][GS_DEPTH]) {
-    const int per = beats ? BW32 : 1;
-    E2T_ENTER(UPD_STORE32);
-UPD_STORE32_GS:
-    for (int e0 = 0; e0 < len; e0 += per) {
-#pragma HLS PIPELINE II = 1
-#pragma HLS LOOP_TRIPCOUNT max = UCH / BW32
-        E2T_TRIP(UPD_STORE32);
-        for (int e = 0; e < per; e++) dst[a0 + e0 + e] = (int32_t)E2T_I64(gs[(e0 + e) & (AO - 1)][(e0 + e) >> LOG_AO]);
-    }
+    chunk_out<AO, GS_DEPTH>(dst, a0, len, beats, gs);
 }
 
 // UPDATE: the sign-momentum step on `count` master weights and momenta, in place, in chunks of

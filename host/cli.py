@@ -298,7 +298,7 @@ def run_summary(records: list[dict]) -> str:
     lines = [f"  batches: {kept} trained, {dropped} dropped by SMD ({100 * dropped / max(kept + dropped, 1):.0f} %)",
              f"  engine: {ops:,} calls, {sum(macs.values()) / 1e9:.1f} G MACs ("
              + ", ".join(f"{k} {v / 1e9:.1f} G" for k, v in sorted(macs.items())) + f"), "
-             f"{engine.get('bytes', 0) / 2**30:.1f} GiB moved, {eng_s:.0f} s of {seconds:.0f} s training"]
+             f"{engine.get('bytes', 0) / 2**30:.1f} GiB moved, {eng_s:.0f} s in engine calls of {seconds:.0f} s training"]
     if records[-1].get("executed_fraction") is not None:
         lines.append(f"  SLU: {100 * records[-1]['executed_fraction']:.1f} % of gated blocks run (last epoch)")
     if records[-1].get("psg_predicted_fraction") is not None:

@@ -51,15 +51,19 @@ class EngineSession:
              then=None, wait: bool = True) -> dict | None:
         """One call; ``macs`` maps (accounting phase, width) to MACs (host/opcount.py's names).
         ``then(status)`` follows the call; ``wait=False`` returns once it started (``wait``
-        finishes it). Engine seconds run from the start to the wait that saw it done."""
+        finishes it). Engine seconds are the host's time inside the call, its start and its wait:
+        in emulation the engine's CPU build and the driver; on a board what the host waited for
+        (the fabric's work beside the host's is not in them)."""
         self.wait()
         what, regs = f"{kind} of layer {op['name']}", {"op": self.ip.regs.ops[kind], **scalars}
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         self.ip.start(what, regs, addresses, flush=(self.ddr,))
+        started = time.perf_counter() - t0
 
         def finish() -> dict:
+            t1 = time.perf_counter()
             st = self.ip.wait(what, regs, invalidate=(self.ddr,))
-            self.seconds[phase] += time.perf_counter() - start
+            self.seconds[phase] += started + time.perf_counter() - t1
             self.counts[f"ops_{kind.lower()}"] += 1
             self.counts["bytes"] += nbytes
             self.counts["saturations"] += st["saturations"]

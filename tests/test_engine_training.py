@@ -119,6 +119,25 @@ def test_a_weight_gradient_runs_while_the_host_works_and_any_engine_access_waits
     assert np.array_equal(s.wgrad_result(op), g_full) and sgn.shape == g_full.shape
 
 
+def test_engine_seconds_are_the_host_s_time_in_the_calls(small):
+    """A weight gradient started without waiting, the host busy for 0.3 s, then the wait: the
+    inline emulated overlay ran the op inside its start, so the phase's engine seconds hold the
+    start and the wait, not the host's work between them."""
+    import time
+    plan, _ = small
+    s = _session(small)
+    op = next(o for o in plan.convs() if o["name"] == "blocks.1.conv1")
+    rng = np.random.default_rng(2)
+    s.conv_fwd(op, rng.integers(-128, 128, (2, op["c_in"], op["h"], op["w"])))
+    s.set_grad(op, rng.integers(-3000, 3000, (2, op["c_out"], op["ho"], op["wo"])))
+    t0 = time.perf_counter()
+    s.conv_wgrad(op, 2, "full", wait=False)
+    time.sleep(0.3)
+    s.wait()
+    wall = time.perf_counter() - t0
+    assert s.counts["ops_conv_wgrad"] == 1 and 0 < s.seconds["wgrad"] < wall - 0.25
+
+
 def test_refusals_are_named_exceptions(small):
     s = _session(small)
     with pytest.raises(BadOp, match="refused the call with BAD_OP"):

@@ -60,7 +60,7 @@ def _calls(session, op: dict, n: int, rng) -> dict:
 def run(session, plan, meter, calls: int = 8, idle_s: float = 0.5, log=print) -> list[dict]:
     """Segments of every benchmark kind on each benchmark layer at ``calls`` and ``2 * calls``
     calls (idle: ``idle_s`` and twice that); ``meter``: ``start()`` / ``stop() -> {rail: {"joules",
-    ...}}``."""
+    ...}}``. A segment's joules are the sum over the board's own rails (``rails.board_rails``)."""
     rng = np.random.default_rng(0)
     runs = [(kind, op["name"], fn) for op in benchmark_layers(plan)
             for kind, fn in _calls(session, op, plan.batch, rng).items()] + [("idle", "", None)]
@@ -76,15 +76,16 @@ def run(session, plan, meter, calls: int = 8, idle_s: float = 0.5, log=print) ->
                 for _ in range(reps):
                     fn()
             seconds, wall1 = time.perf_counter() - t0, time.time()
-            rails = meter.stop()
-            spans = [r["seconds"] for r in rails.values() if "seconds" in r]
+            recorded = meter.stop()
+            got = {n: recorded[n] for n in rails.board_rails(recorded, plan.board.rails)}
+            spans = [r["seconds"] for r in got.values() if "seconds" in r]
             seconds = max(spans) if spans else seconds  # the span the rails integrated over, if they say
             counts = _delta(_totals(session.per_layer), before)
             segments.append({"kind": kind, "layer": layer, "calls": 0 if fn is None else reps, **counts,
                              "seconds": seconds, "wall": [wall0, wall1],
-                             "joules": sum(r["joules"] for r in rails.values()), "rails": sorted(rails)})
+                             "joules": sum(r["joules"] for r in got.values()), "rails": sorted(got)})
             log(f"energy calibrate: {kind} {layer} x {reps}: {seconds:.3f} s, {segments[-1]['joules']:.4g} J "
-                f"({', '.join(sorted(rails)) or 'no rail'})")
+                f"({', '.join(sorted(got)) or 'no rail'})")
     return segments
 
 

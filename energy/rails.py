@@ -235,6 +235,21 @@ def probe(hwmon_root: str = "/sys/class/hwmon", powercap_root: str = "/sys/class
     return found
 
 
+def board_rails(recorded: dict, names: list) -> list:
+    """The rails of ``recorded`` ({rail: ...}) that sum to the board's power: for each rail the
+    board's data names (``board.json`` "rails": a label, ``pynq:12V``, or a hwmon chip,
+    ``ina260_u14:power1``) the first recorded one it names (a sensor read both through pynq and
+    hwmon counts once); every recorded rail where it names none or none was recorded. A board's
+    sensors can sit behind one another (the ZCU104's regulators behind its 12 V input), so
+    summing all would count twice."""
+    chosen = []
+    for n in names:
+        hits = [r for r in sorted(recorded) if n in (r, r.split(":", 1)[0], r.rsplit(":", 1)[-1])]
+        if hits and hits[0] not in chosen:
+            chosen.append(hits[0])
+    return sorted(chosen or recorded)
+
+
 class EmulatedRail:
     """The model's power over an emulated run's timeline, labelled modeled: each epoch's
     modeled joules spread evenly over its measured seconds, sampled at ``rate_hz``. Its

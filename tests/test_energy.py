@@ -305,6 +305,36 @@ def test_pynq_rails_from_get_rails():
     assert lines[0] == "energy: no pynq rails at pynq.get_rails()"
 
 
+def test_the_board_s_own_rails_are_summed_and_no_sensor_twice():
+    """ZCU104: its regulators sit behind the 12 V input, so a segment's joules are 12V's alone
+    (board.json names it), even with hwmon reading the same INA226 again; KV260: its INA260's
+    hwmon chip; a board naming no rail, or none recorded (the emulating host): every rail."""
+    from energy import microbench
+    from host import boards, planbuild
+    from host.emulated import EmulatedOverlay
+    from host.session import EngineSession
+    z = boards.board("zcu104")
+    assert z.rails == ["12V"] and boards.board("kv260").rails == ["ina260_u14"]
+    got = {"pynq:12V": 0, "pynq:INT": 0, "pynq:1V8": 0, "ina226:power1": 0, "rapl:package-0": 0}
+    assert rails.board_rails(got, z.rails) == ["pynq:12V"]
+    both = {"ina260_u14:power1": 0, "pynq:ina260_u14": 0}
+    assert rails.board_rails(both, ["ina260_u14"]) == ["ina260_u14:power1"]
+    assert rails.board_rails(got, []) == sorted(got)
+    assert rails.board_rails({"rapl:package-0": 0}, z.rails) == ["rapl:package-0"]
+
+    class TwoRails:  # a ZCU104 meter: 12 W in, 4 W of it on INT
+        def start(self):
+            pass
+
+        def stop(self):
+            return {"pynq:12V": {"joules": 12.0, "seconds": 1.0}, "pynq:INT": {"joules": 4.0, "seconds": 1.0}}
+
+    plan, _, arrays = planbuild.from_model("resnet8", 1, 10, 8, "zcu104", 4, 0)
+    session = EngineSession(plan, arrays, EmulatedOverlay("zcu104", log=lambda m: None))
+    segs = microbench.run(session, plan, TwoRails(), calls=1, idle_s=0.01, log=lambda m: None)
+    assert segs and all(s["joules"] == 12.0 and s["rails"] == ["pynq:12V"] for s in segs)
+
+
 def test_pynq_data_recorder_integrated_over_its_timestamps():
     """The real pynq.DataRecorder samples a fake power sensor (2 W, then 2 W + 10 W/s ramp); each
     start/stop stretch is integrated over the frame's own timestamps; V x I rails go to Recorder."""

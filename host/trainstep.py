@@ -58,10 +58,16 @@ def _gradient_sum(parts: list | None) -> np.ndarray | None:
         return None
     if len(parts) <= 2:
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
-    acc = parts[0].astype(F64)
-    for g in parts[1:]:
-        acc += g
-    return acc.astype(F32)
+    flat = [np.ascontiguousarray(g, F32).reshape(-1) for g in parts]
+    out = np.empty(parts[0].shape, F32)
+    o, buf = out.reshape(-1), np.empty(min(hostops.CHUNK, out.size), F64)
+    for s in range(0, o.size, hostops.CHUNK):  # element by element the same sum, in a cached buffer
+        b = buf[:min(o.size - s, hostops.CHUNK)]
+        np.copyto(b, flat[0][s:s + len(b)])
+        for g in flat[1:]:
+            np.add(b, g[s:s + len(b)], out=b)
+        np.copyto(o[s:s + len(b)], b, casting="same_kind")
+    return out
 
 
 class Step:

@@ -7,8 +7,10 @@ drops costs nothing and is not counted) of four trainers on the same model, data
 the emulated on-engine trainer with E2-Train's savings (SMD 0.5, SLU 0.6, PSG with threshold
 0), the emulated trainer with none (fixed point, full weight gradient), the PyTorch float
 trainer and the reference's fixed + PSG mode. Each runs ``--iterations`` iterations per round,
-after one warm-up iteration; rounds alternate the trainers, and the best round counts. Ratios
-are against the PyTorch float trainer of the same run, so machines compare by ratio.
+after one warm-up iteration, in a process of its own (the emulated rows without torch, as
+``e2t train --backend emu`` runs: torch's OpenMP runtime would otherwise serve the engine's CPU
+build too); rounds alternate the trainers, and the best round counts. Ratios are against the
+PyTorch float trainer of the same run, so machines compare by ratio.
 """
 from __future__ import annotations
 
@@ -17,17 +19,15 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from host.config import PRESETS, TrainConfig  # noqa: E402
-from host.trainer import EngineTrainer  # noqa: E402
-from reference.train import Trainer  # noqa: E402
 
 E2TRAIN = PRESETS["e2train"]
 ROWS = {
@@ -43,14 +43,28 @@ def make(name: str, args, folder: str):
     backend, overrides = ROWS[name]
     cfg = TrainConfig(backend=backend, model=args.model, dataset=args.dataset, epochs=1, batch_size=args.batch,
                       **overrides)
-    cls = EngineTrainer if backend == "emu" else Trainer
-    kwargs = {} if backend == "emu" else {"device": "cpu"}
-    return cls(cfg, folder, data_dir=args.data_dir, progress=False, log=lambda m: None, **kwargs)
+    if backend == "emu":
+        from host.trainer import EngineTrainer
+        return EngineTrainer(cfg, folder, data_dir=args.data_dir, progress=False, log=lambda m: None)
+    from reference.train import Trainer
+    return Trainer(cfg, folder, data_dir=args.data_dir, progress=False, log=lambda m: None, device="cpu")
 
 
 def measure(name: str, args, root: str, round_: int) -> tuple[float, float | None]:
-    """(images per second, share of the time in engine calls: None for the PyTorch trainers) over
-    ``args.iterations`` iterations (after one warm-up iteration)."""
+    """(images per second, share of the time in engine calls: None for the PyTorch trainers) of
+    one row, measured in a fresh process (``--row``)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--row", name, "--root", root, "--round", str(round_),
+           "--model", args.model, "--dataset", args.dataset, "--batch", str(args.batch),
+           "--iterations", str(args.iterations)] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"emu_speed: the row '{name}' failed:\n{done.stderr[-3000:]}")
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    return got["images_per_s"], got["engine"]
+
+
+def measure_here(name: str, args, root: str, round_: int) -> tuple[float, float | None]:
+    """``measure`` in this process: ``args.iterations`` iterations after one warm-up iteration."""
     folder = os.path.join(root, f"{round_}-{len(os.listdir(root))}")
     t = make(name, args, folder)
     t.iters_per_epoch = 1
@@ -74,10 +88,17 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)  # one row, in its own process
+    p.add_argument("--root", help=argparse.SUPPRESS)
+    p.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-          f"{torch.get_num_threads()}; {args.model} on {args.dataset}, batch {args.batch}, {args.iterations} "
-          f"iterations per round, best of {args.rounds} rounds", flush=True)
+    if args.row:
+        speed, share = measure_here(args.row, args, args.root, args.round)
+        print(json.dumps({"images_per_s": speed, "engine": share}))
+        return
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.model} on {args.dataset}, "
+          f"batch {args.batch}, {args.iterations} iterations per round, best of {args.rounds} rounds, each row "
+          f"in a process of its own", flush=True)
     best, engine = {n: 0.0 for n in ROWS}, {n: None for n in ROWS}
     with tempfile.TemporaryDirectory() as root:
         for r in range(args.rounds):

@@ -229,6 +229,11 @@ class Engine:
     def __init__(self, variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None, cpu_path: str | None = None):
         self.variant, self.board = variant, boards.board(board)
         self.path = build(variant, board, log)
+        if variant == "fast" and "OMP_WAIT_POLICY" not in os.environ:
+            # libgomp reads this when the library loads it: its threads spin a short while after
+            # an op, not the default ~300,000 turns, which took the core the host's second
+            # numpy thread (host/parallel.py) works on between engine calls
+            os.environ.setdefault("GOMP_SPINCOUNT", "10000")
         self._lib = ctypes.CDLL(self.path)
         sig = [ctypes.POINTER(Regs), ctypes.POINTER(Ports), ctypes.POINTER(Status)]
         self.cpu_path = None

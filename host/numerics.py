@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import parallel
+
 
 @dataclass(frozen=True)
 class Fmt:
@@ -121,26 +123,33 @@ def quantize_tensor(x, fmt: Fmt, dtype=np.int64) -> tuple[np.ndarray, int, int]:
     The exponent leaves every |x * 2^-e| below hi + 1/2, so nothing saturates; a float32
     tensor is then rounded in float32 exactly (``_round_half_up32``), as ``quantize`` does."""
     x = np.asarray(x)
-    amax = max(float(x.max()), -float(x.min())) if x.size else 0.0
-    e = exponent_for(amax, fmt)
+    hi, lo = parallel.pair(lambda: float(x.max()), lambda: float(x.min()), x.size) if x.size else (0.0, 0.0)
+    e = exponent_for(max(hi, -lo), fmt)
     if x.dtype == np.float32:
-        # x * 2^-e is ldexp's correctly rounded result; 2^-e must be a normal float32 itself
-        v = x * np.float32(2.0 ** -e) if -126 <= -e <= 127 else np.ldexp(x, np.int32(-e))
-        return _round_half_up32(v, dtype), e, 0
+        q = np.empty(x.shape, dtype)
+        xa, qa = (x, q) if x.ndim else (x.reshape(1), q.reshape(1))
+
+        def part(a, b):
+            xs = xa[a:b]
+            # x * 2^-e is ldexp's correctly rounded result; 2^-e must be a normal float32 itself
+            v = xs * np.float32(2.0 ** -e) if -126 <= -e <= 127 else np.ldexp(xs, np.int32(-e))
+            _round_half_up32(v, qa[a:b])
+
+        parallel.halves(part, len(xa), x.size)  # elementwise: the same integers on either thread
+        return q, e, 0
     q, sat = quantize(x, e, fmt)
     return q.astype(dtype, copy=False), e, sat
 
 
-def _round_half_up32(v: np.ndarray, dtype) -> np.ndarray:
-    """floor(v + 1/2) of float32 values below 2^23 in magnitude, exactly, in place of ``v``:
-    floor(v), plus one where the fraction v - floor(v) (exact in float32, or rounded without
-    crossing 1/2) is at least 1/2. ``v + 0.5`` itself would round in float32
+def _round_half_up32(v: np.ndarray, q: np.ndarray) -> None:
+    """q = floor(v + 1/2) of float32 values below 2^23 in magnitude, exactly (``v`` is
+    overwritten): floor(v), plus one where the fraction v - floor(v) (exact in float32, or
+    rounded without crossing 1/2) is at least 1/2. ``v + 0.5`` itself would round in float32
     (0.49999997 + 0.5 = 1.0)."""
     f = np.floor(v)
     np.subtract(v, f, out=v)
-    q = f.astype(dtype)
-    np.add(q, (v >= np.float32(0.5)).view(np.int8), out=q)  # integer adds: no bool-to-float pass
-    return q
+    np.copyto(q, f, casting="unsafe")
+    np.add(q, (v >= np.float32(0.5)).view(np.int8), out=q, casting="unsafe")  # integer adds: no bool-to-float pass
 
 
 def dequantize(q, e) -> np.ndarray:
@@ -148,9 +157,15 @@ def dequantize(q, e) -> np.ndarray:
     float32, rounded once: ``q * 2^e`` (section 3). With every exponent in [-126, 96] the
     float32 product of float32(q) and 2^e is that rounding (scaling by a power of two is exact
     there); otherwise it is computed in float64."""
-    e = np.asarray(e, np.int64)
+    e, q = np.asarray(e, np.int64), np.asarray(q)
     if e.size and -126 <= int(e.min()) and int(e.max()) <= 96:
-        return np.asarray(q).astype(np.float32) * np.ldexp(np.float32(1), e.astype(np.int32))
+        scale = np.ldexp(np.float32(1), e.astype(np.int32))
+        out = np.empty(np.broadcast_shapes(q.shape, scale.shape), np.float32)
+        if out.shape != q.shape or not q.ndim or (scale.ndim and scale.shape[0] != 1):
+            np.multiply(q.astype(np.float32), scale, out=out)
+        else:  # images split over two threads: the same product element by element
+            parallel.halves(lambda a, b: np.multiply(q[a:b].astype(np.float32), scale, out=out[a:b]), len(q), q.size)
+        return out
     return np.ldexp(np.asarray(q, np.float64), e).astype(np.float32)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import hostops, numerics as nx
+from . import hostops, numerics as nx, parallel
 from .errors import E2TError
 
 F32, F64 = np.float32, np.float64
@@ -23,30 +23,47 @@ F32, F64 = np.float32, np.float64
 
 def _bn_train(x, gamma, beta, eps):
     """BatchNorm with batch statistics: mean and E[x^2] summed in float64 (exact products),
-    var = E[x^2] - mean^2, each statistic rounded once to float32 where it meets the data."""
+    var = E[x^2] - mean^2, each statistic rounded once to float32 where it meets the data.
+    The two sums, then the two halves of the batch, on two threads (host/parallel.py)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
     m = x.size // x.shape[1]
-    mean = hostops.channel_sum(x) / m
-    var = np.maximum(hostops.channel_sum(x, x) / m - mean * mean, 0.0)
+    s1, s2 = parallel.pair(lambda: hostops.channel_sum(x), lambda: hostops.channel_sum(x, x), x.size)
+    mean = s1 / m
+    var = np.maximum(s2 / m - mean * mean, 0.0)
     invstd = (1.0 / np.sqrt(var + eps)).astype(F32)
-    xhat = np.subtract(x, mean.astype(F32).reshape(shape))
-    xhat *= invstd.reshape(shape)
-    out = np.multiply(xhat, gamma.reshape(shape))
-    out += beta.reshape(shape)
+    m32, inv, gm, bt = (v.reshape(shape) for v in (mean.astype(F32), invstd, gamma, beta))
+    xhat = np.empty(x.shape, np.result_type(x, m32))
+    out = np.empty(x.shape, np.result_type(xhat, gm, bt))
+
+    def part(a, b):
+        xh, o = xhat[a:b], out[a:b]
+        np.subtract(x[a:b], m32, out=xh)
+        xh *= inv
+        np.multiply(xh, gm, out=o)
+        o += bt
+
+    parallel.halves(part, len(x), x.size)
     return out, xhat, invstd, mean, var
 
 
 def _bn_backward(g, xhat, invstd, gamma):
     """dx = a * (m g - dbeta - xhat dgamma) with a = gamma invstd / m, in this order (the
-    reference's), each step in place."""
+    reference's), each step in place; the sums, then the batch's halves, on two threads."""
     shape = (1, -1) + (1,) * (g.ndim - 2)
     m = g.size // g.shape[1]
-    dbeta = hostops.channel_sum(g).astype(F32)
-    dgamma = hostops.channel_sum(g, xhat).astype(F32)
-    dx = np.multiply(g, F32(m))
-    dx -= dbeta.reshape(shape)
-    dx -= xhat * dgamma.reshape(shape)
-    dx *= ((gamma * invstd) / F32(m)).reshape(shape)
+    s1, s2 = parallel.pair(lambda: hostops.channel_sum(g), lambda: hostops.channel_sum(g, xhat), g.size)
+    dbeta, dgamma = s1.astype(F32), s2.astype(F32)
+    db, dg, a = dbeta.reshape(shape), dgamma.reshape(shape), ((gamma * invstd) / F32(m)).reshape(shape)
+    dx = np.empty(g.shape, np.result_type(g, F32))
+
+    def part(i, j):
+        d = dx[i:j]
+        np.multiply(g[i:j], F32(m), out=d)
+        d -= db
+        d -= xhat[i:j] * dg
+        d *= a
+
+    parallel.halves(part, len(g), g.size)
     return dx, dgamma, dbeta
 
 
@@ -108,10 +125,10 @@ class Step:
                     self.p[p["running_var"]] = ((1 - mom) * self.p[p["running_var"]] + mom * unbiased).astype(F32)
                 self.cache[op["name"]] = (xhat, invstd)
             elif kind == "relu":
-                out = hostops.relu(ins[0])
-                self.cache[op["name"]] = ins[0] > 0
+                out = parallel.ufunc(np.maximum, ins[0], F32(0), np.result_type(ins[0], F32))  # hostops.relu, 2 threads
+                self.cache[op["name"]] = parallel.ufunc(np.greater, ins[0], F32(0), bool)
             elif kind == "add":
-                out = ins[0] + ins[1]
+                out = parallel.ufunc(np.add, ins[0], ins[1], np.result_type(ins[0], ins[1]))
             elif kind == "avgpool":
                 out = hostops.avgpool(ins[0])
                 self.cache[op["name"]] = ins[0].shape
@@ -188,7 +205,7 @@ class Step:
             self._acc_param(p["bias"], dbeta)
             return [dx]
         if kind == "relu":
-            return [g * self.cache[name]]  # a product with the mask: np.where branches per element
+            return [parallel.ufunc(np.multiply, g, self.cache[name], g.dtype)]  # with the mask: np.where branches
         if kind == "add":
             return [g, g]
         if kind == "avgpool":

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import parallel
+
 F32, F64 = np.float32, np.float64
 
 
@@ -81,8 +83,13 @@ def avgpool(x) -> np.ndarray:
     n, c = x.shape[:2]
     step = max(1, CHUNK // max(1, x[0].size))
     out = np.empty((n, c, 1, 1), F32)
-    for i in range(0, n, step):
-        out[i:i + step] = np.asarray(x[i:i + step], F64).mean(axis=(2, 3), keepdims=True)
+
+    def part(a, b):
+        for i in range(a, b, step):
+            j = min(b, i + step)
+            out[i:j] = np.asarray(x[i:j], F64).mean(axis=(2, 3), keepdims=True)
+
+    parallel.halves(part, n, x.size)
     return out
 
 

@@ -13,13 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 MIN_ELEMENTS = 1 << 16  # below this a hand-off to the worker costs more than it saves
+CPUS = os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
 
 
 def threads() -> int:
     """1 or 2: the threads the host's numpy work uses."""
     value = os.environ.get("E2T_HOST_THREADS")
-    return 1 if (int(value) if value else os.cpu_count() or 1) < 2 else 2
+    return 1 if (int(value) if value else CPUS) < 2 else 2
 
 
 def _worker() -> ThreadPoolExecutor:
@@ -58,4 +59,32 @@ def ufunc(op, a, b, dtype) -> np.ndarray:
         return op(a, b).astype(dtype, copy=False)
     out = np.empty(a.shape, dtype)
     halves(lambda i, j: op(a[i:j], b if whole else b[i:j], out=out[i:j]), len(a), a.size)
+    return out
+
+
+def take(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """x[rows] (rows: indices along axis 0), the rows copied on two threads."""
+    out = np.empty((len(rows), *x.shape[1:]), x.dtype)
+    halves(lambda i, j: np.take(x, rows[i:j], axis=0, out=out[i:j]), len(rows), out.size)
+    return out
+
+
+def copy(x: np.ndarray) -> np.ndarray:
+    """x.copy(), on two threads."""
+    x = np.asarray(x)
+    if not x.ndim:
+        return x.copy()
+    out = np.empty_like(x)
+    halves(lambda i, j: np.copyto(out[i:j], x[i:j]), len(x), x.size)
+    return out
+
+
+def scatter(x: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """An n-row float32 array of zeros with x's rows at ``rows``, on two threads."""
+    out = np.zeros((n, *x.shape[1:]), np.float32)
+
+    def part(i, j):
+        out[rows[i:j]] = x[i:j]
+
+    halves(part, len(rows), x.size)
     return out

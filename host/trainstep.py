@@ -77,13 +77,18 @@ def _gradient_sum(parts: list | None) -> np.ndarray | None:
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
     flat = [np.ascontiguousarray(g, F32).reshape(-1) for g in parts]
     out = np.empty(parts[0].shape, F32)
-    o, buf = out.reshape(-1), np.empty(min(hostops.CHUNK, out.size), F64)
-    for s in range(0, o.size, hostops.CHUNK):  # element by element the same sum, in a cached buffer
-        b = buf[:min(o.size - s, hostops.CHUNK)]
-        np.copyto(b, flat[0][s:s + len(b)])
-        for g in flat[1:]:
-            np.add(b, g[s:s + len(b)], out=b)
-        np.copyto(o[s:s + len(b)], b, casting="same_kind")
+    o = out.reshape(-1)
+
+    def part(lo, hi):  # element by element the same sum, in a cached buffer
+        buf = np.empty(min(hi - lo, hostops.CHUNK), F64)
+        for s in range(lo, hi, hostops.CHUNK):
+            b = buf[:min(hi - s, hostops.CHUNK)]
+            np.copyto(b, flat[0][s:s + len(b)])
+            for g in flat[1:]:
+                np.add(b, g[s:s + len(b)], out=b)
+            np.copyto(o[s:s + len(b)], b, casting="same_kind")
+
+    parallel.halves(part, o.size, o.size)
     return out
 
 
@@ -100,11 +105,18 @@ class Step:
     def forward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """(mean cross-entropy, logits)."""
         t, sub, self.cache, self.picks, state = {self.plan.data["input"]: x}, {}, {}, {}, None
-        self.decisions, self.gate_cache = [], {}
+        self.decisions, self.gate_cache, taken = [], {}, {}
         for op in self.plan.ops:
             kind, gate = op["type"], op.get("gate")
             gathered = gate is not None and kind != "mix"
-            ins = [t[n][self.picks[gate]] if gathered and sub.get(n) != gate else t[n] for n in op["inputs"]]
+            ins = []
+            for n in op["inputs"]:
+                if gathered and sub.get(n) != gate:  # a block's input, gathered once for all its ops
+                    if (n, gate) not in taken:
+                        taken[n, gate] = parallel.take(t[n], self.picks[gate])
+                    ins.append(taken[n, gate])
+                else:
+                    ins.append(t[n])
             if gathered and len(ins[0]) == 0:
                 out = np.zeros((0, *self.plan.tensors[op["output"]]), F32)
                 self.cache[op["name"]] = None
@@ -140,7 +152,7 @@ class Step:
                 out, state = self._gate_forward(op, ins[0], state)
             elif kind == "mix":
                 mask, block, short = ins
-                out = short.copy()
+                out = parallel.copy(short)
                 out[self.picks[gate]] = block
                 self.cache[op["name"]] = (block, short)
             elif kind == "loss":
@@ -188,9 +200,7 @@ class Step:
                 if gi is None:
                     continue
                 if gate is not None and kind != "mix" and self.sub.get(name) != gate:
-                    full = np.zeros((len(self.t[name]), *gi.shape[1:]), F32)
-                    full[self.picks[gate]] = gi
-                    gi = full
+                    gi = parallel.scatter(gi, self.picks[gate], len(self.t[name]))
                 grads.setdefault(name, []).append(gi)
 
     def _op_backward(self, op, g):
@@ -222,12 +232,19 @@ class Step:
         if kind == "mix":
             block, short = self.cache[name]
             on = self.picks[op["gate"]]
-            g_short = g.copy()
+            g_short = parallel.copy(g)
             g_short[on] = 0
-            dm = np.zeros((len(g), 1), F32)
-            if len(on):
-                dm[on, 0] = (g[on].astype(F64) * (block - short[on])).reshape(len(on), -1).sum(1)
-            return [dm, g[on], g_short]
+            dm, g_on = np.zeros((len(g), 1), F32), parallel.take(g, on)
+            if len(on):  # dL/dm of an image: its own float64 sum, the images on two threads
+                sums = np.empty(len(on), F64)
+
+                def part(i, j):
+                    d = g_on[i:j].astype(F64) * (block[i:j] - short[on[i:j]])
+                    sums[i:j] = d.reshape(j - i, -1).sum(1)
+
+                parallel.halves(part, len(on), block.size)
+                dm[on, 0] = sums
+            return [dm, g_on, g_short]
         if kind == "gate":
             return [None]
         raise E2TError(f"training: no backward for op type '{kind}'")

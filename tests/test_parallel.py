@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from host import numerics as nx, parallel, trainstep
+from host import hostops, numerics as nx, parallel, trainstep
 
 F32 = np.float32
 
@@ -46,7 +46,12 @@ def test_two_threads_give_one_thread_s_bits(monkeypatch, n):
                lambda: parallel.ufunc(np.maximum, x, F32(0), F32),
                lambda: parallel.ufunc(np.greater, x, F32(0), bool),
                lambda: parallel.ufunc(np.add, x, g, F32),
-               lambda: parallel.ufunc(np.multiply, g, x > 0, F32)):
+               lambda: parallel.ufunc(np.multiply, g, x > 0, F32),
+               lambda: hostops.avgpool(x),
+               lambda: parallel.take(x, np.flatnonzero(np.arange(n) % 3 != 1)),
+               lambda: parallel.scatter(g[: (n + 1) // 2], np.arange(0, n, 2), n),
+               lambda: parallel.copy(x),
+               lambda: trainstep._gradient_sum([x, g, -x, 2 * g])):
         one, two = _both(monkeypatch, fn)
         assert len(one) == len(two) and all(_same(a, b) for a, b in zip(one, two))
 

@@ -30,6 +30,14 @@ def _worker() -> ThreadPoolExecutor:
     return _pool
 
 
+def _forget_worker() -> None:  # a forked child has no worker thread: it makes its own
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_worker)
+
+
 def pair(f, g, size: int):
     """(f(), g()): g on the worker where there are two threads and ``size`` (elements) is worth it."""
     if size < MIN_ELEMENTS or threads() < 2:

@@ -70,3 +70,17 @@ def test_the_worker_takes_the_second_half_and_small_work_stays(monkeypatch):
     parallel.halves(lambda a, b: seen.append((a, b)), 10, 10 * parallel.MIN_ELEMENTS)
     assert seen == [(0, 10)] and parallel.threads() == 1
     assert parallel.pair(lambda: 1, lambda: 2, 0) == (1, 2)
+
+
+def test_a_forked_child_makes_its_own_worker(monkeypatch):
+    import os
+    import signal
+    monkeypatch.setenv("E2T_HOST_THREADS", "2")
+    x = np.arange(4 * parallel.MIN_ELEMENTS, dtype=F32).reshape(4, -1)
+    parallel.copy(x)  # the parent's worker exists now
+    pid = os.fork()
+    if pid == 0:  # the child: a hang ends in SIGALRM after 10 s, a wrong copy exits 1
+        signal.alarm(10)
+        os._exit(0 if np.array_equal(parallel.copy(x), x) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the forked child hung or copied wrong"

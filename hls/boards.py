@@ -17,7 +17,14 @@ from host import numerics as nx
 from host.boards import DEFAULT_BOARD, Board, board, names
 
 BOARDS = {n: board(n) for n in names()}
-__all__ = ["BOARDS", "DEFAULT_BOARD", "Board", "board", "config_header", "depths"]
+__all__ = ["BOARDS", "DEFAULT_BOARD", "Board", "board", "config_header", "depths", "wgp_pack"]
+
+
+def wgp_pack(b: Board) -> bool:
+    """Whether the pixel-lane weight gradient's predictor packs two entries a DSP (E2T_WGP_PACK):
+    on the boards with a 128-bit port (UltraScale+). On a 64-bit port the stem's predictor pass
+    waits on its g stream either way, and the XC7Z020 has no LUTs to spare (docs/engine.md)."""
+    return b.axi_bits >= 128
 
 
 def depths(b: Board, batch: int = 2) -> dict[str, int]:
@@ -36,7 +43,7 @@ def config_header(b: Board, origin: str | None = None) -> str:
     for key in ("tile_o", "tile_i", "array_o", "array_i", "max_c", "max_h", "max_w", "max_ho", "max_wo", "max_k", "max_pad", "max_batch",
                 "acc_fwd_bits", "acc_wide_bits", "axi_bits"):
         L.append(f"#define E2T_{key.upper()} {getattr(b, key)}")
-    L += [f"#define E2T_ALIGN_BITS {nx.ALIGN_BITS}", ""]
+    L += [f"#define E2T_WGP_PACK {int(wgp_pack(b))}", f"#define E2T_ALIGN_BITS {nx.ALIGN_BITS}", ""]
     L += [f"#define E2T_DEPTH_{k.upper()} {v}" for k, v in depths(b).items()]
     L += ["", "#endif  // E2T_ENGINE_CONFIG_H", ""]
     return "\n".join(L)

@@ -22,7 +22,7 @@ import argparse
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .boards import DEFAULT_BOARD, BOARDS, Board, board as get_board
+from .boards import DEFAULT_BOARD, BOARDS, Board, board as get_board, wgp_pack
 
 # Pipeline depths (cycles) by loop kind; "rd" loops read DDR, "wr" loops write it.
 DEPTH = {"mul": 2, "rd": 24, "wr": 8, "wpre": 4, "fwd": 12, "bwd": 12, "wgrad": 10, "wgp": 12, "update": 24,
@@ -96,7 +96,7 @@ class _Geo:
         self.tile_o, self.tile_i = b.tile_o, b.tile_i
         self.dmin_w = 2 * self.ai
         self.half = self.ai // 2  # pixel-lane weight gradient: C limit, Wo floor, shortest group
-        self.pack = b.axi_bits >= 128  # its predictor packs two entries a DSP (the kernel's WGP_PACK)
+        self.pack = wgp_pack(b)  # its predictor packs two entries a DSP (the kernel's WGP_PACK)
         xdepth = -(-b.max_c // self.ai) * b.max_h * b.max_w
         self.uch = min(self.nacc * PB, self.ai * xdepth)  # UPDATE chunk
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from host.boards import Board
 from host.errors import E2TError
 
+from .boards import wgp_pack
 from .cycles import GS_DEPTH, PB  # the kernel's block and G store sizes, one Python source
 
 DSP_PORTS = {"zynq7": (25, 18), "zynqmp": (27, 18)}       # DSP48E1, DSP48E2 multiplier ports
@@ -125,7 +126,7 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
                                 "lut": dsps * (sweep + sweep - 4) + ao * 2 * ai * sweep // 2 + ao * wide + 2 * ai * 8,
                                 "ff": dsps * (sweep + sweep - 4) + ao * 2 * ai * sweep}
     mux = lambda ways, bits: bits * -(-ways // 4)  # noqa: E731  (a ways:1 mux per bit, 4:1 per LUT6)
-    pack = b.axi_bits >= 128  # the pixel-lane predictor's two entries a DSP (the kernel's WGP_PACK)
+    pack = wgp_pack(b)  # the pixel-lane predictor's two entries a DSP (the kernel's WGP_PACK)
     ports = 2 if pack else 1
     parts["wgrad, pixel lanes"] = {
         "dsp": 0, "bram18": 0,

@@ -100,11 +100,10 @@ const int DMIN_W = 2 * AI;               // shortest weight-gradient sweep: the 
 const int HALF = AI / 2;                 // pixel-lane weight gradient: the largest C, the shortest Wo, and
                                          // the cycles of one group (prefetch of AI lanes of g, two a cycle)
 // The pixel-lane predictor packs two entries a DSP (about half the cycles) where the engine has the
-// LUTs for the wider adder trees it needs and a read port fast enough for it to pay: by default
-// the 128-bit (UltraScale+) boards. On a 64-bit port the stem's predictor pass waits on its g
-// stream either way, and the XC7Z020 has no LUTs to spare (docs/engine.md).
+// LUTs for the wider adder trees it needs and a read port fast enough for it to pay: the board
+// data decides (hls/boards.py, wgp_pack).
 #ifndef E2T_WGP_PACK
-#define E2T_WGP_PACK (E2T_AXI_BITS >= 128)
+#error "engine_config.h predates E2T_WGP_PACK: generate it again (python -m hls.boards BOARD)"
 #endif
 const bool WGP_PACK = E2T_WGP_PACK;
 const int GS_DEPTH = 1024;               // G store entries per array row (weight-gradient partial sums)

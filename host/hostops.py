@@ -59,7 +59,8 @@ def batchnorm_eval(x, weight, bias, mean, var, eps: float) -> np.ndarray:
 
 
 def relu(x) -> np.ndarray:
-    return np.maximum(x, F32(0))
+    """max(x, 0), the images on two threads (host/parallel.py)."""
+    return parallel.ufunc(np.maximum, x, F32(0), np.result_type(x, F32))
 
 
 def channel_sum(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:

@@ -137,7 +137,7 @@ class Step:
                     self.p[p["running_var"]] = ((1 - mom) * self.p[p["running_var"]] + mom * unbiased).astype(F32)
                 self.cache[op["name"]] = (xhat, invstd)
             elif kind == "relu":
-                out = parallel.ufunc(np.maximum, ins[0], F32(0), np.result_type(ins[0], F32))  # hostops.relu, 2 threads
+                out = hostops.relu(ins[0])
                 self.cache[op["name"]] = parallel.ufunc(np.greater, ins[0], F32(0), bool)
             elif kind == "add":
                 out = parallel.ufunc(np.add, ins[0], ins[1], np.result_type(ins[0], ins[1]))

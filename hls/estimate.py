@@ -5,8 +5,9 @@ DSP, BRAM, LUT and FF use against the board's budget (hls/resources.py), engine 
 training step (hls/cycles.py, through hls/export.py's per-layer costs), images per second at
 the board's clock, and joules per image from the board's energy model (energy/model.py) for
 the engine's fixed-point training and for fp32 training on the same counts. Every figure is
-modeled. A configuration over the board's budget is refused after the table, with the
-resource and both numbers.
+modeled. A configuration over the board's BRAM, LUT or FF budget is refused after the table,
+with the resource and both numbers; a multiplier array over its DSP budget already when
+board.json loads (host/boards.py), before any table.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 
 from energy import model as energy_model
 from host import opcount, plan as planmod
-from host.boards import DATA
+from host.boards import DATA, DEFAULT_BOARD
 from host.errors import E2TError
 
 from . import export, resources
@@ -79,8 +80,8 @@ def main(args) -> int:
     else:
         from host import planbuild
         from host.datasets import shape_of
-        c, k, size = shape_of(args.dataset)
-        plan = planbuild.from_model(args.model, c, k, size, args.board or "pynq-z2", args.batch, 0, args.slu,
+        c, k, size = shape_of(args.dataset, args.data_dir, args.image_size, args.image_channels)
+        plan = planbuild.from_model(args.model, c, k, size, args.board or DEFAULT_BOARD, args.batch, 0, args.slu,
                                     None, args.dataset)[0]
     e = estimate(plan, args.energy_model)
     print(text(e))

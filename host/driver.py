@@ -19,7 +19,8 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 class EngineError(E2TError):
-    """The engine refused an op, hung, or does not match this e2t."""
+    """The engine refused an op, hung, or does not match this e2t, or its CPU build (hls/csim.py)
+    failed: an E2TError, so the CLI says it in one line."""
 
 
 class EngineTimeout(EngineError):

@@ -169,6 +169,11 @@ def count_params(model: nn.Module) -> int:
 
 def describe(name: str, num_classes: int, in_channels: int, size: int) -> str:
     """One line on a model: parameters and MACs per image (`e2t info`, through its entry point)."""
+    for flag, value, what in (("--num-classes", num_classes, "the classifier's outputs"),
+                              ("--in-channels", in_channels, "the input's channels"),
+                              ("--size", size, "the input's height and width in pixels")):
+        if value < 1:
+            raise E2TError(f"{flag} {value}: {what} must be at least 1")
     model = build_model(name, num_classes, in_channels)
     macs = count_macs(model, in_channels, size)
     return (f"{name}: {count_params(model):,} parameters, {sum(macs.values()) / 1e6:.2f} M MACs "

@@ -6,7 +6,8 @@ A segment is a stretch of a run (an engine micro-benchmark, or an epoch) with it
 solves ``joules = sum_w macs_w * e_w + bytes * e_ddr + seconds * p_static`` for non-negative
 coefficients; the residuals and the condition number of the design matrix are reported, so a
 calibration whose segments cannot separate two coefficients says so. The fitted model is
-written beside the board's default file (``energy.fitted.json``), never over it.
+written beside the board's default file (``energy.fitted.json``), never over it, and over an
+earlier calibration only when asked (``--force``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import os
 import numpy as np
 
 from host.errors import E2TError
+from host.runs import write_file
 
 from . import model as emodel
 
@@ -49,12 +51,25 @@ def fit(segments: list[dict], widths: list[str]) -> dict:
             "condition": float(np.linalg.cond(a / scale)), "segments": len(segments)}
 
 
-def write_fitted(board: str, fitted: dict, source: str, path: str | None = None) -> str:
-    """The fitted model as a model file beside the board's default one; returns its path."""
-    base = emodel.load(board)
-    out = path or os.path.join(os.path.dirname(base.path), FITTED)
-    if os.path.abspath(out) == os.path.abspath(base.path):
+def target(board: str, path: str | None = None, force: bool = False) -> str:
+    """The file a calibration writes: ``path``, or ``energy.fitted.json`` beside the board's
+    default model, never the default itself; an existing one only with ``force``."""
+    if path == "":
+        raise E2TError("--out is empty: name the fitted model file")
+    default = emodel.load(board).path
+    out = path or os.path.join(os.path.dirname(default), FITTED)
+    if os.path.abspath(out) == os.path.abspath(default):
         raise E2TError(f"{out} is the board's default model: a calibration is written beside it, never over it")
+    if os.path.lexists(out) and not (force and os.path.isfile(out)):
+        raise E2TError(f"{out} already exists: pass --force to replace it, or --out a new file" if os.path.isfile(out)
+                       else f"--out {out} is not a file: name the fitted model file")
+    return out
+
+
+def write_fitted(board: str, fitted: dict, source: str, path: str | None = None, force: bool = False) -> str:
+    """The fitted model as a model file beside the board's default one (``target``); returns its path."""
+    base = emodel.load(board)
+    out = target(board, path, force)
     d = {"board": board, "table": f"calibrated ({source})",
          "mac_pj": {w: {"value": v, "source": f"least-squares fit, {source}"} for w, v in fitted["mac_pj"].items()},
          "ddr_pj_per_byte": {"value": fitted["ddr_pj_per_byte"], "source": f"least-squares fit, {source}"},
@@ -64,9 +79,5 @@ def write_fitted(board: str, fitted: dict, source: str, path: str | None = None)
                          "of the measurement)"]}
     for w, entry in base.mac_pj.items():  # widths the calibration did not exercise keep their default figure
         d["mac_pj"].setdefault(w, {"value": entry, "source": base.sources[f"mac_pj.{w}"]})
-    tmp = out + f".tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(d, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, out)
+    write_file(out, (json.dumps(d, indent=1) + "\n").encode(), replace=force)
     return out

@@ -1,5 +1,7 @@
 """Energy reports of a run folder: ``energy.json``, ``energy.csv`` and ``report.html`` with PNG
-plots beside it (``e2t energy report RUN_DIR``; every trainer writes one at the end of a run).
+plots beside it (``e2t energy report RUN_DIR``; every trainer writes one at the end of a run),
+in ``RUN_DIR/energy/`` when priced by the run's own board's model, and beside it when priced
+by another board's or a model file (``folder_name``): no report replaces one priced otherwise.
 
 The figures are modeled (energy/model.py) and say so, with the model file, its table and the
 source of every coefficient; what the model leaves out is listed. Measured figures (power
@@ -14,7 +16,8 @@ import json
 import os
 
 from host.errors import E2TError
-from host.runs import CONFIG, METRICS
+from host.jsonfile import parse
+from host.runs import CONFIG, METRICS, write_folder
 
 from . import model as emodel
 from .model import PHASE_NAMES
@@ -25,9 +28,9 @@ FOLDER = "energy"
 def _records(run_dir: str) -> tuple[dict, list[dict]]:
     try:
         with open(os.path.join(run_dir, CONFIG)) as f:
-            config = json.load(f)
+            config = parse(f.read())
         with open(os.path.join(run_dir, METRICS)) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+            records = [parse(line) for line in f if line.strip()]
     except FileNotFoundError as e:
         raise E2TError(f"{run_dir}: not a run folder ({os.path.basename(e.filename)} is missing)") from None
     except (OSError, ValueError) as e:
@@ -37,7 +40,8 @@ def _records(run_dir: str) -> tuple[dict, list[dict]]:
     return config, records
 
 
-def _plots(result: dict, folder: str) -> dict[str, str]:
+def _plots(result: dict) -> dict[str, bytes]:
+    """The report's PNG plots by file name."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -45,9 +49,10 @@ def _plots(result: dict, folder: str) -> dict[str, str]:
 
     def save(fig, name):
         fig.tight_layout()
-        fig.savefig(os.path.join(folder, name), dpi=110)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
-        files[name] = name
+        files[name] = buf.getvalue()
 
     ep = result["epochs"]
     x = [e["epoch"] for e in ep]
@@ -93,7 +98,18 @@ def _plots(result: dict, folder: str) -> dict[str, str]:
     return files
 
 
-def _html(result: dict, config: dict, images: dict) -> str:
+def settings(config: dict) -> str:
+    """A run's savings settings in words, e.g. "PSG on (tau 0), SMD off, SLU on (target 0.5)"."""
+    psg = "PSG off"
+    if config.get("psg"):
+        ratio, tau = config.get("psg_ratio"), config.get("psg_tau")
+        psg = f"PSG on (ratio {ratio:g})" if ratio is not None else f"PSG on (tau {tau:g})" if tau is not None else "PSG on"
+    smd = f"SMD on (p {config['smd']:g})" if config.get("smd") else "SMD off"
+    slu = f"SLU on (target {config['slu_target']:g})" if config.get("slu_target") is not None else "SLU off"
+    return f"{psg}, {smd}, {slu}"
+
+
+def _html(result: dict, config: dict, images: list[str]) -> str:
     e = html.escape
     rows = "".join(f"<tr><td>{e(PHASE_NAMES.get(p, p))}</td><td>{v['mac_j']:.4g}</td><td>{v['ddr_j']:.4g}</td>"
                    f"<td>{v['j']:.4g}</td><td>{100 * v['j'] / result['total_j'] if result['total_j'] else 0:.1f} %</td></tr>"
@@ -101,7 +117,7 @@ def _html(result: dict, config: dict, images: dict) -> str:
     sources = "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in result["sources"].items())
     missing = "".join(f"<li>{e(m)}</li>" for m in result["not_modeled"])
     last = result["epochs"][-1]
-    imgs = "".join(f'<figure><img src="{e(src)}" alt="{e(name)}"></figure>' for name, src in images.items())
+    imgs = "".join(f'<figure><img src="{e(name)}" alt="{e(name)}"></figure>' for name in images)
     if result["measured"]:
         mrows = "".join(f"<tr><td>{e(n)}</td><td>{v['joules']:.4g}</td><td>{e(v['source'])}</td></tr>"
                         for n, v in result["measured"].items())
@@ -120,8 +136,8 @@ img{{max-width:100%}}.kind{{background:#fff3cd;padding:.4em .8em;border-radius:.
 <h1>Energy report: {e(config.get('model', '?'))} on {e(config.get('dataset', '?'))}</h1>
 <p class="kind"><b>Modeled, not measured.</b> Table: {e(result['table'])}; model file <code>{e(result['model'])}</code>
 (board {e(result['board'])}).</p>
-<p>Run: backend {e(str(config.get('backend')))}, precision {e(str(config.get('precision')))}, PSG {e(str(config.get('psg')))},
-SMD {e(str(config.get('smd')))}, SLU target {e(str(config.get('slu_target')))}; {len(result['epochs'])} epochs,
+<p>Run: backend {e(str(config.get('backend')))}, precision {e(str(config.get('precision')))}, {e(settings(config))};
+{len(result['epochs'])} epochs,
 final test accuracy {100 * (last['test_acc'] or 0):.2f} %.</p>
 <h2>Total: {result['total_j']:.4g} J (modeled)</h2>
 <table><tr><th>phase</th><th>MACs (J)</th><th>DDR (J)</th><th>total (J)</th><th>share</th></tr>{rows}</table>
@@ -133,15 +149,52 @@ final test accuracy {100 * (last['test_acc'] or 0):.2f} %.</p>
 """
 
 
-def write(run_dir: str, board: str | None = None, model_path: str | None = None) -> tuple[str, dict]:
-    """Write the run's report into ``run_dir/energy/``; returns (report.html's path, the figures)."""
+def _model(board: str | None, model_path: str | None, run_board: str) -> emodel.EnergyModel:
+    """The model that prices a run: the file ``model_path``, else ``board``'s, else the run's board's."""
+    for flag, value in (("--board", board), ("--model", model_path)):
+        if value == "":
+            raise E2TError(f"{flag} is empty: name a board or an energy model file, or leave it out")
+    return emodel.load(board or run_board, model_path)
+
+
+def folder_name(run_board: str, board: str | None, model_path: str | None) -> str:
+    """A report's folder in the run: ``energy`` priced by the run's own board's model,
+    ``energy-<board>`` by another board's, ``energy-<file name>`` by a model file."""
+    if model_path is not None:
+        return f"{FOLDER}-{os.path.splitext(os.path.basename(model_path))[0]}"
+    return FOLDER if board in (None, run_board) else f"{FOLDER}-{os.path.basename(board)}"
+
+
+def _check_replace(folder: str, model: emodel.EnergyModel, force: bool) -> None:
+    """Re-writing a report of the same pricing (board and table) is normal; anything else in
+    ``folder`` is replaced only with ``force``."""
+    if not os.path.lexists(folder):
+        return
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        raise E2TError(f"{folder} is a file, not a report folder: move it away (the report is written there)")
+    try:
+        with open(os.path.join(folder, "energy.json")) as f:
+            old = parse(f.read())
+        priced = (old["board"], old["table"])
+    except (OSError, ValueError, KeyError, TypeError):
+        priced = None
+    if priced != (model.board, model.table) and not force:
+        what = f"a report priced by {priced[0]}'s {priced[1]!r}" if priced else "no report e2t wrote"
+        raise E2TError(f"{folder} holds {what}, not {model.board}'s {model.table!r}: "
+                       f"pass --force to replace it")
+
+
+def write(run_dir: str, board: str | None = None, model_path: str | None = None,
+          force: bool = False) -> tuple[str, dict]:
+    """Write the run's report folder (``folder_name``) whole, replacing one of the same pricing
+    (any other only with ``force``); returns (report.html's path, the figures)."""
     config, records = _records(run_dir)
-    model = emodel.load(board or config.get("board", "pynq-z2"), model_path)
+    run_board = config.get("board", "pynq-z2")
+    model = _model(board, model_path, run_board)
+    folder = os.path.join(run_dir, folder_name(run_board, board, model_path))
+    _check_replace(folder, model, force)
     result = emodel.run_energy(records, model, board_time=config.get("backend") == "pynq")
-    folder = os.path.join(run_dir, FOLDER)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "energy.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    files = {"energy.json": json.dumps(result, indent=1).encode()}
     buf = io.StringIO()
     phases = list(result["phases"])
     w = csv.writer(buf)
@@ -152,34 +205,48 @@ def write(run_dir: str, board: str | None = None, model_path: str | None = None)
         w.writerow([ep["epoch"], "modeled", f"{ep['j']:.6g}", f"{ep['cumulative_j']:.6g}", ep["test_acc"]]
                    + [f"{ep['phases'].get(p, {'j': 0})['j']:.6g}" for p in phases]
                    + [f"{ep['rails'].get(r, float('nan')):.6g}" for r in rails])
-    with open(os.path.join(folder, "energy.csv"), "w") as f:
-        f.write(buf.getvalue())
-    images = _plots(result, folder)
-    path = os.path.join(folder, "report.html")
-    with open(path, "w") as f:
-        f.write(_html(result, config, images))
-    return path, result
+    files["energy.csv"] = buf.getvalue().encode()
+    images = _plots(result)
+    files.update(images)
+    files["report.html"] = _html(result, config, list(images)).encode()
+    write_folder(folder, files, replace=True, flag="report")
+    return os.path.join(folder, "report.html"), result
 
 
-def compare(runs: list[str], board: str | None = None, model_path: str | None = None) -> tuple[str, dict]:
+SAME_TASK = ("model", "dataset", "image_size", "image_channels")  # what runs must share to be compared
+
+
+def compare(runs: list[str], board: str | None = None, model_path: str | None = None,
+            force: bool = False) -> tuple[str, dict]:
     """The savings table of ``runs`` against the first (the baseline), priced by one model:
-    (text, data). Energy, % saved and accuracy difference per run; the model is named."""
-    first = _records(runs[0])[0]
-    model = emodel.load(board or first.get("board", "pynq-z2"), model_path)
+    (text, data). Epochs, test accuracy, energy, % saved and accuracy difference per run; the
+    model is named. Runs that differ from the baseline in a ``SAME_TASK`` field are refused
+    unless ``force``."""
+    loaded = [(run, *_records(run)) for run in runs]
+    first = loaded[0][1]
+    for run, config, _ in loaded[1:]:
+        differ = [k for k in SAME_TASK if config.get(k) != first.get(k)]
+        if differ and not force:
+            k = differ[0]
+            raise E2TError(f"{run} trains {k} {config.get(k)}, the baseline {runs[0]} {first.get(k)}: its savings "
+                           f"would not compare the same training (pass --force to compare anyway)")
+    model = _model(board, model_path, first.get("board", "pynq-z2"))
     rows = []
-    for run in runs:
-        config, records = _records(run)
+    for run, config, records in loaded:
         result = emodel.run_energy(records, model, board_time=config.get("backend") == "pynq")
-        rows.append({"run": run, "j": result["total_j"], "test_acc": records[-1].get("test_acc") or 0.0,
+        rows.append({"run": run, "epochs": records[-1].get("epoch"), "j": result["total_j"],
+                     "test_acc": records[-1].get("test_acc") or 0.0,
                      "config": {k: config.get(k) for k in ("backend", "precision", "psg", "smd", "slu_target")}})
     base = rows[0]
     lines = [f"modeled energy ({model.table}; {model.path}), baseline {runs[0]}",
-             f"{'run':<40}{'energy (J)':>12}{'saved':>9}{'d acc':>9}"]
+             f"{'run':<40}{'epochs':>7}{'test acc':>11}{'energy (J)':>12}{'saved':>9}{'d acc':>9}"]
+    if len({r["epochs"] for r in rows}) > 1:
+        lines.insert(1, "note: the runs trained different numbers of epochs: their joules are not of the same training")
     for r in rows:
         r["saved"] = 1 - r["j"] / base["j"] if base["j"] else 0.0
         r["d_acc"] = r["test_acc"] - base["test_acc"]
-        lines.append(f"{os.path.basename(os.path.normpath(r['run'])):<40}{r['j']:>12.4g}{100 * r['saved']:>8.1f}%"
-                     f"{100 * r['d_acc']:>+8.2f}")
+        lines.append(f"{os.path.basename(os.path.normpath(r['run'])):<40}{r['epochs']!s:>7}{100 * r['test_acc']:>9.2f} %"
+                     f"{r['j']:>12.4g}{100 * r['saved']:>8.1f}%{100 * r['d_acc']:>+8.2f}")
     lines.append("not modeled: " + "; ".join(model.not_modeled))
     return "\n".join(lines), {"kind": "modeled", "model": model.path, "table": model.table,
                               "sources": model.sources, "rows": rows}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from . import boards, numerics as nx, plan as planmod, weightsfile
 from .config import MODELS
 from .errors import E2TError
 from .layout import lay_out
+from .runs import atomic_write, write_folder
 
 WIDTHS = (16, 32, 64)
 GATE_HIDDEN = 10
@@ -181,9 +181,9 @@ def host_params(ops: list, arrays: dict) -> list[tuple[str, np.ndarray]]:
                 continue
             seen.add(name)
             out.append((name, np.asarray(arrays[name], np.float32)))
-            if key not in ("running_mean", "running_var"):
-                buf = arrays.get(f"{name}.momentum_buffer")
-                out.append((f"{name}.momentum_buffer", np.zeros_like(out[-1][1]) if buf is None
+            if key not in planmod.RUNNING:
+                buf = arrays.get(name + planmod.MOMENTUM)
+                out.append((name + planmod.MOMENTUM, np.zeros_like(out[-1][1]) if buf is None
                             else np.asarray(buf, np.float32)))
     return out
 
@@ -227,29 +227,19 @@ def from_model(model: str, in_channels: int, num_classes: int, size: int, board:
     return planmod.Plan(data), weights, named
 
 
+def files(plan: planmod.Plan, weights: bytes, extra: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """A plan folder's files by name: plan.json, weights.bin and the ``extra`` ones."""
+    return {planmod.PLAN_FILE: plan.to_json(), weightsfile.FILE: weights, **(extra or {})}
+
+
 def save(out: str, plan: planmod.Plan, weights: bytes, extra: dict[str, bytes] | None = None) -> None:
-    """Write plan.json, weights.bin and the ``extra`` files into ``out`` (``save_files``)."""
-    save_files(out, {planmod.PLAN_FILE: plan.to_json(), weightsfile.FILE: weights, **(extra or {})})
+    """Write the new plan folder ``out`` (``files``), whole or not at all; an existing one is
+    refused, never written over (host.runs.write_folder)."""
+    write_folder(out, files(plan, weights, extra))
 
 
-def save_files(out: str, files: dict[str, bytes]) -> None:
-    """Write files (relative path -> bytes) into ``out``: all go to a temporary folder beside it
-    first and are then moved in, so a failure before the move leaves ``out`` as it was."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise E2TError(f"--out {out} is a file, not a folder: choose a folder")
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        for name, data in files.items():
-            path = os.path.join(tmp, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-        for name in files:
-            dst = os.path.join(out, name)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.replace(os.path.join(tmp, name), dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def save_into(folder: str, plan: planmod.Plan, weights: bytes) -> None:
+    """Write plan.json and weights.bin into a run folder, each file atomically (the trainer's
+    own plan of the run, re-written as it trains)."""
+    for name, data in files(plan, weights).items():
+        atomic_write(os.path.join(folder, name), data)

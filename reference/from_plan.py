@@ -16,8 +16,9 @@ import torch
 
 from host import forward, plan as planmod, planbuild, weightsfile
 from host.config import MODELS, TrainConfig
-from host.datasets import load_dataset, normalize
+from host.datasets import load_dataset, normalize, preprocess
 from host.errors import E2TError
+from host.runs import write_folder
 
 from .models import build_model
 from .quant import PSGConfig, PSGUpdater, conv_factory
@@ -84,12 +85,17 @@ def export_plan(src: str, out: str, data_dir: str | None, log) -> dict:
     from hls import csim, plan_onnx
     plan = planmod.load(src)
     arrays = weightsfile.read(src, plan)
-    data = plan_onnx.build(plan, arrays)
-    files = {"model.onnx": data}
-    figures = {"plan": src, "batch": plan.batch}
     net, saved = plan.network, plan.data.get("provenance", {}).get("config", {})
     ds = load_dataset(net["dataset"], data_dir, saved.get("image_size"), saved.get("image_channels")) \
         if net["dataset"] else None
+    pre = net.get("preprocess")
+    if ds is not None and pre is not None:  # the test images normalized as in training
+        ds = dataclasses.replace(ds, mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+    elif ds is not None:  # an older plan: its data set's normalization
+        pre = preprocess(ds)
+    data = plan_onnx.build(plan, arrays, pre)
+    files = {"model.onnx": data}
+    figures = {"plan": src, "batch": plan.batch, **({"preprocess": pre} if pre is not None else {})}
     if ds is not None:
         x, y = normalize(ds, ds.test_x), ds.test_y
         host = forward.evaluate(plan, arrays, x, y, csim.Engine("fast", plan.board.name, log=log))
@@ -107,6 +113,6 @@ def export_plan(src: str, out: str, data_dir: str | None, log) -> dict:
             figures["torch_acc"] = evaluate(model, ds, torch.device("cpu"), plan.batch)["test_acc"]
             log(f"e2t export: the PyTorch checkpoint (--precision fixed --psg, masked SLU) {100 * figures['torch_acc']:.2f} %")
     files["eval.json"] = (json.dumps(figures, indent=1) + "\n").encode()
-    planbuild.save_files(out, files)
+    write_folder(out, files)
     print(f"wrote {out}: {', '.join(sorted(files))}")
     return figures

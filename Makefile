@@ -19,6 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
+	@if [ -e $(RUN_OUT) ]; then echo "make run: removing $(RUN_OUT), the last make run's folder (keep a run with: mv $(RUN_OUT) runs/NAME)"; fi
 	rm -rf $(RUN_OUT)
 	$(VENV)/bin/e2t train $(RUN_ARGS)
 

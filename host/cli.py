@@ -7,16 +7,20 @@ board (no torch) can run the CLI for the backends it has.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
 
 from . import backends
-from .boards import DEFAULT_BOARD
-from .config import BACKENDS, MODELS, PRECISIONS, PRESETS, SLU_WEIGHTINGS, TrainConfig, as_flags, preset
+from .boards import DEFAULT_BOARD, board, check_fit
+from .config import (BACKENDS, MODELS, PRECISIONS, PRESETS, SLU_WEIGHTINGS, TrainConfig, as_flags, check_seed, flag,
+                     preset)
 from .datasets import DATASETS
+from .folderdata import LAYOUT
 from .errors import E2TError
+from .jsonfile import parse
 
 def _floats(text: str) -> tuple:
     try:
@@ -25,14 +29,69 @@ def _floats(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" where there is a default to show: not on a required option, a
+    flag's False or a None (whose meaning, if any, its help says)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _given(text: str) -> str:
+    """A string value as given; an empty one is refused (it would read as "not given" further on)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the value is empty: give one (an option left out takes its default)")
+    return text
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: its own (and its subcommands', which
+    add_subparsers makes of this class) raise an E2TError naming the subcommand, which main prints
+    as ``e2t: error: <msg>`` (exit 2). Every value without a type of its own goes through
+    ``_given``. Its help shows defaults the Help way."""
+
+    def __init__(self, *args, formatter_class=Help, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+        self.register("type", None, _given)  # argument groups share this registry
+
+    def add_subparsers(self, **kwargs):
+        action = super().add_subparsers(**kwargs)
+        action.type = str  # argparse passes a subcommand's words through it: its own parser checks them
+        return action
+
+    def error(self, message: str):
+        where = self.prog.partition(" ")[2]  # "e2t energy report" -> "energy report"
+        raise E2TError(f"{where}: {message}" if where else message)
+
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:
+        """argparse's, with the subcommand named where an argument is unknown to it."""
+        known, extra = self.parse_known_args(args, namespace)
+        if extra:
+            where = [getattr(known, dest, None) for dest in ("command", "energy_command")]
+            raise E2TError(" ".join(filter(None, where)) + f": unrecognized arguments: {' '.join(extra)}")
+        return known
+
+
+def _data_flags(p: argparse.ArgumentParser, where: str) -> None:
+    """--data-dir (``where``: what it holds for the built-in sets) and a folder data set's --size, --channels."""
+    p.add_argument("--data-dir", help=f"{where}; for --dataset folder: {LAYOUT}")
+    b = board(DEFAULT_BOARD)
+    p.add_argument("--size", type=int, dest="image_size", metavar="N",
+                   help="--dataset folder: resize every image to N x N (needed when sizes differ or are not square; "
+                        f"the engine takes at most {b.max_h} x {b.max_w} on {b.name}, the board's max_h x max_w)")
+    p.add_argument("--channels", type=int, dest="image_channels", choices=(1, 3),
+                   help="--dataset folder: 1 (grayscale) or 3 (RGB); default: 1 if every image is grayscale")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="e2t", description="Energy-efficient on-device CNN training (E2-Train).")
+    p = Parser(prog="e2t", description="Energy-efficient on-device CNN training (E2-Train).")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model; writes a run folder",
-                       argument_default=argparse.SUPPRESS,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       argument_default=argparse.SUPPRESS)
     t.add_argument("--preset", help=f"start from a named set of settings ({', '.join(PRESETS)}: "
                                     f"{' '.join(as_flags(PRESETS['e2train']))}); flags given as well override it")
     t.add_argument("--backend", help=f"where the arithmetic runs: {', '.join(BACKENDS)} (default {d.backend})")
@@ -43,14 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(e2t export or e2t plan) instead of fresh weights")
     t.add_argument("--model", help=f"{', '.join(MODELS)} (default {d.model})")
     t.add_argument("--dataset", help=f"{', '.join(DATASETS)} (default {d.dataset})")
-    t.add_argument("--data-dir", help="folder with cifar-10-python.tar.gz / cifar-100-python.tar.gz "
-                                      "(or their extracted folders), or mnist_5k.csv.gz / digits.csv.gz; for "
-                                      "--dataset folder: one subfolder of PNG/JPEG images per class, or a .npz "
-                                      "with x and y")
-    t.add_argument("--size", type=int, dest="image_size", metavar="N",
-                   help="--dataset folder: resize every image to N x N (needed when sizes differ)")
-    t.add_argument("--channels", type=int, dest="image_channels", choices=(1, 3),
-                   help="--dataset folder: 1 (grayscale) or 3 (RGB); default: 1 if every image is grayscale")
+    _data_flags(t, "folder with cifar-10-python.tar.gz / cifar-100-python.tar.gz (or their extracted folders), "
+                   "or mnist_5k.csv.gz / digits.csv.gz")
     t.add_argument("--epochs", type=int, help=f"default {d.epochs}")
     t.add_argument("--batch-size", type=int, help=f"global mini-batch (default {d.batch_size})")
     t.add_argument("--lr", type=float, help=f"default {d.lr}")
@@ -82,14 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--slu-gate-init", type=float, metavar="P",
                    help="SLU: start the gates open, running each block with probability P (default: "
                         "as initialised, about 0.5)")
-    t.add_argument("--precision", help=f"conv arithmetic: {', '.join(PRECISIONS)} (docs/numerics.md; "
-                                       f"default {d.precision})")
+    t.add_argument("--precision", help=f"conv arithmetic: {', '.join(PRECISIONS)} (docs/numerics.md; default: "
+                                       f"fixed on emu and pynq, whose engine computes in fixed point, fp32 on torch)")
     t.add_argument("--psg", action="store_true",
                    help="predictive sign gradients: 4-bit predictor, full gradient only where unsure, "
-                        "integer sign-momentum update (needs --precision fixed)")
-    t.add_argument("--psg-tau", type=float, help=f"PSG absolute threshold (default {d.psg_tau})")
+                        "integer sign-momentum update (needs --precision fixed). With the default --psg-tau "
+                        "nearly every tile holds an unsure entry and is recomputed, so the predictor's MACs "
+                        "come on top and --psg alone costs energy: --psg-tau 0 (as in --preset e2train) saves")
+    t.add_argument("--psg-tau", type=float,
+                   help=f"PSG absolute threshold: signs come from the predictor where |G_msb| >= tau, the rest "
+                        f"from a full recompute of their tile; 0 takes every sign from the predictor, the setting "
+                        f"that saves energy (default {d.psg_tau}, which recomputes nearly every tile and costs "
+                        f"more than no PSG)")
     t.add_argument("--psg-ratio", type=float,
-                   help="PSG adaptive threshold: tau = ratio * max|G_msb| per layer and step (overrides --psg-tau)")
+                   help="PSG adaptive threshold: tau = ratio * max|G_msb| per layer and step (overrides --psg-tau); "
+                        "a ratio such as 0.05 still leaves an unsure entry in nearly every tile, so it costs "
+                        "energy, as the default --psg-tau does")
     t.add_argument("--psg-tile", type=int, help="PSG recompute tile, N x N channels (default: the board's engine tile)")
     t.add_argument("--predictive-forward", action="store_true",
                    help="PSG: zero conv outputs the 4-bit forward predicts negative (PredictiveNet)")
@@ -99,21 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto (GPU if present), cpu, cuda, cuda:N (default auto)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    pl = sub.add_parser("plan", help="a network plan with fresh weights, for training on the engine (numpy only)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pl = sub.add_parser("plan", help="a network plan with fresh weights, for training on the engine (numpy only)")
     pl.add_argument("--model", default=d.model, help=", ".join(MODELS))
     pl.add_argument("--dataset", default=d.dataset, help=f"{', '.join(DATASETS)}: sets the input channels and classes")
+    _data_flags(pl, "only --dataset folder reads data (the built-in sets' shapes are known)")
     pl.add_argument("--board", default=DEFAULT_BOARD, help="a board of bitstreams/<board>/board.json")
     pl.add_argument("--batch", type=int, default=d.batch_size, help="the largest batch the DDR layout holds")
     pl.add_argument("--slu", action="store_true", help="add SLU gates before every block after the first")
     pl.add_argument("--gate-init", type=float, default=None, metavar="P",
                     help="SLU gates start running blocks with probability P")
-    pl.add_argument("--seed", type=int, default=d.seed)
+    pl.add_argument("--seed", type=int, default=d.seed, help="seed of the fresh weights")
     pl.add_argument("--out", required=True, help="folder for plan.json and weights.bin")
 
     x = sub.add_parser("export", help="run or checkpoint -> model.onnx + plan + HLS project; "
-                                      "a plan folder -> PyTorch checkpoint + inference ONNX (workstation)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                      "a plan folder -> PyTorch checkpoint + inference ONNX (workstation)")
     x.add_argument("source", help="a run folder or checkpoint.pt (forward), or a folder with plan.json (back)")
     x.add_argument("--board", default=DEFAULT_BOARD, help="the board the plan is for (forward export)")
     x.add_argument("--batch", type=int, default=None, help="the plan's batch (default: the run's batch size)")
@@ -121,42 +181,51 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="output folder")
     x.add_argument("--quiet", action="store_true", help="no step log on stderr")
 
-    es = sub.add_parser("estimate", help="modeled resources, speed and energy of a network on a board (workstation)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    es = sub.add_parser("estimate", help="modeled resources, speed and energy of a network on a board (workstation)")
     es.add_argument("--board", default=None, help=f"a board of bitstreams/<board>/board.json (default {DEFAULT_BOARD}, "
                                                   "or the plan's)")
-    es.add_argument("--model", default="resnet20", help=", ".join(MODELS))
-    es.add_argument("--dataset", default="cifar10", help=f"{', '.join(DATASETS)}: the input shape and classes")
-    es.add_argument("--batch", type=int, default=d.batch_size)
+    es.add_argument("--model", default=d.model, help=", ".join(MODELS))
+    es.add_argument("--dataset", default=d.dataset, help=f"{', '.join(DATASETS)}: the input shape and classes")
+    _data_flags(es, "only --dataset folder reads data (the built-in sets' shapes are known)")
+    es.add_argument("--batch", type=int, default=d.batch_size, help="the images of one training step")
     es.add_argument("--slu", action="store_true", help="with SLU gates (their 1x1 convs run on the engine too)")
     es.add_argument("--plan", metavar="DIR", help="estimate this plan (e2t plan / e2t export) instead of --model")
     es.add_argument("--energy-model", metavar="FILE", help="an energy model file (default: the board's)")
 
-    dp = sub.add_parser("deploy", help="a bundle (folder + tarball) that installs and trains on a board",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    dp = sub.add_parser("deploy", help="a bundle (folder + tarball) that installs and trains on a board")
     dp.add_argument("--board", default=DEFAULT_BOARD, help="a board of bitstreams/<board>/board.json")
     dp.add_argument("--plan", metavar="DIR", help="the plan and weights to train (default: fresh ones of --model)")
     dp.add_argument("--model", default=d.model, help=", ".join(MODELS))
     dp.add_argument("--dataset", default=d.dataset, help=", ".join(DATASETS))
-    dp.add_argument("--data-dir", help="where the data set is (CIFAR, folder; built-in sets are found without it)")
-    dp.add_argument("--batch", type=int, default=d.batch_size)
-    dp.add_argument("--epochs", type=int, default=15, help="train.sh's epochs")
+    _data_flags(dp, "where the data set is (CIFAR, folder; built-in sets are found without it); it is copied "
+                    "into the bundle")
+    dp.add_argument("--batch", type=int, default=d.batch_size,
+                    help="train.sh's batch size and a fresh plan's batch (with --plan: at most the plan's)")
+    dp.add_argument("--epochs", type=int, default=15, help="train.sh's epochs (at least 1)")
     dp.add_argument("--no-slu", action="store_true", help="a fresh plan without SLU gates")
-    dp.add_argument("--out", required=True, help="the bundle folder (new); BUNDLE.tar.gz is written beside it")
+    dp.add_argument("--out", required=True, help="the bundle folder (new or empty); BUNDLE.tar.gz (new too) is "
+                                                  "written beside it")
 
     en = sub.add_parser("energy", help="energy reports of run folders (modeled from the run's counts)")
     esub = en.add_subparsers(dest="energy_command", required=True)
-    er = esub.add_parser("report", help="write RUN_DIR/energy/: energy.json, energy.csv, report.html with plots")
-    er.add_argument("run_dir")
+    er = esub.add_parser("report", help="write RUN_DIR/energy/: energy.json, energy.csv, report.html with plots "
+                                        "(RUN_DIR/energy-<board>/ priced for another board, "
+                                        "RUN_DIR/energy-<file name>/ by a --model file)")
+    er.add_argument("run_dir", help="a run folder (e2t train)")
     er.add_argument("--board", help="the board whose energy model prices the run (default: the run's)")
     er.add_argument("--model", help="an energy model file instead of bitstreams/<board>/energy.json")
+    er.add_argument("--force", action="store_true",
+                    help="replace a report folder that another energy model priced (one of the same model is "
+                         "always re-written)")
     ec = esub.add_parser("compare", help="the savings table of runs against the first (the baseline)")
-    ec.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    ec.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, the baseline first")
     ec.add_argument("--board", help="the board whose energy model prices the runs (default: the first run's)")
     ec.add_argument("--model", help="an energy model file instead of bitstreams/<board>/energy.json")
-    ec.add_argument("--out", help="also write the table as JSON here")
+    ec.add_argument("--out", help="also write the table as JSON to this new file")
+    ec.add_argument("--force", action="store_true",
+                    help="compare runs that train different models or data sets than the baseline")
     ecal = esub.add_parser("calibrate", help="fit the board's energy model to measured segments (least squares)")
-    ecal.add_argument("--board", default=DEFAULT_BOARD)
+    ecal.add_argument("--board", default=DEFAULT_BOARD, help="the board whose energy model is fitted")
     src = ecal.add_mutually_exclusive_group(required=True)
     src.add_argument("--segments", help="JSON list of segments: {macs: {width: n}, bytes, seconds, joules} measured "
                                         "on the board")
@@ -170,11 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
                                           "covered the run, for boards without rails (PYNQ-Z2)")
     ecal.add_argument("--calls", type=int, default=8, help="--run: calls per benchmark (and twice as many)")
     ecal.add_argument("--out", help="the fitted model file (default: bitstreams/<board>/energy.fitted.json)")
+    ecal.add_argument("--force", action="store_true", help="replace an existing fitted model file")
 
     i = sub.add_parser("info", help="parameters and MACs per image of a model")
-    i.add_argument("--model", default=d.model)
-    i.add_argument("--in-channels", type=int, default=3)
-    i.add_argument("--num-classes", type=int, default=10)
+    i.add_argument("--model", default=d.model, help=", ".join(MODELS))
+    i.add_argument("--in-channels", type=int, default=3, help="channels of the input images")
+    i.add_argument("--num-classes", type=int, default=10, help="outputs of the classifier")
     i.add_argument("--size", type=int, default=32, help="input height and width")
     return p
 
@@ -186,63 +256,78 @@ def _settings(args: argparse.Namespace) -> dict:
     """The config settings the command line gives: its --preset's, then the flags given."""
     given = preset(args.preset) if getattr(args, "preset", None) else {}
     given.update({k: v for k, v in vars(args).items() if k in CONFIG_FLAGS})
+    if given.get("init"):
+        given["init"] = os.path.abspath(given["init"])  # the run can be resumed from anywhere
     return given
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """A new run's config: the preset and flags given, defaults for the rest."""
-    return TrainConfig(**_settings(args))
+    """A new run's config: the preset and flags given, defaults for the rest; with --init, the
+    plan's model and board (a --model or --board given must be the plan's)."""
+    given = _settings(args)
+    cfg = TrainConfig(**given)
+    if cfg.init is None:
+        return cfg
+    from .plan import load
+    plan = load(cfg.init)
+    own = {"model": plan.network["model"], "board": plan.board.name}
+    for key, value in own.items():
+        if given.get(key, value) != value:
+            raise E2TError(f"{flag(key)} {given[key]}: the --init plan {args.init} is "
+                           f"{'a ' + value if key == 'model' else 'for ' + value} (leave {flag(key)} out)")
+    return dataclasses.replace(cfg, **own)
 
 
-def resume_config(args: argparse.Namespace, saved: dict) -> TrainConfig:
-    """The saved config of a run; flags that contradict it are an error, not a silent change."""
-    cfg = TrainConfig.from_dict(saved)
+def resume_config(args: argparse.Namespace, saved: dict, source: str = "config") -> TrainConfig:
+    """The saved config of a run (from ``source``); flags that contradict it are an error, not a silent change."""
+    cfg = TrainConfig.from_dict(saved, source)
     for key, value in _settings(args).items():
         if value != getattr(cfg, key):
-            flag = "--" + key.replace("_", "-")
-            raise E2TError(f"{flag} {value} differs from the run's saved {getattr(cfg, key)}: "
-                           f"--resume continues the saved config (drop {flag} or start a new --out)")
+            raise E2TError(f"{flag(key)} {value} differs from the run's saved {getattr(cfg, key)}: "
+                           f"--resume continues the saved config (drop {flag(key)} or start a new --out)")
     return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .runs import RunDir
+    from energy import model as emodel
 
-    if getattr(args, "resume", False):
+    from .runs import CONFIG, RunDir
+
+    resume = getattr(args, "resume", False)
+    if resume:
         if not hasattr(args, "out"):
             raise E2TError("--resume needs --out RUN_FOLDER (the run to continue)")
-        cfg = resume_config(args, RunDir(args.out, "").load_config())
+        cfg = resume_config(args, RunDir(args.out, "").load_config(), os.path.join(args.out, CONFIG))
     else:
         cfg = config_from_args(args)
+    emodel.load(cfg.board)  # the end-of-run energy report's model: checked before the first epoch
     out = getattr(args, "out", None) or os.path.join(
         "runs", f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    progress = not getattr(args, "quiet", False)
     if cfg.backend == "torch":
         Trainer = backends.load("torch", "the torch backend")
-        trainer = Trainer(cfg, out, resume=getattr(args, "resume", False),
-                          data_dir=getattr(args, "data_dir", None),
-                          device=getattr(args, "device", "auto"), progress=not getattr(args, "quiet", False))
-        try:
-            records = trainer.fit()
-        except KeyboardInterrupt:
-            raise E2TError(f"interrupted after epoch {trainer.epoch}; continue with: "
-                           f"e2t train --resume --out {out}") from None
+        trainer = Trainer(cfg, out, resume=resume, data_dir=getattr(args, "data_dir", None),
+                          device=getattr(args, "device", "auto"), progress=progress)
     else:
         from .trainer import EngineTrainer
-        trainer = EngineTrainer(cfg, out, resume=getattr(args, "resume", False), data_dir=getattr(args, "data_dir", None),
-                                init=getattr(args, "init", None), engine=getattr(args, "engine", "fast"),
-                                bitfile=getattr(args, "bitfile", None), progress=not getattr(args, "quiet", False))
-        trainer.meter = rail_meter(cfg.backend)  # after the run's settings were checked: bad input stays one line
-        try:
+        trainer = EngineTrainer(cfg, out, resume=resume, data_dir=getattr(args, "data_dir", None),
+                                engine=getattr(args, "engine", "fast"), bitfile=getattr(args, "bitfile", None),
+                                progress=progress)
+    try:
+        with trainer.run.guard():  # stopped before its first checkpoint, the run leaves nothing behind
+            if cfg.backend != "torch":
+                trainer.meter = rail_meter(cfg.backend)  # after the settings were checked: bad input stays one line
             records = trainer.fit()
-        except KeyboardInterrupt:
-            raise E2TError(f"interrupted after epoch {trainer.epoch}; continue with: "
-                           f"e2t train --resume --out {out}") from None
+    except KeyboardInterrupt:
+        raise E2TError(trainer.run.left(interrupted=True)) from None
+    except E2TError as e:
+        raise E2TError(f"{e}; {trainer.run.left(interrupted=False)}") from None
     if records:
         last = records[-1]
         if cfg.backend != "torch":
             print(run_summary(records))
         print(f"{cfg.model} on {cfg.dataset}: test accuracy {100 * last['test_acc']:.2f} % after "
-              f"{last['epoch']} epochs; run folder {out}")
+              f"{last['epoch']} epoch{'s' * (last['epoch'] != 1)}; run folder {out}")
         print(energy_line(out))
     return 0
 
@@ -258,27 +343,29 @@ def rail_meter(backend: str):
     return rails.meter(found)
 
 
-def energy_line(run_dir: str, board: str | None = None, model: str | None = None) -> str:
+def energy_line(run_dir: str, board: str | None = None, model: str | None = None, force: bool = False) -> str:
     """Write the run's energy report; one line saying where it is and what it found."""
     from energy import report
-    path, total = report.write(run_dir, board, model)
+    path, total = report.write(run_dir, board, model, force)
     return (f"energy: {total['total_j']:.4g} J modeled ({total['table']}; {total['model']}), report {path}")
 
 
 def cmd_energy(args: argparse.Namespace) -> int:
     if args.energy_command == "report":
-        print(energy_line(args.run_dir, args.board, args.model))
+        print(energy_line(args.run_dir, args.board, args.model, args.force))
         return 0
     if args.energy_command == "calibrate":
         return cmd_calibrate(args)
     from energy import report
+    from .runs import refuse_existing, write_file
     if len(args.runs) < 2:
         raise E2TError("e2t energy compare needs a baseline run and at least one more")
-    text, data = report.compare(args.runs, args.board, args.model)
+    if args.out is not None:
+        refuse_existing(args.out, folder=False)
+    text, data = report.compare(args.runs, args.board, args.model, args.force)
     print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(data, f, indent=1)
+    if args.out is not None:
+        write_file(args.out, (json.dumps(data, indent=1) + "\n").encode())
     return 0
 
 
@@ -310,14 +397,20 @@ def run_summary(records: list[dict]) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     from . import planbuild
     from .datasets import shape_of
+    from .runs import refuse_existing
 
-    in_channels, classes, size = shape_of(args.dataset)
+    refuse_existing(args.out)
     if args.gate_init is not None and not (args.slu and 0 < args.gate_init < 1):
         raise E2TError("--gate-init needs --slu and a probability in (0, 1)")
+    check_seed(args.seed)
+    check_fit(board(args.board), args.batch, "--batch", args.image_size)
+    in_channels, classes, size = shape_of(args.dataset, args.data_dir, args.image_size, args.image_channels)
+    data = args.dataset if args.dataset != "folder" else \
+        f"folder {args.data_dir} ({in_channels} x {size} x {size} images, {classes} classes)"
     plan, weights, _ = planbuild.from_model(args.model, in_channels, classes, size, args.board, args.batch,
                                             args.seed, args.slu, args.gate_init, args.dataset)
     planbuild.save(args.out, plan, weights)
-    print(f"{args.model} for {args.dataset} on {plan.board.name}: {len(plan.convs())} engine convs, "
+    print(f"{args.model} for {data} on {plan.board.name}: {len(plan.convs())} engine convs, "
           f"{len(plan.ops) - len(plan.convs())} host ops, DDR {plan.data['ddr']['bytes'] / 2**20:.1f} MiB at batch "
           f"{plan.batch}; wrote {os.path.join(args.out, 'plan.json')} and weights.bin")
     return 0
@@ -330,7 +423,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from .deploy import deploy
     deploy(args.board, args.out, args.plan, args.model, args.dataset, args.data_dir, args.batch, args.epochs,
-           not args.no_slu, log=lambda m: print(m, file=sys.stderr))
+           not args.no_slu, log=lambda m: print(m, file=sys.stderr), image_size=args.image_size,
+           image_channels=args.image_channels)
     return 0
 
 
@@ -340,6 +434,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from energy import calibrate
+    if args.out is not None or not (args.run and args.backend == "emu"):  # what is written is checked before the fit
+        calibrate.target(args.board, args.out, args.force)
     if args.run:
         from energy import microbench
         segments, source = microbench.calibration_segments(args.board, args.backend, args.calls, args.bitfile,
@@ -349,7 +445,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         source = args.segments
         try:
             with open(args.segments) as f:
-                segments = json.load(f)
+                segments = parse(f.read())
         except (OSError, ValueError) as e:
             raise E2TError(f"{args.segments}: not a JSON list of segments ({e})") from None
     try:
@@ -366,7 +462,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
               f"{m.ddr_pj_per_byte:g}), constant {fitted['static_w']:.4g} W (1 W assumed)")
         if not args.out:
             return 0
-    path = calibrate.write_fitted(args.board, fitted, f"{len(segments)} segments from {source}", args.out)
+    path = calibrate.write_fitted(args.board, fitted, f"{len(segments)} segments from {source}", args.out, args.force)
     for w, v in fitted["mac_pj"].items():
         print(f"  {w:<8} {v:8.4g} pJ per MAC")
     print(f"  DDR      {fitted['ddr_pj_per_byte']:8.4g} pJ per byte\n  static   {fitted['static_w']:8.4g} W")
@@ -382,15 +478,22 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``e2t`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``e2t`` console script; returns the exit code. A reader of stdout that
+    went away (``e2t estimate | head -1``) ends it quietly with 141, the status of a filter that
+    SIGPIPE stopped (what ``set -o pipefail`` sees of ``yes | head``): not 0, since output was lost."""
     try:
-        return {"train": cmd_train, "info": cmd_info, "plan": cmd_plan, "export": cmd_export,
+        args = build_parser().parse_args(argv)
+        code = {"train": cmd_train, "info": cmd_info, "plan": cmd_plan, "export": cmd_export,
                 "estimate": cmd_estimate, "deploy": cmd_deploy,
                 "energy": cmd_energy}[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except E2TError as e:
         print(f"e2t: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141
     except KeyboardInterrupt:
         print("e2t: interrupted", file=sys.stderr)
         return 130

@@ -21,12 +21,13 @@ import numpy as np
 
 from . import boards, hostops, numerics as nx, plan as planmod, planbuild, weightsfile
 from .config import TrainConfig, lr_at
-from .datasets import batches_per_epoch, load_dataset, train_batches
+from .datasets import batches_per_epoch, load_dataset, preprocess, train_batches
 from .errors import E2TError
 from .forward import evaluate
 from .opcount import sum_layers, total_macs
 from .progress import Progress
-from .runs import RunDir, atomic_write, epoch_line
+from .jsonfile import parse
+from .runs import RunDir, check_arrays, check_position, epoch_line
 from .schedule import cost_sign, cost_weights, gate_draws, smd_drops
 from .session import PHASES, EngineSession
 from .trainstep import Step
@@ -51,14 +52,18 @@ def open_overlay(backend: str, board: str, engine: str = "fast", bitfile: str | 
     return PynqOverlay(overlay)
 
 
+def _exponents(v) -> bool:
+    """A conv's [w_exp, wq_exp] as the plan checks them (host/plan.py)."""
+    return isinstance(v, list) and len(v) == 2 and all(isinstance(e, int) and not isinstance(e, bool) for e in v) \
+        and nx.MASTER_EXP_MIN <= v[0] <= nx.MASTER_EXP_MAX and -1000 <= v[1] <= 1000
+
+
 class EngineTrainer:
     """One run on the engine: ``fit()`` trains to ``cfg.epochs``."""
 
     def __init__(self, cfg: TrainConfig, out: str, *, resume: bool = False, data_dir: str | None = None,
-                 init: str | None = None, overlay=None, engine: str = "fast", bitfile: str | None = None,
+                 overlay=None, engine: str = "fast", bitfile: str | None = None,
                  progress: bool = True, log=None, meter=None):
-        if cfg.precision != "fixed":
-            raise E2TError(f"--backend {cfg.backend} computes in fixed point: add --precision fixed")
         if cfg.predictive_forward:
             raise E2TError(f"--predictive-forward is not implemented on --backend {cfg.backend} yet")
         b = boards.board(cfg.board)
@@ -71,6 +76,8 @@ class EngineTrainer:
         if not resume:
             self.run.check_new()  # before the engine is built or the data read
         self.ds = load_dataset(cfg.dataset, data_dir, cfg.image_size, cfg.image_channels)
+        h, w = self.ds.test_x.shape[2:]
+        init = cfg.init
         if init:
             self.plan = planmod.load(init)
             arrays = weightsfile.read(init, self.plan)
@@ -78,12 +85,19 @@ class EngineTrainer:
                 raise E2TError(f"--init {init}: its plan holds batches of {self.plan.batch}, --batch-size is "
                                f"{cfg.batch_size}")
             net = self.plan.network
+            if (net["model"], self.plan.board.name) != (cfg.model, cfg.board):
+                raise E2TError(f"--init {init}: the plan is a {net['model']} for {self.plan.board.name}, the run's "
+                               f"config a {cfg.model} for {cfg.board}")
             if (net["in_channels"], net["num_classes"]) != (self.ds.in_channels, self.ds.num_classes):
                 raise E2TError(f"--init {init}: the plan takes {net['in_channels']}-channel images into "
                                f"{net['num_classes']} classes, {cfg.dataset} has {self.ds.in_channels} and "
                                f"{self.ds.num_classes}")
+            if (net["height"], net["width"]) != (h, w):
+                raise E2TError(f"--init {init}: the plan takes images of {net['height']} x {net['width']} pixels, "
+                               f"{cfg.dataset}'s are {h} x {w}")
         else:
-            c, k, size = self.ds.in_channels, self.ds.num_classes, self.ds.test_x.shape[2]
+            boards.check_images(b, h, w, cfg.dataset)
+            c, k, size = self.ds.in_channels, self.ds.num_classes, h
             self.plan, _, arrays = planbuild.from_model(cfg.model, c, k, size, cfg.board, cfg.batch_size, cfg.seed,
                                                         cfg.slu_target is not None, cfg.slu_gate_init, cfg.dataset)
         self.overlay = overlay or open_overlay(cfg.backend, cfg.board, engine, bitfile, self.log)
@@ -119,17 +133,32 @@ class EngineTrainer:
         return buf.getvalue()
 
     def _restore(self) -> None:
+        """Continue from the checkpoint, every part of it checked against the plan before anything
+        changes; with none saved yet (killed in epoch 1) start from the beginning, as the config says."""
         path = self.run.checkpoint
+        if not os.path.lexists(path):
+            self.run.resume(None)
+            self.log(f"resuming {self.run.path} from its start: no epoch was saved before it stopped")
+            return
+        where = f"checkpoint {path}"
         try:
             with np.load(path) as z:
-                meta = json.loads(bytes(z["meta"]).decode())
+                meta = parse(bytes(z["meta"]).decode())
                 data = {k: z[k] for k in z.files if k != "meta"}
-        except FileNotFoundError:
-            raise E2TError(f"{path}: no checkpoint to resume (the run has not finished an epoch)") from None
         except Exception as e:
-            raise E2TError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); nothing was changed") from None
-        if TrainConfig.from_dict(meta["config"]) != self.cfg:
-            raise E2TError(f"checkpoint {path} belongs to a different config")
+            raise E2TError(f"{where} is corrupt or truncated ({type(e).__name__}); nothing was changed") from None
+        if not isinstance(meta, dict) or sorted(meta) != ["config", "epoch", "exps", "iteration"]:
+            raise E2TError(f"{where}: its meta is not an engine checkpoint's (config, epoch, exps, iteration)")
+        if TrainConfig.from_dict(meta["config"], where) != self.cfg:
+            raise E2TError(f"{where} belongs to a different config")
+        check_position(where, meta["epoch"], meta["iteration"], self.cfg.epochs, self.iters_per_epoch)
+        expected = {f"ddr/{k}": v for k, v in self.session.arrays().items()}
+        expected.update({f"host/{k}": v for k, v in self.params.items()})
+        check_arrays(where, data, expected)
+        exps = meta["exps"]
+        if not isinstance(exps, dict) or sorted(exps) != sorted(op["name"] for op in self.plan.convs()) or \
+                not all(_exponents(v) for v in exps.values()):
+            raise E2TError(f"{where}: exps does not hold the exponents [w_exp, wq_exp] of every conv of the plan")
         for key, value in data.items():
             region, name = key.split("/", 1)
             if region == "ddr":
@@ -140,7 +169,7 @@ class EngineTrainer:
             op["w_exp"], op["wq_exp"] = meta["exps"][op["name"]]
         self.session.ddr.flush()
         self.epoch, self.iteration = meta["epoch"], meta["iteration"]
-        self.run.truncate_metrics(self.epoch)
+        self.run.resume(self.epoch)
         self.log(f"resuming {self.run.path} after epoch {self.epoch} (iteration {self.iteration})")
 
     def save_plan(self) -> None:
@@ -149,9 +178,10 @@ class EngineTrainer:
         data = json.loads(self.plan.to_json())
         data["provenance"] = {"source": "engine training", "epoch": self.epoch, "iteration": self.iteration,
                               "config": self.cfg.to_dict()}
+        data["network"]["preprocess"] = preprocess(self.ds)  # how images become its input, as trained
         weights = weightsfile.pack(data["params"], arrays)
         data["weights"] = weightsfile.describe(weights)
-        planbuild.save(self.run.path, planmod.Plan(data), weights)
+        planbuild.save_into(self.run.path, planmod.Plan(data), weights)
 
     # -- training -------------------------------------------------------------------------
     def _update(self, step: Step | None, lr: float) -> int:
@@ -242,16 +272,20 @@ class EngineTrainer:
         return out
 
     def fit(self) -> list[dict]:
-        while self.epoch < self.cfg.epochs:
-            if self.meter is not None:
-                self.meter.start()
-            record = self.train_epoch()
-            if self.meter is not None:
-                record["rails"] = self.meter.stop()
-            record.update(self.evaluate())
-            atomic_write(self.run.checkpoint, self._state())
-            self.run.append_metrics(record)
-            self.log(epoch_line(record))
-        self.save_plan()
+        """Train the remaining epochs: after each, its metrics record, then the checkpoint (a kill
+        between them leaves a record that resuming drops). Stopped before the first checkpoint, the
+        run removes what it created (``RunDir.abandon``)."""
+        with self.run.guard():
+            while self.epoch < self.cfg.epochs:
+                if self.meter is not None:
+                    self.meter.start()
+                record = self.train_epoch()
+                if self.meter is not None:
+                    record["rails"] = self.meter.stop()
+                record.update(self.evaluate())
+                self.run.append_metrics(record)
+                self.run.write_checkpoint(self._state(), self.epoch)
+                self.log(epoch_line(record))
+            self.save_plan()
         return self.run.metrics()
 

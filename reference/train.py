@@ -15,6 +15,7 @@ counted per layer and phase (host/opcount.py) into the epoch's ``ops`` record.
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 
@@ -23,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from host import numerics as nx
 from host.config import TrainConfig, lr_at
 from host.datasets import batches_per_epoch, load_dataset, test_batches, train_batches
 from host.errors import E2TError
 from host.opcount import OpCounter, Precision, total_macs
 from host.progress import Progress
-from host.runs import RunDir, epoch_line as summary
+from host.runs import RunDir, check_arrays, check_position, epoch_line as summary
 from host.schedule import cost_sign, gate_draws, smd_drops
 
 from .distributed import World, close_world, init_world, use_global_batchnorm
@@ -66,10 +68,50 @@ def decode_checkpoint(data: bytes, path: str) -> dict:
     except Exception as e:  # torch raises many types for damaged archives
         raise E2TError(f"checkpoint {path} is corrupt or truncated "
                        f"({type(e).__name__}); nothing was changed") from None
-    needed = {"model", "optimizer", "epoch", "iteration", "config"}
-    if not isinstance(state, dict) or not needed <= set(state):
+    needed = {"model", "optimizer", "psg", "epoch", "iteration", "config"}
+    if not isinstance(state, dict) or not needed <= set(state) or not isinstance(state["model"], dict):
         raise E2TError(f"checkpoint {path} is not an e2t torch checkpoint (needs {sorted(needed)})")
     return state
+
+
+def _numpy(where: str, tensors: dict) -> dict:
+    """The tensors of a state as numpy arrays, for host.runs.check_arrays (other values left out)."""
+    out = {}
+    for name, t in tensors.items():
+        if torch.is_tensor(t):
+            try:
+                out[name] = t.detach().cpu().numpy()
+            except TypeError:  # bfloat16 and the like: no run of this trainer holds them
+                raise E2TError(f"{where}: {name} is {t.dtype}, not a type this run holds") from None
+    return out
+
+
+def check_state(where: str, state: dict, model: torch.nn.Module, psg: PSGUpdater, params: list) -> None:
+    """A decoded checkpoint against the run's model, before any of it is loaded: every tensor
+    of the model (names, dtype, shape, finite), each conv's master exponent, PSG's momentum and
+    SGD's momentum buffers (shapes of their parameters)."""
+    expected = model.state_dict()
+    check_arrays(where, _numpy(where, state["model"]), _numpy(where, expected))
+    for name, value in expected.items():
+        if not torch.is_tensor(value):  # a QConv2d's extra state: {"w_exp": int}
+            got = state["model"].get(name)
+            e = got.get("w_exp") if isinstance(got, dict) and set(got) == set(value) else None
+            if not isinstance(e, int) or isinstance(e, bool) or not nx.MASTER_EXP_MIN <= e <= nx.MASTER_EXP_MAX:
+                raise E2TError(f"{where}: {name} is not {{'w_exp': an exponent in "
+                               f"[{nx.MASTER_EXP_MIN}, {nx.MASTER_EXP_MAX}]}}")
+    saved = state["psg"]
+    if not isinstance(saved, dict) or not isinstance(saved.get("buffers"), list):
+        raise E2TError(f"{where}: psg is not the PSG update's state (its momentum buffers)")
+    want = psg.state_dict()["buffers"]
+    check_arrays(where, _numpy(where, {f"psg.buffers.{i}": b for i, b in enumerate(saved["buffers"])}),
+                 _numpy(where, {f"psg.buffers.{i}": b for i, b in enumerate(want)}))
+    opt = state["optimizer"]
+    moments = opt.get("state") if isinstance(opt, dict) else None
+    if not isinstance(moments, dict) or not all(isinstance(i, int) and 0 <= i < len(params) for i in moments):
+        raise E2TError(f"{where}: optimizer is not the SGD state of this model's {len(params)} parameters")
+    check_arrays(where, _numpy(where, {f"optimizer.{i}": s.get("momentum_buffer") if isinstance(s, dict) else s
+                                       for i, s in moments.items()}),
+                 _numpy(where, {f"optimizer.{i}": params[i] for i in moments}))
 
 
 def evaluate(model: torch.nn.Module, ds, device: torch.device, batch_size: int = 500) -> dict:
@@ -110,6 +152,9 @@ class Trainer:
         self.world = init_world(self.device)
         self.log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
         self.progress = progress and self.world.is_main
+        self.run = RunDir(out, CHECKPOINT)
+        if not resume and self.world.is_main:
+            self.run.check_new()  # before the data is read or the model built
         self.ds = load_dataset(cfg.dataset, data_dir, cfg.image_size, cfg.image_channels)
         self.world.shard(cfg.batch_size)  # fail early if the batch does not split
         if cfg.psg and self.world.size > 1:
@@ -141,7 +186,6 @@ class Trainer:
         signed = {id(p) for p in self.psg.parameters()}
         self.opt = torch.optim.SGD([p for p in self.model.parameters() if id(p) not in signed], lr=cfg.lr,
                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        self.run = RunDir(out, CHECKPOINT)
         self.epoch = self.iteration = 0
         self.iters_per_epoch = batches_per_epoch(self.ds, cfg.batch_size)
         self.total_iterations = self.iters_per_epoch * cfg.epochs
@@ -152,26 +196,42 @@ class Trainer:
         self.world.barrier()
 
     def _restore(self) -> None:
+        """Continue from the checkpoint, checked against this run first (host.runs, check_state);
+        with none saved yet (killed in epoch 1) start from the beginning, as the config says."""
+        if not os.path.lexists(self.run.checkpoint):
+            self._resumed(None)
+            self.log(f"resuming {self.run.path} from its start: no epoch was saved before it stopped")
+            return
+        where = f"checkpoint {self.run.checkpoint}"
         state = decode_checkpoint(self.run.read_checkpoint(), self.run.checkpoint)
-        if TrainConfig.from_dict(state["config"]) != self.cfg:
-            raise E2TError(f"checkpoint {self.run.checkpoint} belongs to a different config")
+        if TrainConfig.from_dict(state["config"], where) != self.cfg:
+            raise E2TError(f"{where} belongs to a different config")
+        check_position(where, state["epoch"], state["iteration"], self.cfg.epochs, self.iters_per_epoch)
+        params = [p for group in self.opt.param_groups for p in group["params"]]
+        check_state(where, state, self.model, self.psg, params)
         try:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
             self.psg.load_state_dict(state["psg"])
-        except (RuntimeError, ValueError, KeyError) as e:
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
             first = str(e).strip().splitlines()[0]
             raise E2TError(f"checkpoint {self.run.checkpoint} does not fit {self.cfg.model}: {first}") from None
         self.epoch, self.iteration = state["epoch"], state["iteration"]
-        if self.world.is_main:
-            self.run.truncate_metrics(self.epoch)
+        self._resumed(self.epoch)
         self.log(f"resuming {self.run.path} after epoch {self.epoch} (iteration {self.iteration})")
+
+    def _resumed(self, epoch: int | None) -> None:
+        if self.world.is_main:
+            self.run.resume(epoch)  # metrics.jsonl and the folder's stale temporaries
+        self.run.saved_epoch = epoch
 
     def _checkpoint(self) -> None:
         if self.world.is_main:
             self.run.write_checkpoint(encode_checkpoint({
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "psg": self.psg.state_dict(), "epoch": self.epoch, "iteration": self.iteration, "config": self.cfg.to_dict()}))
+                "psg": self.psg.state_dict(), "epoch": self.epoch, "iteration": self.iteration,
+                "config": self.cfg.to_dict()}), self.epoch)
+        self.run.saved_epoch = self.epoch  # every rank: the main one has written it
 
     def _coast(self, lr: float) -> None:
         """A dropped iteration under ``smd_coast``: an SGD step with zero gradients."""
@@ -286,16 +346,20 @@ class Trainer:
         return record
 
     def fit(self) -> list[dict]:
-        """Train the remaining epochs; checkpoint and log after each. Returns all records."""
+        """Train the remaining epochs; after each its metrics record, then the checkpoint (a kill
+        between them leaves a record that resuming drops), then the log line. Returns all records.
+        Stopped before the first checkpoint, the run removes what it created (``RunDir.abandon``)."""
         try:
-            while self.epoch < self.cfg.epochs:
-                record = self.train_epoch()
-                if self.world.is_main:
-                    record.update(evaluate(self.model, self.ds, self.device))
+            with self.run.guard():
+                while self.epoch < self.cfg.epochs:
+                    record = self.train_epoch()
+                    if self.world.is_main:
+                        record.update(evaluate(self.model, self.ds, self.device))
+                        self.run.append_metrics(record)
                     self._checkpoint()
-                    self.run.append_metrics(record)
-                    self.log(summary(record))
-                self.world.barrier()
+                    if self.world.is_main:
+                        self.log(summary(record))
+                    self.world.barrier()
             return self.run.metrics() if self.world.is_main else []
         finally:
             close_world(self.world)

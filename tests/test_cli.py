@@ -60,7 +60,7 @@ def test_corrupt_checkpoint_loses_nothing(capsys, tmp_path):
 def test_existing_run_is_not_overwritten(capsys, tmp_path):
     out = str(tmp_path / "run")
     assert main(["train", *FAST, "--out", out]) == 0
-    capsys.readouterr()
+    assert " after 1 epoch; run folder " in capsys.readouterr().out
     before = open(os.path.join(out, "checkpoint.pt"), "rb").read()
     one_line_error(capsys, ["train", *FAST, "--out", out], "already holds a run")
     one_line_error(capsys, ["train", "--resume", "--out", out, "--lr", "0.5"], "--lr 0.5 differs")
@@ -85,8 +85,8 @@ def test_out_that_is_a_file_is_one_line(capsys, tmp_path, backend):
 
 
 def test_backend_errors_are_one_line(capsys, tmp_path):
-    one_line_error(capsys, ["train", *FAST, "--backend", "emu", "--out", str(tmp_path / "r")],
-                   "--backend emu computes in fixed point: add --precision fixed")
+    one_line_error(capsys, ["train", *FAST, "--backend", "emu", "--precision", "fp32", "--out", str(tmp_path / "r")],
+                   "--precision fp32: --backend emu computes in fixed point")
     one_line_error(capsys, ["train", *FAST, "--backend", "pynq", "--precision", "fixed", "--out", str(tmp_path / "p")],
                    "--backend pynq needs")
     one_line_error(capsys, ["train", *FAST, "--backend", "emu", "--precision", "fixed", "--dataset", "folder",

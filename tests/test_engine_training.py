@@ -223,12 +223,12 @@ def test_smd_drops_make_no_engine_call_and_slu_gathers(tmp_path):
 
 
 def test_trainer_refuses_float_and_a_wrong_init(tmp_path):
-    with pytest.raises(E2TError, match="computes in fixed point: add --precision fixed"):
+    with pytest.raises(E2TError, match="--precision fp32: --backend emu computes in fixed point"):
         EngineTrainer(_cfg(precision="fp32", psg=False), str(tmp_path / "x"), **QUIET)
     plan, weights, _ = planbuild.from_model("resnet8", 3, 10, 32, "pynq-z2", 32)
     planbuild.save(str(tmp_path / "p"), plan, weights)
     with pytest.raises(E2TError, match="takes 3-channel images into 10 classes, digits has 1 and 10"):
-        EngineTrainer(_cfg(), str(tmp_path / "y"), init=str(tmp_path / "p"), **QUIET)
+        EngineTrainer(_cfg(init=str(tmp_path / "p")), str(tmp_path / "y"), **QUIET)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -321,7 +321,7 @@ def test_the_engine_trainer_reproduces_the_reference_step_for_step(tmp_path, sav
     ref._checkpoint()
     rx.export_checkpoint(str(tmp_path / "ref"), "pynq-z2", str(tmp_path / "init"), 32, None, lambda m: None)
     a = ref.fit()[-1]
-    emu = EngineTrainer(dataclasses.replace(cfg, backend="emu"), str(tmp_path / "emu"), init=str(tmp_path / "init"),
+    emu = EngineTrainer(dataclasses.replace(cfg, backend="emu", init=str(tmp_path / "init")), str(tmp_path / "emu"),
                         **QUIET)
     b = emu.fit()[-1]
     assert a["kept_iterations"] == b["kept_iterations"] >= 20 and a["dropped_iterations"] == b["dropped_iterations"]
@@ -363,9 +363,9 @@ def test_folder_dataset_trains_on_the_engine_from_an_exported_init(tmp_path):
     assert ds.train_x.shape[1:] == (3, 16, 16) and ds.num_classes == 3 and len(ds.test_y) == 6
     plan, weights, _ = planbuild.from_model("resnet8", 3, 3, 16, "pynq-z2", 8, seed=5)
     planbuild.save(str(tmp_path / "init"), plan, weights)
-    cfg = _cfg(dataset="folder", image_size=16, image_channels=3, epochs=1, batch_size=8, psg=True)
-    r = EngineTrainer(cfg, str(tmp_path / "run"), data_dir=str(tmp_path / "imgs"), init=str(tmp_path / "init"),
-                      **QUIET).fit()
+    cfg = _cfg(dataset="folder", image_size=16, image_channels=3, epochs=1, batch_size=8, psg=True,
+               init=str(tmp_path / "init"))
+    r = EngineTrainer(cfg, str(tmp_path / "run"), data_dir=str(tmp_path / "imgs"), **QUIET).fit()
     assert r[-1]["kept_iterations"] == 3 and 0 <= r[-1]["test_acc"] <= 1
 
 

@@ -7,6 +7,7 @@ every report. The float baseline is priced as fp32 training on the same fabric.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -44,28 +45,58 @@ class EnergyModel:
         return {"mac_j": mac_j, "ddr_j": ddr_j, "j": mac_j + ddr_j}
 
 
+def number(value, where: str) -> float:
+    """``value`` as a float if it is a finite JSON number >= 0 (a bool or a string is none);
+    otherwise one line naming ``where`` (the file and the field)."""
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+    except OverflowError:  # an integer beyond any float
+        ok = False
+    if not ok:
+        raise E2TError(f"{where}: {repr(value)[:40]} is not a finite number >= 0")
+    return float(value)
+
+
+def text(value, where: str) -> str:
+    """``value`` if it is a non-empty JSON string; otherwise one line naming ``where``."""
+    if not isinstance(value, str) or not value:
+        raise E2TError(f"{where}: {repr(value)[:40]} is not a name (a non-empty string)")
+    return value
+
+
 def load(board: str, path: str | None = None) -> EnergyModel:
     """The board's energy model (or the file at ``path``); a wrong field is named."""
     path = path or os.path.join(DATA, board, FILE)
     d = read_json(path, "the energy model", f"no energy model for board '{board}'")
-    sources, mac = {}, {}
-    try:
-        for width, entry in d["mac_pj"].items():
-            mac[width] = float(entry["value"])
-            sources[f"mac_pj.{width}"] = str(entry["source"])
-        ddr = float(d["ddr_pj_per_byte"]["value"])
-        sources["ddr_pj_per_byte"] = str(d["ddr_pj_per_byte"]["source"])
-        static = d.get("static_w")
-        if static is not None:
-            sources["static_w"] = str(static["source"])
-            static = float(static["value"])
-        model = EnergyModel(path, str(d["board"]), str(d["table"]), mac, ddr, sources, list(d["not_modeled"]), static)
-    except (KeyError, TypeError, ValueError) as e:
-        raise E2TError(f"{path}: field {e} is missing or not a number with a source") from None
-    bad = [k for k, v in mac.items() if not v >= 0] + (["ddr_pj_per_byte"] if not ddr >= 0 else [])
-    if bad:
-        raise E2TError(f"{path}: {', '.join(bad)} must be >= 0")
-    return model
+    sources = {}
+
+    def field(parent: dict, key: str, name: str, kind: type = object):
+        """``parent[key]`` (``name``: its dotted field), there and of ``kind``."""
+        if key not in parent:
+            inside = f" in {name.rpartition('.')[0]}" if "." in name else ""
+            raise E2TError(f"{path}: field '{key}' is missing{inside}")
+        if not isinstance(parent[key], kind):
+            raise E2TError(f"{path}: {name}: {repr(parent[key])[:40]} is not a JSON "
+                           f"{'object' if kind is dict else 'array'}")
+        return parent[key]
+
+    def figure(parent: dict, key: str, name: str) -> float:
+        """A ``{"value": number, "source": text}`` entry's number; its source into ``sources``."""
+        entry = field(parent, key, name, dict)
+        sources[name] = text(field(entry, "source", f"{name}.source"), f"{path}: {name}.source")
+        return number(field(entry, "value", f"{name}.value"), f"{path}: {name}.value")
+
+    if not isinstance(d, dict):
+        raise E2TError(f"{path}: {type(d).__name__} is not an energy model (a JSON object)")
+    widths = field(d, "mac_pj", "mac_pj", dict)
+    mac = {width: figure(widths, width, f"mac_pj.{width}") for width in widths}
+    ddr = figure(d, "ddr_pj_per_byte", "ddr_pj_per_byte")
+    static = figure(d, "static_w", "static_w") if d.get("static_w") is not None else None
+    not_modeled = field(d, "not_modeled", "not_modeled", list)
+    for i, item in enumerate(not_modeled):
+        text(item, f"{path}: not_modeled[{i}]")
+    board_name, table = (text(field(d, key, key), f"{path}: {key}") for key in ("board", "table"))
+    return EnergyModel(path, board_name, table, mac, ddr, sources, list(not_modeled), static)
 
 
 def run_energy(records: list[dict], model: EnergyModel, board_time: bool = False) -> dict:

@@ -23,21 +23,79 @@ from . import model as emodel
 from .model import PHASE_NAMES
 
 FOLDER = "energy"
+NAMES = ("board", "backend", "model", "dataset", "precision")  # the config.json settings a report names
+NUMBERS = ("smd", "slu_target", "psg_tau", "psg_ratio")  # and those it prints (null: not set)
 
 
 def _records(run_dir: str) -> tuple[dict, list[dict]]:
+    """The run's config.json and metrics.jsonl records, checked as the report reads them."""
+    config_path, metrics_path = os.path.join(run_dir, CONFIG), os.path.join(run_dir, METRICS)
     try:
-        with open(os.path.join(run_dir, CONFIG)) as f:
+        with open(config_path) as f:
             config = parse(f.read())
-        with open(os.path.join(run_dir, METRICS)) as f:
-            records = [parse(line) for line in f if line.strip()]
+        with open(metrics_path) as f:
+            lines = [(n, parse(line)) for n, line in enumerate(f, 1) if line.strip()]
     except FileNotFoundError as e:
         raise E2TError(f"{run_dir}: not a run folder ({os.path.basename(e.filename)} is missing)") from None
     except (OSError, ValueError) as e:
         raise E2TError(f"{run_dir}: cannot read the run's records ({e})") from None
-    if not records:
+    if not lines:
         raise E2TError(f"{run_dir}: the run has no finished epoch yet")
-    return config, records
+    _check_config(config, config_path)
+    for epoch, (n, record) in enumerate(lines, 1):
+        _check_record(record, epoch, f"{metrics_path}: line {n}: ")
+    return config, [record for _, record in lines]
+
+
+def _check_config(config, path: str) -> None:
+    """What a report reads of config.json: the ``NAMES`` strings, the ``NUMBERS`` finite and >= 0, psg a bool."""
+    if not isinstance(config, dict):
+        raise E2TError(f"{path}: {type(config).__name__} is not a run's config (a JSON object of settings)")
+    for key in NAMES:
+        if key in config:
+            emodel.text(config[key], f"{path}: {key}")
+    for key in NUMBERS:
+        if config.get(key) is not None:
+            emodel.number(config[key], f"{path}: {key}")
+    if not isinstance(config.get("psg", False), bool):
+        raise E2TError(f"{path}: psg: {repr(config['psg'])[:40]} is not true or false")
+
+
+def _check_slot(slot, where: str) -> None:
+    """A count slot: ``{"macs": {width: n}, "bytes": b}``, every count finite and >= 0."""
+    for width, n in _table(_table(slot, where).get("macs", {}), where + ".macs").items():
+        emodel.number(n, f"{where}.macs.{width}")
+    if "bytes" in slot:
+        emodel.number(slot["bytes"], f"{where}.bytes")
+
+
+def _table(node, where: str) -> dict:
+    """``node`` if it is a JSON object; otherwise one line naming ``where``."""
+    if not isinstance(node, dict):
+        raise E2TError(f"{where}: {repr(node)[:40]} is not a JSON object")
+    return node
+
+
+def _check_record(r, epoch: int, where: str) -> None:
+    """What a report reads of the metrics record of ``epoch`` (``where``: its file and line):
+    the epoch itself (records run 1, 2, ... each once), the accuracy, seconds, counts and rails."""
+    r = _table(r, where + "the record")
+    if type(r.get("epoch")) is not int or r["epoch"] != epoch:  # a bool is no epoch
+        raise E2TError(f"{where}epoch {repr(r.get('epoch'))[:40]} where {epoch} is due (the records are "
+                       f"epochs 1, 2, ... each once, in order)")
+    for key in ("test_acc", "seconds"):
+        if r.get(key) is not None:
+            emodel.number(r[key], where + key)
+    if r.get("ops"):  # none: run_energy says the run's trainer does not count its work
+        ops = _table(r["ops"], where + "ops")
+        for phase, slot in _table(ops.get("total"), where + "ops.total").items():
+            _check_slot(slot, f"{where}ops.total.{phase}")
+        for layer, per in _table(ops.get("per_layer", {}), where + "ops.per_layer").items():
+            for phase, slot in _table(per, f"{where}ops.per_layer.{layer}").items():
+                _check_slot(slot, f"{where}ops.per_layer.{layer}.{phase}")
+    for name, rail in _table(r.get("rails", {}), where + "rails").items():
+        emodel.number(_table(rail, f"{where}rails.{name}").get("joules"), f"{where}rails.{name}.joules")
+        emodel.text(rail.get("source"), f"{where}rails.{name}.source")
 
 
 def _plots(result: dict) -> dict[str, bytes]:

@@ -15,7 +15,7 @@ import os
 
 from energy import model as energy_model
 from host import opcount, plan as planmod
-from host.boards import DATA, DEFAULT_BOARD
+from host.boards import DATA, DEFAULT_BOARD, board, check_fit
 from host.errors import E2TError
 
 from . import export, resources
@@ -80,6 +80,7 @@ def main(args) -> int:
     else:
         from host import planbuild
         from host.datasets import shape_of
+        check_fit(board(args.board or DEFAULT_BOARD), args.batch, "--batch", args.image_size)
         c, k, size = shape_of(args.dataset, args.data_dir, args.image_size, args.image_channels)
         plan = planbuild.from_model(args.model, c, k, size, args.board or DEFAULT_BOARD, args.batch, 0, args.slu,
                                     None, args.dataset)[0]

@@ -98,6 +98,24 @@ def _check(d: dict, path: str) -> Board:
     return Board(**d)
 
 
+def check_fit(b: Board, batch: int, batch_flag: str, size: int | None = None) -> None:
+    """Before any work: the batch that ``batch_flag`` gave and the image side that --size gave
+    (None: none) are ones ``b``'s engine takes, named by the flag (not as a plan's fields)."""
+    if batch < 1:
+        raise E2TError(f"{batch_flag} must be at least 1, got {batch}")
+    if batch > b.max_batch:
+        raise E2TError(f"{batch_flag} {batch} exceeds the {b.name} engine's largest batch {b.max_batch}")
+    if size is not None and size > min(b.max_h, b.max_w):
+        raise E2TError(f"--size {size} exceeds the {b.name} engine's largest image {b.max_h} x {b.max_w}")
+
+
+def check_images(b: Board, h: int, w: int, dataset: str) -> None:
+    """The images of ``dataset`` (h x w pixels, as loaded) are ones ``b``'s engine takes."""
+    if h > b.max_h or w > b.max_w:
+        raise E2TError(f"the images of --dataset {dataset} are {h} x {w} pixels, more than the {b.name} engine's "
+                       f"largest {b.max_h} x {b.max_w}: give --size {min(b.max_h, b.max_w)} (or less)")
+
+
 def names() -> list[str]:
     """Boards with a board.json, sorted."""
     return sorted(n for n in os.listdir(DATA) if os.path.isfile(os.path.join(DATA, n, "board.json")))

@@ -161,6 +161,7 @@ def deploy(board: str, out: str, plan_dir: str | None = None, model: str = "resn
     if not out.strip(os.sep + " "):
         raise E2TError(f"--out {out!r} names no folder: give the bundle folder to write, e.g. --out bundle")
     b = boards.board(board)
+    boards.check_fit(b, batch, "--batch", image_size)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise E2TError(f"--out {out} exists and is not an empty folder: choose a new one")
     if os.path.exists(out.rstrip(os.sep) + ".tar.gz"):

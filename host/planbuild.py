@@ -211,8 +211,10 @@ def network_info(model: str, in_channels: int, num_classes: int, size: int, gate
 
 def from_model(model: str, in_channels: int, num_classes: int, size: int, board: str, batch: int, seed: int = 0,
                slu: bool = False, gate_init: float | None = None, dataset: str = "") -> tuple[planmod.Plan, bytes, dict]:
-    """A plan with freshly initialised weights, with numpy alone (``e2t plan``)."""
+    """A plan with freshly initialised weights, with numpy alone (``e2t plan``); images larger
+    than the board's engine takes are refused naming ``dataset``, not the plan's fields."""
     b = boards.board(board)
+    boards.check_images(b, size, size, dataset)
     ops, tensors = resnet_ops(model, in_channels, num_classes, size, slu)
     floats = init_arrays(ops, seed, gate_init)
     arrays = dict(floats)  # the convs' float weights are not plan arrays: assemble leaves them out

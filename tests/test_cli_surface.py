@@ -156,3 +156,71 @@ def test_written_files_get_the_umask_s_mode(tmp_path):
     modes = {n: os.stat(os.path.join(run.path, n)).st_mode & 0o777 for n in os.listdir(run.path)}
     assert modes == {"config.json": 0o644, "metrics.jsonl": 0o644, "checkpoint.npz": 0o644}
     assert os.stat(tmp_path / "private").st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["estimate", "--plan", ""], "--plan"), (["estimate", "--energy-model", ""], "--energy-model"),
+    (["estimate", "--board", ""], "--board"), (["train", "--out", ""], "--out"),
+    (["train", "--preset", ""], "--preset"),
+    (["energy", "report", ""], "run_dir"), (["export", "", "--out", "x"], "source"),
+    (["energy", "calibrate", "--segments", ""], "--segments")])
+def test_an_empty_value_is_refused_naming_its_flag(capsys, tmp_path, monkeypatch, argv, name):
+    """An empty value read as "not given": `estimate --plan ''` estimated the default model,
+    `train --out ''` trained into ./runs/."""
+    monkeypatch.chdir(tmp_path)
+    one_line_error(capsys, argv, f"argument {name}: the value is empty")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2 ** 64)])
+def test_plan_checks_its_seed_as_train_does(capsys, tmp_path, seed):
+    err = one_line_error(capsys, ["plan", "--seed", seed, "--out", str(tmp_path / "p")], "--seed must be 0 .. ")
+    assert one_line_error(capsys, ["train", "--seed", seed], "--seed") == err and not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("batch", ["0", "-1", "300"])
+@pytest.mark.parametrize("command", [["plan", "--out", "p"], ["estimate", "--model", "resnet8"],
+                                     ["deploy", "--out", "b"]])
+def test_a_batch_the_board_cannot_take_is_named_by_its_flag(capsys, tmp_path, monkeypatch, command, batch):
+    """`e2t plan --batch 300` said "plan.json: batch: 300 exceeds ...", a file the user never gave."""
+    monkeypatch.chdir(tmp_path)
+    err = one_line_error(capsys, command + ["--batch", batch], "--batch 300 exceeds the pynq-z2 engine's largest "
+                         "batch 256" if batch == "300" else "--batch must be at least 1")
+    assert "plan.json" not in err and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", [["plan", "--out", "p"], ["estimate"]])
+def test_images_the_board_cannot_take_are_named_by_the_data_set_or_size(capsys, tmp_path, monkeypatch, command):
+    import numpy as np
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 64, 64), np.uint8), y=np.arange(20) % 4)
+    argv = command + ["--model", "resnet8", "--dataset", "folder", "--data-dir", "d.npz"]
+    one_line_error(capsys, argv, "the images of --dataset folder are 64 x 64 pixels, more than the pynq-z2 engine's "
+                                 "largest 32 x 32: give --size 32 (or less)")
+    one_line_error(capsys, argv + ["--size", "48"], "--size 48 exceeds the pynq-z2 engine's largest image 32 x 32")
+    assert os.listdir(tmp_path) == ["d.npz"]
+
+
+def test_train_init_takes_the_plan_s_model_and_board(capsys, tmp_path):
+    """`train --init P --board zcu104` with a pynq-z2 plan (or --model resnet20 with a resnet8) ran,
+    and the run's config recorded the flag's (or the default) model and board, not the plan's."""
+    import dataclasses
+
+    from host import planbuild
+    from host.cli import config_from_args
+    from host.trainer import EngineTrainer
+    planbuild.save(str(tmp_path / "p"), *planbuild.from_model("resnet8", 1, 10, 32, "zcu104", 8)[:2])
+    argv = ["train", "--backend", "emu", "--dataset", "digits", "--batch-size", "8", "--init", str(tmp_path / "p"),
+            "--out", str(tmp_path / "run")]
+    one_line_error(capsys, argv + ["--board", "pynq-z2"], f"--board pynq-z2: the --init plan {tmp_path / 'p'} is for "
+                                                          f"zcu104 (leave --board out)")
+    one_line_error(capsys, argv + ["--model", "resnet20"], "--model resnet20: the --init plan")
+    given = config_from_args(build_parser().parse_args(argv + ["--model", "resnet8"]))
+    cfg = config_from_args(build_parser().parse_args(argv))
+    assert (cfg.model, cfg.board) == (given.model, given.board) == ("resnet8", "zcu104")
+    with pytest.raises(E2TError, match="the plan is a resnet8 for zcu104, the run's config a resnet20 for zcu104"):
+        EngineTrainer(dataclasses.replace(cfg, model="resnet20"), str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
+    assert TrainConfig(backend="emu", model="onnx-3conv", init="p").model == "onnx-3conv"  # an imported network's name
+    with pytest.raises(E2TError, match="unknown model 'onnx-3conv'"):
+        TrainConfig(model="onnx-3conv")

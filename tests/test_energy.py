@@ -414,3 +414,50 @@ def test_a_constant_power_is_priced_over_board_time_only(tmp_path):
     run = _run(tmp_path / "run", recs, {"backend": "pynq", "board": "pynq-z2"})
     html_path, result = report.write(run, model_path=str(path))
     assert result["phases"]["static"]["j"] == pytest.approx(9.0)
+
+
+CONFIG = {"model": "resnet8", "dataset": "digits", "backend": "emu", "board": "pynq-z2"}
+
+
+def _slot(records, line, *path):
+    node = records[line - 1]["ops"]
+    for key in path:
+        node = node[key]
+    return node
+
+
+@pytest.mark.parametrize("config, change, message", [
+    ([], None, "config.json: list is not a run's config"),
+    ({**CONFIG, "board": ["pynq-z2"]}, None, "config.json: board: ['pynq-z2'] is not a name"),
+    ({**CONFIG, "smd": "0.5"}, None, "config.json: smd: '0.5' is not a finite number >= 0"),
+    (CONFIG, lambda r: _slot(r, 2, "per_layer", "conv1", "fwd").update(macs="x"),
+     "metrics.jsonl: line 2: ops.per_layer.conv1.fwd.macs: 'x' is not a JSON object"),
+    (CONFIG, lambda r: _slot(r, 1, "total", "fwd").update(bytes="5000.0"),
+     "metrics.jsonl: line 1: ops.total.fwd.bytes: '5000.0' is not a finite number >= 0"),
+    (CONFIG, lambda r: _slot(r, 2, "total", "update", "macs").update(int32=-1),
+     "metrics.jsonl: line 2: ops.total.update.macs.int32: -1 is not a finite number >= 0"),
+    (CONFIG, lambda r: r[0].update(test_acc="x"), "metrics.jsonl: line 1: test_acc: 'x' is not a finite number"),
+    (CONFIG, lambda r: r.insert(1, r[0]), "metrics.jsonl: line 2: epoch 1 where 2 is due"),  # counted twice
+    (CONFIG, lambda r: r.pop(0), "metrics.jsonl: line 1: epoch 2 where 1 is due"),
+    (CONFIG, lambda r: r[0].update(epoch=True), "metrics.jsonl: line 1: epoch True where 1 is due"),
+])
+def test_the_report_checks_what_it_reads_of_the_run(tmp_path, capsys, config, change, message):
+    """config.json and metrics.jsonl of the wrong types gave tracebacks, a repeated epoch was priced twice."""
+    from test_cli import one_line_error
+    records = [_record(1, 10**9, 1e6), _record(2, 10**9, 1e6)]
+    if change:
+        change(records)
+    run = _run(tmp_path / "run", records)
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    err = one_line_error(capsys, ["energy", "report", run], message)
+    assert os.path.join(run, "") in err and sorted(os.listdir(run)) == ["config.json", "metrics.jsonl"]
+
+
+@pytest.mark.parametrize("value", [True, False, "0.3", None])
+def test_an_energy_model_figure_must_be_a_number(tmp_path, value):
+    """`"value": true` was priced as 1 pJ per MAC."""
+    d = json.load(open(os.path.join(DATA, "pynq-z2", "energy.json")))
+    d["mac_pj"]["int8x8"]["value"] = value
+    (tmp_path / "m.json").write_text(json.dumps(d))
+    with pytest.raises(E2TError, match=re.escape(f"m.json: mac_pj.int8x8.value: {value!r} is not a finite number")):
+        emodel.load("pynq-z2", str(tmp_path / "m.json"))

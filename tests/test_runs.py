@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 
@@ -43,3 +44,17 @@ def test_missing_and_corrupt_config(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(E2TError, match="corrupt"):
         RunDir(str(tmp_path), "c").load_config()
+
+
+@pytest.mark.parametrize("epochs", [[2], [1, 1, 2], []])
+def test_truncate_metrics_refuses_records_the_checkpoint_holds_lost_or_twice(tmp_path, epochs):
+    """A resumed run whose epoch 1 record was lost went on, and its energy report then priced one
+    epoch too few (or, repeated, one too many); nothing is written when refused."""
+    run = RunDir(str(tmp_path), "c")
+    run.create({})
+    for e in epochs + [3]:
+        run.append_metrics({"epoch": e})
+    before = (tmp_path / "metrics.jsonl").read_bytes()
+    with pytest.raises(E2TError, match=re.escape(f"holds records of epochs {epochs}, the checkpoint is after epoch 2")):
+        run.truncate_metrics(2)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == before

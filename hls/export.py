@@ -1,10 +1,12 @@
 """ONNX graph -> network plan, in named steps (FINN's habit): each step's result is kept for
 inspection and its time recorded.
 
-    graph    read and check the ONNX file; nodes, initializers, per-image tensor shapes
+    graph    read and check the ONNX file (opsets ``OPSETS``, finite float32 initializers, a float32
+             input); nodes, initializers, per-image tensor shapes, the preprocessing it states
     tidy     drop what only reshapes or computes shapes, fold constants, recognise the
              straight-through gate decision and the SLU mix ``m * block + (1 - m) * shortcut``
-    map      ONNX nodes -> plan ops (conv, batchnorm, relu, add, avgpool, linear, gate, mix)
+    map      ONNX nodes -> plan ops (conv, batchnorm, relu, add, avgpool, linear, gate, mix); an
+             attribute it does not read (``ATTRS``) is refused, and every output shape must be ONNX's
     formats  conv weights -> the engine's integers: exact master mantissas where the graph
              carries them (``Cast(int32) * 2^e``), else the fixed-point quantization of the floats
     layout   DDR layout and weights.bin (host/layout.py)
@@ -14,6 +16,7 @@ Only this module reads ONNX; the plan it writes is read on the board with numpy 
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -21,13 +24,23 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from host import boards, plan as planmod, planbuild
+from host import boards, jsonfile, plan as planmod, planbuild
 from host.errors import E2TError
 
 PASS_THROUGH = ("Identity", "Flatten", "Squeeze", "Unsqueeze", "Reshape", "Cast", "Dropout")
 SHAPE_OPS = ("Shape", "Gather", "Concat", "Unsqueeze", "Squeeze", "Slice", "Cast", "Reshape")
 MAPPED = ("Conv", "BatchNormalization", "Relu", "Add", "GlobalAveragePool", "ReduceMean", "Gemm", "LSTM",
           "Sigmoid", "Greater", "Mix")
+# The attributes the map step reads, with the one value it supports (None: the values step_map handles)
+ATTRS = {"Conv": {"auto_pad": None, "dilations": [1, 1], "group": 1, "kernel_shape": None, "pads": None,
+                  "strides": None},
+         "BatchNormalization": {"epsilon": None, "momentum": None, "training_mode": None},
+         "ReduceMean": {"axes": None, "keepdims": None, "noop_with_empty_axes": 0},
+         "Gemm": {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": None},
+         "LSTM": {"hidden_size": None, "direction": "forward", "layout": 0, "input_forget": 0,
+                  "activations": ["Sigmoid", "Tanh", "Tanh"]}}
+OPSETS = range(13, 22)  # the default domain's versions whose semantics of these ops this importer was checked with
+META_PREPROCESS = "e2t.preprocess"  # model.onnx's metadata_props key: host/datasets.py's preprocess, as JSON
 ZERO = "<zero>"
 PREFIX = "net."  # the exported module's parameters are net.<module>.<param> (reference/export.py)
 MANTISSA = ".mantissa"  # int32 initializer of exact master weights: <param>.mantissa
@@ -72,7 +85,20 @@ class Export:
 # -- graph --------------------------------------------------------------------------------
 
 def _attrs(n) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+    """A node's attributes by name; strings (bytes in protobuf) as str."""
+    def text(v):
+        if isinstance(v, list):
+            return [text(x) for x in v]
+        return v.decode(errors="replace") if isinstance(v, bytes) else v
+    return {a.name: text(onnx.helper.get_attribute_value(a)) for a in n.attribute}
+
+
+def _check_array(ex: Export, node, what: str, a: np.ndarray) -> None:
+    """A constant's numbers: float32 where float (the plan's and the input's type), all finite."""
+    if a.dtype.kind == "f" and a.dtype != np.float32:
+        ex.fail(node, f"{what} is {a.dtype}: the plan computes in float32, like its input (convert the model to fp32)")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        ex.fail(node, f"{what} holds {'NaN' if np.isnan(a).any() else 'an infinite value'}")
 
 
 def step_graph(ex: Export, data: bytes):
@@ -82,6 +108,14 @@ def step_graph(ex: Export, data: bytes):
         ex.fail(None, f"not an ONNX model ({type(e).__name__})")
     if not model.graph.node:
         ex.fail(None, "not an ONNX model (no graph nodes)")
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset not in OPSETS:
+        ex.fail(None, f"opset {opset}: this importer was checked with opsets {OPSETS[0]}..{OPSETS[-1]} of the "
+                      f"default domain: export with one of them")
+    other = next((n for n in model.graph.node if n.domain not in ("", "ai.onnx")), None)
+    if other is not None:
+        ex.fail(None, f"node '{other.name}' ({other.op_type}) is in domain '{other.domain}': only the default "
+                      f"ONNX domain is understood")
     try:
         onnx.checker.check_model(model)
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
@@ -89,6 +123,8 @@ def step_graph(ex: Export, data: bytes):
         ex.fail(None, f"the ONNX checker refuses it: {str(e).splitlines()[0]}")
     g = model.graph
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    for name, a in inits.items():
+        _check_array(ex, None, f"initializer '{name}'", a)
     shapes = {}
     for v in list(g.value_info) + list(g.input) + list(g.output):
         dims = v.type.tensor_type.shape.dim
@@ -99,12 +135,39 @@ def step_graph(ex: Export, data: bytes):
                       f"batch in and gives one tensor of logits out")
     nodes = [Node(n.op_type, n.name or f"{n.op_type}_{i}", list(n.input), list(n.output), _attrs(n))
              for i, n in enumerate(g.node)]
-    ex.ctx.update(inits=inits, shapes=shapes, input=inputs[0].name, output=g.output[0].name,
-                  opset=max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0))
+    ex.ctx.update(inits=inits, shapes=shapes, input=inputs[0].name, output=g.output[0].name, opset=opset,
+                  preprocess=_preprocess_of(ex, model))
+    elem = inputs[0].type.tensor_type.elem_type
+    if elem != onnx.TensorProto.FLOAT:
+        ex.fail(None, f"input '{inputs[0].name}' is {onnx.TensorProto.DataType.Name(elem)}, not FLOAT: the plan takes "
+                      f"float32 images")
     x = shapes.get(inputs[0].name, [])
     if len(x) != 4 or None in x[1:]:
         ex.fail(None, f"input '{inputs[0].name}' has shape {x}: a plan takes NCHW images of a fixed size")
     return nodes, {"nodes": len(nodes), "initializers": len(inits), "opset": ex.ctx["opset"], "input": x[1:]}
+
+
+def _preprocess_of(ex: Export, model) -> dict | None:
+    """The preprocessing the model's metadata states (``META_PREPROCESS``), if any; the plan's
+    checks (host/plan.py) check its fields."""
+    text = next((p.value for p in model.metadata_props if p.key == META_PREPROCESS), None)
+    if text is None:
+        return None
+    try:
+        return jsonfile.parse(text)
+    except ValueError as e:
+        ex.fail(None, f"metadata_props '{META_PREPROCESS}' is not JSON ({e})")
+
+
+def set_preprocess(model, pre: dict | None) -> None:
+    """State in ``model``'s metadata_props how an image becomes its input (host/datasets.py's
+    ``preprocess``), so nobody has to guess the normalization."""
+    if pre is None:
+        return
+    for p in [p for p in model.metadata_props if p.key == META_PREPROCESS]:
+        model.metadata_props.remove(p)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = META_PREPROCESS, json.dumps(pre)
 
 
 # -- tidy ---------------------------------------------------------------------------------
@@ -127,7 +190,9 @@ def step_tidy(ex: Export, nodes: list[Node]):
         ins = [src(i) if i else "" for i in n.inputs]
         if n.op == "Constant":
             consts[n.outputs[0]] = numpy_helper.to_array(n.attrs["value"]) if "value" in n.attrs else \
-                np.array(n.attrs.get("value_float", n.attrs.get("value_int")))
+                np.array(n.attrs["value_float"], np.float32) if "value_float" in n.attrs else \
+                np.array(n.attrs.get("value_int"))
+            _check_array(ex, n, "its value", consts[n.outputs[0]])
             continue
         if n.op == "Shape" or (n.op in SHAPE_OPS and any(i in shape_like for i in ins if i)):
             shape_like.update(n.outputs)
@@ -152,8 +217,11 @@ def step_tidy(ex: Export, nodes: list[Node]):
                                     and int(np.asarray(value(ins[1])).reshape(-1)[0]) == 0):
             if n.op == "Cast" and ins[0] in consts:
                 consts[n.outputs[0]] = consts[ins[0]]
-            else:
-                alias[n.outputs[0]] = ins[0]
+                continue
+            if n.op == "Cast" and n.attrs.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+                ex.fail(n, f"a cast to {onnx.TensorProto.DataType.Name(n.attrs.get('to', 0))}: the plan computes in "
+                           f"float32 (float64 where the host sums)")
+            alias[n.outputs[0]] = ins[0]
             continue
         if n.op == "Sub" and ins[0] == ins[1]:
             alias[n.outputs[0]] = ZERO  # p - p.detach(): the straight-through estimator's zero
@@ -181,6 +249,13 @@ def step_tidy(ex: Export, nodes: list[Node]):
         if n.op not in MAPPED:
             ex.fail(n, "the engine and the host have no such op (they run Conv, BatchNormalization, Relu, Add, "
                        "GlobalAveragePool, Gemm and the SLU gate's LSTM, Sigmoid, Greater)")
+        known = ATTRS.get(n.op, {})
+        for key, v in n.attrs.items():
+            if key not in known:
+                ex.fail(n, f"attribute {key}={v!r} is not supported (the {n.op}s mapped here take "
+                           f"{', '.join(known) or 'no attributes'})")
+            if known[key] is not None and v != known[key]:
+                ex.fail(n, f"attribute {key}={v!r} is not supported (only {known[key]!r})")
     ex.ctx.update(consts=consts, exact=exact, alias=alias, value=value, src=src)
     ex.ctx["output"] = src(ex.ctx["output"])
     kinds = {}
@@ -221,16 +296,19 @@ def step_map(ex: Export, nodes: list[Node]):
 
     def param(n: Node, i: int) -> np.ndarray:
         t = n.inputs[i]
-        if t in inits:
-            return inits[t]
-        if t in exact:
+        if t in exact:  # integer master mantissas, scaled by a power of two
             return inits[exact[t][0]]
-        v = ctx["value"](t)
+        v = inits[t] if t in inits else ctx["value"](t)
         if v is None:
             ex.fail(n, f"input {i} ('{t}') must be a constant (an initializer)")
+        if np.asarray(v).dtype != np.float32:
+            ex.fail(n, f"input {i} ('{t}') is {np.asarray(v).dtype}, not float32 like the images")
         return np.asarray(v)
 
     def emit(n: Node, name: str):
+        want = ctx["shapes"].get(n.outputs[0], [])[1:]
+        if None not in want and len(want) == len(b.tensors[name]) and want != b.tensors[name]:
+            ex.fail(n, f"ONNX infers an output of {want} per image, the plan's op makes {b.tensors[name]}")
         names[n.outputs[0]] = name
         producer[name] = len(b.ops) - 1
         nodes_of[name] = n
@@ -243,14 +321,21 @@ def step_map(ex: Export, nodes: list[Node]):
                 ex.fail(n, "a conv with a bias: the engine's convs have none (a BatchNormalization follows each)")
             k = list(a.get("kernel_shape", w.shape[2:]))
             pads, strides = list(a.get("pads", [0] * 4)), list(a.get("strides", [1, 1]))
-            if a.get("group", 1) != 1 or any(d != 1 for d in a.get("dilations", [1, 1])) or len(k) != 2 \
-                    or k[0] != k[1] or strides[0] != strides[1] or len(set(pads)) != 1:
-                ex.fail(n, f"kernel {k}, strides {strides}, pads {pads}, group {a.get('group', 1)}, dilations "
-                           f"{a.get('dilations', [1, 1])}: the engine runs square kernels with equal strides and "
-                           f"pads, group 1, no dilation")
+            auto = a.get("auto_pad", "NOTSET")
+            if auto != "NOTSET":
+                if "pads" in a:
+                    ex.fail(n, f"auto_pad {auto} and pads {pads} together: ONNX allows one of them")
+                pads = _auto_pads(ex, n, auto, b.tensors[plan_in(n)][1:], k, strides)
+            if len(k) != 2 or k[0] != k[1] or strides[0] != strides[1] or len(set(pads)) != 1:
+                ex.fail(n, f"kernel {k}, strides {strides}, pads {pads}"
+                           + (f" (from auto_pad {auto})" if auto != "NOTSET" else "")
+                           + ": the engine runs square kernels with equal strides and pads")
             wname = n.inputs[1] if n.inputs[1] in inits else exact.get(n.inputs[1], (n.name,))[0]
             name = _module(wname.replace(MANTISSA, "")) if wname != n.name else n.name
             x = plan_in(n)
+            if list(w.shape[1:]) != [b.tensors[x][0], *k]:
+                ex.fail(n, f"weight '{n.inputs[1]}' of shape {list(w.shape)} does not fit a {k[0]} x {k[1]} kernel on "
+                           f"{b.tensors[x][0]} input channels")
             role, block = _conv_role(name, x, k[0], strides[0])
             name = b.conv(name, x, int(w.shape[0]), int(k[0]), int(strides[0]), int(pads[0]), role, block,
                           input_grad=x != planbuild.INPUT)
@@ -262,12 +347,17 @@ def step_map(ex: Export, nodes: list[Node]):
         elif n.op == "BatchNormalization":
             if a.get("training_mode", 0):
                 ex.fail(n, "exported in training mode: export the model in eval mode")
+            eps, mom = a.get("epsilon", 1e-5), a.get("momentum", 0.9)
+            if not (np.isfinite(eps) and eps > 0 and 0 <= mom <= 1):
+                ex.fail(n, f"epsilon {eps} and momentum {mom}: a BatchNorm needs epsilon > 0 and momentum in [0, 1]")
+            if (param(n, 4) < 0).any():
+                ex.fail(n, f"its running variance '{n.inputs[4]}' has negative values")
             name = _module(n.inputs[1])
             x = plan_in(n)
             name = b.bn(name, x)
             op = b.ops[-1]
-            op["eps"] = float(f"{a.get('epsilon', 1e-5):.7g}")  # float32 in ONNX; the plan keeps 7 digits
-            op["momentum"] = round(1 - float(a.get("momentum", 0.9)), 6)
+            op["eps"] = float(f"{eps:.7g}")  # float32 in ONNX; the plan keeps 7 digits
+            op["momentum"] = round(1 - float(mom), 6)
             for i, key in enumerate(("weight", "bias", "running_mean", "running_var"), start=1):
                 floats[op["params"][key]] = np.asarray(param(n, i), np.float32)
             emit(n, name)
@@ -290,16 +380,14 @@ def step_map(ex: Export, nodes: list[Node]):
             if not a.get("transB", 0):
                 w = w.T
             bias = param(n, 2) if len(n.inputs) > 2 and n.inputs[2] else np.zeros(w.shape[0], np.float32)
-            if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
-                ex.fail(n, "only Gemm with alpha = beta = 1 and no transA (a linear layer) is supported")
             name = _module(n.inputs[1])
             emit(n, b.add("linear", [x], [int(w.shape[0])], name, in_features=int(w.shape[1]),
                           out_features=int(w.shape[0]), params={"weight": f"{name}.weight", "bias": f"{name}.bias"}))
             floats[f"{name}.weight"], floats[f"{name}.bias"] = np.asarray(w, np.float32), np.asarray(bias, np.float32)
         elif n.op == "LSTM":
             hidden = int(a["hidden_size"])
-            if a.get("direction", "forward") != "forward" or len(n.inputs) > 4 and n.inputs[4]:
-                ex.fail(n, "only a forward LSTM without sequence lengths (SkipNet's recurrent gate) is supported")
+            if len(n.inputs) > 4 and n.inputs[4] or len(n.inputs) > 7 and n.inputs[7]:
+                ex.fail(n, "only an LSTM without sequence lengths or peepholes (SkipNet's recurrent gate) is supported")
             prev = gates[-1]["state"] if gates else ZERO
             init = [n.inputs[i] if len(n.inputs) > i and n.inputs[i] else ZERO for i in (5, 6)]
             if init != [prev[0], prev[1]] if gates else init != [ZERO, ZERO]:
@@ -340,6 +428,19 @@ def step_map(ex: Export, nodes: list[Node]):
     ctx.update(floats=floats, exact_w=exact_w, nodes_of=nodes_of, logits=logits)
     return (b.ops, b.tensors), {"ops": len(b.ops), "convs": sum(o["type"] == "conv" for o in b.ops),
                                 "gates": len(gates)}
+
+
+def _auto_pads(ex: Export, n: Node, auto: str, hw: list, k: list, strides: list) -> list:
+    """The pads (begin h, begin w, end h, end w) ONNX's ``auto_pad`` implies: none for VALID;
+    for SAME_UPPER / SAME_LOWER those that give ceil(size / stride) outputs, the odd one at the
+    end / the beginning."""
+    if auto == "VALID":
+        return [0] * 4
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        ex.fail(n, f"attribute auto_pad={auto!r} is not supported (NOTSET, VALID, SAME_UPPER, SAME_LOWER)")
+    total = [max((-(-size // s) - 1) * s + kk - size, 0) for size, kk, s in zip(hw, k, strides)]
+    begin = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+    return begin + [t - b for t, b in zip(total, begin)]
 
 
 def _conv_role(name: str, x: str, k: int, stride: int) -> tuple[str, int | None]:
@@ -429,7 +530,7 @@ def step_board(ex: Export, data: dict, board: boards.Board):
     if data["ddr"]["bytes"] > board.pl_ddr_bytes:
         ex.fail(None, f"the DDR footprint at batch {data['batch']}, {data['ddr']['bytes'] / 2**20:.1f} MiB, exceeds the "
                       f"{board.pl_ddr_bytes / 2**20:.0f} MiB {board.name} gives the engine: use a smaller --batch")
-    plan = planmod.Plan(data)
+    plan = planmod.Plan(data, f"{ex.where} (the plan made from it)")
     return plan, {"board": board.name, "ddr_used": f"{data['ddr']['bytes'] / board.pl_ddr_bytes:.1%}"}
 
 
@@ -450,6 +551,8 @@ def export(onnx_bytes: bytes, board: str, batch: int, dataset: str = "", state: 
     network = planbuild.network_info("", x[0], tensors[ex.ctx["logits"]][0], x[1],
                                      sum(op["type"] == "gate" for op in ops), dataset)
     network["model"] = (provenance or {}).get("model") or f"onnx-{sum(op['type'] == 'conv' for op in ops)}conv"
+    if ex.ctx["preprocess"] is not None:
+        network["preprocess"] = ex.ctx["preprocess"]
     data = ex.run("layout", step_layout, ops_tensors, arrays, network, b, batch, provenance or {})
     ex.ctx["plan"] = ex.run("board", step_board, data, b)
     return ex

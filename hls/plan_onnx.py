@@ -75,8 +75,11 @@ def _conv(g: _Graph, op: dict, arrays: dict, x: str, mask: str | None) -> str:
     return g.op("Cast", g.op("Mul", g.op("Mul", y, g.op("Pow", two, e)), g.const(chan, np.float64)), to=F)
 
 
-def build(plan, arrays: dict) -> bytes:
-    """The inference ONNX model of ``plan`` with ``arrays`` (input ``images``, output ``logits``)."""
+def build(plan, arrays: dict, pre: dict | None = None) -> bytes:
+    """The inference ONNX model of ``plan`` with ``arrays`` (input ``images``, output ``logits``),
+    stating in its metadata how images become its input: ``pre``, else the plan's
+    ``network.preprocess`` (hls/export.py, ``set_preprocess``)."""
+    from .export import set_preprocess
     g = _Graph()
     t = {plan.data["input"]: "images"}
     masks, state = {}, None
@@ -139,5 +142,6 @@ def build(plan, arrays: dict) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="e2t")
     model.doc_string = (f"e2t plan {plan.network['model']} for {plan.board.name}: the engine's fixed-point "
                         f"forward (docs/numerics.md) in ONNX ops")
+    set_preprocess(model, plan.network.get("preprocess") if pre is None else pre)
     onnx.checker.check_model(model)
     return model.SerializeToString()

@@ -6,14 +6,17 @@ per-image shape of every host tensor, every parameter's place in weights.bin, an
 layout of every engine buffer, so the host allocates once and the engine's AXI masters see
 aligned bursts. Backward runs the same list in reverse. Loading checks every field against
 the schema and the board's limits (host/boards.py, the data the engine's checks are generated
-from) and names the first wrong one: ``plan.json: ops[12].stride: 3 is not 1 or 2``.
+from) and names the first wrong one: ``plan.json: ops[12].stride: 3 is not 1 or 2``. A plan
+that loads is one the trainer runs exactly as written (docs/plan.md, "Checks").
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 
-from . import boards, numerics as nx
+from . import boards, numerics as nx, weightsfile
+from .datasets import PIXEL_MAX
 from .errors import E2TError
 from .jsonfile import read_json
 
@@ -28,6 +31,10 @@ CONV_BUFFERS = {  # role -> (dtype, numerics format): what each conv's engine ca
     "act": ("int8", "act"), "sgn": ("int8", "sign"), "out": ("int32", "out"), "grad": ("int16", "grad"),
     "scratch": ("int64", "out")}
 CONV_PARAMS = ("wgt", "wshift", "master", "mom")  # the buffers that live in weights.bin
+SHARED = ("out", "grad", "scratch")  # the buffers every conv uses in turn (one each, 1-D)
+INITS = (weightsfile.FILE, "runtime")  # a DDR buffer's initial contents
+RUNNING = ("running_mean", "running_var")  # host parameters that SGD does not step (no momentum buffer)
+MOMENTUM = ".momentum_buffer"  # <param><MOMENTUM>: the SGD momentum of a trainable host parameter
 EXPONENTS = {  # the exponent rule of each format (docs/numerics.md, section 2)
     "act": "per tensor, from the float tensor's max-abs (section 3)",
     "wgt": "per output channel: wq_exp + wshift[o] (section 6)",
@@ -46,6 +53,14 @@ def formats() -> dict:
 
 def conv_out(size: int, k: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - k) // stride + 1
+
+
+def _finite(v) -> bool:
+    """A number finite as a float (an integer too large for one is not)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 class _Check:
@@ -79,10 +94,14 @@ class _Check:
             self.fail(where, f"{v} exceeds {limit or hi}")
         return v
 
-    def num(self, d: dict, key: str, path: str) -> float:
+    def num(self, d: dict, key: str, path: str, lo: float | None = None, hi: float | None = None) -> float:
+        """A finite number, in [lo, hi] where given."""
         v = self.field(d, key, path)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:
-            self.fail(f"{path}.{key}", f"{v!r} is not a number")
+        where = f"{path}.{key}" if path else key
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v):
+            self.fail(where, f"{v!r} is not a finite number")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            self.fail(where, f"{v!r} is not in [{lo}, {hi}]")
         return float(v)
 
     def str(self, d: dict, key: str, path: str, choices=None) -> str:
@@ -136,6 +155,34 @@ def _check_regions(c: _Check, entries: list, path: str, total: int, align: int, 
     return seen
 
 
+def _check_loaded(c: _Check, params: dict, buffers: dict) -> None:
+    """Where each array lives: every buffer's role, format and ``init``; the buffers loaded from
+    weights.bin (a conv's wgt, wshift, master, mom) are the params of region ddr, byte for byte,
+    and the rest of weights.bin is the host's (region host)."""
+    for i, (name, e) in enumerate(buffers.items()):
+        p = f"ddr.buffers[{i}]"
+        role = c.str(e, "role", p, tuple(CONV_BUFFERS))
+        if e.get("format") != CONV_BUFFERS[role][1]:
+            c.fail(f"{p}.format", f"{e.get('format')!r} is not '{CONV_BUFFERS[role][1]}', the format of a {role} "
+                                  f"buffer")
+        init = c.str(e, "init", p, INITS)
+        if (init == weightsfile.FILE) != (role in CONV_PARAMS):
+            c.fail(f"{p}.init", f"'{init}' for a {role} buffer: {', '.join(CONV_PARAMS)} come from weights.bin, "
+                                f"the others are made at run time")
+        q = params.get(name)
+        if init == weightsfile.FILE and (q is None or q["offset"] != e["offset"] or q["bytes"] != e["bytes"]):
+            c.fail(p, f"'{name}' is loaded from weights.bin but its params entry differs in offset or size")
+    for i, (name, e) in enumerate(params.items()):
+        p = f"params[{i}]"
+        region = c.str(e, "region", p, ("ddr", "host"))
+        loaded = buffers.get(name, {}).get("init") == weightsfile.FILE
+        if (region == "ddr") != loaded:
+            c.fail(f"{p}.region", f"'{region}' for '{name}', which is {'' if loaded else 'not '}a DDR buffer loaded "
+                                  f"from weights.bin")
+        if "crc32" in e and (type(e["crc32"]) is not int or not 0 <= e["crc32"] < 1 << 32):
+            c.fail(f"{p}.crc32", f"{e['crc32']!r} is not a CRC-32")
+
+
 class Plan:
     """A checked plan: ``data`` is the JSON object; the accessors index it by name."""
 
@@ -177,14 +224,14 @@ def validate(d, where: str = PLAN_FILE) -> boards.Board:
     if d.get("format") != FORMAT:
         c.fail("format", f"{d.get('format')!r} is not '{FORMAT}': this is not an e2t plan")
     version = d.get("version")
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:  # true == 1 in Python: not a version
         c.fail("version", f"plan schema version {version!r} is not supported: this e2t reads version {VERSION} "
                           f"(re-run e2t plan / e2t export with this e2t)")
     board = boards.board(c.str(d, "board", ""))
     fmts = c.obj(c.field(d, "formats", ""), "formats")
     for f in nx.FORMATS:
         got = c.obj(c.field(fmts, f.name, "formats"), f"formats.{f.name}").get("bits")
-        if got != f.bits:
+        if type(got) is not int or got != f.bits:
             c.fail(f"formats.{f.name}.bits", f"{got!r} is not this e2t's {f.bits} (docs/numerics.md, section 2)")
     net = c.obj(c.field(d, "network", ""), "network")
     c.str(net, "model", "network")
@@ -193,14 +240,20 @@ def validate(d, where: str = PLAN_FILE) -> boards.Board:
     c.int(net, "height", "network", 1, board.max_h, f"the board's max_h {board.max_h}")
     c.int(net, "width", "network", 1, board.max_w, f"the board's max_w {board.max_w}")
     gates = c.int(net, "gates", "network", 0)
+    if not isinstance(net.get("dataset", ""), str):
+        c.fail("network.dataset", f"{net['dataset']!r} is not a data set name")
+    if "preprocess" in net:
+        _check_preprocess(c, net)
     batch = c.int(d, "batch", "", 1, board.max_batch, f"the board's max_batch {board.max_batch} ({board.name})")
     tensors = c.obj(c.field(d, "tensors", ""), "tensors")
     for name, shape in tensors.items():
         c.shape(shape, f"tensors.{name}")
     weights = c.obj(c.field(d, "weights", ""), "weights")
-    c.str(weights, "file", "weights")
+    c.str(weights, "file", "weights", (weightsfile.FILE,))
     wbytes = c.int(weights, "bytes", "weights", 1)
-    c.str(weights, "sha256", "weights")
+    sha = c.str(weights, "sha256", "weights")
+    if len(sha) != 64 or sha.strip("0123456789abcdef"):
+        c.fail("weights.sha256", f"{sha!r} is not a SHA-256 (64 hexadecimal digits)")
     ddr = c.obj(c.field(d, "ddr", ""), "ddr")
     align = c.int(ddr, "align", "ddr", 1)
     if align & (align - 1) or align % board.ddr_align:
@@ -217,11 +270,7 @@ def validate(d, where: str = PLAN_FILE) -> boards.Board:
     if not isinstance(buffers, list):
         c.fail("ddr.buffers", "not a list")
     buffers = _check_regions(c, buffers, "ddr.buffers", total, align, "DDR layout")
-    for name, e in buffers.items():
-        if e.get("init") == "weights.bin":
-            p = params.get(name)
-            if p is None or p["offset"] != e["offset"] or p["bytes"] != e["bytes"]:
-                c.fail(f"ddr.buffers.{name}", "is loaded from weights.bin but its params entry differs in offset or size")
+    _check_loaded(c, params, buffers)
     inp = c.str(d, "input", "")
     if tensors.get(inp) != [net["in_channels"], net["height"], net["width"]]:
         c.fail("input", f"tensor '{inp}' is not the network input {[net['in_channels'], net['height'], net['width']]}")
@@ -232,7 +281,32 @@ def validate(d, where: str = PLAN_FILE) -> boards.Board:
     c.str(d, "output", "")
     if d["output"] not in tensors or tensors[d["output"]] != [net["num_classes"]]:
         c.fail("output", f"'{d['output']}' is not a tensor of {net['num_classes']} logits")
+    if ops[-1]["inputs"] != [d["output"]]:
+        c.fail(f"ops[{len(ops) - 1}].inputs", f"the loss takes {ops[-1]['inputs']}, not the plan's output "
+                                              f"'{d['output']}'")
     return board
+
+
+def _check_preprocess(c: _Check, net: dict) -> None:
+    """``network.preprocess`` (optional: older plans lack it): how an image becomes the input,
+    host/datasets.py's ``preprocess``."""
+    pre = c.obj(net["preprocess"], "network.preprocess")
+    p, ch = "network.preprocess", net["in_channels"]
+    c.str(pre, "layout", p, ("NCHW",))
+    c.str(pre, "channel_order", p, ("gray",) if ch == 1 else ("RGB",))
+    if [c.int(pre, "height", p), c.int(pre, "width", p)] != [net["height"], net["width"]]:
+        c.fail(p, f"images of {pre['height']} x {pre['width']}, the network takes {net['height']} x {net['width']}")
+    if c.num(pre, "divisor", p) != PIXEL_MAX:
+        c.fail(f"{p}.divisor", f"{pre['divisor']!r} is not {PIXEL_MAX}: this e2t's data sets divide pixels by "
+                               f"{PIXEL_MAX}")
+    c.str(pre, "formula", p)
+    for key in ("mean", "std"):
+        v = c.field(pre, key, p)
+        if not isinstance(v, list) or len(v) != ch:
+            c.fail(f"{p}.{key}", f"{v!r} is not a list of {ch} numbers (one per channel)")
+        for i, x in enumerate(v):
+            if not isinstance(x, (int, float)) or isinstance(x, bool) or not _finite(x) or key == "std" and x <= 0:
+                c.fail(f"{p}.{key}[{i}]", f"{x!r} is not a finite{' positive' * (key == 'std')} number")
 
 
 def _param(c: _Check, params: dict, op: dict, key: str, path: str, dtype: str, shape: list) -> None:
@@ -246,7 +320,7 @@ def _param(c: _Check, params: dict, op: dict, key: str, path: str, dtype: str, s
 
 
 def _check_conv(c: _Check, op: dict, p: str, tensors: dict, params: dict, buffers: dict, b: boards.Board,
-                batch: int) -> None:
+                batch: int, inp: str) -> None:
     ci = c.int(op, "c_in", p, 1, b.max_c, f"the board's max_c {b.max_c} ({b.name})")
     co = c.int(op, "c_out", p, 1, b.max_c, f"the board's max_c {b.max_c} ({b.name})")
     h = c.int(op, "h", p, 1, b.max_h, f"the board's max_h {b.max_h} ({b.name})")
@@ -267,11 +341,14 @@ def _check_conv(c: _Check, op: dict, p: str, tensors: dict, params: dict, buffer
             or batch * ho * wo >= 1 << (b.acc_wide_bits - 23):
         c.fail(p, f"exceeds the accumulators of {b.name} (docs/numerics.md, section 8.2)")
     c.str(op, "role", p, ROLES)
+    if op.get("block") is not None:
+        c.int(op, "block", p, 0)
     c.int(op, "w_exp", p, nx.MASTER_EXP_MIN, nx.MASTER_EXP_MAX)
     c.int(op, "wq_exp", p, -1000, 1000)
-    if not isinstance(c.field(op, "input_grad", p), bool):
-        c.fail(f"{p}.input_grad", "is not true or false")
     x = op["inputs"][0]
+    if c.field(op, "input_grad", p) is not (x != inp):
+        c.fail(f"{p}.input_grad", f"{op['input_grad']!r} is not {str(x != inp).lower()}: a conv passes a gradient "
+                                  f"to its input unless that is the network's input '{inp}'")
     if len(op["inputs"]) != 1 or tensors[x] != [ci, h, w]:
         c.fail(f"{p}.inputs", f"a conv takes one tensor of [c_in, h, w] = {[ci, h, w]}, got {op['inputs']}")
     if tensors[op["output"]] != [co, ho, wo]:
@@ -287,6 +364,14 @@ def _check_conv(c: _Check, op: dict, p: str, tensors: dict, params: dict, buffer
             c.fail(f"{p}.buffers.{role}", f"'{name}' is not in ddr.buffers")
         if e["dtype"] != dtype:
             c.fail(f"{p}.buffers.{role}", f"'{name}' is {e['dtype']}, not {dtype}")
+        if role not in SHARED and name != f"{op['name']}.{role}":
+            c.fail(f"{p}.buffers.{role}", f"'{name}' is not '{op['name']}.{role}': each conv has its own {role} "
+                                          f"buffer, named after the conv")
+        if e["role"] != role:
+            c.fail(f"{p}.buffers.{role}", f"'{name}' is a {e['role']} buffer")
+        if role in SHARED and len(e["shape"]) != 1:
+            c.fail(f"{p}.buffers.{role}", f"'{name}' has shape {e['shape']}: the shared {role} buffer is "
+                                          f"one-dimensional")
         need = {"out": batch * max(co * ho * wo, ci * h * w if op["input_grad"] else 0),
                 "grad": batch * co * ho * wo, "scratch": co * ci * k * k}.get(role)
         if sizes[role] is not None and e["shape"] != sizes[role]:
@@ -297,18 +382,67 @@ def _check_conv(c: _Check, op: dict, p: str, tensors: dict, params: dict, buffer
             _param(c, params, {"params": {role: name}}, role, p, dtype, e["shape"])
 
 
+ARITY = {"conv": 1, "batchnorm": 1, "relu": 1, "add": 2, "avgpool": 1, "linear": 1, "gate": 1, "mix": 3, "loss": 1}
+
+
+class _HostParams:
+    """The host's parameters the ops use: each belongs to one op (the gates share one LSTM),
+    and weights.bin's host region holds exactly them and the SGD momentum of the trainable ones."""
+
+    def __init__(self, c: _Check, params: dict):
+        self.c, self.params, self.uses = c, params, {}  # name -> (op type, key)
+
+    def use(self, op: dict, kind: str, p: str, key: str, shape: list) -> None:
+        c = self.c
+        _param(c, self.params, op, key, p, "float32", shape)
+        name = op["params"][key]
+        if self.params[name]["region"] != "host" or name.endswith(MOMENTUM):
+            c.fail(f"{p}.params.{key}", f"'{name}' is not a host parameter (region host, a name not ending in "
+                                        f"{MOMENTUM})")
+        if name in self.uses and (kind != "gate" or self.uses[name] != (kind, key)):
+            c.fail(f"{p}.params.{key}", f"'{name}' is already the {self.uses[name][1]} of a {self.uses[name][0]}: ops "
+                                        f"do not share parameters (only the gates share their LSTM)")
+        self.uses[name] = (kind, key)
+
+    def check_all(self) -> None:
+        want = {}  # host array -> the parameter it is the momentum of (None: a parameter)
+        for name, (_, key) in self.uses.items():
+            want[name] = None
+            if key not in RUNNING:
+                want[name + MOMENTUM] = name
+        for i, (name, e) in enumerate(self.params.items()):
+            if e["region"] != "host":
+                continue
+            if name not in want:
+                self.c.fail(f"params[{i}]", f"'{name}' is a host array that no op uses (nor the SGD momentum of one)")
+            of = self.params[want[name]] if want[name] else e
+            if (e["dtype"], e["shape"]) != (of["dtype"], of["shape"]):
+                self.c.fail(f"params[{i}]", f"'{name}' is {e['dtype']} {e['shape']}, not {of['dtype']} {of['shape']} "
+                                            f"like '{want[name]}'")
+        for name, of in want.items():
+            if name not in self.params:
+                self.c.fail("params", f"'{name}' is missing: the SGD step of '{of}' needs it")
+
+
 def _check_ops(c: _Check, ops: list, tensors: dict, params: dict, buffers: dict, b: boards.Board, batch: int,
                inp: str, gates: int) -> None:
-    defined = {inp}
-    gate_seen = []
+    defined, names = {inp}, set()
+    held = {inp: None}  # tensor -> the gate whose images alone it holds (None: the whole batch)
+    gate_ops = []  # gate j's op
+    host = _HostParams(c, params)
     for i, op in enumerate(ops):
         p = f"ops[{i}]"
         c.obj(op, p)
         kind = c.str(op, "type", p, OP_TYPES)
-        c.str(op, "name", p)
+        name = c.str(op, "name", p)
+        if name in names:
+            c.fail(f"{p}.name", f"'{name}' names an earlier op too: op names are unique")
+        names.add(name)
         ins = c.field(op, "inputs", p)
         if not isinstance(ins, list) or not ins or not all(isinstance(t, str) for t in ins):
             c.fail(f"{p}.inputs", f"{ins!r} is not a list of tensor names")
+        if len(ins) != ARITY[kind]:
+            c.fail(f"{p}.inputs", f"a {kind} takes {ARITY[kind]} input(s), got {len(ins)}")
         for t in ins:
             if t not in tensors:
                 c.fail(f"{p}.inputs", f"tensor '{t}' is not in tensors")
@@ -319,55 +453,96 @@ def _check_ops(c: _Check, ops: list, tensors: dict, params: dict, buffers: dict,
             c.fail(f"{p}.output", f"tensor '{out}' is not in tensors")
         if out in defined:
             c.fail(f"{p}.output", f"tensor '{out}' is made twice")
+        if kind == "loss" and i != len(ops) - 1:
+            c.fail(p, "the loss is not the last op: the backward pass starts at the loss")
         gate = op.get("gate")
-        if gate is not None and (not isinstance(gate, int) or isinstance(gate, bool) or gate not in gate_seen):
-            c.fail(f"{p}.gate", f"{gate!r} is not a gate an earlier op decides")
+        if gate is not None and (type(gate) is not int or not 0 <= gate < len(gate_ops) or kind in ("gate", "loss")):
+            c.fail(f"{p}.gate", f"{gate!r} is not a gate an earlier op decides" if kind not in ("gate", "loss")
+                   else f"a {kind} op is in no gated branch")
+        _check_images(c, op, kind, p, gate, held, gate_ops)
+        held[out] = None if kind == "mix" else gate
         shape_in, shape_out = tensors[ins[0]], tensors[out]
         if kind == "conv":
-            _check_conv(c, op, p, tensors, params, buffers, b, batch)
+            _check_conv(c, op, p, tensors, params, buffers, b, batch, inp)
+            if gate is not None and op["role"] == "residual" and op.get("block") != gate_ops[gate]["block"]:
+                c.fail(f"{p}.block", f"{op.get('block')!r} is not block {gate_ops[gate]['block']}, which gate {gate} "
+                                     f"decides (the SLU cost counts the block's MACs)")
         elif kind == "batchnorm":
             ch = c.int(op, "channels", p, 1)
             if shape_in[0] != ch or shape_out != shape_in:
                 c.fail(p, f"channels {ch} do not match tensors {shape_in} -> {shape_out}")
             if not c.num(op, "eps", p) > 0:
                 c.fail(f"{p}.eps", "must be > 0")
-            c.num(op, "momentum", p)
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                _param(c, params, op, key, p, "float32", [ch])
+            c.num(op, "momentum", p, 0, 1)
+            for key in ("weight", "bias") + RUNNING:
+                host.use(op, kind, p, key, [ch])
         elif kind in ("relu", "add"):
-            if len(ins) != (2 if kind == "add" else 1):
-                c.fail(f"{p}.inputs", f"{kind} takes {2 if kind == 'add' else 1} input(s), got {len(ins)}")
             if any(tensors[t] != shape_out for t in ins):
                 c.fail(p, f"input shapes {[tensors[t] for t in ins]} differ from the output's {shape_out}")
         elif kind == "avgpool":
-            if shape_out != [shape_in[0], 1, 1]:
+            if len(shape_in) != 3 or shape_out != [shape_in[0], 1, 1]:
                 c.fail(f"{p}.output", f"a global average pool of {shape_in} is [{shape_in[0]}, 1, 1], not {shape_out}")
         elif kind == "linear":
             fi, fo = c.int(op, "in_features", p, 1), c.int(op, "out_features", p, 1)
             if _prod(shape_in) != fi or shape_out != [fo]:
                 c.fail(p, f"in_features {fi} / out_features {fo} do not match tensors {shape_in} -> {shape_out}")
-            _param(c, params, op, "weight", p, "float32", [fo, fi])
-            _param(c, params, op, "bias", p, "float32", [fo])
+            host.use(op, kind, p, "weight", [fo, fi])
+            host.use(op, kind, p, "bias", [fo])
         elif kind == "gate":
-            j = c.int(op, "index", p, 0, gates - 1 if gates else -1)
-            if j != len(gate_seen):
-                c.fail(f"{p}.index", f"gate {j} comes where gate {len(gate_seen)} is expected")
-            hid = c.int(op, "hidden", p, 1)
-            if shape_in != [hid, 1, 1] or shape_out != [1]:
-                c.fail(p, f"a gate maps [{hid}, 1, 1] to [1], not {shape_in} -> {shape_out}")
-            if not 0 < c.num(op, "threshold", p) < 1:
-                c.fail(f"{p}.threshold", "is not in (0, 1)")
+            _check_gate(c, op, p, shape_in, shape_out, gate_ops, gates)
+            hid = op["hidden"]
             for key, shape in (("weight_ih", [4 * hid, hid]), ("weight_hh", [4 * hid, hid]), ("bias_ih", [4 * hid]),
                                ("bias_hh", [4 * hid]), ("proj_weight", [1, hid]), ("proj_bias", [1])):
-                _param(c, params, op, key, p, "float32", shape)
-            gate_seen.append(j)
+                host.use(op, kind, p, key, shape)
+            gate_ops.append(op)
         elif kind == "mix":
-            if len(ins) != 3 or tensors[ins[0]] != [1] or tensors[ins[1]] != shape_out or tensors[ins[2]] != shape_out:
+            if tensors[ins[0]] != [1] or tensors[ins[1]] != shape_out or tensors[ins[2]] != shape_out:
                 c.fail(f"{p}.inputs", "a mix takes [gate mask, block output, shortcut] of matching shapes")
+            if c.int(op, "block", p, 0) != gate_ops[gate]["block"]:
+                c.fail(f"{p}.block", f"{op['block']} is not block {gate_ops[gate]['block']}, which gate {gate} decides")
         elif kind == "loss":
             c.str(op, "loss", p, ("softmax_cross_entropy",))
             if len(shape_in) != 1 or shape_out != [1]:
                 c.fail(p, f"a loss maps logits [classes] to [1], not {shape_in} -> {shape_out}")
         defined.add(out)
-    if len(gate_seen) != gates:
-        c.fail("ops", f"{len(gate_seen)} gate ops, but network.gates is {gates}")
+    if ops[-1]["type"] != "loss":
+        c.fail("ops", "the last op is not a loss: a plan trains on the softmax_cross_entropy of its logits")
+    if len(gate_ops) != gates:
+        c.fail("ops", f"{len(gate_ops)} gate ops, but network.gates is {gates}")
+    host.check_all()
+
+
+def _check_images(c: _Check, op: dict, kind: str, p: str, gate: int | None, held: dict, gate_ops: list) -> None:
+    """Which images each input holds: an op of gate j runs on the images whose gate j is on, so
+    it takes whole-batch tensors (gathered) or gate j's own; a mix joins gate j's block output
+    with a whole-batch shortcut by gate j's decision."""
+    ins = op["inputs"]
+    if kind == "mix":
+        if gate is None:
+            c.fail(f"{p}.gate", "missing: a mix picks per image by its gate")
+        if ins[0] != gate_ops[gate]["output"] or held[ins[1]] != gate or held[ins[2]] is not None:
+            c.fail(f"{p}.inputs", f"a mix of gate {gate} takes [gate {gate}'s decision '{gate_ops[gate]['output']}', "
+                                  f"a tensor of gate {gate}'s ops, a tensor of the whole batch], not {ins}")
+        return
+    for t in ins:
+        if held[t] not in (None, gate):
+            why = f", not those of gate {gate}" if gate is not None else ": a mix must join it first"
+            c.fail(f"{p}.inputs", f"tensor '{t}' holds only the images gate {held[t]} runs{why}")
+
+
+def _check_gate(c: _Check, op: dict, p: str, shape_in: list, shape_out: list, gate_ops: list, gates: int) -> None:
+    """An SLU gate: its index in order, its own block, one LSTM (hidden size and parameters) for all."""
+    j = c.int(op, "index", p, 0, gates - 1 if gates else -1)
+    if j != len(gate_ops):
+        c.fail(f"{p}.index", f"gate {j} comes where gate {len(gate_ops)} is expected")
+    hid = c.int(op, "hidden", p, 1)
+    if shape_in != [hid, 1, 1] or shape_out != [1]:
+        c.fail(p, f"a gate maps [{hid}, 1, 1] to [1], not {shape_in} -> {shape_out}")
+    if not 0 < c.num(op, "threshold", p) < 1:
+        c.fail(f"{p}.threshold", "is not in (0, 1)")
+    block = c.int(op, "block", p, 0)
+    if any(g["block"] == block for g in gate_ops):
+        c.fail(f"{p}.block", f"block {block} has a gate already")
+    c.obj(c.field(op, "params", p), f"{p}.params")
+    if gate_ops and (hid, op["params"]) != (gate_ops[0]["hidden"], gate_ops[0]["params"]):
+        c.fail(p, "its hidden size or params differ from gate 0's: the gates share one LSTM")

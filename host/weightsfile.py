@@ -1,6 +1,6 @@
 """weights.bin: the arrays of a plan at the offsets its ``params`` give, with a CRC-32 per
 array and a SHA-256 of the file in plan.json, so a corrupted or truncated file is refused
-with the array named."""
+with the array named; so are numbers no layer can compute with, checksums or not."""
 from __future__ import annotations
 
 import hashlib
@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 
+from . import numerics as nx
 from .errors import E2TError
 
 FILE = "weights.bin"
@@ -48,7 +49,25 @@ def unpack(data: bytes, plan, path: str = FILE) -> dict[str, np.ndarray]:
         arrays[e["name"]] = np.frombuffer(raw, dtype=e["dtype"]).reshape(e["shape"]).copy()
     if hashlib.sha256(data).hexdigest() != w["sha256"]:
         raise E2TError(f"{path}: the SHA-256 differs from the plan's: the file is corrupted (nothing was loaded)")
+    check_values(arrays, plan, path)
     return arrays
+
+
+def check_values(arrays: dict[str, np.ndarray], plan, where: str) -> None:
+    """Refuse, naming the array, what training or evaluation cannot compute with: a NaN or
+    infinite float, a negative BatchNorm running variance, a weight shift outside [0, WSHIFT_MAX]."""
+    running_var = {op["params"]["running_var"] for op in plan.ops if op["type"] == "batchnorm"}
+    wshift = {op["buffers"]["wshift"] for op in plan.ops if op["type"] == "conv"}
+    for name, a in arrays.items():
+        bad = None
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = "NaN" if np.isnan(a).any() else "an infinite value"
+        elif name in running_var and (a < 0).any():
+            bad = f"a negative running variance ({a.min():g})"
+        elif name in wshift and ((a < 0) | (a > nx.WSHIFT_MAX)).any():
+            bad = f"a weight shift outside [0, {nx.WSHIFT_MAX}]"
+        if bad:
+            raise E2TError(f"{where}: '{name}' holds {bad}: no layer computes with it (nothing was loaded)")
 
 
 def read(folder: str, plan) -> dict[str, np.ndarray]:

@@ -24,8 +24,9 @@ from torch import nn
 
 from host import boards, planbuild
 from host.config import TrainConfig
-from host.datasets import load_dataset, normalize
+from host.datasets import load_dataset, normalize, preprocess
 from host.errors import E2TError
+from host.runs import refuse_existing
 
 from .models import GatedResNet, build_model
 from .quant import PSGConfig, QConv2d, conv_factory
@@ -36,6 +37,7 @@ CHECK_IMAGES = 256
 # onnxruntime against PyTorch on the logits: |difference| <= RTOL * max(1, max|logit|).
 # Both run float32 convolutions whose sums differ in order; 1e-4 is far above what that gives.
 RTOL = 1e-4
+DEFAULT_ONNX_BATCH = 128  # the plan's batch for an ONNX file of one's own without --batch
 
 
 class ExportView(nn.Module):
@@ -97,10 +99,12 @@ def _exact_masters(model, trained: nn.Module) -> int:
     return n
 
 
-def to_onnx(twin: nn.Module, trained: nn.Module, in_channels: int, size: int) -> bytes:
+def to_onnx(twin: nn.Module, trained: nn.Module, in_channels: int, size: int, pre: dict | None = None) -> bytes:
     """``model.onnx``'s bytes: the float twin traced in eval mode (BatchNorm kept, not folded
-    into the convs), batch dimension dynamic, PSG masters exact."""
+    into the convs), batch dimension dynamic, PSG masters exact; ``pre`` (host/datasets.py's
+    ``preprocess``) in its metadata."""
     import onnx
+    from hls import export as hx
     buf = io.BytesIO()
     x = torch.zeros(2, in_channels, size, size)
     with warnings.catch_warnings():
@@ -111,6 +115,7 @@ def to_onnx(twin: nn.Module, trained: nn.Module, in_channels: int, size: int) ->
     model = onnx.load_from_string(buf.getvalue())
     _exact_masters(model, trained)
     model.doc_string = "e2t export: a CIFAR ResNet (reference/models.py), BatchNorm in inference mode"
+    hx.set_preprocess(model, pre)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
@@ -144,12 +149,15 @@ def export_checkpoint(src: str, board: str, out: str, batch: int | None, data_di
     """The whole forward export; writes ``out`` only when every step passed."""
     from hls import export as hx
     state, cfg, path = read_checkpoint(src)
-    boards.board(board)
+    b = boards.board(board)
+    if batch is None and cfg.batch_size > b.max_batch:
+        raise E2TError(f"the run's batch size {cfg.batch_size} exceeds {b.name}'s max_batch {b.max_batch}: give "
+                       f"--batch 1..{b.max_batch}")
     ds = load_dataset(cfg.dataset, data_dir, cfg.image_size, cfg.image_channels)
     size = ds.test_x.shape[2]
     trained, twin = trained_models(state, cfg, ds.in_channels, ds.num_classes)
     start = time.perf_counter()
-    data = to_onnx(twin, trained, ds.in_channels, size)
+    data = to_onnx(twin, trained, ds.in_channels, size, preprocess(ds))
     images = normalize(ds, ds.test_x[:CHECK_IMAGES])
     err, tol = onnx_error(data, twin, images)
     log(f"e2t export: model.onnx (opset {OPSET}) against PyTorch on {len(images)} test images: max |logit error| "
@@ -160,7 +168,8 @@ def export_checkpoint(src: str, board: str, out: str, batch: int | None, data_di
     prov = {"source": "export", "checkpoint": os.path.abspath(path), "epoch": state["epoch"],
             "iteration": state["iteration"], "model": cfg.model, "config": cfg.to_dict(),
             "onnx_check": {"images": len(images), "max_abs_error": err, "tolerance": tol}}
-    ex = hx.export(data, board, batch or cfg.batch_size, cfg.dataset, optimizer_state(state, trained), prov)
+    ex = hx.export(data, board, cfg.batch_size if batch is None else batch, cfg.dataset,
+                   optimizer_state(state, trained), prov)
     return write_export(ex, out, data, log)
 
 
@@ -190,16 +199,31 @@ def export_onnx_file(path: str, board: str, out: str, batch: int | None, log) ->
             data = f.read()
     except OSError as e:
         raise E2TError(f"{path}: cannot read it ({e.strerror})") from None
-    ex = hx.export(data, board, batch or 128, "", None, {"source": "onnx", "onnx": os.path.abspath(path)},
-                   where=path)
+    ex = hx.export(data, board, DEFAULT_ONNX_BATCH if batch is None else batch, "", None,
+                   {"source": "onnx", "onnx": os.path.abspath(path)}, where=path)
     return write_export(ex, out, data, log)
+
+
+def check_batch(batch: int | None, board: str, from_plan: bool) -> None:
+    """``--batch``: 1 .. the board's max_batch, and only where it decides something (before any work)."""
+    if batch is None:
+        return
+    if from_plan:
+        raise E2TError(f"--batch {batch}: a plan is exported back with the batch it was made for; --batch sets the "
+                       f"batch of a plan made from a run, a checkpoint or an .onnx")
+    b = boards.board(board)
+    if not 1 <= batch <= b.max_batch:
+        raise E2TError(f"--batch {batch}: choose 1..{b.max_batch} (the max_batch of --board {b.name})")
 
 
 def main(args) -> int:
     """The ``e2t export`` command (through the ``export`` entry point)."""
     log = (lambda m: None) if getattr(args, "quiet", False) else (lambda m: print(m, file=sys.stderr))
+    refuse_existing(args.out)  # before any work; the folder is written whole at the end (planbuild.save)
     src = args.source
-    if os.path.isdir(src) and os.path.isfile(os.path.join(src, "plan.json")):
+    is_plan = os.path.isdir(src) and os.path.isfile(os.path.join(src, "plan.json"))
+    check_batch(args.batch, args.board, is_plan)
+    if is_plan:
         from .from_plan import export_plan
         export_plan(src, args.out, args.data_dir, log)
     elif src.endswith(".onnx"):

@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from host import numerics as nx, plan as pm, planbuild, weightsfile
 from host.cli import main
 from host.config import MODELS, TrainConfig
-from host.datasets import load_dataset, normalize
+from host.datasets import load_dataset, normalize, preprocess
+from host.errors import E2TError
 from host.forward import forward
 
 from hls import csim
@@ -208,6 +209,9 @@ def test_back_export_gives_pytorch_and_onnx_that_agree_with_the_host(trained, tm
     src, out = trained[slu]
     figures = from_plan.export_plan(str(out), str(tmp_path / "back"), None, lambda m: None)
     assert figures["images"] == 359 and figures["onnx_acc"] == figures["host_acc"]
+    pre = preprocess(load_dataset("digits"))  # stated by the plan, both model.onnx files and eval.json
+    assert pm.load(str(out)).network["preprocess"] == figures["preprocess"] == pre
+    assert _onnx_preprocess(out / "model.onnx") == _onnx_preprocess(tmp_path / "back" / "model.onnx") == pre
     assert figures["differing_predictions"] == 0 and figures["host_acc"] > (0.11 if slu else 0.2)  # a few steps: above chance
     with open(tmp_path / "back" / "checkpoint.pt", "rb") as f:
         state = decode_checkpoint(f.read(), "checkpoint.pt")
@@ -226,12 +230,19 @@ def test_back_export_gives_pytorch_and_onnx_that_agree_with_the_host(trained, tm
         assert np.array_equal(a1[name], a2[name])
 
 
+def _onnx_preprocess(path) -> dict:
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return json.loads(meta["e2t.preprocess"])
+
+
 def test_a_board_plan_exports_to_pytorch_and_onnx(tmp_path, capsys):
     assert main(["plan", "--model", "resnet8", "--dataset", "digits", "--batch", "64", "--slu",
                  "--out", str(tmp_path / "p")]) == 0
     assert main(["export", str(tmp_path / "p"), "--out", str(tmp_path / "b"), "--quiet"]) == 0
     figures = json.loads((tmp_path / "b" / "eval.json").read_text())
     assert figures["onnx_acc"] == figures["host_acc"] and figures["differing_predictions"] == 0
+    assert figures["preprocess"] == _onnx_preprocess(tmp_path / "b" / "model.onnx") == \
+        preprocess(load_dataset("digits"))  # a fresh plan states none: its data set's
     assert (tmp_path / "b" / "checkpoint.pt").is_file()
 
 
@@ -252,20 +263,25 @@ def test_exported_hls_project_builds_and_passes_its_testbench_with_gxx(trained):
 
 # -- bad input: one line, exit 2, nothing written --------------------------------------------------
 
-def _tiny_onnx(path, op="Relu", channels=16):
-    """images -> Conv (channels) -> op -> GlobalAveragePool -> Flatten -> Gemm."""
+def _tiny_onnx(path, op="Relu", channels=16, conv=None, opset=17, weight=None, meta=None):
+    """images -> Conv (channels; attributes ``conv``, weights through ``weight``) -> op ->
+    GlobalAveragePool -> Flatten -> Gemm, at ``opset``, with ``meta`` in its metadata_props."""
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((channels, 1, 3, 3)).astype(np.float32), "net.c.weight")
+    w = rng.standard_normal((channels, 1, 3, 3)).astype(np.float32)
+    w = numpy_helper.from_array(w if weight is None else weight(w), "net.c.weight")
     fw = numpy_helper.from_array(rng.standard_normal((10, channels)).astype(np.float32), "net.fc.weight")
     fb = numpy_helper.from_array(np.zeros(10, np.float32), "net.fc.bias")
     extra = {"kernel_shape": [2, 2]} if op == "MaxPool" else {}
-    nodes = [helper.make_node("Conv", ["images", "net.c.weight"], ["a"], name="big", kernel_shape=[3, 3], pads=[1] * 4),
+    conv = {"kernel_shape": [3, 3], "pads": [1] * 4} if conv is None else conv
+    nodes = [helper.make_node("Conv", ["images", "net.c.weight"], ["a"], name="big", **conv),
              helper.make_node(op, ["a"], ["b"], name="pool1", **extra),
              helper.make_node("GlobalAveragePool", ["b"], ["c"]), helper.make_node("Flatten", ["c"], ["d"]),
              helper.make_node("Gemm", ["d", "net.fc.weight", "net.fc.bias"], ["logits"], transB=1)]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 32, 32])],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [w, fw, fb])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    helper.set_model_props(model, meta or {})
+    onnx.save(model, str(path))
     return str(path)
 
 
@@ -314,6 +330,36 @@ BAD = [
     ("not a checkpoint", lambda t, p: _file(t / "c.pt", b"garbage"), [],
      r"checkpoint .*c.pt is corrupt or truncated"),
     ("unknown board", lambda t, p: _tiny_onnx(t / "ok.onnx"), ["--board", "vc707"], r"unknown board 'vc707'"),
+    ("auto_pad asymmetric", lambda t, p: _tiny_onnx(t / "a.onnx", conv={"kernel_shape": [3, 3], "strides": [2, 2],
+                                                                       "auto_pad": "SAME_UPPER"}), [],
+     r"node 'big' \(Conv\): kernel \[3, 3\], strides \[2, 2\], pads \[0, 0, 1, 1\] \(from auto_pad SAME_UPPER\)"),
+    ("dilations", lambda t, p: _tiny_onnx(t / "d.onnx", conv={"kernel_shape": [3, 3], "dilations": [2, 2]}), [],
+     r"node 'big' \(Conv\): attribute dilations=\[2, 2\] is not supported \(only \[1, 1\]\)"),
+    ("opset 99", lambda t, p: _tiny_onnx(t / "o.onnx", opset=99), [],
+     r"o.onnx: opset 99: this importer was checked with opsets 13..21 of the default domain"),
+    ("infinite weight", lambda t, p: _tiny_onnx(t / "i.onnx", weight=lambda w: w + np.float32(np.inf)), [],
+     r"initializer 'net.c.weight' holds an infinite value"),
+    ("NaN weight", lambda t, p: _tiny_onnx(t / "n.onnx", weight=lambda w: w * np.nan), [],
+     r"initializer 'net.c.weight' holds NaN"),
+    ("fp16 weight", lambda t, p: _tiny_onnx(t / "h.onnx", weight=lambda w: w.astype(np.float16)), [],
+     r"initializer 'net.c.weight' is float16: the plan computes in float32"),
+    ("int32 weight", lambda t, p: _tiny_onnx(t / "w.onnx", weight=lambda w: w.astype(np.int32)), [],
+     r"node 'big' \(Conv\): input 1 \('net.c.weight'\) is int32, not float32"),
+    ("kernel unlike its weight", lambda t, p: _tiny_onnx(t / "k.onnx", conv={"kernel_shape": [5, 5], "pads": [2] * 4}),
+     [], r"weight 'net.c.weight' of shape \[16, 1, 3, 3\] does not fit a 5 x 5 kernel on 1 input channels"),
+    ("preprocess not JSON", lambda t, p: _tiny_onnx(t / "m.onnx", meta={"e2t.preprocess": "{"}), [],
+     r"metadata_props 'e2t.preprocess' is not JSON"),
+    ("preprocess of 3 channels", lambda t, p: _tiny_onnx(t / "m.onnx", meta={"e2t.preprocess": json.dumps(dict(
+        preprocess(load_dataset("digits")), mean=[0, 0, 0]))}), [],
+     r"m.onnx \(the plan made from it\): network.preprocess.mean: \[0, 0, 0\] is not a list of 1 numbers"),
+    ("batch 0", lambda t, p: _tiny_onnx(t / "ok.onnx"), ["--batch", "0"],
+     r"--batch 0: choose 1..256 \(the max_batch of --board pynq-z2\)"),
+    ("batch past the board", lambda t, p: _tiny_onnx(t / "ok.onnx"), ["--batch", "257"], r"--batch 257: choose 1..256"),
+    ("batch of a plan", lambda t, p: str(p), ["--batch", "8"],
+     r"--batch 8: a plan is exported back with the batch it was made for"),
+    ("run batch past the board", lambda t, p: _checkpoint(t / "run", TrainConfig(model="resnet8", dataset="digits",
+                                                                                batch_size=300)), [],
+     r"the run's batch size 300 exceeds pynq-z2's max_batch 256: give --batch 1..256"),
 ]
 
 
@@ -336,3 +382,68 @@ def test_good_onnx_file_exports(tmp_path, capsys):
     plan = pm.load(str(out))
     assert [o["type"] for o in plan.ops] == ["conv", "relu", "avgpool", "linear", "loss"]
     assert plan.network["model"] == "onnx-1conv"
+
+
+def _exported(src, out, *flags):
+    """plan.json's object without its provenance, and weights.bin, of ``e2t export src``."""
+    assert main(["export", src, "--out", str(out), "--quiet", *flags]) == 0
+    data = pm.load(str(out)).data
+    return {k: v for k, v in data.items() if k != "provenance"}, (out / "weights.bin").read_bytes()
+
+
+@pytest.mark.parametrize("auto_pad, strides, pads", [("SAME_UPPER", [1, 1], [1] * 4), ("SAME_LOWER", [1, 1], [1] * 4),
+                                                     ("VALID", [2, 2], [0] * 4)])
+def test_conv_auto_pad_is_the_pads_it_implies(tmp_path, capsys, auto_pad, strides, pads):
+    explicit = _tiny_onnx(tmp_path / "e.onnx", conv={"kernel_shape": [3, 3], "strides": strides, "pads": pads})
+    auto = _tiny_onnx(tmp_path / "a.onnx", conv={"kernel_shape": [3, 3], "strides": strides, "auto_pad": auto_pad})
+    plan, weights = _exported(auto, tmp_path / "a")
+    assert (plan, weights) == _exported(explicit, tmp_path / "e")
+    inferred = onnx.shape_inference.infer_shapes(onnx.load(auto)).graph.value_info
+    dims = next(v for v in inferred if v.name == "a").type.tensor_type.shape.dim
+    assert plan["tensors"]["c"] == [d.dim_value for d in dims[1:]]  # the maps ONNX computes: 32 x 32, 15 x 15
+
+
+def test_an_onnx_file_s_preprocessing_goes_into_the_plan_and_back_out(tmp_path, capsys):
+    pre = preprocess(load_dataset("digits"))
+    src = _tiny_onnx(tmp_path / "m.onnx", meta={"e2t.preprocess": json.dumps(pre)})
+    plan, _ = _exported(src, tmp_path / "p")
+    assert plan["network"]["preprocess"] == pre
+    assert main(["export", str(tmp_path / "p"), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert _onnx_preprocess(tmp_path / "b" / "model.onnx") == pre
+    assert json.loads((tmp_path / "b" / "eval.json").read_text())["preprocess"] == pre
+
+
+def test_every_opset_the_importer_names_gives_the_same_plan(tmp_path):
+    """The torch export (opset 17) converted to each opset of hls/export.py's OPSETS gives the same
+    plan; below BatchNormalization-15 onnx has no converter, and the same graph is valid as it is
+    (at 13 without training_mode). Outside them, and with an LSTM attribute the gate does not
+    compute, the importer refuses."""
+    import copy
+    from onnx import version_converter
+    from hls import export as hx
+    cfg = TrainConfig(model="resnet8", dataset="digits", precision="fixed", psg=True, slu_target=0.5)
+    state, cfg, trained, _ = _reference(_checkpoint(tmp_path / "run", cfg))
+    model = onnx.load_from_string(rx.to_onnx(rx.trained_models(state, cfg, 1, 10)[1], trained, 1, 32))
+
+    def plan(m):
+        return hx.export(m.SerializeToString(), "pynq-z2", 16).ctx["plan"].data
+
+    want = plan(model)
+    for v in hx.OPSETS:
+        if v >= 15:
+            m = version_converter.convert_version(model, v)
+        else:
+            m = copy.deepcopy(model)
+            m.opset_import[0].version = v
+            for n in m.graph.node:
+                if n.op_type == "BatchNormalization" and v < 14:
+                    n.attribute.remove(next(a for a in n.attribute if a.name == "training_mode"))
+        assert plan(m) == want, v
+    for v in (hx.OPSETS[0] - 1, hx.OPSETS[-1] + 1):
+        m = copy.deepcopy(model)
+        m.opset_import[0].version = v
+        with pytest.raises(E2TError, match=f"opset {v}: this importer was checked with opsets 13..21"):
+            plan(m)
+    next(n for n in model.graph.node if n.op_type == "LSTM").attribute.append(helper.make_attribute("clip", 1.0))
+    with pytest.raises(E2TError, match=r"\(LSTM\): attribute clip=1.0 is not supported"):
+        plan(model)

@@ -46,7 +46,7 @@ $(error make bitstream needs PLAN=<plan folder> (e2t plan or e2t export writes o
 endif
 endif
 bitstream: $(STAMP)
-	$(PY) -m hls.vivado --board $(BOARD) --plan $(PLAN)
+	$(PY) -m bitstreams.vivado --board $(BOARD) --plan $(PLAN)
 
 bench: $(STAMP)
 	mkdir -p bench/out

@@ -4,7 +4,7 @@
                              [--only NAME ...] [--backend torch|emu] [--out bench/out/ablation]
 
 Trains each configuration with the reference trainer (same seed and schedule), then prints
-test accuracy, the MACs and DDR bytes counted over the whole run (host/opcount.py) and
+test accuracy, the MACs and DDR bytes counted over the whole run (contract/opcount.py) and
 their ratios to the float baseline, and writes the table as JSON next to the run folders.
 Counts are operations, not joules: the energy model turns them into modeled energy.
 
@@ -13,7 +13,7 @@ dropped iterations counted in it). The float baseline saturates within 15 epochs
 the gated SLU network does not: at 15 / 30 / 60 epochs SMD+SLU (target 0.6) reached about
 94 / 97.5 / 98.1 % on one thread, against 98.0 / 98.6 / 98.8 % for SMD alone.
 
-With ``--backend emu`` every row trains on the emulated engine (host/trainer.py) in fixed point:
+With ``--backend emu`` every row trains on the emulated engine (host/train/trainer.py) in fixed point:
 the baseline is then the engine's full weight gradient with the sign update (no savings), and
 MACs and bytes are counted from the engine calls made.
 
@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from host.config import TrainConfig, preset  # noqa: E402
-from host.trainer import EngineTrainer  # noqa: E402
+from host.train.config import TrainConfig, preset  # noqa: E402
+from host.train.trainer import EngineTrainer  # noqa: E402
 from reference.train import Trainer  # noqa: E402
 
 E2TRAIN = preset("e2train")  # E2-Train's settings, taken apart row by row

@@ -27,7 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from host.config import PRESETS, TrainConfig  # noqa: E402
+from host.train.config import PRESETS, TrainConfig  # noqa: E402
 
 E2TRAIN = PRESETS["e2train"]
 ROWS = {
@@ -44,7 +44,7 @@ def make(name: str, args, folder: str):
     cfg = TrainConfig(backend=backend, model=args.model, dataset=args.dataset, epochs=1, batch_size=args.batch,
                       **overrides)
     if backend == "emu":
-        from host.trainer import EngineTrainer
+        from host.train.trainer import EngineTrainer
         return EngineTrainer(cfg, folder, data_dir=args.data_dir, progress=False, log=lambda m: None)
     from reference.train import Trainer
     return Trainer(cfg, folder, data_dir=args.data_dir, progress=False, log=lambda m: None, device="cpu")

@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from contract import numerics as nx  # noqa: E402
 from hls.csim import Engine, Ports, Regs, Status  # noqa: E402
-from host import numerics as nx  # noqa: E402
 
 SHAPES = ((16, 16, 32, 3, 1), (16, 32, 32, 3, 2), (16, 32, 32, 1, 2), (32, 32, 16, 3, 1), (32, 64, 16, 3, 2),
           (64, 64, 8, 3, 1))  # (c_in, c_out, h = w, k, stride)

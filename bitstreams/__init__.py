@@ -1,2 +1,2 @@
-"""Board data (``<board>/board.json``, read by host/boards.py) and, per board, the Vivado flow
+"""Board data (``<board>/board.json``, read by contract/boards.py) and, per board, the Vivado flow
 and the built overlays."""

@@ -16,8 +16,8 @@ import os
 
 import numpy as np
 
-from host.errors import E2TError
-from host.runs import write_file
+from contract.errors import E2TError
+from contract.runs import write_file
 
 from . import model as emodel
 

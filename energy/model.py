@@ -1,7 +1,7 @@
 """The energy model of a board, as data (``bitstreams/<board>/energy.json``), and the modeled
 joules of a run: every MAC priced by its operand widths and every DDR byte moved, phase by
 phase and layer by layer, from the ``ops`` record each trainer writes per epoch
-(host/opcount.py's counts; the on-engine trainer counts the calls it made). Every figure in
+(contract/opcount.py's counts; the on-engine trainer counts the calls it made). Every figure in
 the file carries its source; what the model does not price is listed in the file and in
 every report. The float baseline is priced as fp32 training on the same fabric.
 """
@@ -11,14 +11,12 @@ import math
 import os
 from dataclasses import dataclass
 
-from host.boards import DATA
-from host.errors import E2TError
-from host.jsonfile import read_json
+from contract.boards import DATA
+from contract.errors import E2TError
+from contract.jsonfile import read_json
 
 FILE = "energy.json"
 STATIC_LAYER = "(static power)"
-PHASE_NAMES = {"fwd": "forward", "bwd_data": "backward-data", "bwd_w_pred": "PSG predictor",
-               "bwd_w_full": "full weight gradient", "update": "update", "static": "static (board time)"}
 
 
 @dataclass(frozen=True)

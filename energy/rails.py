@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from host.errors import E2TError
+from contract.errors import E2TError
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ import io
 import json
 import os
 
-from host.errors import E2TError
-from host.jsonfile import parse
-from host.runs import CONFIG, METRICS, write_folder
+from contract.errors import E2TError
+from contract.jsonfile import parse
+from contract.opcount import PHASE_NAMES
+from contract.runs import CONFIG, METRICS, write_folder
 
 from . import model as emodel
-from .model import PHASE_NAMES
 
 FOLDER = "energy"
 NAMES = ("board", "backend", "model", "dataset", "precision")  # the config.json settings a report names

@@ -1,4 +1,4 @@
-"""The engine's ``engine_config.h``, generated from the board data (host/boards.py reads
+"""The engine's ``engine_config.h``, generated from the board data (contract/boards.py reads
 ``bitstreams/<board>/board.json``, the one source of board facts).
 
     python -m hls.boards pynq-z2 > engine_config.h
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from host import numerics as nx
-from host.boards import DEFAULT_BOARD, Board, board, names
+from contract import numerics as nx
+from contract.boards import DEFAULT_BOARD, Board, board, names
 
 BOARDS = {n: board(n) for n in names()}
 __all__ = ["BOARDS", "DEFAULT_BOARD", "Board", "board", "config_header", "depths", "wgp_pack"]

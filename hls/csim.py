@@ -11,7 +11,7 @@ Python call runs on any of them:
 
 Builds are cached under ``build/hls/`` (``$E2T_CACHE`` when set) by a hash of the sources, the
 board configuration and the compiler command, and land atomically, so parallel processes never
-load half a library. A refusal or a failed build is host.driver's EngineError (an E2TError).
+load half a library. A refusal or a failed build is host.engine.driver's EngineError (an E2TError).
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ import time
 
 import numpy as np
 
-from host import numerics as nx
-from host.driver import EngineError  # one family for the engine's errors, an E2TError: one line at the CLI
+from contract import numerics as nx
+from host.engine.driver import EngineError  # one family for the engine's errors, an E2TError: one line at the CLI
 
 from . import boards, regmap
 
@@ -230,7 +230,7 @@ class Engine:
         if variant == "fast" and "OMP_WAIT_POLICY" not in os.environ:
             # libgomp reads this when the library loads it: its threads spin a short while after
             # an op, not the default ~300,000 turns, which took the core the host's second
-            # numpy thread (host/parallel.py) works on between engine calls
+            # numpy thread (contract/parallel.py) works on between engine calls
             os.environ.setdefault("GOMP_SPINCOUNT", "10000")
         self._lib = ctypes.CDLL(self.path)
         sig = [ctypes.POINTER(Regs), ctypes.POINTER(Ports), ctypes.POINTER(Status)]

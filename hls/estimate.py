@@ -7,22 +7,23 @@ the board's clock, and joules per image from the board's energy model (energy/mo
 the engine's fixed-point training and for fp32 training on the same counts. Every figure is
 modeled. A configuration over the board's BRAM, LUT or FF budget is refused after the table,
 with the resource and both numbers; a multiplier array over its DSP budget already when
-board.json loads (host/boards.py), before any table.
+board.json loads (contract/boards.py), before any table.
 """
 from __future__ import annotations
 
 import os
 
+from contract import opcount
+from contract.boards import DATA, DEFAULT_BOARD, board, check_fit
+from contract.errors import E2TError
 from energy import model as energy_model
-from host import opcount, plan as planmod
-from host.boards import DATA, DEFAULT_BOARD, board, check_fit
-from host.errors import E2TError
+from host.plan import schema as planmod
 
 from . import export, resources
 
 
 def _step_counts(plan: planmod.Plan, precision: opcount.Precision) -> dict:
-    """host/opcount.py's counts of one training step of every conv at the plan's batch
+    """contract/opcount.py's counts of one training step of every conv at the plan's batch
     (PSG's worst case: every tile recomputed, as the cycle model's)."""
     total: dict = {}
     for op in plan.convs():
@@ -78,8 +79,8 @@ def main(args) -> int:
         if args.board and args.board != plan.board.name:
             raise E2TError(f"--board {args.board}: the plan in {args.plan} is for {plan.board.name}")
     else:
-        from host import planbuild
-        from host.datasets import shape_of
+        from host.data.datasets import shape_of
+        from host.plan import planbuild
         check_fit(board(args.board or DEFAULT_BOARD), args.batch, "--batch", args.image_size)
         c, k, size = shape_of(args.dataset, args.data_dir, args.image_size, args.image_channels)
         plan = planbuild.from_model(args.model, c, k, size, args.board or DEFAULT_BOARD, args.batch, 0, args.slu,

@@ -9,8 +9,8 @@ inspection and its time recorded.
              attribute it does not read (``ATTRS``) is refused, and every output shape must be ONNX's
     formats  conv weights -> the engine's integers: exact master mantissas where the graph
              carries them (``Cast(int32) * 2^e``), else the fixed-point quantization of the floats
-    layout   DDR layout and weights.bin (host/layout.py)
-    board    the board's limits, node by node, then the whole plan's checks (host/plan.py)
+    layout   DDR layout and weights.bin (host/plan/layout.py)
+    board    the board's limits, node by node, then the whole plan's checks (host/plan/schema.py)
 
 Only this module reads ONNX; the plan it writes is read on the board with numpy alone.
 """
@@ -24,8 +24,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from host import boards, jsonfile, plan as planmod, planbuild
-from host.errors import E2TError
+from contract import boards, jsonfile
+from contract.errors import E2TError
+from host.plan import planbuild, schema as planmod
 
 PASS_THROUGH = ("Identity", "Flatten", "Squeeze", "Unsqueeze", "Reshape", "Cast", "Dropout")
 SHAPE_OPS = ("Shape", "Gather", "Concat", "Unsqueeze", "Squeeze", "Slice", "Cast", "Reshape")
@@ -40,7 +41,7 @@ ATTRS = {"Conv": {"auto_pad": None, "dilations": [1, 1], "group": 1, "kernel_sha
          "LSTM": {"hidden_size": None, "direction": "forward", "layout": 0, "input_forget": 0,
                   "activations": ["Sigmoid", "Tanh", "Tanh"]}}
 OPSETS = range(13, 22)  # the default domain's versions whose semantics of these ops this importer was checked with
-META_PREPROCESS = "e2t.preprocess"  # model.onnx's metadata_props key: host/datasets.py's preprocess, as JSON
+META_PREPROCESS = "e2t.preprocess"  # model.onnx's metadata_props key: host/data/datasets.py's preprocess, as JSON
 ZERO = "<zero>"
 PREFIX = "net."  # the exported module's parameters are net.<module>.<param> (reference/export.py)
 MANTISSA = ".mantissa"  # int32 initializer of exact master weights: <param>.mantissa
@@ -149,7 +150,7 @@ def step_graph(ex: Export, data: bytes):
 
 def _preprocess_of(ex: Export, model) -> dict | None:
     """The preprocessing the model's metadata states (``META_PREPROCESS``), if any; the plan's
-    checks (host/plan.py) check its fields."""
+    checks (host/plan/schema.py) check its fields."""
     text = next((p.value for p in model.metadata_props if p.key == META_PREPROCESS), None)
     if text is None:
         return None
@@ -160,7 +161,7 @@ def _preprocess_of(ex: Export, model) -> dict | None:
 
 
 def set_preprocess(model, pre: dict | None) -> None:
-    """State in ``model``'s metadata_props how an image becomes its input (host/datasets.py's
+    """State in ``model``'s metadata_props how an image becomes its input (host/data/datasets.py's
     ``preprocess``), so nobody has to guess the normalization."""
     if pre is None:
         return

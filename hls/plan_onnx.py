@@ -2,12 +2,12 @@
 
 Every conv quantizes its input per tensor as docs/numerics.md says (exponent from the
 max-abs, round half up, int8 clip), convolves the integers in float32 (exact: every sum stays
-below 2^24), applies the output shift and scales back in float64, as host/forward.py does with
+below 2^24), applies the output shift and scales back in float64, as host/train/forward.py does with
 the engine. BatchNorm runs as float64 ``x * alpha + beta`` rounded once to float32 (the host's
 fused multiply-add; they differ only where float64 rounding lands on a float32 tie), pooling
 as a float64 mean. A gated block runs on the whole batch, but its convs take their exponents
 from the samples whose gate is on (the others are masked out of the max-abs), so the samples
-that keep the block's output get the gathered sub-batch's numbers (host/forward.py,
+that keep the block's output get the gathered sub-batch's numbers (host/train/forward.py,
 ``slu="gather"``); ``Where`` then picks block or shortcut per sample. Exponents depend on the
 batch, so onnxruntime matches the host when both see the same batches.
 """
@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from host import hostops, numerics as nx
+from contract import numerics as nx
+from host.train import hostops
 
 OPSET = 17
 F, D = TensorProto.FLOAT, TensorProto.DOUBLE

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 
-from host.errors import E2TError
+from contract.errors import E2TError
 
 from . import boards
 

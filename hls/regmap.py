@@ -8,7 +8,7 @@ From ``REGISTERS`` this module generates
   (registers in, buffer addresses, status out) of the emulation ABI ``e2t_call``;
 - the INTERFACE pragma block inside ``hls/src/e2t_engine.cpp`` (between its markers), so
   Vitis HLS places every register at the offset written here;
-- ``hls/e2t_engine_regmap.json``: the map the host driver reads (PYNQ register-map shape).
+- ``contract/e2t_engine_regmap.json``: the map the host driver reads (PYNQ register-map shape).
 
 Layout follows Vitis HLS's s_axilite rules: 0x00-0x0C are the block-level control
 registers (ap_ctrl_hs), a 32-bit argument takes a data word plus a control word, a 64-bit one
@@ -23,12 +23,12 @@ import re
 import sys
 from dataclasses import dataclass
 
-from host import numerics as nx
+from contract import numerics as nx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "include", "e2t_regs.h")
 KERNEL = os.path.join(HERE, "src", "e2t_engine.cpp")
-JSON = os.path.join(HERE, "e2t_engine_regmap.json")
+JSON = os.path.join(os.path.dirname(HERE), "contract", "e2t_engine_regmap.json")
 VLNV = "e2t:hls:e2t_engine:1.0"
 BUNDLE = "control"
 BEGIN, END = "// BEGIN GENERATED INTERFACE (python -m hls.regmap)", "// END GENERATED INTERFACE"

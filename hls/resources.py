@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from host.boards import Board
-from host.errors import E2TError
+from contract.boards import Board
+from contract.errors import E2TError
 
 from .boards import wgp_pack
 from .cycles import GS_DEPTH, PB  # the kernel's block and G store sizes, one Python source

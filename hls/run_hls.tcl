@@ -98,7 +98,7 @@ if {[lsearch -exact $steps csynth] >= 0} {
 set_part $part
 create_clock -period $period_ns -name default
 # 64-bit m_axi addresses: the register map (hls/regmap.py) gives every buffer address two data words;
-# buffers aligned to 64 bytes (the boards' ddr_align, host/layout.py) let the int8 / int16 ports widen
+# buffers aligned to 64 bytes (the boards' ddr_align, host/plan/layout.py) let the int8 / int16 ports widen
 # to full AXI beats.
 config_interface -m_axi_addr64 -m_axi_alignment_byte_size 64
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
-from host.errors import E2TError
+from contract.errors import E2TError
 
 
 @dataclass(frozen=True)

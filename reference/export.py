@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from host import boards, planbuild
-from host.config import TrainConfig
-from host.datasets import load_dataset, normalize, preprocess
-from host.errors import E2TError
-from host.runs import refuse_existing
+from contract import boards
+from contract.errors import E2TError
+from contract.runs import refuse_existing
+from host.data.datasets import load_dataset, normalize, preprocess
+from host.plan import planbuild
+from host.train.config import TrainConfig
 
 from .models import GatedResNet, build_model
 from .quant import PSGConfig, QConv2d, conv_factory
@@ -101,7 +102,7 @@ def _exact_masters(model, trained: nn.Module) -> int:
 
 def to_onnx(twin: nn.Module, trained: nn.Module, in_channels: int, size: int, pre: dict | None = None) -> bytes:
     """``model.onnx``'s bytes: the float twin traced in eval mode (BatchNorm kept, not folded
-    into the convs), batch dimension dynamic, PSG masters exact; ``pre`` (host/datasets.py's
+    into the convs), batch dimension dynamic, PSG masters exact; ``pre`` (host/data/datasets.py's
     ``preprocess``) in its metadata."""
     import onnx
     from hls import export as hx

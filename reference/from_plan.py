@@ -14,11 +14,13 @@ import json
 import numpy as np
 import torch
 
-from host import forward, plan as planmod, planbuild, weightsfile
-from host.config import MODELS, TrainConfig
-from host.datasets import load_dataset, normalize, preprocess
-from host.errors import E2TError
-from host.runs import write_folder
+from contract.errors import E2TError
+from contract.runs import write_folder
+from host.data.datasets import load_dataset, normalize, preprocess
+from host.plan import planbuild, schema as planmod, weightsfile
+from host.train import forward
+from contract.models import MODELS
+from host.train.config import TrainConfig
 
 from .models import build_model
 from .quant import PSGConfig, PSGUpdater, conv_factory

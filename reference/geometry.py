@@ -1,4 +1,4 @@
-"""Layer geometry of a reference model: for the operation accounting (host/opcount.py)
+"""Layer geometry of a reference model: for the operation accounting (contract/opcount.py)
 and the MACs per image that ``e2t info`` prints."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import torch
 from torch import nn
 
-from host.opcount import LayerGeom
+from contract.opcount import LayerGeom
 
 _RESIDUAL = re.compile(r"^blocks\.(\d+)\.conv[12]$")
 _SHORTCUT = re.compile(r"^blocks\.\d+\.downsample\.0$")

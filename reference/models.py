@@ -11,8 +11,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from host.config import MODELS
-from host.errors import E2TError
+from contract.errors import E2TError
+from contract.models import MODELS
 
 from .geometry import count_macs
 from .hostexact import fanout

@@ -1,7 +1,7 @@
 """The numeric contract (docs/numerics.md) in PyTorch: quantized convs, PSG and the
 integer sign-momentum update.
 
-An independent implementation of host/numerics.py (which only supplies the constants
+An independent implementation of contract/numerics.py (which only supplies the constants
 and formats): integers live in int64 tensors, convolutions run in float64 on
 integer-valued tensors (exact: every sum is below 2**53), and tests require both to give
 the same integers. ``QConv2d`` drops into ``CifarResNet(conv=...)``:
@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv2d_input
 
-from host import numerics as nx
+from contract import numerics as nx
 
 F64 = torch.float64
 
 
-# -- primitives (torch twins of host/numerics.py) -----------------------------------------
+# -- primitives (torch twins of contract/numerics.py) -----------------------------------------
 
 def rshift_round(v: torch.Tensor, s) -> torch.Tensor:
     """floor(v / 2**s + 1/2) for s > 0, v * 2**-s for s <= 0 (s broadcasts)."""
@@ -115,7 +115,7 @@ def psg_select(g_msb, full, T=None, R=None) -> tuple[torch.Tensor, torch.Tensor]
 # -- the update ---------------------------------------------------------------------------
 
 def sign_update(w, e_w: int, buf, sign, k: nx.UpdateConstants) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Integer sign-momentum step (see host.numerics.sign_update for the formulas)."""
+    """Integer sign-momentum step (see contract.numerics.sign_update for the formulas)."""
     d = sign.to(torch.int64) * (1 << -nx.MOM_EXP) + rshift_round(k.WD * w, nx.WD_FRAC + nx.MOM_EXP - e_w)
     buf, sat_b = saturate(rshift_round(k.MU * buf, nx.MU_FRAC) + d, nx.MOM)
     w, sat_w = saturate(w - rshift_round(k.LR * buf, nx.LR_FRAC - nx.MOM_EXP + e_w), nx.MASTER)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from host import schedule
+from host.train import schedule
 
 from .hostexact import gate_step, mix
 
@@ -52,7 +52,7 @@ class RecurrentGate(nn.Module):
 
 def global_avgpool(x: torch.Tensor) -> torch.Tensor:
     """NCHW -> NC11: the mean in float64, rounded once to float32, so that the host's numpy
-    pooling (host/hostops.py) gives the same floats whatever order either sums in."""
+    pooling (host/train/hostops.py) gives the same floats whatever order either sums in."""
     return x.double().mean((2, 3), keepdim=True).to(x.dtype)
 
 
@@ -97,7 +97,7 @@ def gathered_block(block: nn.Module, x_res: torch.Tensor, x_short: torch.Tensor,
 
 
 def cost_weights(block_macs: Sequence[int], weighting: str) -> torch.Tensor:
-    """w_l per gated block (host/schedule.py) as a tensor."""
+    """w_l per gated block (host/train/schedule.py) as a tensor."""
     return torch.from_numpy(schedule.cost_weights(block_macs, weighting))
 
 

@@ -10,7 +10,7 @@ E2-Train's data and model levels are here: SMD (``cfg.smd``) drops whole iterati
 SLU (``cfg.slu_target``) trains a ``GatedResNet`` with the cost loss of reference/slu.py,
 and the algorithm level, PSG (``cfg.psg``), swaps every conv for the integer ``QConv2d``
 of reference/quant.py with its sign-momentum ``PSGUpdater``. Every kept iteration is
-counted per layer and phase (host/opcount.py) into the epoch's ``ops`` record.
+counted per layer and phase (contract/opcount.py) into the epoch's ``ops`` record.
 """
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from host import numerics as nx
-from host.config import TrainConfig, lr_at
-from host.datasets import batches_per_epoch, load_dataset, test_batches, train_batches
-from host.errors import E2TError
-from host.opcount import OpCounter, Precision, total_macs
-from host.progress import Progress
-from host.runs import RunDir, check_arrays, check_position, epoch_line as summary
-from host.schedule import cost_sign, gate_draws, smd_drops
+from contract import numerics as nx
+from contract.errors import E2TError
+from contract.opcount import OpCounter, Precision, total_macs
+from contract.runs import RunDir, check_arrays, check_position, epoch_line as summary
+from host.data.datasets import batches_per_epoch, load_dataset, test_batches, train_batches
+from host.train.config import TrainConfig, lr_at
+from host.train.progress import Progress
+from host.train.schedule import cost_sign, gate_draws, smd_drops
 
 from .distributed import World, close_world, init_world, use_global_batchnorm
 from .geometry import layer_geometry
@@ -75,7 +75,7 @@ def decode_checkpoint(data: bytes, path: str) -> dict:
 
 
 def _numpy(where: str, tensors: dict) -> dict:
-    """The tensors of a state as numpy arrays, for host.runs.check_arrays (other values left out)."""
+    """The tensors of a state as numpy arrays, for contract.runs.check_arrays (other values left out)."""
     out = {}
     for name, t in tensors.items():
         if torch.is_tensor(t):
@@ -196,7 +196,7 @@ class Trainer:
         self.world.barrier()
 
     def _restore(self) -> None:
-        """Continue from the checkpoint, checked against this run first (host.runs, check_state);
+        """Continue from the checkpoint, checked against this run first (contract.runs, check_state);
         with none saved yet (killed in epoch 1) start from the beginning, as the config says."""
         if not os.path.lexists(self.run.checkpoint):
             self._resumed(None)

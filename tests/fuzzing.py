@@ -59,9 +59,9 @@ def memory_cap(extra: int):
 
 
 def run_cli(argv: list[str], cwd: str, stdout=None, memory: int = 3 << 30) -> Outcome:
-    """``host.cli.main(argv)`` in ``cwd`` (where a relative output would land), with at most
+    """``e2t.cli.main(argv)`` in ``cwd`` (where a relative output would land), with at most
     ``memory`` more bytes of address space; ``stdout``: a file to print to (else captured)."""
-    from host.cli import main
+    from e2t.cli import main
     out, err = stdout or io.StringIO(), io.StringIO()
     rc = error = None
     old = os.getcwd()

@@ -1,5 +1,5 @@
 """A stand-in for a PYNQ board under the real ``pynq`` package: a ``pynq.Device`` subclass whose
-register accesses reach an emulated e2t engine register file (host/emulated.py) and whose
+register accesses reach an emulated e2t engine register file (host/engine/emulated.py) and whose
 ``allocate`` hands out ``pynq.PynqBuffer``s in a byte array, plus a minimal ``.hwh`` that
 describes a Zynq-7000 PS and the engine IP. Only the physical board is missing."""
 import os
@@ -7,8 +7,8 @@ import struct
 
 import numpy as np
 
-from host import regmap
-from host.emulated import EmulatedRegisters
+from contract import regmap
+from host.engine.emulated import EmulatedRegisters
 
 IP_BASE, IP_RANGE = 0x4000_0000, 0x1_0000
 DDR_BASE, DDR_SIZE = 0x1000_0000, 64 << 20
@@ -62,7 +62,7 @@ def write_overlay(folder, **kw) -> str:
 
 
 class _Memory:
-    """The stand-in's DDR as host/emulated.py's memory interface (``view`` by address)."""
+    """The stand-in's DDR as host/engine/emulated.py's memory interface (``view`` by address)."""
 
     def __init__(self):
         self.bytes = bytearray(DDR_SIZE)
@@ -70,7 +70,7 @@ class _Memory:
     def view(self, address: int, dtype, what: str) -> np.ndarray:
         off = address - DDR_BASE
         if not 0 <= off < DDR_SIZE:
-            from host.driver import EngineError
+            from host.engine.driver import EngineError
             raise EngineError(f"stand-in board: {what} address 0x{address:x} is outside its DDR")
         raw = np.frombuffer(self.bytes, np.uint8)[off:]
         return raw[:len(raw) - len(raw) % np.dtype(dtype).itemsize].view(dtype)

@@ -16,8 +16,8 @@ def run_without_torch(code):
 
 def test_every_board_module_imports_without_torch():
     r = run_without_torch(
-        "import importlib, pkgutil, host, energy\n"
-        "for pkg in (host, energy):\n"
+        "import importlib, pkgutil, contract, host, energy, e2t\n"
+        "for pkg in (contract, host, energy, e2t):\n"
         "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
         "        importlib.import_module(m.name)\n"
         "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
@@ -27,7 +27,7 @@ def test_every_board_module_imports_without_torch():
 
 
 def test_board_loads_data_without_torch():
-    r = run_without_torch("from host.datasets import load_dataset, train_batches\n"
+    r = run_without_torch("from host.data.datasets import load_dataset, train_batches\n"
                           "ds = load_dataset('digits')\n"
                           "x, y = next(train_batches(ds, 8, 0, 0))\n"
                           "print(x.shape, x.dtype)\n")
@@ -36,7 +36,7 @@ def test_board_loads_data_without_torch():
 
 
 def test_torch_backend_without_torch_is_one_clear_line():
-    r = run_without_torch("from host.cli import main; sys.exit(main(['train', '--dataset', 'digits']))")
+    r = run_without_torch("from e2t.cli import main; sys.exit(main(['train', '--dataset', 'digits']))")
     assert r.returncode == 2
     assert r.stderr.strip().startswith("e2t: error: the torch backend needs PyTorch")
     assert len(r.stderr.strip().splitlines()) == 1
@@ -55,11 +55,11 @@ def test_engine_emulation_runs_without_torch():
 
 def test_board_side_never_imports_the_workstation_side():
     """Not even lazily inside a function: host/ and energy/ reach workstation backends through
-    entry points (host/backends.py), so no import statement names them."""
+    entry points (contract/backends.py), so no import statement names them."""
     import ast
     banned = {"torch", "reference", "onnx", "onnxruntime", "hls4ml", "hls"}
     found = []
-    for pkg in ("host", "energy"):
+    for pkg in ("contract", "host", "energy", "e2t"):
         for dirpath, _, files in os.walk(os.path.join(ROOT, pkg)):
             for f in files:
                 if not f.endswith(".py"):
@@ -74,7 +74,7 @@ def test_board_side_never_imports_the_workstation_side():
 
 
 def test_info_without_torch_is_one_clear_line():
-    r = run_without_torch("from host.cli import main; sys.exit(main(['info']))")
+    r = run_without_torch("from e2t.cli import main; sys.exit(main(['info']))")
     assert r.returncode == 2
     assert r.stderr.strip().startswith("e2t: error: e2t info needs PyTorch")
     assert len(r.stderr.strip().splitlines()) == 1

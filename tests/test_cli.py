@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from host.cli import main
+from e2t.cli import main
 
 from conftest import ROOT
 
@@ -69,7 +69,7 @@ def test_existing_run_is_not_overwritten(capsys, tmp_path):
 
 def test_console_script_exit_code():
     env = dict(os.environ, PYTHONPATH=ROOT)
-    r = subprocess.run([sys.executable, "-m", "host.cli", "train", "--model", "resnet7"],
+    r = subprocess.run([sys.executable, "-m", "e2t.cli", "train", "--model", "resnet7"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["e2t: error: unknown model 'resnet7' (known: resnet8, resnet20, "

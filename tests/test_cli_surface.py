@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from host import runs
-from host.cli import build_parser, main
-from host.config import TrainConfig
-from host.driver import EngineError
-from host.errors import E2TError
+from contract import runs
+from contract.errors import E2TError
+from e2t.cli import build_parser, main
+from host.engine.driver import EngineError
+from host.train.config import TrainConfig
 
 from conftest import ROOT
 from test_cli import one_line_error
@@ -37,7 +37,7 @@ def test_info_refuses_an_empty_model(capsys, flag, value):
 
 
 def _run(argv, **kwargs):
-    return subprocess.run([sys.executable, "-m", "host.cli", *argv], cwd=ROOT, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "e2t.cli", *argv], cwd=ROOT, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=ROOT, **kwargs.pop("env", {})), **kwargs)
 
 
@@ -51,7 +51,7 @@ def test_a_closed_stdout_ends_quietly():
     finally:
         os.close(w)
     assert (done.returncode, done.stderr) == (141, "")
-    head = subprocess.run(f"'{sys.executable}' -m host.cli estimate --model resnet8 | head -1", shell=True,
+    head = subprocess.run(f"'{sys.executable}' -m e2t.cli estimate --model resnet8 | head -1", shell=True,
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
                           timeout=120)
     assert head.stdout.startswith("resnet8 on pynq-z2") and head.stdout.count("\n") == 1 and head.stderr == ""
@@ -206,9 +206,9 @@ def test_train_init_takes_the_plan_s_model_and_board(capsys, tmp_path):
     and the run's config recorded the flag's (or the default) model and board, not the plan's."""
     import dataclasses
 
-    from host import planbuild
-    from host.cli import config_from_args
-    from host.trainer import EngineTrainer
+    from e2t.cli import config_from_args
+    from host.plan import planbuild
+    from host.train.trainer import EngineTrainer
     planbuild.save(str(tmp_path / "p"), *planbuild.from_model("resnet8", 1, 10, 32, "zcu104", 8)[:2])
     argv = ["train", "--backend", "emu", "--dataset", "digits", "--batch-size", "8", "--init", str(tmp_path / "p"),
             "--out", str(tmp_path / "run")]

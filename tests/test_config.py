@@ -1,7 +1,7 @@
 import pytest
 
-from host.config import TrainConfig, lr_at
-from host.errors import E2TError
+from contract.errors import E2TError
+from host.train.config import TrainConfig, lr_at
 
 
 def test_lr_schedule_keyed_on_iterations():
@@ -35,7 +35,7 @@ def test_unknown_saved_setting():
 def test_psg_tile_follows_the_board_unless_given(tmp_path):
     """Both backends count PSG's recomputed work in the board engine's tiles by default; an engine
     backend refuses a --psg-tile its engine does not have (the reference may study any)."""
-    from host.trainer import EngineTrainer
+    from host.train.trainer import EngineTrainer
     assert TrainConfig(psg=True, precision="fixed").psg_tiles() == (8, 8)
     assert TrainConfig(psg=True, precision="fixed", board="zcu104").psg_tiles() == (16, 16)
     assert TrainConfig(psg=True, precision="fixed", psg_tile=4).psg_tiles() == (4, 4)
@@ -46,8 +46,8 @@ def test_psg_tile_follows_the_board_unless_given(tmp_path):
 
 
 def test_the_e2train_preset_is_a_valid_config_and_flags_override_it():
-    from host.cli import build_parser, config_from_args, resume_config
-    from host.config import PRESETS, as_flags, preset
+    from e2t.cli import build_parser, config_from_args, resume_config
+    from host.train.config import PRESETS, as_flags, preset
 
     parse = build_parser().parse_args
     cfg = config_from_args(parse(["train", "--preset", "e2train", "--backend", "emu"]))

@@ -1,4 +1,4 @@
-"""Tests for host.datasets: the real MNIST/digits files, CIFAR on tiny self-made archives."""
+"""Tests for host.data.datasets: the real MNIST/digits files, CIFAR on tiny self-made archives."""
 import importlib.util
 import os
 import pickle
@@ -8,10 +8,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from host import datasets
-from host.datasets import (Dataset, augment_batch, batches_per_epoch, load_dataset, normalize,
-                           train_batches)
-from host.errors import E2TError
+from contract.errors import E2TError
+from host.data import datasets
+from host.data.datasets import Dataset, augment_batch, batches_per_epoch, load_dataset, normalize, train_batches
 
 needs_mlxtend = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
                                    reason="needs mlxtend")

@@ -15,8 +15,9 @@ import pytest
 
 import pynq_standin
 from conftest import ROOT
-from host import boards, deploy
-from host.cli import main
+from contract import boards
+from e2t import deploy
+from e2t.cli import main
 
 BUNDLE_ARGS = ["deploy", "--board", "pynq-z2", "--model", "resnet8", "--dataset", "digits", "--batch", "32",
                "--epochs", "1"]
@@ -138,7 +139,7 @@ def test_the_bundle_installs_into_a_pynq_image_with_board_requirements_only_and_
         assert (copy / "runs" / f"resnet8-digits-{n}" / "energy" / "report.html").is_file()
     calls = (venv / "bin" / "calls.log").read_text().splitlines()
     assert all(c.startswith("XILINX_XRT=/usr ") for c in calls), calls
-    assert sum("-m host.cli train " in c for c in calls) == 2 and sum("-m pip install" in c for c in calls) == 2
+    assert sum("-m e2t.cli train " in c for c in calls) == 2 and sum("-m pip install" in c for c in calls) == 2
     run = board_shell(copy, "train.sh", "--quiet", PYTHON=str(venv / "bin" / "python"), OUT=str(tmp_path / "run"),
                       E2T_CACHE=image["E2T_CACHE"])
     assert run.returncode == 0 and "new run folder" not in run.stderr, run.stderr[-3000:]
@@ -256,7 +257,7 @@ def test_the_board_side_runs_on_python_3_10():
     def vermin(*paths):
         return subprocess.run([os.path.join(os.path.dirname(sys.executable), "vermin"), "-t=3.10-", "--violations", "--no-tips",
                                "--eval-annotations", *paths], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    ok = vermin("host", "energy")
+    ok = vermin("contract", "host", "energy", "e2t")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     newer = os.path.join(ROOT, "build", "vermin_probe.py")
     os.makedirs(os.path.dirname(newer), exist_ok=True)

@@ -1,9 +1,9 @@
 """Full E2-Train in the reference trainer: PSG layers, integer update, op counts, resume."""
 import pytest
 
-from host.config import TrainConfig
-from host.errors import E2TError
-from host.opcount import total_macs
+from contract.errors import E2TError
+from contract.opcount import total_macs
+from host.train.config import TrainConfig
 from reference.quant import QConv2d
 from reference.train import Trainer
 

@@ -8,9 +8,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from contract.boards import DATA, names
+from contract.errors import E2TError
 from energy import model as emodel, report
-from host.boards import DATA, names
-from host.errors import E2TError
 
 
 def _run(folder, records, config=None):
@@ -78,7 +78,7 @@ def test_bad_model_and_run_folders_are_named(tmp_path):
 
 
 def test_cli_energy_report(tmp_path, capsys):
-    from host.cli import main
+    from e2t.cli import main
     run = _run(tmp_path / "run", [_record(1, 10**9, 1e6)])
     assert main(["energy", "report", run]) == 0
     out = capsys.readouterr().out
@@ -86,7 +86,7 @@ def test_cli_energy_report(tmp_path, capsys):
 
 
 def test_compare_prints_savings_against_the_baseline(tmp_path, capsys):
-    from host.cli import main
+    from e2t.cli import main
     a = _run(tmp_path / "base", [_record(1, 4 * 10**9, 4e6, 0.90)])
     b = _run(tmp_path / "e2t", [_record(1, 10**9, 1e6, 0.89)])
     assert main(["energy", "compare", a, b, "--out", str(tmp_path / "c.json")]) == 0
@@ -233,7 +233,7 @@ def test_calibration_recovers_known_coefficients(tmp_path):
 
 
 def test_e2t_energy_calibrate_writes_beside_the_default(tmp_path, capsys):
-    from host.cli import main
+    from e2t.cli import main
     seg = tmp_path / "seg.json"
     seg.write_text(json.dumps(_segments({"int8x8": 1.5, "int4x16": 1.0}, 200.0, 0.5)))
     default = open(os.path.join(DATA, "pynq-z2", "energy.json")).read()
@@ -252,7 +252,7 @@ def test_e2t_energy_calibrate_writes_beside_the_default(tmp_path, capsys):
 def test_rails_recorded_over_a_run_appear_beside_the_model(tmp_path, monkeypatch, capsys):
     """e2t train on the engine records this machine's rails (here a fake RAPL tree) per epoch; the
     report shows them as measured, apart from the modeled figures."""
-    from host.cli import main
+    from e2t.cli import main
     z = tmp_path / "pc" / "intel-rapl:0"
     z.mkdir(parents=True)
     (z / "name").write_text("package-0\n")
@@ -309,10 +309,11 @@ def test_the_board_s_own_rails_are_summed_and_no_sensor_twice():
     """ZCU104: its regulators sit behind the 12 V input, so a segment's joules are 12V's alone
     (board.json names it), even with hwmon reading the same INA226 again; KV260: its INA260's
     hwmon chip; a board naming no rail, or none recorded (the emulating host): every rail."""
-    from energy import microbench
-    from host import boards, planbuild
-    from host.emulated import EmulatedOverlay
-    from host.session import EngineSession
+    from contract import boards
+    from e2t import microbench
+    from host.engine.emulated import EmulatedOverlay
+    from host.engine.session import EngineSession
+    from host.plan import planbuild
     z = boards.board("zcu104")
     assert z.rails == ["12V"] and boards.board("kv260").rails == ["ina260_u14"]
     got = {"pynq:12V": 0, "pynq:INT": 0, "pynq:1V8": 0, "ina226:power1": 0, "rapl:package-0": 0}
@@ -366,7 +367,7 @@ def test_calibration_benchmarks_on_the_emulated_engine_give_the_model_back(tmp_p
     a 1x1 conv, two call counts, idle) through the emulated overlay, a modeled rail (the model's
     joules + 1 W): the least-squares fit recovers every coefficient; nothing is written without
     --out, and with it the fitted file lands there."""
-    from host.cli import main
+    from e2t.cli import main
     assert main(["energy", "calibrate", "--run", "--backend", "emu", "--calls", "2"]) == 0
     out = capsys.readouterr().out
     within = float(re.search(r"within ([0-9.e+-]+) %", out).group(1))
@@ -382,8 +383,8 @@ def test_calibration_benchmarks_on_the_emulated_engine_give_the_model_back(tmp_p
 
 
 def test_calibration_joules_from_a_meter_log_and_a_missing_board(tmp_path, capsys):
-    from energy import microbench
-    from host.cli import main
+    from e2t import microbench
+    from e2t.cli import main
     log = tmp_path / "meter.csv"
     log.write_text("timestamp,watts\n1000.0,2.0\n1010.0,4.0\n")
     segs = [{"wall": [1000.0, 1010.0]}, {"wall": [1002.0, 1004.0]}]

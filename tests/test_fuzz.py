@@ -1,5 +1,5 @@
 """A seeded fuzz test of the real entry points (issue 21): mutated plans, weights, checkpoints,
-configs, run records, energy models, data folders, ONNX graphs and flags through host.cli.main.
+configs, run records, energy models, data folders, ONNX graphs and flags through e2t.cli.main.
 Every case ends in a one-line refusal (exit 2, nothing changed on disk) or, where the mutation
 kept the meaning, in numbers equal to the unmutated input's; tests/fuzzing.py has the classes
 and the verdict. A case's mutation comes from random.Random(f"{SEED}:{case}"), so
@@ -22,10 +22,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from contract.boards import DATA
 from energy import report as energy_report
-from host import plan as planmod, planbuild, weightsfile
-from host.boards import DATA
-from host.config import TrainConfig
+from host.plan import planbuild, schema as planmod, weightsfile
+from host.train.config import TrainConfig
 
 from fuzzing import (ANY, DEEP, INERT, INVALID, JSON_OPS, PIPE, SAME, changes, closed_pipe, digest, flipped,
                      mutate_json, png_declaring, run_cli, truncated, verdict)
@@ -185,7 +185,7 @@ def world(tmp_path_factory):
     w.onnx = _tiny_onnx(shared / "tiny.onnx")
     shutil.copy(os.path.join(DATA, "pynq-z2", "energy.json"), w.model)
     # a run stopped in its second epoch (a checkpoint after the first), and the same run resumed
-    from host.trainer import EngineTrainer
+    from host.train.trainer import EngineTrainer
     real, calls = EngineTrainer.train_epoch, []
 
     def stop_in_epoch_2(self):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from host.errors import E2TError
+from contract.errors import E2TError
 from reference.geometry import count_macs
 from reference.models import build_model, count_params
 

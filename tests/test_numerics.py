@@ -1,11 +1,11 @@
-"""host/numerics.py against plain-integer models of docs/numerics.md: integers, not tolerances."""
+"""contract/numerics.py against plain-integer models of docs/numerics.md: integers, not tolerances."""
 import math
 
 import numpy as np
 import pytest
 
 import naive
-from host import numerics as nx
+from contract import numerics as nx
 
 SHAPES = [  # (n, c_in, c_out, h, w, k, stride, pad)
     (1, 1, 1, 1, 1, 1, 1, 0), (2, 3, 4, 5, 7, 3, 1, 1), (3, 4, 2, 7, 6, 3, 2, 1),

@@ -1,4 +1,4 @@
-"""The generated C++ header: up to date with host/numerics.py and bit-exact with it (g++)."""
+"""The generated C++ header: up to date with contract/numerics.py and bit-exact with it (g++)."""
 import os
 import shutil
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 
 import naive
 from hls import gen_numerics
-from host import numerics as nx
+from contract import numerics as nx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

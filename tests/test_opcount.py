@@ -1,7 +1,7 @@
 """Operation accounting against hand counts on a tiny network."""
 import pytest
 
-from host.opcount import LayerGeom, OpCounter, Precision, total_macs
+from contract.opcount import LayerGeom, OpCounter, Precision, total_macs
 from reference.geometry import layer_geometry
 from reference.models import build_model
 

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from host import runs
-from host.cli import main
+from contract import runs
+from e2t.cli import main
 
 from test_energy import _record, _run, _segments
 
@@ -210,8 +210,8 @@ def test_report_says_the_settings_in_words(tmp_path, capsys):
 
 
 def test_calibration_replaces_an_earlier_one_only_with_force(tmp_path, capsys, monkeypatch):
+    from contract.boards import DATA
     from energy import model as emodel
-    from host.boards import DATA
     (tmp_path / "pynq-z2").mkdir()
     shutil.copy(os.path.join(DATA, "pynq-z2", "energy.json"), tmp_path / "pynq-z2")
     monkeypatch.setattr(emodel, "DATA", str(tmp_path))  # the board's default model, and energy.fitted.json beside it

@@ -1,11 +1,12 @@
-"""host/parallel.py: the host's numpy work on two threads gives the bits one thread gives, on
+"""contract/parallel.py: the host's numpy work on two threads gives the bits one thread gives, on
 odd batches and below and above the hand-off size, and the worker really takes half."""
 import threading
 
 import numpy as np
 import pytest
 
-from host import hostops, numerics as nx, parallel, trainstep
+from contract import numerics as nx, parallel
+from host.train import hostops, trainstep
 
 F32 = np.float32
 

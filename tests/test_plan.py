@@ -11,11 +11,13 @@ import pytest
 
 from test_board_side import run_without_torch
 
-from host import boards, hostops, numerics as nx, plan as pm, planbuild, weightsfile
-from host.cli import main
-from host.config import MODELS
-from host.errors import E2TError
-from host.forward import NumpyEngine, forward
+from contract import boards, numerics as nx
+from contract.errors import E2TError
+from e2t.cli import main
+from host.plan import planbuild, schema as pm, weightsfile
+from host.train import hostops
+from host.train.config import MODELS
+from host.train.forward import NumpyEngine, forward
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +252,7 @@ def test_forward_runs_on_the_numpy_engine(r20):
 
 def test_e2t_plan_runs_without_torch(tmp_path):
     out = tmp_path / "plan"
-    r = run_without_torch(f"from host.cli import main; sys.exit(main(['plan', '--model', 'resnet20', '--dataset', "
+    r = run_without_torch(f"from e2t.cli import main; sys.exit(main(['plan', '--model', 'resnet20', '--dataset', "
                           f"'mnist5k', '--board', 'pynq-z2', '--slu', '--out', {str(out)!r}]))")
     assert r.returncode == 0, r.stderr
     assert "resnet20 for mnist5k on pynq-z2: 29 engine convs" in r.stdout

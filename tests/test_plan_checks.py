@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from host import plan as pm, planbuild, weightsfile
-from host.cli import main
-from host.datasets import load_dataset, normalize, preprocess
-from host.errors import E2TError
-from host.runs import RunDir
+from contract.errors import E2TError
+from contract.runs import RunDir
+from e2t.cli import main
+from host.data.datasets import load_dataset, normalize, preprocess
+from host.plan import planbuild, schema as pm, weightsfile
 
 DEEP = "[" * 100_000 + "]" * 100_000  # valid JSON that json.loads cannot parse with Python's recursion
 
@@ -200,8 +200,8 @@ def test_preprocess_states_what_normalize_does():
 
 
 def test_the_engine_trainer_s_plan_states_its_preprocessing(tmp_path):
-    from host.config import TrainConfig
-    from host.trainer import EngineTrainer
+    from host.train.config import TrainConfig
+    from host.train.trainer import EngineTrainer
     cfg = TrainConfig(model="resnet8", dataset="digits", backend="emu", precision="fixed", batch_size=16, epochs=1)
     t = EngineTrainer(cfg, str(tmp_path / "run"), progress=False, log=lambda m: None)
     t.save_plan()

@@ -1,11 +1,11 @@
-"""The PyTorch reference (reference/quant.py) against host/numerics.py: integer equality."""
+"""The PyTorch reference (reference/quant.py) against contract/numerics.py: integer equality."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from host import numerics as nx
+from contract import numerics as nx
 from reference import quant as q
 from test_numerics import SHAPES, rand_int
 

@@ -12,11 +12,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from host import planbuild, weightsfile
-from host.cli import build_parser, config_from_args, main
-from host.config import TrainConfig
-from host.errors import E2TError
-from host.trainer import CHECKPOINT, EngineTrainer
+from contract.errors import E2TError
+from e2t.cli import build_parser, config_from_args, main
+from host.plan import planbuild, weightsfile
+from host.train.config import TrainConfig
+from host.train.trainer import CHECKPOINT, EngineTrainer
 
 from conftest import ROOT
 

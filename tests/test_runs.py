@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from host.errors import E2TError
-from host.runs import RunDir, atomic_write
+from contract.errors import E2TError
+from contract.runs import RunDir, atomic_write
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from host.cli import main
-from host.config import TrainConfig
-from host.errors import E2TError
-from host.schedule import cost_sign
+from contract.errors import E2TError
+from e2t.cli import main
+from host.train.config import TrainConfig
+from host.train.schedule import cost_sign
 from reference.models import CifarResNet, GatedResNet, build_model, residual_macs
 from reference.slu import cost_loss, cost_weights, decide, gated_block, straight_through
 from reference.train import Trainer

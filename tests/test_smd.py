@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from host.config import TrainConfig
-from host.errors import E2TError
+from contract.errors import E2TError
+from host.train.config import TrainConfig
 from reference import train as train_mod
 from reference.train import Trainer, smd_drops
 

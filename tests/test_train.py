@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from host.config import TrainConfig
+from host.train.config import TrainConfig
 from reference import train as train_mod
 from reference.train import CHECKPOINT, Trainer, decode_checkpoint
 
@@ -54,7 +54,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     args = ["--model", "resnet8", "--dataset", "digits", "--batch-size", "64", "--epochs", "1",
             "--lr", "0.01", "--seed", "5", "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    single = subprocess.run([sys.executable, "-m", "host.cli", "train", *args, "--out", str(tmp_path / "one")],
+    single = subprocess.run([sys.executable, "-m", "e2t.cli", "train", *args, "--out", str(tmp_path / "one")],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     # the two ranks get the environment torchrun would give them (torchrun's own agent is
@@ -62,7 +62,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    ranks = [subprocess.Popen([sys.executable, "-m", "host.cli", "train", *args, "--out", str(tmp_path / "two")],
+    ranks = [subprocess.Popen([sys.executable, "-m", "e2t.cli", "train", *args, "--out", str(tmp_path / "two")],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=dict(env, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
                                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))

@@ -1,5 +1,5 @@
-"""The Vivado build of the overlay without Vivado: hls/vivado/build_prj.tcl run in plain tclsh with
-every Vivado command recorded by a stand-in, the project.tcl hls/vivado.py generates from the
+"""The Vivado build of the overlay without Vivado: bitstreams/build_prj.tcl run in plain tclsh with
+every Vivado command recorded by a stand-in, the project.tcl bitstreams/vivado.py generates from the
 board data, the tool checks, and the command line's one-line errors."""
 import dataclasses
 import os
@@ -10,9 +10,11 @@ import sys
 
 import pytest
 
-from hls import project, regmap, vivado
-from host import boards, planbuild
-from host.errors import E2TError
+from bitstreams import vivado
+from contract import boards
+from contract.errors import E2TError
+from hls import project, regmap
+from host.plan import planbuild
 
 TCLSH = shutil.which("tclsh")
 needs_tclsh = pytest.mark.skipif(TCLSH is None, reason="tclsh is not installed (apt-get install tcl; make test does)")
@@ -323,7 +325,7 @@ def test_dry_run_writes_project_tcl_and_prints_the_commands(plan_dir, tmp_path, 
     b = boards.board("pynq-z2")
     tcl = os.path.join(vivado.build_dir("pynq-z2"), "project.tcl")
     hls_out = project.default_out("pynq-z2")
-    assert printed[0] == f"hls.vivado: wrote {tcl}; would run:"
+    assert printed[0] == f"bitstreams.vivado: wrote {tcl}; would run:"
     assert printed[1] == f"cd {hls_out} && " + " ".join(project.command(b, ["csynth", "export"], hls_out))
     assert printed[2] == (f"cd {vivado.build_dir('pynq-z2')} && vivado -mode batch -notrace -source "
                           f"{vivado.SCRIPT} -tclargs {tcl}")
@@ -333,7 +335,7 @@ def test_dry_run_writes_project_tcl_and_prints_the_commands(plan_dir, tmp_path, 
                                       os.path.join(vivado.build_dir("pynq-z2"), "prj"), 2)
     assert not out.exists()  # nothing is built
     # every script the commands name exists
-    assert os.path.isfile(vivado.SCRIPT) and vivado.SCRIPT.endswith(os.path.join("hls", "vivado", "build_prj.tcl"))
+    assert os.path.isfile(vivado.SCRIPT) and vivado.SCRIPT.endswith(os.path.join("bitstreams", "build_prj.tcl"))
     assert os.path.isfile(project.command(b, ["csynth"], hls_out)[2])
 
 
@@ -451,7 +453,7 @@ def test_check_tools_refuses_an_unreadable_version():
 # -- (e) the command line -----------------------------------------------------------------------
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "hls.vivado", *args], cwd=project.ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bitstreams.vivado", *args], cwd=project.ROOT, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -459,17 +461,17 @@ def test_cli_missing_plan_is_one_line_and_exit_2():
     done = _cli("--board", "pynq-z2", "--plan", "/nonexistent")
     assert done.returncode == 2 and done.stdout == ""
     line = _one_line(done.stderr)
-    assert line.startswith("hls.vivado: ") and "Traceback" not in done.stderr
+    assert line.startswith("bitstreams.vivado: ") and "Traceback" not in done.stderr
     assert "/nonexistent" in line or "not on PATH" in line  # the tools are checked first
     done = _cli("--board", "pynq-z2", "--plan", "/nonexistent", "--dry-run")
     assert done.returncode == 2
-    assert _one_line(done.stderr) == "hls.vivado: /nonexistent: no such plan (e2t plan or e2t export writes one)"
+    assert _one_line(done.stderr) == "bitstreams.vivado: /nonexistent: no such plan (e2t plan or e2t export writes one)"
 
 
 def test_cli_refuses_a_plan_for_another_board_and_an_unknown_board(plan_dir):
     done = _cli("--board", "zcu104", "--plan", plan_dir, "--dry-run")
     assert done.returncode == 2
-    assert _one_line(done.stderr) == (f"hls.vivado: the plan in {plan_dir} is for board 'pynq-z2', not 'zcu104': "
+    assert _one_line(done.stderr) == (f"bitstreams.vivado: the plan in {plan_dir} is for board 'pynq-z2', not 'zcu104': "
                                       "make one with e2t plan --board zcu104")
     done = _cli("--board", "pynq-z3", "--plan", plan_dir, "--dry-run")
     assert done.returncode == 2 and "unknown board 'pynq-z3'" in _one_line(done.stderr)
@@ -493,4 +495,4 @@ def test_build_refuses_an_engine_over_the_board_s_budget(plan_dir, tmp_path, mon
     assert not (tmp_path / "o").exists()
     lines = []
     vivado.build("pynq-z2", plan_dir, str(tmp_path / "o"), log=lines.append, dry_run=True)
-    assert lines[0].startswith("hls.vivado: warning: the engine configuration of pynq-z2 is over")
+    assert lines[0].startswith("bitstreams.vivado: warning: the engine configuration of pynq-z2 is over")

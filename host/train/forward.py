@@ -4,7 +4,7 @@ Each conv quantizes its float input per tensor (docs/numerics.md, section 3), ru
 the engine and scales the int32 result back to float32; BatchNorm uses its running statistics
 and the SLU gates decide deterministically (p > threshold). ``engine`` is anything with
 ``conv_fwd(x_q, w_q, stride, pad) -> (y int32, r, status)``: the engine's CPU builds
-(hls/csim.py on a workstation) or ``NumpyEngine`` (host/numerics.py); or an object with
+(hls/csim.py on a workstation) or ``NumpyEngine`` (contract/numerics.py); or an object with
 ``conv_layer(op, x_q) -> (y, r)`` that runs the layer on weights it holds (the trainer's
 engine session on a board or the emulated overlay).
 
@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import hostops, numerics as nx
-from .errors import E2TError
+from contract import numerics as nx
+from contract.errors import E2TError
+
+from . import hostops
 
 SLU_MODES = ("gather", "mask")
 

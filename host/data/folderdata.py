@@ -3,7 +3,7 @@
 default: 1 if every image is grayscale, else 3) and resized to ``size`` x ``size`` when given;
 otherwise they must all have one square size. Every file is checked before training starts,
 and declared sizes before anything is decoded: damage is one E2TError naming the file.
-host/datasets.py splits, normalises and augments the arrays like the built-in sets."""
+host/data/datasets.py splits, normalises and augments the arrays like the built-in sets."""
 from __future__ import annotations
 
 import io
@@ -15,7 +15,7 @@ import zlib
 
 import numpy as np
 
-from .errors import E2TError
+from contract.errors import E2TError
 
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp")
 MAX_SIDE = 4096  # images may declare at most MAX_SIDE ** 2 pixels (a decompression bomb declares more)

@@ -1,6 +1,6 @@
 """Board facts, read from the one file per board, ``bitstreams/<board>/board.json``.
 
-The engine's ``engine_config.h`` (hls/boards.py), the plan's checks (host/plan.py) and the
+The engine's ``engine_config.h`` (hls/boards.py), the plan's checks (host/plan/schema.py) and the
 cycle model all read these files, so a limit changed there changes the kernel's checks and
 the host's together. Plain Python: the board side loads them without numpy or torch.
 """

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import parallel
+from contract import parallel
 
 F32, F64 = np.float32, np.float64
 
@@ -59,7 +59,7 @@ def batchnorm_eval(x, weight, bias, mean, var, eps: float) -> np.ndarray:
 
 
 def relu(x) -> np.ndarray:
-    """max(x, 0), the images on two threads (host/parallel.py)."""
+    """max(x, 0), the images on two threads (contract/parallel.py)."""
     return parallel.ufunc(np.maximum, x, F32(0), np.result_type(x, F32))
 
 

@@ -29,10 +29,11 @@ import sys
 import tarfile
 import tempfile
 
-from . import boards, planbuild, plan as planmod
-from .config import PRESETS, as_flags, preset
-from .datasets import shape_of, source_path
-from .errors import E2TError
+from contract import boards
+from contract.errors import E2TError
+from host.data.datasets import shape_of, source_path
+from host.plan import planbuild, schema as planmod
+from host.train.config import PRESETS, as_flags, preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The PYNQ v3 images (PYNQ's sdbuild, python_packages_jammy): pynq and Jupyter in this virtual
@@ -259,7 +260,7 @@ def _write(b, out, plan_dir, plan, weights, dataset, data_dir, batch, epochs, lo
             "    fi",
             '    set -- --out "$OUT" "$@"',
             "fi",
-            f'exec "$PY" -m host.cli {_train_command(plan, dataset, data_arg, epochs, batch, folder)} {backend} "$@"']),
+            f'exec "$PY" -m e2t.cli {_train_command(plan, dataset, data_arg, epochs, batch, folder)} {backend} "$@"']),
         "README.txt": "\n".join([
             f"e2t bundle for {b.name} ({b.part}); board image: {b.pynq_image}.",
             "",

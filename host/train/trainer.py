@@ -1,7 +1,7 @@
 """The on-engine trainer (``e2t train --backend emu``, ``--backend pynq`` on a board).
 
 From a plan (built from the model name, or ``--init DIR``), layer by layer: every conv on the
-engine (host/session.py), the rest on the host (host/trainstep.py). E2-Train's savings: SMD
+engine (host/engine/session.py), the rest on the host (host/train/trainstep.py). E2-Train's savings: SMD
 on the host (a dropped batch makes no engine call), SLU on the host (a gated block's engine
 ops run on the images whose gate is on), PSG in the engine. Same run folder, config.json and
 metrics.jsonl as the reference trainer, plus the engine's counters; an atomic checkpoint
@@ -19,17 +19,20 @@ import time
 
 import numpy as np
 
-from . import boards, hostops, numerics as nx, plan as planmod, planbuild, weightsfile
+from contract import boards, numerics as nx
+from contract.errors import E2TError
+from contract.jsonfile import parse
+from contract.opcount import sum_layers, total_macs
+from contract.runs import RunDir, check_arrays, check_position, epoch_line
+from host.data.datasets import batches_per_epoch, load_dataset, preprocess, train_batches
+from host.engine.session import PHASES, EngineSession
+from host.plan import planbuild, schema as planmod, weightsfile
+
+from . import hostops
 from .config import TrainConfig, lr_at
-from .datasets import batches_per_epoch, load_dataset, preprocess, train_batches
-from .errors import E2TError
 from .forward import evaluate
-from .opcount import sum_layers, total_macs
 from .progress import Progress
-from .jsonfile import parse
-from .runs import RunDir, check_arrays, check_position, epoch_line
 from .schedule import cost_sign, cost_weights, gate_draws, smd_drops
-from .session import PHASES, EngineSession
 from .trainstep import Step
 
 CHECKPOINT = "checkpoint.npz"
@@ -38,9 +41,9 @@ CHECKPOINT = "checkpoint.npz"
 def open_overlay(backend: str, board: str, engine: str = "fast", bitfile: str | None = None, log=None):
     """The overlay a backend trains on: the emulated one, or pynq.Overlay on a board."""
     if backend == "emu":
-        from .emulated import EmulatedOverlay
+        from host.engine.emulated import EmulatedOverlay
         return EmulatedOverlay(board, engine, log=log)
-    from .driver import PynqOverlay, pynq_driver
+    from host.engine.driver import PynqOverlay, pynq_driver
     pynq_driver()
     if not bitfile or not os.path.isfile(bitfile):
         raise E2TError(f"--backend pynq needs --bitfile (the overlay's .bit with its .hwh beside it); got {bitfile}")
@@ -53,7 +56,7 @@ def open_overlay(backend: str, board: str, engine: str = "fast", bitfile: str | 
 
 
 def _exponents(v) -> bool:
-    """A conv's [w_exp, wq_exp] as the plan checks them (host/plan.py)."""
+    """A conv's [w_exp, wq_exp] as the plan checks them (host/plan/schema.py)."""
     return isinstance(v, list) and len(v) == 2 and all(isinstance(e, int) and not isinstance(e, bool) for e in v) \
         and nx.MASTER_EXP_MIN <= v[0] <= nx.MASTER_EXP_MAX and -1000 <= v[1] <= 1000
 
@@ -264,7 +267,7 @@ class EngineTrainer:
         return record
 
     def evaluate(self) -> dict:
-        from .datasets import normalize
+        from host.data.datasets import normalize
         x = normalize(self.ds, self.ds.test_x)
         arrays = {**self.session.arrays(), **self.params}
         out = evaluate(self.plan, arrays, x, self.ds.test_y, self.session, self.cfg.batch_size)

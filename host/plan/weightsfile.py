@@ -9,8 +9,8 @@ import zlib
 
 import numpy as np
 
-from . import numerics as nx
-from .errors import E2TError
+from contract import numerics as nx
+from contract.errors import E2TError
 
 FILE = "weights.bin"
 

@@ -9,11 +9,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from .errors import E2TError
+from contract.errors import E2TError
+from contract.models import MODELS
 
 BACKENDS = ("torch", "emu", "pynq")
 ENGINE_BACKENDS = ("emu", "pynq")  # the board's engine: fixed point, the integer sign update for every conv
-MODELS = ("resnet8", "resnet20", "resnet38", "resnet74", "resnet110")
 SLU_WEIGHTINGS = ("uniform", "macs")
 SLU_EXECS = ("mask", "gather")
 PRECISIONS = ("fp32", "fixed")
@@ -188,7 +188,7 @@ class TrainConfig:
                 object.__setattr__(self, f.name, floats if kind == "tuple" else floats[0])
 
     def _check_sign_update(self, who: str) -> None:
-        """The limits of the integer sign update (host/numerics.py UpdateConstants.from_floats) at
+        """The limits of the integer sign update (contract/numerics.py UpdateConstants.from_floats) at
         every learning rate of the schedule, checked before the run rather than at its first step."""
         if not self.weight_decay < 0.5:
             raise E2TError(f"--weight-decay {self.weight_decay}: {who}'s integer update needs weight decay < 0.5")
@@ -199,7 +199,7 @@ class TrainConfig:
 
     def _check_board(self, engine: bool) -> None:
         """The board exists (the energy report prices every run with it); an engine run fits its limits."""
-        from .boards import board, check_fit
+        from contract.boards import board, check_fit
         b = board(self.board)
         if self.init is not None and not engine:
             raise E2TError(f"--init starts --backend emu or pynq from a plan; --backend {self.backend} "
@@ -222,7 +222,7 @@ class TrainConfig:
         engine tile, so both backends count the same recomputed work (the signs never depend on it)."""
         if self.psg_tile is not None:
             return self.psg_tile, self.psg_tile
-        from .boards import board
+        from contract.boards import board
         b = board(self.board)
         return b.tile_o, b.tile_i
 

@@ -21,7 +21,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+# The one phase vocabulary: what the counts record (engine and host), the groups the engine
+# session times (a run's "engine_seconds"), and the names the energy reports print.
 PHASES = ("fwd", "bwd_data", "bwd_w_pred", "bwd_w_full", "update")
+TIMED_PHASES = {"forward": ("fwd",), "backward_data": ("bwd_data",), "wgrad": ("bwd_w_pred", "bwd_w_full"),
+                "update": ("update",)}
+PHASE_NAMES = {"fwd": "forward", "bwd_data": "backward-data", "bwd_w_pred": "PSG predictor",
+               "bwd_w_full": "full weight gradient", "update": "update", "static": "static (board time)"}
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ that have a backward to the input, at the plan's batch) between a meter's ``star
 forward (int8 x 8), backward to the input (int16 x 8), the full weight gradient (int8 x 16),
 the PSG predictor (int4 x 16, every sign predicted), the update (int32 and DDR-heavy), and an
 idle stretch (seconds only); each at two call counts, so that time and work do not move
-together. A segment is what the session counted in the stretch (host/opcount.py's MACs by
+together. A segment is what the session counted in the stretch (contract/opcount.py's MACs by
 operand widths and bytes), its seconds, its wall-clock span and the joules the meter measured;
 energy/calibrate.py fits the model to the segments.
 
@@ -20,13 +20,14 @@ import time
 
 import numpy as np
 
-from host import numerics as nx, planbuild
-from host.errors import E2TError
-from host.opcount import sum_layers
-from host.session import EngineSession
-from host.trainer import open_overlay
+from contract import numerics as nx
+from contract.errors import E2TError
+from contract.opcount import sum_layers
+from host.engine.session import EngineSession
+from host.plan import planbuild
+from host.train.trainer import open_overlay
 
-from . import model as emodel, rails
+from energy import model as emodel, rails
 
 def _totals(per_layer: dict) -> dict:
     """MACs by width and bytes, summed over a session's layers and phases."""

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import hostops, numerics as nx, parallel
-from .errors import E2TError
+from contract import numerics as nx, parallel
+from contract.errors import E2TError
+
+from . import hostops
 
 F32, F64 = np.float32, np.float64
 
@@ -24,7 +26,7 @@ F32, F64 = np.float32, np.float64
 def _bn_train(x, gamma, beta, eps):
     """BatchNorm with batch statistics: mean and E[x^2] summed in float64 (exact products),
     var = E[x^2] - mean^2, each statistic rounded once to float32 where it meets the data.
-    The two sums, then the two halves of the batch, on two threads (host/parallel.py)."""
+    The two sums, then the two halves of the batch, on two threads (contract/parallel.py)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
     m = x.size // x.shape[1]
     s1, s2 = parallel.pair(lambda: hostops.channel_sum(x), lambda: hostops.channel_sum(x, x), x.size)

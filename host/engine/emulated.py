@@ -5,7 +5,7 @@
 Behind it: a register file and an address-mapped memory. Writing ``ap_start`` decodes the
 registers, finds each buffer by its address and runs the op in the engine's CPU build (the
 ``fast`` build by default, ``native`` or ``ap`` on request; built by hls/csim.py, reached
-through the ``engine`` entry point so host/ never imports it). The driver (host/driver.py) is
+through the ``engine`` entry point so host/ never imports it). The driver (host/engine/driver.py) is
 the same code here and on a board.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import backends, regmap
+from contract import backends, regmap
+
 from .driver import EngineCalls, EngineError, read_word
 
 BASE_ADDRESS = 0x4000_0000    # where the IP's AXI-Lite window would be

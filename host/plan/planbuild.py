@@ -16,11 +16,13 @@ import os
 
 import numpy as np
 
-from . import boards, numerics as nx, plan as planmod, weightsfile
-from .config import MODELS
-from .errors import E2TError
+from contract import boards, numerics as nx
+from contract.errors import E2TError
+from contract.models import MODELS
+from contract.runs import atomic_write, write_folder
+
+from . import schema as planmod, weightsfile
 from .layout import lay_out
-from .runs import atomic_write, write_folder
 
 WIDTHS = (16, 32, 64)
 GATE_HIDDEN = 10
@@ -236,7 +238,7 @@ def files(plan: planmod.Plan, weights: bytes, extra: dict[str, bytes] | None = N
 
 def save(out: str, plan: planmod.Plan, weights: bytes, extra: dict[str, bytes] | None = None) -> None:
     """Write the new plan folder ``out`` (``files``), whole or not at all; an existing one is
-    refused, never written over (host.runs.write_folder)."""
+    refused, never written over (contract.runs.write_folder)."""
     write_folder(out, files(plan, weights, extra))
 
 

@@ -13,14 +13,14 @@ import os
 import sys
 import time
 
-from . import backends
-from .boards import DEFAULT_BOARD, board, check_fit
-from .config import (BACKENDS, MODELS, PRECISIONS, PRESETS, SLU_WEIGHTINGS, TrainConfig, as_flags, check_seed, flag,
-                     preset)
-from .datasets import DATASETS
-from .folderdata import LAYOUT
-from .errors import E2TError
-from .jsonfile import parse
+from contract import backends
+from contract.boards import DEFAULT_BOARD, board, check_fit
+from contract.errors import E2TError
+from contract.jsonfile import parse
+from host.data.datasets import DATASETS
+from host.data.folderdata import LAYOUT
+from host.train.config import (BACKENDS, MODELS, PRECISIONS, PRESETS, SLU_WEIGHTINGS, TrainConfig, as_flags, check_seed,
+                               flag, preset)
 
 def _floats(text: str) -> tuple:
     try:
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = ecal.add_mutually_exclusive_group(required=True)
     src.add_argument("--segments", help="JSON list of segments: {macs: {width: n}, bytes, seconds, joules} measured "
                                         "on the board")
-    src.add_argument("--run", action="store_true", help="run the engine micro-benchmarks (energy/microbench.py) "
+    src.add_argument("--run", action="store_true", help="run the engine micro-benchmarks (e2t/microbench.py) "
                                                         "while recording rails, then fit")
     ecal.add_argument("--backend", choices=("pynq", "emu"), default="pynq",
                       help="--run: pynq (a board: its rails or --meter-log) or emu (the emulated engine with a "
@@ -268,7 +268,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig(**given)
     if cfg.init is None:
         return cfg
-    from .plan import load
+    from host.plan.schema import load
     plan = load(cfg.init)
     own = {"model": plan.network["model"], "board": plan.board.name}
     for key, value in own.items():
@@ -291,7 +291,7 @@ def resume_config(args: argparse.Namespace, saved: dict, source: str = "config")
 def cmd_train(args: argparse.Namespace) -> int:
     from energy import model as emodel
 
-    from .runs import CONFIG, RunDir
+    from contract.runs import CONFIG, RunDir
 
     resume = getattr(args, "resume", False)
     if resume:
@@ -309,7 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, out, resume=resume, data_dir=getattr(args, "data_dir", None),
                           device=getattr(args, "device", "auto"), progress=progress)
     else:
-        from .trainer import EngineTrainer
+        from host.train.trainer import EngineTrainer
         trainer = EngineTrainer(cfg, out, resume=resume, data_dir=getattr(args, "data_dir", None),
                                 engine=getattr(args, "engine", "fast"), bitfile=getattr(args, "bitfile", None),
                                 progress=progress)
@@ -356,8 +356,8 @@ def cmd_energy(args: argparse.Namespace) -> int:
         return 0
     if args.energy_command == "calibrate":
         return cmd_calibrate(args)
+    from contract.runs import refuse_existing, write_file
     from energy import report
-    from .runs import refuse_existing, write_file
     if len(args.runs) < 2:
         raise E2TError("e2t energy compare needs a baseline run and at least one more")
     if args.out is not None:
@@ -395,9 +395,9 @@ def run_summary(records: list[dict]) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from . import planbuild
-    from .datasets import shape_of
-    from .runs import refuse_existing
+    from contract.runs import refuse_existing
+    from host.data.datasets import shape_of
+    from host.plan import planbuild
 
     refuse_existing(args.out)
     if args.gate_init is not None and not (args.slu and 0 < args.gate_init < 1):
@@ -437,7 +437,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.out is not None or not (args.run and args.backend == "emu"):  # what is written is checked before the fit
         calibrate.target(args.board, args.out, args.force)
     if args.run:
-        from energy import microbench
+        from e2t import microbench
         segments, source = microbench.calibration_segments(args.board, args.backend, args.calls, args.bitfile,
                                                            args.meter_log, lambda: rail_meter("pynq"),
                                                            log=lambda m: print(m, file=sys.stderr))

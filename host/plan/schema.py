@@ -1,11 +1,11 @@
 """The network plan: one trainable network for the engine, as data (docs/plan.md).
 
 A plan is ``plan.json`` (this module: schema, checks, load and save) plus ``weights.bin``
-(host/weightsfile.py). It lists the ordered forward ops (engine convs and host ops), the
+(host/plan/weightsfile.py). It lists the ordered forward ops (engine convs and host ops), the
 per-image shape of every host tensor, every parameter's place in weights.bin, and the DDR
 layout of every engine buffer, so the host allocates once and the engine's AXI masters see
 aligned bursts. Backward runs the same list in reverse. Loading checks every field against
-the schema and the board's limits (host/boards.py, the data the engine's checks are generated
+the schema and the board's limits (contract/boards.py, the data the engine's checks are generated
 from) and names the first wrong one: ``plan.json: ops[12].stride: 3 is not 1 or 2``. A plan
 that loads is one the trainer runs exactly as written (docs/plan.md, "Checks").
 """
@@ -15,10 +15,12 @@ import json
 import math
 import os
 
-from . import boards, numerics as nx, weightsfile
-from .datasets import PIXEL_MAX
-from .errors import E2TError
-from .jsonfile import read_json
+from contract import boards, numerics as nx
+from contract.errors import E2TError
+from contract.jsonfile import read_json
+from host.data.datasets import PIXEL_MAX
+
+from . import weightsfile
 
 FORMAT = "e2t-plan"
 VERSION = 1
@@ -289,7 +291,7 @@ def validate(d, where: str = PLAN_FILE) -> boards.Board:
 
 def _check_preprocess(c: _Check, net: dict) -> None:
     """``network.preprocess`` (optional: older plans lack it): how an image becomes the input,
-    host/datasets.py's ``preprocess``."""
+    host/data/datasets.py's ``preprocess``."""
     pre = c.obj(net["preprocess"], "network.preprocess")
     p, ch = "network.preprocess", net["in_channels"]
     c.str(pre, "layout", p, ("NCHW",))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .plan import CONV_BUFFERS, CONV_PARAMS, DTYPES, SHARED
+from .schema import CONV_BUFFERS, CONV_PARAMS, DTYPES, SHARED
 
 
 def _align(n: int, align: int) -> int:

@@ -3,7 +3,7 @@ wait for ``ap_done`` with a timeout, read and decode the status registers.
 
 ``EngineCalls`` holds the calling convention over ``self.read`` / ``self.write`` (32-bit words
 at byte offsets), so the same code drives the IP on a board (``pynq_driver()``: a
-``pynq.DefaultIP`` subclass bound by VLNV) and the emulated IP (host/emulated.py).
+``pynq.DefaultIP`` subclass bound by VLNV) and the emulated IP (host/engine/emulated.py).
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from . import regmap
-from .errors import E2TError
+from contract import regmap
+from contract.errors import E2TError
 
 DEFAULT_TIMEOUT_S = 60.0
 

@@ -1,0 +1,1 @@
+"""Data sets: the built-in ones and CIFAR (datasets), image folders (folderdata)."""

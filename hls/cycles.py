@@ -454,7 +454,7 @@ RESNET20_LAYERS = (  # (c, o, h, k, stride, count): stem, three stages, projecti
 
 def resnet20(b: Board, batch: int = 128):
     """(layer label, count, shape, estimates) for ResNet-20's convs at ``batch``, as training runs
-    them: the stem (the first conv) has no input gradient, so no CONV_BWD_DATA (host/train/trainstep.py
+    them: the stem (the first conv) has no input gradient, so no CONV_BWD_DATA (host/train/ops.py
     skips it where op["input_grad"] is false; hls/export.py's plan costs leave it out too)."""
     for i, (c, o, h, k, stride, count) in enumerate(RESNET20_LAYERS):
         s = ConvShape(batch, c, h, h, o, k, stride, (k - 1) // 2)

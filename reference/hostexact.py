@@ -1,5 +1,5 @@
 """The host's float ops in PyTorch, rounded exactly as the on-engine trainer's numpy code rounds
-them (host/train/trainstep.py), for the reference's ``--precision fixed`` runs.
+them (host/train/ops.py, hostops.py and walk.py), for the reference's ``--precision fixed`` runs.
 
 PyTorch's own BatchNorm, linear layer and cross-entropy sum in orders of their own, so their
 float32 results differ from numpy's in the last bits, and a last bit decides an integer after
@@ -39,7 +39,7 @@ class _BNTrain(torch.autograd.Function):
 
 
 class ExactBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d with host/train/trainstep.py's arithmetic in training; PyTorch's in inference
+    """BatchNorm2d with host/train/hostops.py's arithmetic in training; PyTorch's in inference
     (which host/train/hostops.py reproduces). Same parameters and buffers as nn.BatchNorm2d."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +133,7 @@ def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class _GateStep(torch.autograd.Function):
     """One SLU gate as host/train/hostops.py's lstm_step, linear and sigmoid compute it, with
-    host/train/trainstep.py's backward: float64 sums and activations rounded once."""
+    host/train/ops.py's backward: float64 sums and activations rounded once."""
 
     @staticmethod
     def forward(ctx, e, h0, c0, w_ih, w_hh, b_ih, b_hh, pw, pb):
@@ -184,7 +184,7 @@ def gate_step(e: torch.Tensor, state, lstm: nn.LSTM, proj: nn.Linear) -> tuple[t
 
 class _Fanout(torch.autograd.Function):
     """``k`` uses of one tensor whose gradients are summed in float64 and rounded once, in
-    any order (host/train/trainstep.py sums a tensor's three or more gradients so)."""
+    any order (host/train/walk.py sums a tensor's three or more gradients so)."""
 
     @staticmethod
     def forward(ctx, x, k):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from contract import numerics as nx, parallel
-from host.train import hostops, trainstep
+from host.train import hostops, walk
 
 F32 = np.float32
 
@@ -38,8 +38,8 @@ def test_two_threads_give_one_thread_s_bits(monkeypatch, n):
     gamma, beta, invstd = (rng.standard_normal(16).astype(F32) for _ in range(3))
     y = rng.integers(-2**31, 2**31, shape).astype(np.int32)
     e_channel = np.arange(16).reshape(1, -1, 1, 1) - 20
-    for fn in (lambda: trainstep._bn_train(x, gamma, beta, 1e-5),
-               lambda: trainstep._bn_backward(g, x, invstd, gamma),
+    for fn in (lambda: hostops.bn_train(x, gamma, beta, 1e-5),
+               lambda: hostops.bn_backward(g, x, invstd, gamma),
                lambda: nx.quantize_tensor(x, nx.ACT, np.int8)[:2],
                lambda: nx.quantize_tensor(g, nx.GRAD, np.int16)[:2],
                lambda: nx.dequantize(y, e_channel),
@@ -52,7 +52,7 @@ def test_two_threads_give_one_thread_s_bits(monkeypatch, n):
                lambda: parallel.take(x, np.flatnonzero(np.arange(n) % 3 != 1)),
                lambda: parallel.scatter(g[: (n + 1) // 2], np.arange(0, n, 2), n),
                lambda: parallel.copy(x),
-               lambda: trainstep._gradient_sum([x, g, -x, 2 * g])):
+               lambda: walk.gradient_sum([x, g, -x, 2 * g])):
         one, two = _both(monkeypatch, fn)
         assert len(one) == len(two) and all(_same(a, b) for a, b in zip(one, two))
 

@@ -106,10 +106,6 @@ class EngineSession:
         y = self.buffer(op, "out")[:size].reshape(n, op["c_out"], op["ho"], op["wo"])
         return y, r
 
-    def conv_layer(self, op: dict, x_q: np.ndarray) -> tuple[np.ndarray, int]:
-        """host/train/forward.py's engine interface: CONV_FWD of the layer on its DDR weights."""
-        return self.conv_fwd(op, x_q)
-
     def set_grad(self, op: dict, g_q: np.ndarray) -> None:
         """The layer's int16 output gradient into the shared ``grad`` buffer."""
         self.buffer(op, "grad")[:g_q.size] = g_q.reshape(-1)

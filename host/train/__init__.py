@@ -1,2 +1,3 @@
-"""Training on the engine: the trainer, one step's forward and backward (trainstep), inference
-(forward), the host's light ops (hostops), the SMD / SLU schedule, the run's config and progress."""
+"""Training on the engine: the trainer, the op table (ops: each op type's forward and backward),
+its walk (walk) for one step's forward and backward (trainstep) and for inference (forward), the
+host's float32 ops (hostops), the SMD / SLU schedule, the run's config and progress."""

@@ -1,12 +1,13 @@
-"""A plan's forward pass in inference mode: convs on an engine, the rest on the host.
+"""A plan's forward pass in inference mode, through the op table (host/train/ops.py) as
+training walks it: convs on an engine, the rest on the host.
 
 Each conv quantizes its float input per tensor (docs/numerics.md, section 3), runs CONV_FWD on
 the engine and scales the int32 result back to float32; BatchNorm uses its running statistics
-and the SLU gates decide deterministically (p > threshold). ``engine`` is anything with
-``conv_fwd(x_q, w_q, stride, pad) -> (y int32, r, status)``: the engine's CPU builds
-(hls/csim.py on a workstation) or ``NumpyEngine`` (contract/numerics.py); or an object with
-``conv_layer(op, x_q) -> (y, r)`` that runs the layer on weights it holds (the trainer's
-engine session on a board or the emulated overlay).
+and the SLU gates decide deterministically (p > threshold). ``engine`` is the trainer's
+EngineSession (the layers' weights in its DDR) or anything with
+``conv_fwd(x_q, w_q, stride, pad) -> (y int32, r, status)`` run on the weights in ``arrays``
+(``OnArrays``): the engine's CPU builds (hls/csim.py on a workstation) or ``NumpyEngine``
+(contract/numerics.py).
 
 A gated block runs on the samples whose gate is on (``slu="gather"``, what the engine does:
 fewer images per call), or on the whole batch with the result selected per sample
@@ -19,8 +20,10 @@ import numpy as np
 
 from contract import numerics as nx
 from contract.errors import E2TError
+from host.engine.session import EngineSession
 
 from . import hostops
+from .walk import Walk
 
 SLU_MODES = ("gather", "mask")
 
@@ -33,18 +36,19 @@ class NumpyEngine:
         return y.astype(np.int32), r, {"status": 0}
 
 
-def conv_forward(op: dict, arrays: dict, x: np.ndarray, engine, record: dict | None = None) -> np.ndarray:
-    """One conv op on float32 NCHW ``x``: quantize, CONV_FWD, scale back."""
-    x_q, e_x, _ = nx.quantize_tensor(x, nx.ACT, np.int8)
-    name = op["name"]
-    if hasattr(engine, "conv_layer"):  # an engine session: the layer's weights are in its DDR
-        y, r = engine.conv_layer(op, x_q)
-    else:
-        y, r, _ = engine.conv_fwd(x_q, arrays[f"{name}.wgt"], op["stride"], op["pad"])
-    if record is not None:
-        record[name] = y
-    e = e_x + op["wq_exp"] + arrays[f"{name}.wshift"].astype(np.int64) + r
-    return nx.dequantize(y, e.reshape(1, -1, 1, 1))
+class OnArrays:
+    """An engine's CONV_FWD (``conv_fwd(x_q, w_q, stride, pad)``) on the weights in ``arrays``,
+    with an EngineSession's interface to its layers (``conv_fwd(op, x_q)``, ``buffer(op, role)``)."""
+
+    def __init__(self, engine, arrays: dict):
+        self.engine, self.arrays = engine, arrays
+
+    def conv_fwd(self, op: dict, x_q: np.ndarray) -> tuple[np.ndarray, int]:
+        y, r, _ = self.engine.conv_fwd(x_q, self.buffer(op, "wgt"), op["stride"], op["pad"])
+        return y, r
+
+    def buffer(self, op: dict, role: str) -> np.ndarray:
+        return self.arrays[f"{op['name']}.{role}"]
 
 
 def forward(plan, arrays: dict, x: np.ndarray, engine, slu: str = "gather", record: dict | None = None) -> dict:
@@ -58,58 +62,10 @@ def forward(plan, arrays: dict, x: np.ndarray, engine, slu: str = "gather", reco
     if list(x.shape) != want or not 1 <= len(x) <= plan.batch:
         raise E2TError(f"forward: input of shape {list(x.shape)}, the plan takes [N] + {want[1:]} with "
                        f"1 <= N <= {plan.batch} (its batch)")
-    t = {plan.data["input"]: x}
-    sub = {}  # tensor -> gate whose sub-batch it holds (gather mode)
-    picks, decisions, state = {}, [], None
-    for op in plan.ops:
-        kind, gate = op["type"], op.get("gate")
-        gathered = slu == "gather" and gate is not None and kind != "mix"
-
-        def arg(name):
-            v = t[name]
-            if gathered and sub.get(name) != gate:
-                return v[picks[gate]]
-            return v
-        ins = [arg(n) for n in op["inputs"]]
-        if gathered and len(ins[0]) == 0:
-            out = np.zeros((0, *plan.tensors[op["output"]]), np.float32)
-        elif kind == "conv":
-            out = conv_forward(op, arrays, ins[0], engine, record)
-        elif kind == "batchnorm":
-            p = op["params"]
-            out = hostops.batchnorm_eval(ins[0], arrays[p["weight"]], arrays[p["bias"]], arrays[p["running_mean"]],
-                                         arrays[p["running_var"]], op["eps"])
-        elif kind == "relu":
-            out = hostops.relu(ins[0])
-        elif kind == "add":
-            out = ins[0] + ins[1]
-        elif kind == "avgpool":
-            out = hostops.avgpool(ins[0])
-        elif kind == "linear":
-            out = hostops.linear(ins[0], arrays[op["params"]["weight"]], arrays[op["params"]["bias"]])
-        elif kind == "gate":
-            p = op["params"]
-            state = hostops.lstm_step(ins[0].reshape(len(ins[0]), -1), state, arrays[p["weight_ih"]],
-                                      arrays[p["weight_hh"]], arrays[p["bias_ih"]], arrays[p["bias_hh"]])[:2]
-            prob = hostops.sigmoid(hostops.linear(state[0], arrays[p["proj_weight"]], arrays[p["proj_bias"]]))
-            out = (prob > np.float32(op["threshold"])).astype(np.float32)
-            picks[op["index"]] = np.flatnonzero(out[:, 0])
-            decisions.append(out[:, 0])
-        elif kind == "mix":
-            mask, block, short = ins
-            if slu == "gather":
-                out = short.copy()
-                out[picks[gate]] = block
-            else:
-                out = np.where(mask.reshape(-1, 1, 1, 1) > 0, block, short)
-        elif kind == "loss":
-            out = np.zeros((len(ins[0]), 1), np.float32)  # needs labels: see ``evaluate``
-        else:
-            raise E2TError(f"forward: op type '{kind}' is not known to this e2t")
-        if gathered:
-            sub[op["output"]] = gate
-        t[op["output"]] = out
-    t["gates"] = np.array(decisions, np.float32).reshape(len(decisions), len(x))
+    layers = engine if isinstance(engine, EngineSession) else OnArrays(engine, arrays)
+    w = Walk(plan, layers, arrays, False, slu=slu, record=record)
+    t = w.run(x)
+    t["gates"] = np.array(w.decisions, np.float32).reshape(len(w.decisions), len(x))
     return t
 
 

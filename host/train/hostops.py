@@ -4,6 +4,8 @@ ops round on the CPU, so the integers the engine sees next are the reference's.
 - BatchNorm in inference: ``alpha = weight * (1 / sqrt(var + eps))`` in float32, then
   ``beta = fma(-mean, alpha, bias)`` and ``y = fma(x, alpha, beta)``: one rounding each, as
   PyTorch's vectorized CPU kernel computes them. ``fma32`` rounds exactly once.
+- BatchNorm in training: batch statistics summed in float64 and rounded once, and its
+  backward in the reference's order.
 - Global average pooling: the mean in float64, rounded once to float32 (the reference pools
   the same way, reference/models.py), so the summation order does not matter.
 - The classifier ``x W^T + b`` in float64, rounded once (the reference's fixed-point runs
@@ -72,6 +74,52 @@ def channel_sum(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
     if y is None:
         return a.sum((0, 2), dtype=F64)
     return np.einsum("nci,nci->c", a, y.reshape(n, c, -1), dtype=F64)
+
+
+def bn_train(x, gamma, beta, eps):
+    """BatchNorm with batch statistics: mean and E[x^2] summed in float64 (exact products),
+    var = E[x^2] - mean^2, each statistic rounded once to float32 where it meets the data.
+    The two sums, then the two halves of the batch, on two threads (contract/parallel.py)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    m = x.size // x.shape[1]
+    s1, s2 = parallel.pair(lambda: channel_sum(x), lambda: channel_sum(x, x), x.size)
+    mean = s1 / m
+    var = np.maximum(s2 / m - mean * mean, 0.0)
+    invstd = (1.0 / np.sqrt(var + eps)).astype(F32)
+    m32, inv, gm, bt = (v.reshape(shape) for v in (mean.astype(F32), invstd, gamma, beta))
+    xhat = np.empty(x.shape, np.result_type(x, m32))
+    out = np.empty(x.shape, np.result_type(xhat, gm, bt))
+
+    def part(a, b):
+        xh, o = xhat[a:b], out[a:b]
+        np.subtract(x[a:b], m32, out=xh)
+        xh *= inv
+        np.multiply(xh, gm, out=o)
+        o += bt
+
+    parallel.halves(part, len(x), x.size)
+    return out, xhat, invstd, mean, var
+
+
+def bn_backward(g, xhat, invstd, gamma):
+    """dx = a * (m g - dbeta - xhat dgamma) with a = gamma invstd / m, in this order (the
+    reference's), each step in place; the sums, then the batch's halves, on two threads."""
+    shape = (1, -1) + (1,) * (g.ndim - 2)
+    m = g.size // g.shape[1]
+    s1, s2 = parallel.pair(lambda: channel_sum(g), lambda: channel_sum(g, xhat), g.size)
+    dbeta, dgamma = s1.astype(F32), s2.astype(F32)
+    db, dg, a = dbeta.reshape(shape), dgamma.reshape(shape), ((gamma * invstd) / F32(m)).reshape(shape)
+    dx = np.empty(g.shape, np.result_type(g, F32))
+
+    def part(i, j):
+        d = dx[i:j]
+        np.multiply(g[i:j], F32(m), out=d)
+        d -= db
+        d -= xhat[i:j] * dg
+        d *= a
+
+    parallel.halves(part, len(g), g.size)
+    return dx, dgamma, dbeta
 
 
 CHUNK = 1 << 16  # elements of float64 work at a time: a buffer that stays in cache, no page faults

@@ -1,7 +1,7 @@
 """The on-engine trainer (``e2t train --backend emu``, ``--backend pynq`` on a board).
 
 From a plan (built from the model name, or ``--init DIR``), layer by layer: every conv on the
-engine (host/engine/session.py), the rest on the host (host/train/trainstep.py). E2-Train's savings: SMD
+engine (host/engine/session.py), the rest on the host (host/train/ops.py's op table). E2-Train's savings: SMD
 on the host (a dropped batch makes no engine call), SLU on the host (a gated block's engine
 ops run on the images whose gate is on), PSG in the engine. Same run folder, config.json and
 metrics.jsonl as the reference trainer, plus the engine's counters; an atomic checkpoint

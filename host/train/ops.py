@@ -1,0 +1,265 @@
+"""The op table: one class per plan op type, its forward and its backward side by side,
+registered by type (``OPS``). Training (host/train/trainstep.py) and inference
+(host/train/forward.py) walk the plan through this one table (host/train/walk.py), so a new op
+is written once: a class with ``forward(w, op, ins) -> out`` and ``backward(w, op, g) -> one
+gradient per input (None for none)``, registered with ``@register("type")``. ``w`` is the
+walk: the tensors, the parameters ``w.p``, the convs' engine ``w.layers``, ``w.training``, and
+``w.cache`` for what the backward needs.
+
+The convs run on the engine (quantize, CONV_FWD, the output exponent, dequantize;
+docs/numerics.md); the rest on the host in float32 (host/train/hostops.py). In training the
+SLU gate draws ``p > u`` and passes the gradient straight through to p; in inference it decides
+``p > threshold``. PSG runs in the engine (CONV_WGRAD's predictor modes); without PSG the engine
+returns the full weight gradient and the update uses its sign.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from contract import numerics as nx, parallel
+from contract.errors import E2TError
+
+from . import hostops
+
+F32, F64 = np.float32, np.float64
+
+OPS: dict = {}  # plan op type -> its Op
+
+
+def register(kind: str):
+    """Class decorator: an instance of the class runs the plan's ops of type ``kind``."""
+    def add(cls):
+        OPS[kind] = cls()
+        return cls
+    return add
+
+
+class Op:
+    """An op type. ``gathered``: in a gated block it runs on the images whose gate is on."""
+    gathered = True
+
+    def forward(self, w, op: dict, ins: list) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, w, op: dict, g: np.ndarray) -> list:
+        raise E2TError(f"training: no backward for op type '{op['type']}'")
+
+
+@register("conv")
+class Conv(Op):
+    """On the engine: the int8 input's per-tensor exponent e_x, CONV_FWD's shift r, the
+    weights' exponent and per-channel shifts make the output's exponent."""
+
+    def forward(self, w, op, ins):
+        x_q, e_x, _ = nx.quantize_tensor(ins[0], nx.ACT, np.int8)
+        yq, r = w.layers.conv_fwd(op, x_q)
+        if w.record is not None:
+            w.record[op["name"]] = yq
+        e = e_x + op["wq_exp"] + w.layers.buffer(op, "wshift").astype(np.int64) + r
+        w.cache[op["name"]] = (len(x_q), e_x)
+        return nx.dequantize(yq, e.reshape(1, -1, 1, 1))
+
+    def backward(self, w, op, g):
+        """The input gradient first, then the weight gradient, which the engine computes while
+        the host goes on with the layers below (the next engine call or DDR access waits)."""
+        s, psg = w.layers, w.psg
+        n, e_x = w.cache[op["name"]]
+        g_q, e_g, _ = nx.quantize_tensor(g, nx.GRAD, np.int16)
+        s.set_grad(op, g_q)
+        gx = None
+        if op["input_grad"]:
+            q, r, e_ref = s.conv_bwd_data(op, n)
+            gx = nx.dequantize(q, e_g + op["wq_exp"] + e_ref + r)
+        if psg is None:
+            def signs():
+                s.buffer(op, "sgn")[...] = np.sign(s.wgrad_result(op))
+            s.conv_wgrad(op, n, "full", then=signs, wait=False)
+        elif psg["ratio"] is not None:
+            s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(psg["ratio"]), wait=False)
+        else:
+            s.conv_wgrad(op, n, "abs", nx.threshold_abs(psg["tau"], e_x, e_g), wait=False)
+        w.updated.add(op["name"])
+        return [gx]
+
+
+@register("batchnorm")
+class BatchNorm(Op):
+    """Batch statistics in training (and the running ones updated), running ones in inference."""
+
+    def forward(self, w, op, ins):
+        p, x = op["params"], ins[0]
+        if not w.training:
+            return hostops.batchnorm_eval(x, w.p[p["weight"]], w.p[p["bias"]], w.p[p["running_mean"]],
+                                          w.p[p["running_var"]], op["eps"])
+        out, xhat, invstd, mean, var = hostops.bn_train(x, w.p[p["weight"]], w.p[p["bias"]], op["eps"])
+        m = x.size // x.shape[1]
+        if m > 1:
+            mom = F32(op["momentum"])
+            w.p[p["running_mean"]] = ((1 - mom) * w.p[p["running_mean"]] + mom * mean.astype(F32)).astype(F32)
+            unbiased = (var * m / (m - 1)).astype(F32)
+            w.p[p["running_var"]] = ((1 - mom) * w.p[p["running_var"]] + mom * unbiased).astype(F32)
+        w.cache[op["name"]] = (xhat, invstd)
+        return out
+
+    def backward(self, w, op, g):
+        xhat, invstd = w.cache[op["name"]]
+        p = op["params"]
+        dx, dgamma, dbeta = hostops.bn_backward(g, xhat, invstd, w.p[p["weight"]])
+        w.acc(p["weight"], dgamma)
+        w.acc(p["bias"], dbeta)
+        return [dx]
+
+
+@register("relu")
+class ReLU(Op):
+    def forward(self, w, op, ins):
+        out = hostops.relu(ins[0])
+        if w.training:
+            w.cache[op["name"]] = parallel.ufunc(np.greater, ins[0], F32(0), bool)
+        return out
+
+    def backward(self, w, op, g):
+        return [parallel.ufunc(np.multiply, g, w.cache[op["name"]], g.dtype)]  # with the mask: np.where branches
+
+
+@register("add")
+class Add(Op):
+    """The residual add."""
+
+    def forward(self, w, op, ins):
+        return parallel.ufunc(np.add, ins[0], ins[1], np.result_type(ins[0], ins[1]))
+
+    def backward(self, w, op, g):
+        return [g, g]
+
+
+@register("avgpool")
+class AvgPool(Op):
+    """Global average pooling NCHW -> NC11."""
+
+    def forward(self, w, op, ins):
+        w.cache[op["name"]] = ins[0].shape
+        return hostops.avgpool(ins[0])
+
+    def backward(self, w, op, g):
+        shape = w.cache[op["name"]]
+        return [np.broadcast_to(g / F32(shape[2] * shape[3]), shape).astype(F32)]
+
+
+@register("linear")
+class Linear(Op):
+    """The classifier, float64 sums rounded once, forward and backward."""
+
+    def forward(self, w, op, ins):
+        xf = ins[0].reshape(len(ins[0]), -1)
+        w.cache[op["name"]] = xf
+        return hostops.linear(xf, w.p[op["params"]["weight"]], w.p[op["params"]["bias"]])
+
+    def backward(self, w, op, g):
+        xf, p = w.cache[op["name"]], op["params"]
+        g64 = g.astype(F64)
+        w.acc(p["weight"], (g64.T @ xf.astype(F64)).astype(F32))
+        w.acc(p["bias"], g64.sum(0).astype(F32))
+        dx = (g64 @ w.p[p["weight"]].astype(F64)).astype(F32)
+        return [dx.reshape(len(g), *w.plan.tensors[op["inputs"][0]])]
+
+
+@register("gate")
+class Gate(Op):
+    """SLU's gate: one LSTM step (its state carried from gate to gate, ``w.state``), a linear
+    layer, a sigmoid and the decision: ``p > u`` (u drawn) in training, ``p > threshold`` in
+    inference. The mask (N, 1) is its output; ``w.picks`` its images, ``w.decisions`` the masks."""
+
+    def forward(self, w, op, ins):
+        p, e = op["params"], ins[0]
+        x = e.reshape(len(e), -1)
+        h, c, (i, f, g, o, tc) = hostops.lstm_step(x, w.state, w.p[p["weight_ih"]], w.p[p["weight_hh"]],
+                                                   w.p[p["bias_ih"]], w.p[p["bias_hh"]])
+        prob = hostops.sigmoid(hostops.linear(h, w.p[p["proj_weight"]], w.p[p["proj_bias"]]))[:, 0]
+        u = w.rng.random(len(prob)).astype(F32) if w.training else F32(op["threshold"])
+        mask = prob > u
+        w.picks[op["index"]] = np.flatnonzero(mask)
+        w.decisions.append(mask)
+        w.cache[op["name"]] = (x, w.state, i, f, g, o, c, tc, h, prob)
+        w.state = (h, c)
+        return mask.astype(F32).reshape(-1, 1)
+
+    def backward(self, w, op, g_mask):
+        """dL/dp = dL/dm (straight-through) plus the cost loss's s * beta * w_l; then back through
+        the sigmoid, the output layer and the LSTM step, carrying dh, dc to the previous gate
+        (``w.carry``). The images a block skipped give their gate only the cost loss's gradient."""
+        j, p = op["index"], op["params"]
+        x, state, i, f, gg, o, c, tc, h, prob = w.cache[op["name"]]
+        dp = g_mask[:, 0].astype(F32)
+        if w.slu_cost is not None:  # d(s beta sum_l w_l m_l)/dm_j, rounded as autograd rounds it
+            cost = w.slu_cost
+            dp = dp + F32(F32(cost["sign"] * cost["beta"]) * F32(cost["weights"][j]))
+        dz = (dp * prob * (1 - prob)).reshape(-1, 1).astype(F32)
+        w.acc(p["proj_weight"], hostops.matmul(dz.T, h))
+        w.acc(p["proj_bias"], dz.sum(0, dtype=F64).astype(F32))
+        dh = dz * w.p[p["proj_weight"]]  # (N, 1) x (1, H): one product each
+        dc = np.zeros_like(c)
+        if w.carry is not None:
+            dh, dc = dh + w.carry[0], dc + w.carry[1]
+        do = dh * tc
+        dc = dc + dh * o * (1 - tc * tc)
+        di, dg = dc * gg, dc * i
+        df = dc * state[1] if state is not None else np.zeros_like(dc)
+        d4 = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - gg * gg), do * o * (1 - o)], 1).astype(F32)
+        w.acc(p["weight_ih"], hostops.matmul(d4.T, x))
+        db = d4.sum(0, dtype=F64).astype(F32)
+        w.acc(p["bias_ih"], db)
+        w.acc(p["bias_hh"], db)
+        w.carry = None
+        if state is not None:
+            w.acc(p["weight_hh"], hostops.matmul(d4.T, state[0]))
+            w.carry = (hostops.matmul(d4, w.p[p["weight_hh"]]), (dc * f).astype(F32))
+        return [hostops.matmul(d4, w.p[p["weight_ih"]]).reshape(len(x), -1, 1, 1)]
+
+
+@register("mix")
+class Mix(Op):
+    """A gated block's output joined with its shortcut: the block's images scattered back into
+    the shortcut (gathered), or selected per image (``slu="mask"``, inference only)."""
+    gathered = False
+
+    def forward(self, w, op, ins):
+        mask, block, short = ins
+        if w.slu == "mask":
+            return np.where(mask.reshape(-1, 1, 1, 1) > 0, block, short)
+        out = parallel.copy(short)
+        out[w.picks[op["gate"]]] = block
+        w.cache[op["name"]] = (block, short)
+        return out
+
+    def backward(self, w, op, g):
+        block, short = w.cache[op["name"]]
+        on = w.picks[op["gate"]]
+        g_short = parallel.copy(g)
+        g_short[on] = 0
+        dm, g_on = np.zeros((len(g), 1), F32), parallel.take(g, on)
+        if len(on):  # dL/dm of an image: its own float64 sum, the images on two threads
+            sums = np.empty(len(on), F64)
+
+            def part(i, j):
+                d = g_on[i:j].astype(F64) * (block[i:j] - short[on[i:j]])
+                sums[i:j] = d.reshape(j - i, -1).sum(1)
+
+            parallel.halves(part, len(on), block.size)
+            dm[on, 0] = sums
+        return [dm, g_on, g_short]
+
+
+@register("loss")
+class Loss(Op):
+    """Softmax cross-entropy against ``w.labels`` (zeros without labels: see forward.evaluate);
+    the mean's gradient to the logits is computed with it."""
+
+    def forward(self, w, op, ins):
+        if w.labels is None:
+            return np.zeros((len(ins[0]), 1), F32)
+        w.losses, w.cache[op["name"]] = hostops.softmax_cross_entropy(ins[0], w.labels, grad=True)
+        return w.losses.astype(F32).reshape(-1, 1)
+
+    def backward(self, w, op, g):
+        return [w.cache[op["name"]]]  # g is dL/dL = 1 (walk.Walk.backward)

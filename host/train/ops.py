@@ -14,6 +14,8 @@ returns the full weight gradient and the update uses its sign.
 """
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 from contract import numerics as nx, parallel
@@ -34,12 +36,13 @@ def register(kind: str):
     return add
 
 
-class Op:
+class Op(abc.ABC):
     """An op type. ``gathered``: in a gated block it runs on the images whose gate is on."""
     gathered = True
 
+    @abc.abstractmethod
     def forward(self, w, op: dict, ins: list) -> np.ndarray:
-        raise NotImplementedError
+        """The op's output from its inputs ``ins`` (the walk ``w`` holds the rest)."""
 
     def backward(self, w, op: dict, g: np.ndarray) -> list:
         raise E2TError(f"training: no backward for op type '{op['type']}'")

@@ -198,19 +198,25 @@ def test_resuming_a_run_killed_in_epoch_1_starts_it_from_the_beginning(capsys, t
 
 # -- 2, 3: a checkpoint (and config.json, metrics.jsonl) is checked before anything is written -----
 
-@pytest.fixture(scope="module")
-def saved_emu_run(tmp_path_factory):
-    """An emu run folder with the checkpoint of epoch 1 of 2 (epochs faked)."""
+def _saved_run(tmp_path_factory, backend: str, make):
+    """A ``backend`` run folder with the checkpoint of epoch 1 of 2 (epochs faked); ``make(out)``
+    builds its trainer."""
     mp = pytest.MonkeyPatch()
     out = tmp_path_factory.mktemp("saved") / "run"
     try:
-        fake_epochs(mp, "emu", stop_at=2)
+        fake_epochs(mp, backend, stop_at=2)
         with pytest.raises(KeyboardInterrupt):
-            EngineTrainer(config_from_args(build_parser().parse_args(["train", *EMU])), str(out),
-                          progress=False, log=lambda m: None).fit()
+            make(str(out)).fit()
     finally:
         mp.undo()
     return out
+
+
+@pytest.fixture(scope="module")
+def saved_emu_run(tmp_path_factory):
+    """An emu run folder with the checkpoint of epoch 1 of 2."""
+    return _saved_run(tmp_path_factory, "emu", lambda out: EngineTrainer(
+        config_from_args(build_parser().parse_args(["train", *EMU])), out, progress=False, log=lambda m: None))
 
 
 def _rewrite(path, change):
@@ -319,17 +325,10 @@ def test_resume_drops_a_torn_last_record_and_stale_temporaries(tmp_path, monkeyp
 
 @pytest.fixture(scope="module")
 def saved_torch_run(tmp_path_factory):
-    """A torch run folder with the checkpoint of epoch 1 of 2 (epochs faked)."""
-    mp = pytest.MonkeyPatch()
-    out = tmp_path_factory.mktemp("saved") / "run"
-    try:
-        fake_epochs(mp, "torch", stop_at=2)
-        with pytest.raises(KeyboardInterrupt):
-            trainer_class("torch")(config_from_args(build_parser().parse_args(["train", *TORCH])), str(out),
-                                   progress=False, log=lambda m: None, device="cpu").fit()
-    finally:
-        mp.undo()
-    return out
+    """A torch run folder with the checkpoint of epoch 1 of 2."""
+    return _saved_run(tmp_path_factory, "torch", lambda out: trainer_class("torch")(
+        config_from_args(build_parser().parse_args(["train", *TORCH])), out, progress=False, log=lambda m: None,
+        device="cpu"))
 
 
 def _torch_change(state, case):

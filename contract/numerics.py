@@ -44,6 +44,9 @@ class Fmt:
         return np.clip(q, self.lo, self.hi), n
 
 
+# The C integer types of the engine's pointer ports (the register map's "type") as numpy dtypes.
+C_TYPES = {"int8_t": np.int8, "int16_t": np.int16, "int32_t": np.int32, "int64_t": np.int64}
+
 ACT = Fmt("act", 8, "conv input activations x_q, per-tensor exponent")
 WGT = Fmt("wgt", 8, "weights as used by the engine, per-output-channel exponent")
 GRAD = Fmt("grad", 16, "output gradients g_q, per-tensor exponent")

@@ -184,7 +184,6 @@ def build(variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None, cx
 
 
 _CTYPES = {"uint32_t": ctypes.c_uint32, "int32_t": ctypes.c_int32, "uint64_t": ctypes.c_uint64}
-_DTYPES = {"int8_t": np.int8, "int16_t": np.int16, "int32_t": np.int32, "int64_t": np.int64}
 
 
 def _struct(kind: str) -> type:
@@ -199,7 +198,7 @@ _MODES = {"full": regmap.WGRAD_MODES["FULL"], "abs": regmap.WGRAD_MODES["PSG_ABS
 
 
 def _buffer(name: str, a) -> np.ndarray:
-    want = _DTYPES[next(r.ctype for r in regmap.REGISTERS if r.name == name)]
+    want = nx.C_TYPES[next(r.ctype for r in regmap.REGISTERS if r.name == name)]
     if not isinstance(a, np.ndarray) or a.dtype != want or not a.flags.c_contiguous or not a.flags.writeable:
         raise EngineError(f"buffer '{name}' must be a writeable C-contiguous numpy array of {np.dtype(want).name}")
     return a

@@ -57,7 +57,9 @@ class Node:
 
 
 @dataclass
-class Step:
+class StepRecord:
+    """One named, timed step of an export (steps.json): its summary and what it returned."""
+
     name: str
     seconds: float
     summary: dict
@@ -73,7 +75,7 @@ class Export:
     def run(self, name: str, fn, *args) -> object:
         start = time.perf_counter()
         result, summary = fn(self, *args)
-        self.steps.append(Step(name, time.perf_counter() - start, summary, result))
+        self.steps.append(StepRecord(name, time.perf_counter() - start, summary, result))
         return result
 
     def fail(self, node: Node | None, msg: str):

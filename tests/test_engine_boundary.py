@@ -32,8 +32,7 @@ MAXN = BOARD.max_batch
 MAXHO, MAXWO = BOARD.max_ho, BOARD.max_wo
 MARGIN = 4096  # elements past the end of every buffer, all sentinels
 
-_DTYPES = {"int8_t": np.int8, "int16_t": np.int16, "int32_t": np.int32, "int64_t": np.int64}
-PORTS = {r.name: _DTYPES[r.ctype] for r in regmap.REGISTERS if r.kind == "ptr"}
+PORTS = {r.name: nx.C_TYPES[r.ctype] for r in regmap.REGISTERS if r.kind == "ptr"}
 SENTINEL = {np.int8: 0x5A, np.int16: 0x5A5A, np.int32: 0x5A5A5A5A, np.int64: 0x5A5A5A5A5A5A5A5A}
 # The sentinels are no valid weight shift (90 > WSHIFT_MAX) nor sign: a build that reads wshift
 # past c_out entries, or signs past count, refuses the call, which the tests would see.

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from contract import backends, regmap
+from contract import backends, numerics as nx, regmap
 
 from .driver import EngineCalls, EngineError, read_word
 
@@ -121,7 +121,7 @@ class EmulatedRegisters:
         for name in rm.names("scalar"):
             v = self._word64(name, rm)
             scalars[name] = v - (1 << 32) if rm.regs[name]["type"] == "int32_t" and v >= 1 << 31 else v
-        ports = {name: self.memory.view(self._word64(name, rm), _DTYPES[rm.regs[name]["type"]], name)
+        ports = {name: self.memory.view(self._word64(name, rm), nx.C_TYPES[rm.regs[name]["type"]], name)
                  for name in rm.names("address") if self._word64(name, rm)}
         self._ended.clear()
         if self._worker is None:
@@ -141,7 +141,6 @@ class EmulatedRegisters:
         self._ended.set()
 
 
-_DTYPES = {"int8_t": np.int8, "int16_t": np.int16, "int32_t": np.int32, "int64_t": np.int64}
 
 
 class EmulatedIP(EngineCalls, EmulatedRegisters):

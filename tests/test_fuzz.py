@@ -249,7 +249,7 @@ def emodel_class(path, op, old, new, doc):
     field = next((p for p in reversed(path) if isinstance(p, str)), None)
     if op == "unknown" or field == "source" or path[0] == "not_modeled":
         return INERT
-    if path[0] in ("table", "board") or (op == "special" and new in (10 ** 30, 1e308)) or \
+    if path[0] in ("table", "board") or path == ("host", "cpu") or (op == "special" and new in (10 ** 30, 1e308)) or \
             (op == "delete" and path[0] == "mac_pj" and len(path) == 2):
         return ANY
     return INVALID

@@ -227,13 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     ecal = esub.add_parser("calibrate", help="fit the board's energy model to measured segments (least squares)")
     ecal.add_argument("--board", default=DEFAULT_BOARD, help="the board whose energy model is fitted")
     src = ecal.add_mutually_exclusive_group(required=True)
-    src.add_argument("--segments", help="JSON list of segments: {macs: {width: n}, bytes, seconds, joules} measured "
-                                        "on the board")
-    src.add_argument("--run", action="store_true", help="run the engine micro-benchmarks (e2t/microbench.py) "
-                                                        "while recording rails, then fit")
+    src.add_argument("--segments", help="JSON list of segments: {macs: {width: n}, bytes, host_seconds, seconds, "
+                                        "joules} measured on the board (host_seconds: the host CPU's busy seconds)")
+    src.add_argument("--run", action="store_true", help="run the engine and host micro-benchmarks "
+                                                        "(e2t/microbench.py) while recording rails, then fit; the "
+                                                        "host's timed rates go into the fitted model")
     ecal.add_argument("--backend", choices=("pynq", "emu"), default="pynq",
                       help="--run: pynq (a board: its rails or --meter-log) or emu (the emulated engine with a "
-                           "modeled rail: a check that the fit gives the model back; writes only with --out)")
+                           "modeled rail: a check that the fit gives the model back, the host rates of this "
+                           "machine; writes only with --out)")
     ecal.add_argument("--bitfile", help="--run --backend pynq: the overlay's .bit")
     ecal.add_argument("--meter-log", help="--run: an external meter's CSV (timestamp in Unix seconds, watts) that "
                                           "covered the run, for boards without rails (PYNQ-Z2)")
@@ -347,7 +349,12 @@ def energy_line(run_dir: str, board: str | None = None, model: str | None = None
     """Write the run's energy report; one line saying where it is and what it found."""
     from energy import report
     path, total = report.write(run_dir, board, model, force)
-    return (f"energy: {total['total_j']:.4g} J modeled ({total['table']}; {total['model']}), report {path}")
+    wb = total["whole_board"]
+    figures = (f"{wb['j']:.4g} J modeled for the whole board over {wb['seconds']:.4g} s of board time, the engine's "
+               f"dynamic {total['total_j']:.4g} J" if wb["priced"] else
+               f"{total['total_j']:.4g} J modeled for the engine (dynamic), the whole board not priced (the report "
+               f"says why)")
+    return f"energy: {figures} ({total['table']}; {total['model']}), report {path}"
 
 
 def cmd_energy(args: argparse.Namespace) -> int:
@@ -436,11 +443,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from energy import calibrate
     if args.out is not None or not (args.run and args.backend == "emu"):  # what is written is checked before the fit
         calibrate.target(args.board, args.out, args.force)
+    host = None  # the host's rates: measured by --run, else the default model's
     if args.run:
         from e2t import microbench
-        segments, source = microbench.calibration_segments(args.board, args.backend, args.calls, args.bitfile,
-                                                           args.meter_log, lambda: rail_meter("pynq"),
-                                                           log=lambda m: print(m, file=sys.stderr))
+        segments, source, host = microbench.calibration_segments(args.board, args.backend, args.calls, args.bitfile,
+                                                                 args.meter_log, lambda: rail_meter("pynq"),
+                                                                 log=lambda m: print(m, file=sys.stderr))
     else:
         source = args.segments
         try:
@@ -451,21 +459,33 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         widths = sorted({w for s in segments for w, n in s["macs"].items() if n})
     except (KeyError, TypeError, AttributeError) as e:
-        raise E2TError(f"{source}: not a JSON list of segments with macs, bytes, seconds and joules ({e})") from None
+        raise E2TError(f"{source}: not a JSON list of segments with macs, bytes, host_seconds, seconds and joules "
+                       f"({e})") from None
     fitted = calibrate.fit(segments, widths)
     if args.run and args.backend == "emu":
         from energy import model as emodel
         m = emodel.load(args.board)
-        worst = max(abs(v - m.mac_pj[w]) / m.mac_pj[w] for w, v in fitted["mac_pj"].items())
+        watts = m.power_w
+        want = {**{k: (v, m.mac_pj[k]) for k, v in fitted["mac_pj"].items()},
+                "ddr": (fitted["ddr_pj_per_byte"], m.ddr_pj_per_byte),
+                "host": (fitted["host_w"], watts["ps_busy"] - watts["ps_idle"]),
+                "constant": (fitted["constant_w"], watts["pl_static"] + watts["ps_idle"] + watts["board_rest"])}
+        worst = max(abs(got - model) / max(abs(model), 1e-30) for got, model in want.values())
         print(f"pipeline check on the emulated engine (modeled rail, not a measurement): the fit gives the model's "
-              f"pJ per MAC back within {100 * worst:.2g} %, DDR {fitted['ddr_pj_per_byte']:.4g} pJ/byte (model "
-              f"{m.ddr_pj_per_byte:g}), constant {fitted['static_w']:.4g} W (1 W assumed)")
+              f"coefficients back within {100 * worst:.2g} %: pJ per MAC, DDR {fitted['ddr_pj_per_byte']:.4g} pJ/byte "
+              f"(model {m.ddr_pj_per_byte:g}), host {fitted['host_w']:.4g} W above idle (model "
+              f"{want['host'][1]:.4g}), constant {fitted['constant_w']:.4g} W (model {want['constant'][1]:.4g})")
         if not args.out:
             return 0
-    path = calibrate.write_fitted(args.board, fitted, f"{len(segments)} segments from {source}", args.out, args.force)
+    path = calibrate.write_fitted(args.board, fitted, f"{len(segments)} segments from {source}", args.out, args.force,
+                                  host, log=lambda m: print(m, file=sys.stderr))
     for w, v in fitted["mac_pj"].items():
         print(f"  {w:<8} {v:8.4g} pJ per MAC")
-    print(f"  DDR      {fitted['ddr_pj_per_byte']:8.4g} pJ per byte\n  static   {fitted['static_w']:8.4g} W")
+    print(f"  DDR      {fitted['ddr_pj_per_byte']:8.4g} pJ per byte\n  host     {fitted['host_w']:8.4g} W busy above "
+          f"idle\n  constant {fitted['constant_w']:8.4g} W (PL static, PS idle, the rest of the board)")
+    if host:
+        print("  host rates measured here: " + ", ".join(f"{k} {v['value']:.4g}" for k, v in host.items()
+                                                      if k != "cpu"))
     print(f"fit: RMS residual {100 * fitted['rms_relative']:.2f} % of the measured joules, condition number "
           f"{fitted['condition']:.3g}; wrote {path} (the default model is unchanged)")
     return 0

@@ -3,9 +3,12 @@ plots beside it (``e2t energy report RUN_DIR``; every trainer writes one at the 
 in ``RUN_DIR/energy/`` when priced by the run's own board's model, and beside it when priced
 by another board's or a model file (``folder_name``): no report replaces one priced otherwise.
 
-The figures are modeled (energy/model.py) and say so, with the model file, its table and the
-source of every coefficient; what the model leaves out is listed. Measured figures (power
-rails) will stand beside them where a run has them.
+The figures are modeled and say so, with the model file, its table and the source of every
+coefficient; what the model leaves out is listed. Two totals, named apart: the whole board
+(energy/wholeboard.py: modeled board time, joules by engine / host / static / idle) where the
+run's records hold the host's counts and the engine's cycles, and the engine's dynamic joules
+(energy/model.py: MACs and DDR bytes, by phase and layer), its part "engine". Measured figures
+(power rails) stand beside them where a run has them, never summed with them.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from contract.jsonfile import parse
 from contract.opcount import PHASE_NAMES
 from contract.runs import CONFIG, METRICS, write_folder
 
-from . import model as emodel
+from . import model as emodel, steptime, wholeboard
 
 FOLDER = "energy"
 NAMES = ("board", "backend", "model", "dataset", "precision")  # the config.json settings a report names
@@ -62,11 +65,33 @@ def _check_config(config, path: str) -> None:
 
 
 def _check_slot(slot, where: str) -> None:
-    """A count slot: ``{"macs": {width: n}, "bytes": b}``, every count finite and >= 0."""
+    """An engine count slot: ``{"macs": {width: n}, "bytes": b, "cycles": c}``, every count finite and >= 0."""
     for width, n in _table(_table(slot, where).get("macs", {}), where + ".macs").items():
         emodel.number(n, f"{where}.macs.{width}")
-    if "bytes" in slot:
-        emodel.number(slot["bytes"], f"{where}.bytes")
+    for key in ("bytes", "cycles"):
+        if key in slot:
+            emodel.number(slot[key], f"{where}.{key}")
+
+
+def _check_host_slot(slot, where: str) -> None:
+    """A host count slot: bytes, read, written, calls and flops by a kind the time model prices."""
+    for key in ("bytes", "read", "written", "calls"):
+        if key in _table(slot, where):
+            emodel.number(slot[key], f"{where}.{key}")
+    for kind, n in _table(slot.get("flops", {}), where + ".flops").items():
+        if kind not in steptime.FLOP_RATES:
+            raise E2TError(f"{where}.flops: {kind!r} is not a kind of arithmetic the time model prices "
+                           f"({', '.join(steptime.FLOP_RATES)})")
+        emodel.number(n, f"{where}.flops.{kind}")
+
+
+def _check_counts(counts: dict, where: str, check) -> None:
+    """``counts``' ``total`` (phase -> slot) and ``per_layer`` (layer -> phase -> slot), each slot by ``check``."""
+    for phase, slot in _table(counts.get("total", {}), where + ".total").items():
+        check(slot, f"{where}.total.{phase}")
+    for layer, per in _table(counts.get("per_layer", {}), where + ".per_layer").items():
+        for phase, slot in _table(per, f"{where}.per_layer.{layer}").items():
+            check(slot, f"{where}.per_layer.{layer}.{phase}")
 
 
 def _table(node, where: str) -> dict:
@@ -88,14 +113,28 @@ def _check_record(r, epoch: int, where: str) -> None:
             emodel.number(r[key], where + key)
     if r.get("ops"):  # none: run_energy says the run's trainer does not count its work
         ops = _table(r["ops"], where + "ops")
-        for phase, slot in _table(ops.get("total"), where + "ops.total").items():
-            _check_slot(slot, f"{where}ops.total.{phase}")
-        for layer, per in _table(ops.get("per_layer", {}), where + "ops.per_layer").items():
-            for phase, slot in _table(per, f"{where}ops.per_layer.{layer}").items():
-                _check_slot(slot, f"{where}ops.per_layer.{layer}.{phase}")
+        _table(ops.get("total"), where + "ops.total")
+        _check_counts(ops, where + "ops", _check_slot)
+        if "host" in ops:
+            _check_counts(_table(ops["host"], where + "ops.host"), where + "ops.host", _check_host_slot)
     for name, rail in _table(r.get("rails", {}), where + "rails").items():
         emodel.number(_table(rail, f"{where}rails.{name}").get("joules"), f"{where}rails.{name}.joules")
         emodel.text(rail.get("source"), f"{where}rails.{name}.source")
+
+
+def whole_board(records: list[dict], model: emodel.EnergyModel) -> dict:
+    """The run's modeled board time and whole-board joules on the model's board
+    (energy/wholeboard.py), with the model file; ``priced`` False and ``why`` (a sentence) when
+    its records lack the counts it needs."""
+    why = wholeboard.missing(records)
+    if why:
+        return {"priced": False, "why": why}
+    return {"priced": True, "model": model.path, "part_names": wholeboard.PART_NAMES,
+            **wholeboard.run(records, model, model.board)}
+
+
+PART_COLORS = {"engine": "#4c72b0", "host": "#dd8452", "static": "#8172b3", "idle": "#937860"}
+WHOLE_BOARD_PLOT = "whole_board_per_epoch.png"
 
 
 def _plots(result: dict) -> dict[str, bytes]:
@@ -114,6 +153,22 @@ def _plots(result: dict) -> dict[str, bytes]:
 
     ep = result["epochs"]
     x = [e["epoch"] for e in ep]
+    wb = result["whole_board"]
+    if wb["priced"]:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        bottom = [0.0] * len(x)
+        for part in wholeboard.PARTS:
+            joules = [e["parts"][part] for e in wb["epochs"]]
+            ax.bar(x, joules, bottom=bottom, color=PART_COLORS[part], label=wholeboard.PART_NAMES[part])
+            bottom = [b + j for b, j in zip(bottom, joules)]
+        ax.set_xlabel("epoch")
+        if len(x) <= 20:
+            ax.set_xticks(x)
+        ax.set_ylabel("energy per epoch (J, modeled)")
+        ax.set_title("Whole-board energy per epoch, by part")
+        ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+        save(fig, WHOLE_BOARD_PLOT)
+
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.bar(x, [e["j"] for e in ep], color="#4c72b0", label="per epoch")
     ax2 = ax.twinx()
@@ -131,7 +186,7 @@ def _plots(result: dict) -> dict[str, bytes]:
     ax.plot([a for a, _ in acc], [b for _, b in acc], marker="o")
     ax.set_xlabel("cumulative energy (J, modeled)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy against energy")
+    ax.set_title("Accuracy against engine energy (dynamic)")
     ax.grid(alpha=0.3)
     save(fig, "accuracy_vs_energy.png")
 
@@ -142,7 +197,7 @@ def _plots(result: dict) -> dict[str, bytes]:
     ax.barh(names, mac, color="#4c72b0", label="MACs")
     ax.barh(names, ddr, left=mac, color="#55a868", label="DDR traffic")
     ax.set_xlabel("energy (J, modeled)")
-    ax.set_title("Energy by phase")
+    ax.set_title("Engine energy (dynamic) by phase")
     ax.legend()
     save(fig, "energy_by_phase.png")
 
@@ -150,7 +205,7 @@ def _plots(result: dict) -> dict[str, bytes]:
     fig, ax = plt.subplots(figsize=(6.4, max(3.0, 0.22 * len(layers) + 1)))
     ax.barh([n for n, _ in layers][::-1], [v for _, v in layers][::-1], color="#8172b3")
     ax.set_xlabel("energy (J, modeled)")
-    ax.set_title("Energy by layer" + (" (the 25 largest)" if len(result["layers"]) > 25 else ""))
+    ax.set_title("Engine energy (dynamic) by layer" + (" (the 25 largest)" if len(result["layers"]) > 25 else ""))
     ax.tick_params(axis="y", labelsize=7)
     save(fig, "energy_by_layer.png")
     return files
@@ -167,6 +222,35 @@ def settings(config: dict) -> str:
     return f"{psg}, {smd}, {slu}"
 
 
+def _whole_board_html(wb: dict, run_board: str, figure: str) -> str:
+    """The report's whole-board section: its time per epoch, its joules by part (they sum to its
+    total), the plot; or the sentence saying why the run is not priced whole-board."""
+    e = html.escape
+    if not wb["priced"]:
+        return (f"<h2>Whole board: not priced</h2><p>The whole board is not priced: {e(wb['why'])}. The figures "
+                f"below are the engine's alone.</p>")
+    parts = "".join(f"<tr><td>{e(wb['part_names'][p])}</td><td>{j:.4g}</td>"
+                    f"<td>{100 * j / wb['j'] if wb['j'] else 0:.1f} %</td></tr>" for p, j in wb["parts"].items())
+    times = "".join(f"<tr><td>{ep['epoch']}</td><td>{ep['seconds']:.4g}</td><td>{ep['engine_s']:.4g}</td>"
+                    f"<td>{ep['host_s']:.4g}</td><td>{ep['overlap_s']:.4g}</td><td>{ep['ddr_s']:.4g}</td>"
+                    f"<td>{e(ep['bound'])}</td><td>{ep['j']:.4g}</td></tr>" for ep in wb["epochs"])
+    other = (f" The engine's cycles are those the run counted for {e(run_board)}'s engine, at {e(wb['board'])}'s "
+             f"clock." if run_board != wb["board"] else "")
+    return f"""<h2>Whole board: {wb['j']:.4g} J over {wb['seconds']:.4g} s of board time (modeled)</h2>
+<p>Modeled, not measured: the board's time from the engine's modeled cycles and the host's counted work at
+the host's rates and the DDR's bandwidth, the watts of the PL, the PS and the rest of the board over that time,
+all from <code>{e(wb['model'])}</code> (board {e(wb['board'])}; each figure's source below).{other}
+The host was busy (its counted numpy work) for {100 * wb['host_share']:.1f} % of the board time.</p>
+<table><tr><th>part</th><th>energy (J)</th><th>share</th></tr>{parts}
+<tr><th>whole board</th><th>{wb['j']:.4g}</th><th>100 %</th></tr></table>
+<table><tr><th>epoch</th><th>board time (s)</th><th>engine busy (s)</th><th>host busy (s)</th><th>overlap (s)</th>
+<th>DDR floor (s)</th><th>bound by</th><th>whole board (J)</th></tr>{times}
+<tr><th>all</th><th>{wb['seconds']:.4g}</th><th>{wb['engine_s']:.4g}</th><th>{wb['host_s']:.4g}</th>
+<th>{wb['overlap_s']:.4g}</th><th>{wb['ddr_s']:.4g}</th><th></th><th>{wb['j']:.4g}</th></tr></table>
+{figure}
+"""
+
+
 def _html(result: dict, config: dict, images: list[str]) -> str:
     e = html.escape
     rows = "".join(f"<tr><td>{e(PHASE_NAMES.get(p, p))}</td><td>{v['mac_j']:.4g}</td><td>{v['ddr_j']:.4g}</td>"
@@ -175,7 +259,14 @@ def _html(result: dict, config: dict, images: list[str]) -> str:
     sources = "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in result["sources"].items())
     missing = "".join(f"<li>{e(m)}</li>" for m in result["not_modeled"])
     last = result["epochs"][-1]
-    imgs = "".join(f'<figure><img src="{e(name)}" alt="{e(name)}"></figure>' for name in images)
+    figure = lambda name: f'<figure><img src="{e(name)}" alt="{e(name)}"></figure>'  # noqa: E731
+    imgs = "".join(figure(name) for name in images if name != WHOLE_BOARD_PLOT)
+    wb = result["whole_board"]
+    whole = _whole_board_html(wb, config.get("board", "pynq-z2"),
+                              figure(WHOLE_BOARD_PLOT) if WHOLE_BOARD_PLOT in images else "")
+    engine_part = " (the part &quot;engine&quot; of the whole board above)" if wb["priced"] else ""
+    headline = (f"whole board {wb['j']:.4g} J, of which the engine's dynamic energy {result['total_j']:.4g} J"
+                if wb["priced"] else f"engine (dynamic) {result['total_j']:.4g} J; the whole board is not priced")
     if result["measured"]:
         mrows = "".join(f"<tr><td>{e(n)}</td><td>{v['joules']:.4g}</td><td>{e(v['source'])}</td></tr>"
                         for n, v in result["measured"].items())
@@ -193,11 +284,13 @@ td:first-child,th:first-child{{text-align:left}}figure{{display:inline-block;mar
 img{{max-width:100%}}.kind{{background:#fff3cd;padding:.4em .8em;border-radius:.3em}}</style></head><body>
 <h1>Energy report: {e(config.get('model', '?'))} on {e(config.get('dataset', '?'))}</h1>
 <p class="kind"><b>Modeled, not measured.</b> Table: {e(result['table'])}; model file <code>{e(result['model'])}</code>
-(board {e(result['board'])}).</p>
+(board {e(result['board'])}). In all: {headline} (modeled).</p>
 <p>Run: backend {e(str(config.get('backend')))}, precision {e(str(config.get('precision')))}, {e(settings(config))};
 {len(result['epochs'])} epochs,
 final test accuracy {100 * (last['test_acc'] or 0):.2f} %.</p>
-<h2>Total: {result['total_j']:.4g} J (modeled)</h2>
+{whole}
+<h2>Engine (dynamic): {result['total_j']:.4g} J (modeled)</h2>
+<p>The engine's MACs priced by their operand widths and its DDR bytes, phase by phase{engine_part}.</p>
 <table><tr><th>phase</th><th>MACs (J)</th><th>DDR (J)</th><th>total (J)</th><th>share</th></tr>{rows}</table>
 {imgs}
 {measured}
@@ -242,6 +335,17 @@ def _check_replace(folder: str, model: emodel.EnergyModel, force: bool) -> None:
                        f"pass --force to replace it")
 
 
+def priced(records: list[dict], model: emodel.EnergyModel) -> dict:
+    """A run's figures: the engine's dynamic joules (``run_energy``) and ``whole_board``; a run
+    not priced whole-board lists the whole board among what the model leaves out."""
+    result = emodel.run_energy(records, model)
+    result["whole_board"] = whole_board(records, model)
+    if not result["whole_board"]["priced"]:
+        result["not_modeled"].insert(0, "the whole board (the host CPU, PL and PS static power, the idle board, "
+                                        "board time): not priced, " + result["whole_board"]["why"])
+    return result
+
+
 def write(run_dir: str, board: str | None = None, model_path: str | None = None,
           force: bool = False) -> tuple[str, dict]:
     """Write the run's report folder (``folder_name``) whole, replacing one of the same pricing
@@ -251,18 +355,26 @@ def write(run_dir: str, board: str | None = None, model_path: str | None = None,
     model = _model(board, model_path, run_board)
     folder = os.path.join(run_dir, folder_name(run_board, board, model_path))
     _check_replace(folder, model, force)
-    result = emodel.run_energy(records, model, board_time=config.get("backend") == "pynq")
+    result = priced(records, model)
     files = {"energy.json": json.dumps(result, indent=1).encode()}
     buf = io.StringIO()
     phases = list(result["phases"])
     w = csv.writer(buf)
     rails = list(result["measured"])
-    w.writerow(["epoch", "kind", "joules", "cumulative_joules", "test_acc"] + [f"{p}_joules" for p in phases]
-               + [f"measured:{r}_joules" for r in rails])
-    for ep in result["epochs"]:
+    wb = result["whole_board"]
+    board = ["board_seconds", "engine_busy_seconds", "host_busy_seconds", "overlap_seconds", "ddr_floor_seconds",
+             "bound", "whole_board_joules", *(f"whole_board:{p}_joules" for p in wholeboard.PARTS)]
+    board = board if wb["priced"] else []
+    w.writerow(["epoch", "kind", "engine_joules", "engine_cumulative_joules", "test_acc"]
+               + [f"engine:{p}_joules" for p in phases]
+               + [f"measured:{r}_joules" for r in rails] + board)
+    for i, ep in enumerate(result["epochs"]):
+        b = wb["epochs"][i] if wb["priced"] else None
         w.writerow([ep["epoch"], "modeled", f"{ep['j']:.6g}", f"{ep['cumulative_j']:.6g}", ep["test_acc"]]
                    + [f"{ep['phases'].get(p, {'j': 0})['j']:.6g}" for p in phases]
-                   + [f"{ep['rails'].get(r, float('nan')):.6g}" for r in rails])
+                   + [f"{ep['rails'].get(r, float('nan')):.6g}" for r in rails]
+                   + ([f"{b[k]:.6g}" for k in ("seconds", "engine_s", "host_s", "overlap_s", "ddr_s")] + [b["bound"]]
+                      + [f"{b['j']:.6g}"] + [f"{b['parts'][p]:.6g}" for p in wholeboard.PARTS] if b else []))
     files["energy.csv"] = buf.getvalue().encode()
     images = _plots(result)
     files.update(images)
@@ -277,9 +389,10 @@ SAME_TASK = ("model", "dataset", "image_size", "image_channels")  # what runs mu
 def compare(runs: list[str], board: str | None = None, model_path: str | None = None,
             force: bool = False) -> tuple[str, dict]:
     """The savings table of ``runs`` against the first (the baseline), priced by one model:
-    (text, data). Epochs, test accuracy, energy, % saved and accuracy difference per run; the
-    model is named. Runs that differ from the baseline in a ``SAME_TASK`` field are refused
-    unless ``force``."""
+    (text, data). Epochs, test accuracy, the engine's dynamic joules and % saved, the modeled
+    board seconds, whole-board joules and % saved ("-" where a run is not priced whole-board, with
+    a note line why), and the accuracy difference per run; the model is named. Runs that differ
+    from the baseline in a ``SAME_TASK`` field are refused unless ``force``."""
     loaded = [(run, *_records(run)) for run in runs]
     first = loaded[0][1]
     for run, config, _ in loaded[1:]:
@@ -289,22 +402,32 @@ def compare(runs: list[str], board: str | None = None, model_path: str | None = 
             raise E2TError(f"{run} trains {k} {config.get(k)}, the baseline {runs[0]} {first.get(k)}: its savings "
                            f"would not compare the same training (pass --force to compare anyway)")
     model = _model(board, model_path, first.get("board", "pynq-z2"))
-    rows = []
+    rows, notes = [], []
     for run, config, records in loaded:
-        result = emodel.run_energy(records, model, board_time=config.get("backend") == "pynq")
+        result = priced(records, model)
+        wb = result["whole_board"]
+        if not wb["priced"]:
+            notes.append(f"note: {run}: the whole board is not priced: {wb['why']}")
         rows.append({"run": run, "epochs": records[-1].get("epoch"), "j": result["total_j"],
+                     "board_s": wb.get("seconds"), "board_j": wb.get("j"), "board_why": wb.get("why"),
                      "test_acc": records[-1].get("test_acc") or 0.0,
                      "config": {k: config.get(k) for k in ("backend", "precision", "psg", "smd", "slu_target")}})
     base = rows[0]
-    lines = [f"modeled energy ({model.table}; {model.path}), baseline {runs[0]}",
-             f"{'run':<40}{'epochs':>7}{'test acc':>11}{'energy (J)':>12}{'saved':>9}{'d acc':>9}"]
     if len({r["epochs"] for r in rows}) > 1:
-        lines.insert(1, "note: the runs trained different numbers of epochs: their joules are not of the same training")
+        notes.insert(0, "note: the runs trained different numbers of epochs: their joules are not of the same training")
+    lines = [f"modeled energy ({model.table}; {model.path}), baseline {runs[0]}; engine: its dynamic joules "
+             f"(MACs, DDR), board: the whole board (engine, host CPU, static, idle) over its modeled time", *notes,
+             f"{'run':<40}{'epochs':>7}{'test acc':>11}{'engine (J)':>12}{'saved':>9}{'board (s)':>11}"
+             f"{'board (J)':>12}{'saved':>9}{'d acc':>9}"]
     for r in rows:
         r["saved"] = 1 - r["j"] / base["j"] if base["j"] else 0.0
+        r["board_saved"] = (1 - r["board_j"] / base["board_j"] if base["board_j"] else 0.0) \
+            if r["board_j"] is not None and base["board_j"] is not None else None
         r["d_acc"] = r["test_acc"] - base["test_acc"]
+        board = (f"{r['board_s']:>11.4g}{r['board_j']:>12.4g}" if r["board_j"] is not None else f"{'-':>11}{'-':>12}") \
+            + (f"{100 * r['board_saved']:>8.1f}%" if r["board_saved"] is not None else f"{'-':>9}")
         lines.append(f"{os.path.basename(os.path.normpath(r['run'])):<40}{r['epochs']!s:>7}{100 * r['test_acc']:>9.2f} %"
-                     f"{r['j']:>12.4g}{100 * r['saved']:>8.1f}%{100 * r['d_acc']:>+8.2f}")
+                     f"{r['j']:>12.4g}{100 * r['saved']:>8.1f}%{board}{100 * r['d_acc']:>+8.2f}")
     lines.append("not modeled: " + "; ".join(model.not_modeled))
     return "\n".join(lines), {"kind": "modeled", "model": model.path, "table": model.table,
                               "sources": model.sources, "rows": rows}

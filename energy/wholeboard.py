@@ -73,7 +73,7 @@ def run(records: list[dict], model, board_name: str) -> dict:
         for p in PARTS:
             total["parts"][p] += e["parts"][p]["j"]
         epochs.append({"epoch": r["epoch"], "seconds": t["seconds"], "bound": t["bound"], "engine_s": t["engine_s"],
-                       "host_s": t["host_s"], "ddr_s": t["ddr_s"], "j": e["j"],
+                       "host_s": t["host_s"], "ddr_s": t["ddr_s"], "overlap_s": t["overlap_s"], "j": e["j"],
                        "parts": {p: e["parts"][p]["j"] for p in PARTS}})
     total["host_share"] = total["host_s"] / total["seconds"] if total["seconds"] else 0.0
     return {"kind": "modeled", "board": board_name, "epochs": epochs, **total}

@@ -1,4 +1,6 @@
 """The energy model as data, modeled joules of a run, and its report (numpy + matplotlib, no torch)."""
+import csv
+import io
 import json
 import os
 import re
@@ -11,6 +13,7 @@ import pytest
 from contract.boards import DATA, names
 from contract.errors import E2TError
 from energy import model as emodel, report
+from test_steptime import hslot
 
 
 def _run(folder, records, config=None):
@@ -34,7 +37,8 @@ def test_every_board_has_a_sourced_model():
     for board in names():
         m = emodel.load(board)
         assert set(m.mac_pj) >= {"int8x8", "int4x16", "int16x8", "int8x16", "int32", "fp32"}
-        assert all("Horowitz" in s for s in m.sources.values()) and m.not_modeled
+        per_op = [s for k, s in m.sources.items() if k.startswith(("mac_pj.", "ddr_pj_per_byte"))]
+        assert len(per_op) == len(m.mac_pj) + 1 and all("Horowitz" in s for s in per_op) and m.not_modeled
 
 
 def test_modeled_energy_is_the_sum_of_its_breakdown_and_hand_computed(tmp_path):
@@ -60,7 +64,7 @@ def test_report_files_and_html_images_exist(tmp_path):
     assert len(srcs) == 4 and all(os.path.getsize(os.path.join(folder, s)) > 1000 for s in srcs)
     assert "Modeled, not measured" in text and "J (modeled)" in text and "Horowitz" in text
     rows = open(os.path.join(folder, "energy.csv")).read().splitlines()
-    assert rows[0].startswith("epoch,kind,joules") and rows[1].split(",")[1] == "modeled" and len(rows) == 3
+    assert rows[0].startswith("epoch,kind,engine_joules,engine_cumulative_joules") and rows[1].split(",")[1] == "modeled" and len(rows) == 3
 
 
 def test_bad_model_and_run_folders_are_named(tmp_path):
@@ -205,31 +209,70 @@ def test_the_emulated_rail_integrates_to_the_modeled_energy():
 
 # -- calibration --------------------------------------------------------------------------------------
 
-def _segments(coeffs, ddr, static, n=12, noise=0.0, seed=0):
+def _segments(coeffs, ddr, constant, n=12, noise=0.0, seed=0, host_w=0.8):
+    """Synthetic segments: every other one with the host busy part of its seconds (``host_w`` W above idle)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         macs = {w: float(rng.integers(1, 50) * 10**9) for w in coeffs}
         nbytes, seconds = float(rng.integers(1, 50) * 10**7), float(rng.uniform(0.5, 5))
-        j = sum(macs[w] * c for w, c in coeffs.items()) * 1e-12 + nbytes * ddr * 1e-12 + seconds * static
-        out.append({"macs": macs, "bytes": nbytes, "seconds": seconds, "joules": j * (1 + noise * rng.standard_normal())})
+        host_seconds = float(rng.uniform(0, seconds)) if i % 2 else 0.0
+        j = sum(macs[w] * c for w, c in coeffs.items()) * 1e-12 + nbytes * ddr * 1e-12 + host_seconds * host_w + \
+            seconds * constant
+        out.append({"macs": macs, "bytes": nbytes, "host_seconds": host_seconds, "seconds": seconds,
+                    "joules": j * (1 + noise * rng.standard_normal())})
     return out
 
 
 def test_calibration_recovers_known_coefficients(tmp_path):
+    """The host's power above idle and the constant come back with the engine's coefficients:
+    exactly without noise, within a few % with 0.5 % noise on the joules."""
     from energy import calibrate
     coeffs = {"int8x8": 1.7, "int16x8": 3.1, "int4x16": 1.2}
-    exact = calibrate.fit(_segments(coeffs, 120.0, 0.35), sorted(coeffs))
+    exact = calibrate.fit(_segments(coeffs, 120.0, 0.35, host_w=0.25), sorted(coeffs))
     for w, c in coeffs.items():
         assert exact["mac_pj"][w] == pytest.approx(c, rel=1e-9)
-    assert exact["ddr_pj_per_byte"] == pytest.approx(120.0, rel=1e-9) and exact["static_w"] == pytest.approx(0.35)
+    assert exact["ddr_pj_per_byte"] == pytest.approx(120.0, rel=1e-9)
+    assert exact["host_w"] == pytest.approx(0.25, rel=1e-9) and exact["constant_w"] == pytest.approx(0.35, rel=1e-9)
     assert exact["rms_relative"] < 1e-12 and exact["condition"] > 1
-    noisy = calibrate.fit(_segments(coeffs, 120.0, 0.35, n=40, noise=0.005, seed=1), sorted(coeffs))
+    noisy = calibrate.fit(_segments(coeffs, 120.0, 0.35, n=40, noise=0.005, seed=1, host_w=0.25), sorted(coeffs))
     for w, c in coeffs.items():
         assert noisy["mac_pj"][w] == pytest.approx(c, rel=0.1)
+    assert noisy["host_w"] == pytest.approx(0.25, rel=0.03) and noisy["constant_w"] == pytest.approx(0.35, rel=0.02)
     assert 0.001 < noisy["rms_relative"] < 0.02
-    with pytest.raises(E2TError, match="at least 5 segments"):
+    with pytest.raises(E2TError, match="at least 6 segments"):
         calibrate.fit(_segments(coeffs, 120.0, 0.35, n=3), sorted(coeffs))
+    engine_only = [dict(s, host_seconds=0.0) for s in _segments(coeffs, 120.0, 0.35)]
+    with pytest.raises(E2TError, match="never exercise host_seconds"):
+        calibrate.fit(engine_only, sorted(coeffs))
+
+
+def test_the_fitted_constant_is_split_by_the_assumed_powers(tmp_path):
+    """The fitted model: PS busy = the default's PS idle + the fitted host power; the constant
+    less the default's PL static and PS idle (kept, said in their sources) is the rest of the
+    board; a constant below them clips the rest to 0 with a warning line and says so in its
+    source; host rates measured on the board replace the default's."""
+    from energy import calibrate
+    base = emodel.load("pynq-z2")
+    w = base.power_w
+    fitted = {"mac_pj": {"int8x8": 1.5}, "ddr_pj_per_byte": 200.0, "host_w": 0.7, "constant_w": 3.0,
+              "rms_relative": 0.01, "condition": 10.0, "segments": 20}
+    lines = []
+    m = emodel.load("pynq-z2", calibrate.write_fitted("pynq-z2", fitted, "a test", str(tmp_path / "a.json"),
+                                                      log=lines.append))
+    assert m.power_w["ps_busy"] == pytest.approx(w["ps_idle"] + 0.7) and lines == []
+    assert m.power_w["board_rest"] == pytest.approx(3.0 - w["pl_static"] - w["ps_idle"])
+    assert (m.power_w["pl_static"], m.power_w["ps_idle"]) == (w["pl_static"], w["ps_idle"])
+    assert "the assumed split of the fitted constant 3 W" in m.sources["power_w.ps_idle"]
+    assert m.host == base.host and m.sources["host.f32_per_s"] == base.sources["host.f32_per_s"]
+    host = {"cpu": "a test CPU", **{k: {"value": 1e6, "source": "measured by e2t energy calibrate on a test"}
+                                    for k in ("stream_bytes_per_s", "f32_per_s", "f64_per_s", "int_per_s", "call_s")}}
+    low = calibrate.write_fitted("pynq-z2", dict(fitted, constant_w=0.3), "a test", str(tmp_path / "b.json"),
+                                 host=host, log=lines.append)
+    m = emodel.load("pynq-z2", low)
+    assert m.power_w["board_rest"] == 0.0 and "clipped to 0" in m.sources["power_w.board_rest"]
+    assert len(lines) == 1 and "board_rest clipped to 0" in lines[0] and "exceeds the measured one by" in lines[0]
+    assert m.host["f32_per_s"] == 1e6 and m.sources["host.call_s"].startswith("measured by e2t energy calibrate")
 
 
 def test_e2t_energy_calibrate_writes_beside_the_default(tmp_path, capsys):
@@ -239,9 +282,12 @@ def test_e2t_energy_calibrate_writes_beside_the_default(tmp_path, capsys):
     default = open(os.path.join(DATA, "pynq-z2", "energy.json")).read()
     out = tmp_path / "fitted.json"
     assert main(["energy", "calibrate", "--board", "pynq-z2", "--segments", str(seg), "--out", str(out)]) == 0
-    assert "the default model is unchanged" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "the default model is unchanged" in captured.out
+    assert "board_rest clipped to 0" in captured.err  # _segments' 0.5 W constant is below PL static + PS idle
     m = emodel.load("pynq-z2", str(out))
     assert m.mac_pj["int8x8"] == pytest.approx(1.5) and m.mac_pj["fp32"] == 4.6  # unexercised widths keep theirs
+    assert m.power_w["ps_busy"] == pytest.approx(m.power_w["ps_idle"] + 0.8)  # _segments' host term
     assert "least-squares fit" in m.sources["mac_pj.int8x8"]
     assert open(os.path.join(DATA, "pynq-z2", "energy.json")).read() == default
     with pytest.raises(E2TError, match="beside it, never over it"):
@@ -364,9 +410,10 @@ def test_pynq_data_recorder_integrated_over_its_timestamps():
 
 def test_calibration_benchmarks_on_the_emulated_engine_give_the_model_back(tmp_path, capsys):
     """e2t energy calibrate --run --backend emu: the micro-benchmarks (every op kind on a 3x3 and
-    a 1x1 conv, two call counts, idle) through the emulated overlay, a modeled rail (the model's
-    joules + 1 W): the least-squares fit recovers every coefficient; nothing is written without
-    --out, and with it the fitted file lands there."""
+    a 1x1 conv, the host's numpy passes, two call counts, idle) through the emulated overlay, a
+    modeled rail (the whole-board model's joules): the least-squares fit recovers every
+    coefficient, the host's power and the constant too; nothing is written without --out, and
+    with it the fitted file lands there, with the host rates timed on this machine."""
     from e2t.cli import main
     assert main(["energy", "calibrate", "--run", "--backend", "emu", "--calls", "2"]) == 0
     out = capsys.readouterr().out
@@ -379,7 +426,10 @@ def test_calibration_benchmarks_on_the_emulated_engine_give_the_model_back(tmp_p
     base = emodel.load("pynq-z2")
     for w in ("int8x8", "int16x8", "int8x16", "int4x16", "int32"):
         assert fitted.mac_pj[w] == pytest.approx(base.mac_pj[w], rel=1e-6)
-    assert "calibrated" in fitted.table
+    for k in ("pl_static", "ps_idle", "ps_busy", "board_rest"):
+        assert fitted.power_w[k] == pytest.approx(base.power_w[k], rel=1e-6)
+    assert "calibrated" in fitted.table and "measured by e2t energy calibrate on" in fitted.sources["host.call_s"]
+    assert 0 < fitted.host["call_s"] < 1e-3 and fitted.host["stream_bytes_per_s"] > 1e7
 
 
 def test_calibration_joules_from_a_meter_log_and_a_missing_board(tmp_path, capsys):
@@ -396,25 +446,89 @@ def test_calibration_joules_from_a_meter_log_and_a_missing_board(tmp_path, capsy
     assert err.count("\n") == 1 and "--bitfile" in err
 
 
-def test_a_constant_power_is_priced_over_board_time_only(tmp_path):
-    """A calibrated model's constant power (static_w) becomes the phase 'static', W x the epoch's
-    seconds, on a run made on the board; an emulated run's report says why it is left out."""
-    with open(os.path.join(DATA, "pynq-z2", "energy.json")) as f:
-        d = json.load(f)
-    d["static_w"] = {"value": 1.5, "source": "a test's fit"}
-    path = tmp_path / "fitted.json"
-    path.write_text(json.dumps(d))
-    m = emodel.load("pynq-z2", str(path))
-    recs = [dict(_record(1, 1_000_000, 5000.0), seconds=2.0), dict(_record(2, 10, 0.0), seconds=4.0)]
-    on_board = emodel.run_energy(recs, m, board_time=True)
-    assert on_board["phases"]["static"]["j"] == pytest.approx(1.5 * 6.0)
-    assert on_board["total_j"] == pytest.approx(sum(on_board["layers"].values()), rel=1e-12)
-    assert on_board["total_j"] == pytest.approx(sum(p["j"] for p in on_board["phases"].values()), rel=1e-12)
-    emulated = emodel.run_energy(recs, m)
-    assert "static" not in emulated["phases"] and "not the board's" in emulated["not_modeled"][0]
-    run = _run(tmp_path / "run", recs, {"backend": "pynq", "board": "pynq-z2"})
-    html_path, result = report.write(run, model_path=str(path))
-    assert result["phases"]["static"]["j"] == pytest.approx(9.0)
+def _whole_board_record(epoch, fwd_macs, nbytes, acc=0.5):
+    """``_record`` with the engine's modeled cycles and the host's counts (ops.host) of a conv,
+    its BatchNorm and the classifier, in plan order."""
+    r = _record(epoch, fwd_macs, nbytes, acc)
+    r["ops"]["per_layer"]["conv1"]["fwd"]["cycles"] = fwd_macs // 64
+    r["ops"]["host"] = {"per_layer": {"conv1": {"fwd": hslot(nbytes, calls=2)},
+                                      "bn1": {"fwd": hslot(2 * nbytes, f32=nbytes, calls=6),
+                                              "bwd_data": hslot(3 * nbytes, f32=nbytes, calls=9)},
+                                      "fc": {"update": hslot(1e4, f32=640, calls=3)}}}
+    r["seconds"] = 1000.0  # the emulator's seconds: not the board's
+    return r
+
+
+def test_the_report_prices_the_whole_board_and_its_parts_add_up(tmp_path, capsys):
+    """What replaced the constant power: a run with the host's counts and the engine's cycles
+    gets the whole-board section (modeled board time, joules by part) in energy.json, the CSV
+    and report.html; the whole equals the sum of its parts everywhere; the run's own seconds
+    play no part. "Not in this model" is the model file's list alone."""
+    from e2t.cli import main
+    from energy import wholeboard
+    m = emodel.load("pynq-z2")
+    recs = [_whole_board_record(1, 10**9, 1e6), _whole_board_record(2, 2 * 10**9, 3e6, 0.8)]
+    run = _run(tmp_path / "run", recs)
+    assert main(["energy", "report", run]) == 0
+    assert "J modeled for the whole board over" in capsys.readouterr().out
+    folder = tmp_path / "run" / "energy"
+    result = json.loads((folder / "energy.json").read_text())
+    wb, want = result["whole_board"], wholeboard.run(recs, m, "pynq-z2")
+    assert wb["priced"] and wb["kind"] == "modeled" and wb["model"] == m.path
+    assert wb["seconds"] == pytest.approx(want["seconds"]) and wb["seconds"] < 10
+    assert wb["j"] == pytest.approx(sum(wb["parts"].values()), rel=1e-12)
+    assert wb["parts"]["engine"] == pytest.approx(result["total_j"], rel=1e-12)  # the dynamic total is its part
+    for ep in wb["epochs"]:
+        assert ep["j"] == pytest.approx(sum(ep["parts"].values()), rel=1e-12)
+    assert result["not_modeled"] == m.not_modeled
+    rows = list(csv.DictReader(io.StringIO((folder / "energy.csv").read_text())))
+    for row, ep in zip(rows, wb["epochs"]):
+        assert float(row["whole_board_joules"]) == pytest.approx(
+            sum(float(row[f"whole_board:{p}_joules"]) for p in wholeboard.PARTS), rel=1e-5)
+        assert float(row["board_seconds"]) == pytest.approx(ep["seconds"], rel=1e-5) and row["bound"] == ep["bound"]
+    text = (folder / "report.html").read_text()
+    table = re.search(r"<th>share</th></tr>(.*?)<tr><th>whole board</th><th>([^<]+)</th>", text, re.S)
+    parts = [float(v) for v in re.findall(r"<tr><td>[^<]+</td><td>([^<]+)</td><td>[^<]+ %</td></tr>", table.group(1))]
+    assert len(parts) == 4 and sum(parts) == pytest.approx(float(table.group(2)), rel=1e-3)
+    assert "Whole board: " in text and "Engine (dynamic): " in text and "power_w.ps_idle" in text
+    assert (folder / "whole_board_per_epoch.png").stat().st_size > 1000
+
+
+def test_a_run_without_host_counts_gets_the_engine_report_and_says_why(tmp_path):
+    run = _run(tmp_path / "run", [_record(1, 10**9, 1e6)])
+    _, result = report.write(run)
+    assert not result["whole_board"]["priced"] and "no host counts" in result["whole_board"]["why"]
+    assert result["not_modeled"][0].startswith("the whole board (") and result["not_modeled"][1:] == \
+        emodel.load("pynq-z2").not_modeled
+    text = (tmp_path / "run" / "energy" / "report.html").read_text()
+    assert "The whole board is not priced: epoch 1 has no host counts" in text
+    assert "whole_board" not in (tmp_path / "run" / "energy" / "energy.csv").read_text()
+
+
+def test_compare_shows_whole_board_savings_beside_the_dynamic(tmp_path, capsys):
+    """One table: engine joules and saved %, board seconds, whole-board joules and saved %; a run
+    without host counts shows "-" there and a note line says why."""
+    from energy import wholeboard
+    m = emodel.load("pynq-z2")
+    base = [_whole_board_record(1, 4 * 10**9, 4e6, 0.9)]
+    small = [_whole_board_record(1, 10**9, 1e6, 0.89)]
+    a, b = _run(tmp_path / "base", base), _run(tmp_path / "e2t", small)
+    c = _run(tmp_path / "old", [_record(1, 10**9, 1e6, 0.88)])
+    text, data = report.compare([a, b, c])
+    rows = data["rows"]
+    board = [wholeboard.run(r, m, "pynq-z2")["j"] for r in (base, small)]
+    assert rows[1]["board_j"] == pytest.approx(board[1])
+    assert rows[1]["board_saved"] == pytest.approx(1 - board[1] / board[0])
+    assert rows[1]["saved"] == pytest.approx(0.75, abs=1e-3) and rows[1]["board_saved"] < rows[1]["saved"]
+    assert rows[2]["board_j"] is None and rows[2]["board_saved"] is None and rows[2]["j"] > 0
+    lines = text.splitlines()
+    assert lines[1] == f"note: {c}: the whole board is not priced: epoch 1 has no host counts (ops.host): its " \
+                       f"trainer predates the whole-board model or does not count the host's work"
+    assert lines[2].split() == ["run", "epochs", "test", "acc", "engine", "(J)", "saved", "board", "(s)", "board",
+                                "(J)", "saved", "d", "acc"]
+    e2t_row, old_row = lines[4].split(), lines[5].split()
+    assert e2t_row[5] == "75.0%" and float(e2t_row[7]) == pytest.approx(board[1], rel=1e-3)
+    assert e2t_row[8] == f"{100 * rows[1]['board_saved']:.1f}%" and old_row[6:9] == ["-", "-", "-"]
 
 
 CONFIG = {"model": "resnet8", "dataset": "digits", "backend": "emu", "board": "pynq-z2"}

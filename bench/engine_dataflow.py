@@ -5,7 +5,7 @@
 For every ResNet-20 conv layer and op (forward, backward to the input, weight gradient with PSG
 in its worst case: the predictor, then every tile recomputed) on each board: MACs per cycle
 against the array's peak for that op (forward and the PSG predictor pack two products a DSP),
-from hls/cycles.py, which walks the kernel's loop nest (hls/src/e2t_engine.cpp). Then one
+from contract/cycles.py, which walks the kernel's loop nest (hls/src/e2t_engine.cpp). Then one
 training iteration (batch 128; no backward-data for the stem, which has no input gradient):
 modeled seconds, images per second and GOPS (2 ops a MAC), next to the figures published for
 two FPGA training accelerators. Ours are modeled (no synthesis, no board); theirs are measured
@@ -21,7 +21,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hls import boards, cycles, resources  # noqa: E402
+from contract import cycles  # noqa: E402
+from hls import boards, resources  # noqa: E402
 
 PUBLISHED = [  # as published (figures quoted in issue 14), not re-measured here
     ("EF-Train (published)", "46.99 GFLOPS", "6.09 GFLOPS/W", "fp32 training"),
@@ -50,7 +51,7 @@ def board_table(name: str, batch: int) -> dict:
 
 def text(t: dict, batch: int) -> str:
     p = t["peaks"]
-    L = [f"{t['board']}: {t['array']} DSP array at {t['clock_mhz']:g} MHz, batch {batch}, modeled (hls/cycles.py, "
+    L = [f"{t['board']}: {t['array']} DSP array at {t['clock_mhz']:g} MHz, batch {batch}, modeled (contract/cycles.py, "
          f"not synthesized)",
          f"  peak MACs/cycle: forward {p['fwd']}, backward {p['bwd']}, PSG predictor {p['wgrad_pred']}, "
          f"full weight gradient {p['wgrad_full']}",

@@ -1,6 +1,6 @@
 # Vivado build of the e2t overlay for one board: the Zynq PS with the board's preset, the engine
 # IP (e2t:hls:e2t_engine:1.0, exported by Vitis HLS) as cell e2t_engine_0 on the PS's control
-# port, each of its m_axi masters on an HP port of its own to DDR (as hls/cycles.py models them:
+# port, each of its m_axi masters on an HP port of its own to DDR (as contract/cycles.py models them:
 # the read and the write bundle do not share a port), synthesis, implementation and the bitstream. Ends with e2t.bit
 # and e2t.hwh side by side in out_dir (pynq.Overlay wants the same base name).
 #

@@ -98,6 +98,13 @@ def _check(d: dict, path: str) -> Board:
     return Board(**d)
 
 
+def wgp_pack(b: Board) -> bool:
+    """Whether the pixel-lane weight gradient's predictor packs two entries a DSP (E2T_WGP_PACK):
+    on the boards with a 128-bit port (UltraScale+). On a 64-bit port the stem's predictor pass
+    waits on its g stream either way, and the XC7Z020 has no LUTs to spare (docs/engine.md)."""
+    return b.axi_bits >= 128
+
+
 def check_fit(b: Board, batch: int, batch_flag: str, size: int | None = None) -> None:
     """Before any work: the batch that ``batch_flag`` gave and the image side that --size gave
     (None: none) are ones ``b``'s engine takes, named by the flag (not as a plan's fields)."""

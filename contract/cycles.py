@@ -14,7 +14,10 @@ Every function below mirrors one of the kernel's, in the same order of loops and
 ``Trace`` records the entries and iterations of every pipelined loop under the kernel's labels;
 tests/test_cycles.py compares them with a build of the kernel that counts them (-DE2T_TRIPS),
 and checks the cycles by hand on small shapes. The figures are a model, not a measurement: they
-say so wherever they are printed. ``python -m hls.cycles --board pynq-z2`` prints ResNet-20.
+say so wherever they are printed. ``python -m contract.cycles --board pynq-z2`` prints ResNet-20.
+
+Plain Python in the contract: the board side records the modeled cycles of every engine call it
+makes (host/engine/session.py), and ``e2t estimate`` those of a plan's step (hls/estimate.py).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import argparse
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .boards import DEFAULT_BOARD, BOARDS, Board, board as get_board, wgp_pack
+from .boards import DEFAULT_BOARD, Board, board as get_board, names, wgp_pack
 
 # Pipeline depths (cycles) by loop kind; "rd" loops read DDR, "wr" loops write it.
 DEPTH = {"mul": 2, "rd": 24, "wr": 8, "wpre": 4, "fwd": 12, "bwd": 12, "wgrad": 10, "wgp": 12, "update": 24,
@@ -67,6 +70,11 @@ class ConvShape:
         return self.n * self.o * self.c * self.k * self.k * self.ho * self.wo
 
 
+def conv_shape(op: dict, n: int) -> ConvShape:
+    """The shape of a call of the plan's conv op ``op`` on ``n`` images."""
+    return ConvShape(n, op["c_in"], op["h"], op["w"], op["c_out"], op["k"], op["stride"], op["pad"])
+
+
 @dataclass
 class Trace:
     """Entries and iterations of the kernel's pipelined loops (its labels), as the model walks them."""
@@ -82,6 +90,18 @@ class Trace:
 
     def counts(self) -> dict:
         return {k: (self.entries[k], self.trips[k]) for k in sorted(self.entries)}
+
+    def repeat(self, walk, times: int) -> int:
+        """``times`` identical runs of ``walk(trace) -> cycles`` (the middle images of a call),
+        walked once: their cycles, their entries and trips added ``times`` over."""
+        if times <= 0:
+            return 0
+        once = Trace()
+        cycles = walk(once)
+        for k in once.entries:
+            self.entries[k] += times * once.entries[k]
+            self.trips[k] += times * once.trips[k]
+        return times * cycles
 
 
 class _Geo:
@@ -152,21 +172,30 @@ def _load_w(tr: Trace, s: ConvShape) -> int:
 def _band_steps(tr: Trace, g: _Geo, s: ConvShape, groups: int, nb: int, stream: tuple, block, width, beats: bool) -> int:
     """The N x groups x bands steps of CONV_FWD and CONV_BWD_DATA, then the last drain: each step
     loads a slice of the next image's planes (``stream``: label, planes, ps a step, plane size,
-    beat), runs ``block(last band) -> (cycles, pixels)`` and drains the previous block (``width(group)``
-    channels) at once."""
+    beat), runs ``block(trace, last band) -> (cycles, pixels)`` and drains the previous block
+    (``width(group)`` channels) at once. The images between the first and the last step alike:
+    one is walked for all of them."""
     label, planes, ps, plane, bw = stream
-    cycles, prev = 0, None
-    for n in range(s.n):
-        c0 = 0
+
+    def image(t: Trace, prev, nxt: bool):
+        cycles, c0 = 0, 0
         for grp in range(groups):
             for bi in range(nb):
                 c1 = min(planes, c0 + ps)
-                load = _load(tr, label, c1 - c0, plane, bw) if n + 1 < s.n and c0 < c1 else 0
-                comp, npix = block(bi == nb - 1)
-                drain = _drain(tr, g, *prev, beats) if prev else 0
+                load = _load(t, label, c1 - c0, plane, bw) if nxt and c0 < c1 else 0
+                comp, npix = block(t, bi == nb - 1)
+                drain = _drain(t, g, *prev, beats) if prev else 0
                 cycles += max(load, comp, drain) + STEP
                 c0 = c1
                 prev = (width(grp), npix)
+        return cycles, prev
+
+    cycles, prev = image(tr, None, s.n > 1)  # the first image drains nothing before its first block
+    if s.n > 2:
+        cycles += tr.repeat(lambda t: image(t, prev, True)[0], s.n - 2)
+    if s.n > 1:  # the last image loads nothing after it
+        last, prev = image(tr, prev, False)
+        cycles += last
     return cycles + _drain(tr, g, *prev, beats)
 
 
@@ -195,9 +224,9 @@ def conv_fwd(s: ConvShape, b: Board, tr: Trace | None = None) -> int:
     cycles += _kmul(tr, 2) + _kdiv(tr) + _kmul(tr)  # B, ps_e; ps; base0
     cycles += _load(tr, "LOAD_X", s.c, hw, g.bw8)
 
-    def block(last: bool):
+    def block(t: Trace, last: bool):
         npix = np_last if last else np_full
-        return _fwd_block(tr, g, s, npix), npix
+        return _fwd_block(t, g, s, npix), npix
 
     return cycles + _band_steps(tr, g, s, nogf, nb, ("LOAD_X", s.c, ps, hw, g.bw8), block,
                                 lambda og: min(g.fo, s.o - og * g.fo), s.wo % g.bw32 == 0)
@@ -262,8 +291,8 @@ def conv_bwd_data(s: ConvShape, b: Board, tr: Trace | None = None) -> int:
     cycles += _kmul(tr, 2) + _kdiv(tr)
     cycles += _load(tr, "LOAD_G", s.o, howo, g.bw16)
 
-    def block(lastb: bool):
-        return _bwd_block(tr, g, s, last if lastb else full), (last_rows if lastb else rb) * s.w
+    def block(t: Trace, lastb: bool):
+        return _bwd_block(t, g, s, last if lastb else full), (last_rows if lastb else rb) * s.w
 
     return cycles + _band_steps(tr, g, s, ncg, nb, ("LOAD_G", s.o, ps, howo, g.bw16), block,
                                 lambda cg: min(g.ai, s.c - cg * g.ai), s.w % g.bw32 == 0)
@@ -314,19 +343,22 @@ def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, o
     if pix:  # groups of up to AI pixels of a row, max(entries or pairs, AI / 2) cycles each
         ck, ckh = _ck(s)
         total = s.ho * _ceil(s.wo, g.ai) * max(ckh if pred and g.pack else ck, g.half)
-    for n in range(s.n):
-        cx = cl = 0
+
+    def image(t: Trace, nxt: bool) -> int:  # every tile on one image, loading the next one's slices
+        c = cx = cl = 0
         for _ in chosen:
             cx1, cl1 = min(s.c, cx + psx), min(gch, cl + psg)
-            nxt = n + 1 < s.n
-            load = ((_load(tr, "LOAD_X", cx1 - cx, hw, g.bw8) if nxt and cx < cx1 else 0)
-                    + (_load(tr, "LOAD_G", cl1 - cl, howo, g.bw16) if nxt and cl < cl1 else 0))
+            load = ((_load(t, "LOAD_X", cx1 - cx, hw, g.bw8) if nxt and cx < cx1 else 0)
+                    + (_load(t, "LOAD_G", cl1 - cl, howo, g.bw16) if nxt and cl < cl1 else 0))
             if pix:  # the first group's g, then the groups
-                comp = tr.loop("WGP_GPRE", g.half, "wpre") + tr.loop("WGP_SWEEP", total, "wgp") + CALL
+                comp = t.loop("WGP_GPRE", g.half, "wpre") + t.loop("WGP_SWEEP", total, "wgp") + CALL
             else:
-                comp = tr.loop("WG_SWEEP", total, "wgrad") + CALL
-            cycles += max(load, comp) + STEP
+                comp = t.loop("WG_SWEEP", total, "wgrad") + CALL
+            c += max(load, comp) + STEP
             cx, cl = cx1, cl1
+        return c
+
+    cycles += tr.repeat(lambda t: image(t, True), s.n - 1) + image(tr, False)  # all alike but the last
     if pix:  # the pass's sums, output block -> G store, one entry of every row a cycle
         return cycles + tr.loop("WGP_COPY", (og1 - og0) * _ck(s)[0], "wpre")
     return cycles + tr.loop("WG_SWEEP", 2 * g.ai if pred else g.ai, "wgrad") + CALL  # the last sweep's flush
@@ -447,6 +479,15 @@ def estimate_layer(s: ConvShape, b: Board, psg: bool = True, recomputed: int | N
             Estimate("update", update(weights, b), 0, b)]
 
 
+def phase_cycles(s: ConvShape, b: Board, psg: bool = True, input_grad: bool = True) -> dict[str, int]:
+    """``estimate_layer``'s cycles of one conv's training step by accounting phase (contract/opcount.py):
+    the weight gradient's whole cycles in the phase of its first accounting (``bwd_w_pred`` with
+    PSG, in its worst case, ``bwd_w_full`` without); no ``bwd_data`` without ``input_grad``."""
+    phase = {"conv_fwd": "fwd", "conv_bwd_data": "bwd_data", "conv_wgrad": "bwd_w_pred" if psg else "bwd_w_full",
+             "update": "update"}
+    return {phase[e.op]: e.cycles for e in estimate_layer(s, b, psg) if input_grad or e.op != "conv_bwd_data"}
+
+
 RESNET20_LAYERS = (  # (c, o, h, k, stride, count): stem, three stages, projections
     (3, 16, 32, 3, 1, 1), (16, 16, 32, 3, 1, 6), (16, 32, 32, 3, 2, 1), (32, 32, 16, 3, 1, 5), (16, 32, 32, 1, 2, 1),
     (32, 64, 16, 3, 2, 1), (64, 64, 8, 3, 1, 5), (32, 64, 16, 1, 2, 1))
@@ -464,11 +505,11 @@ def resnet20(b: Board, batch: int = 128):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARDS))
+    p.add_argument("--board", default=DEFAULT_BOARD, choices=names())
     p.add_argument("--batch", type=int, default=128)
     args = p.parse_args(argv)
     b = get_board(args.board)
-    print(f"modeled (hls/cycles.py, not synthesized): e2t_engine on {b.name} at {b.clock_mhz:g} MHz, "
+    print(f"modeled (contract/cycles.py, not synthesized): e2t_engine on {b.name} at {b.clock_mhz:g} MHz, "
           f"{b.array_o}x{b.array_i} DSP array ({b.tile_o}x{b.tile_i} PSG tile, {b.axi_bits}-bit AXI beats), "
           f"batch {args.batch}, PSG worst case (every tile recomputed)")
     print(f"{'layer (c>o, h, k/s)':<24}{'op':<15}{'cycles':>14}{'ms':>10}{'array busy':>12}")

@@ -15,6 +15,13 @@ layers' recompute statistics, at the granularity the engine uses (docs/numerics.
   once per op (x, W, g at their formats; conv outputs and input gradients as int32;
   master weights and momentum as int32, read and written by the update).
 
+Host slots (``ops["host"]["per_layer"][op][phase]``, every plan op in plan order, ``{}`` for none)
+count the board CPU's numpy work around the engine calls: ``read`` and ``written`` bytes (``bytes``
+their sum), elementwise arithmetic by dtype (``flops``: ``f32``, ``f64``, ``int``) and ``calls``
+(numpy passes, for per-call overhead); ``fwd`` and ``bwd_data`` for the forward and backward
+passes, ``update`` for the SGD of the host's parameters and the convs' weight refresh.
+host/train/hostops.py states what counts as a read, a write and a flop.
+
 Board side: numpy-free plain Python, no torch.
 """
 from __future__ import annotations
@@ -27,7 +34,7 @@ PHASES = ("fwd", "bwd_data", "bwd_w_pred", "bwd_w_full", "update")
 TIMED_PHASES = {"forward": ("fwd",), "backward_data": ("bwd_data",), "wgrad": ("bwd_w_pred", "bwd_w_full"),
                 "update": ("update",)}
 PHASE_NAMES = {"fwd": "forward", "bwd_data": "backward-data", "bwd_w_pred": "PSG predictor",
-               "bwd_w_full": "full weight gradient", "update": "update", "static": "static (board time)"}
+               "bwd_w_full": "full weight gradient", "update": "update"}
 
 
 @dataclass(frozen=True)
@@ -76,10 +83,13 @@ class Precision:
         return 4.0 if self.mode == "fp32" else 1.0
 
 
-def add_count(acc: dict, phase: str, width: str, macs: float, nbytes: float) -> None:
+def add_count(acc: dict, phase: str, width: str, macs: float, nbytes: float, cycles: int | None = None) -> None:
+    """Adds to ``acc[phase]``; ``cycles``: the engine's modeled cycles (contract/cycles.py) of the calls counted."""
     slot = acc.setdefault(phase, {"macs": {}, "bytes": 0.0})
     slot["macs"][width] = slot["macs"].get(width, 0) + macs
     slot["bytes"] += nbytes
+    if cycles is not None:
+        slot["cycles"] = slot.get("cycles", 0) + cycles
 
 
 def layer_ops(g: LayerGeom, n: int, p: Precision, psg_stats: dict | None = None,
@@ -158,7 +168,8 @@ class OpCounter:
 
 
 def sum_layers(per_layer: dict) -> dict:
-    """Per phase and in all: MACs by width and bytes of per-layer counts, summed over layers."""
+    """Per phase and in all: MACs by width, bytes and (where the slots hold them) modeled engine
+    cycles of per-layer counts, summed over layers."""
     out: dict = {}
     for ops in per_layer.values():
         for phase, slot in ops.items():
@@ -167,9 +178,49 @@ def sum_layers(per_layer: dict) -> dict:
                 for width, macs in slot["macs"].items():
                     acc["macs"][width] = acc["macs"].get(width, 0) + macs
                 acc["bytes"] += slot["bytes"]
+                if "cycles" in slot:
+                    acc["cycles"] = acc.get("cycles", 0) + slot["cycles"]
     return out
 
 
 def total_macs(ops: dict) -> float:
     """All MACs of a ``totals()`` / ``record()['total']`` dict, whatever their width."""
     return sum(ops.get("all", {"macs": {}})["macs"].values())
+
+
+# -- host slots -----------------------------------------------------------------------------
+HOST_FLOPS = ("f32", "f64", "int")
+
+
+def host_slot(read: int = 0, written: int = 0, flops: dict | None = None, calls: int = 0) -> dict:
+    """One host slot: bytes read and written, flops by dtype (every key of HOST_FLOPS), numpy calls."""
+    return {"bytes": read + written, "read": read, "written": written,
+            "flops": {k: (flops or {}).get(k, 0) for k in HOST_FLOPS}, "calls": calls}
+
+
+def add_host(acc: dict, phase: str, slot: dict) -> None:
+    """Add the host slot ``slot`` into ``acc[phase]``."""
+    mine = acc.setdefault(phase, host_slot())
+    for key in ("bytes", "read", "written", "calls"):
+        mine[key] += slot[key]
+    for kind, n in slot["flops"].items():
+        mine["flops"][kind] = mine["flops"].get(kind, 0) + n
+
+
+def merge_host(*slots: dict) -> dict:
+    """One host slot holding the sum of ``slots`` (empty ones, ``{}``, add nothing)."""
+    acc: dict = {}
+    for s in slots:
+        if s:
+            add_host(acc, "sum", s)
+    return acc.get("sum", host_slot())
+
+
+def sum_host_layers(per_layer: dict) -> dict:
+    """Per phase and in all: the host slots of per-op counts, summed over ops."""
+    out: dict = {}
+    for ops in per_layer.values():
+        for phase, slot in ops.items():
+            for key in (phase, "all"):
+                add_host(out, key, slot)
+    return out

@@ -14,17 +14,10 @@ from __future__ import annotations
 import sys
 
 from contract import numerics as nx
-from contract.boards import DEFAULT_BOARD, Board, board, names
+from contract.boards import DEFAULT_BOARD, Board, board, names, wgp_pack
 
 BOARDS = {n: board(n) for n in names()}
 __all__ = ["BOARDS", "DEFAULT_BOARD", "Board", "board", "config_header", "depths", "wgp_pack"]
-
-
-def wgp_pack(b: Board) -> bool:
-    """Whether the pixel-lane weight gradient's predictor packs two entries a DSP (E2T_WGP_PACK):
-    on the boards with a 128-bit port (UltraScale+). On a 64-bit port the stem's predictor pass
-    waits on its g stream either way, and the XC7Z020 has no LUTs to spare (docs/engine.md)."""
-    return b.axi_bits >= 128
 
 
 def depths(b: Board, batch: int = 2) -> dict[str, int]:

@@ -2,7 +2,7 @@
 
 For a plan (``--plan DIR``, or one built from ``--model`` and ``--dataset``): the engine's
 DSP, BRAM, LUT and FF use against the board's budget (hls/resources.py), engine cycles per
-training step (hls/cycles.py, through hls/export.py's per-layer costs), images per second at
+training step (contract/cycles.py, through hls/export.py's per-layer costs), images per second at
 the board's clock, and joules per image from the board's energy model (energy/model.py) for
 the engine's fixed-point training and for fp32 training on the same counts. Every figure is
 modeled. A configuration over the board's BRAM, LUT or FF budget is refused after the table,
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from contract import opcount
+from contract import cycles as cycle_model, opcount
 from contract.boards import DATA, DEFAULT_BOARD, board, check_fit
 from contract.errors import E2TError
 from energy import model as energy_model
@@ -23,16 +23,18 @@ from . import export, resources
 
 
 def _step_counts(plan: planmod.Plan, precision: opcount.Precision) -> dict:
-    """contract/opcount.py's counts of one training step of every conv at the plan's batch
-    (PSG's worst case: every tile recomputed, as the cycle model's)."""
-    total: dict = {}
+    """contract/opcount.py's counts of one training step at the plan's batch, per conv in plan
+    order (PSG's worst case: every tile recomputed), each slot with its modeled engine ``cycles``
+    (contract/cycles.py, as hls/export.py's layer costs: the weight gradient's in its first phase)."""
+    per_layer: dict = {}
     for op in plan.convs():
         g = opcount.LayerGeom(op["name"], "residual" if op["input_grad"] else "stem", op["c_in"], op["c_out"],
                               op["k"], op["h"], op["w"], op["ho"], op["wo"])
-        for phase, slot in opcount.layer_ops(g, plan.batch, precision).items():
-            for i, (width, macs) in enumerate(slot["macs"].items()):
-                opcount.add_count(total, phase, width, macs, slot["bytes"] if i == 0 else 0.0)
-    return total
+        cycles = cycle_model.phase_cycles(cycle_model.conv_shape(op, plan.batch), plan.board, precision.psg,
+                                          op["input_grad"])
+        per_layer[op["name"]] = {phase: {**slot, "cycles": cycles.get(phase, 0)}
+                                 for phase, slot in opcount.layer_ops(g, plan.batch, precision).items()}
+    return per_layer
 
 
 def estimate(plan: planmod.Plan, energy_file: str | None = None) -> dict:
@@ -41,14 +43,17 @@ def estimate(plan: planmod.Plan, energy_file: str | None = None) -> dict:
     macs, cycles = export.engine_cycles(plan)
     seconds = cycles / (b.clock_mhz * 1e6)
     em = energy_model.load(b.name, energy_file)
-    joules = {}
+    joules, per_layer = {}, {}
     for name, prec in (("engine, fixed point + PSG", opcount.Precision("fixed", psg=True)),
                        ("fp32 training, same counts", opcount.Precision("fp32"))):
-        joules[name] = sum(em.price(slot)["j"] for slot in _step_counts(plan, prec).values()) / plan.batch
+        per_layer[name] = _step_counts(plan, prec)
+        total = opcount.sum_layers(per_layer[name])
+        joules[name] = sum(em.price(slot)["j"] for phase, slot in total.items() if phase != "all") / plan.batch
     return {"board": b.name, "part": b.part, "clock_mhz": b.clock_mhz, "tile": f"{b.tile_o}x{b.tile_i} PSG tile, {b.array_o}x{b.array_i} DSP array",
             "model": plan.network["model"], "batch": plan.batch, "resources": resources.totals(b),
             "macs_per_step": macs, "cycles_per_step": cycles, "seconds_per_step": seconds,
             "images_per_s": plan.batch / seconds, "joules_per_image": joules,
+            "per_layer": per_layer["engine, fixed point + PSG"],
             "energy_model": os.path.relpath(em.path, os.path.dirname(DATA)) if em.path.startswith(DATA) else em.path,
             "energy_table": em.table}
 

@@ -574,11 +574,11 @@ def sized_board(plan: planmod.Plan) -> boards.Board:
 def layer_costs(plan: planmod.Plan, psg: bool = True) -> list[dict]:
     """Per conv, the MACs and modeled engine cycles of one training step at the plan's batch:
     forward, backward to the input (not the stem's), weight gradient (PSG worst case: every
-    tile recomputed) and update, from hls/cycles.py."""
-    from . import cycles
+    tile recomputed) and update, from contract/cycles.py."""
+    from contract import cycles
     rows = []
     for op in plan.convs():
-        s = cycles.ConvShape(plan.batch, op["c_in"], op["h"], op["w"], op["c_out"], op["k"], op["stride"], op["pad"])
+        s = cycles.conv_shape(op, plan.batch)
         est = [e for e in cycles.estimate_layer(s, plan.board, psg) if e.op != "conv_bwd_data" or op["input_grad"]]
         rows.append({"name": op["name"], "shape": f"{op['c_in']}>{op['c_out']}, {op['h']}x{op['w']}, "
                                                  f"{op['k']}/{op['stride']}",
@@ -632,6 +632,6 @@ def summary_text(s: dict) -> str:
             ("DDR footprint", f"{s['ddr_bytes'] / 2**20:.1f} MiB of {s['pl_ddr_bytes'] / 2**20:.0f} MiB"),
             ("weights.bin", f"{s['weights_bytes'] / 2**20:.2f} MiB"),
             ("engine cycles per step", f"{s['cycles_per_step']:,} = {s['seconds_per_step']:.2f} s "
-                                       f"(modeled, hls/cycles.py; not synthesized)")]
+                                       f"(modeled, contract/cycles.py; not synthesized)")]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)

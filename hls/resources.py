@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from contract.boards import Board
 from contract.errors import E2TError
 
-from .boards import wgp_pack
-from .cycles import GS_DEPTH, PB  # the kernel's block and G store sizes, one Python source
+from contract.boards import wgp_pack
+from contract.cycles import GS_DEPTH, PB  # the kernel's block and G store sizes, one Python source
 
 DSP_PORTS = {"zynq7": (25, 18), "zynqmp": (27, 18)}       # DSP48E1, DSP48E2 multiplier ports
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))

@@ -45,7 +45,7 @@ def test_torch_backend_without_torch_is_one_clear_line():
 def test_engine_emulation_runs_without_torch():
     """The emulated overlay of the host driver loads the engine's CPU builds: no torch there either."""
     r = run_without_torch("import numpy as np\n"
-                          "from hls import boards, csim, cycles, regmap\n"
+                          "from contract import cycles\nfrom hls import boards, csim, regmap\n"
                           "e = csim.Engine('native', log=lambda m: None)\n"
                           "y, r, st = e.conv_fwd(np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3)), 1, 1)\n"
                           "print(int(y[0, 0, 1, 1]), st['status'])\n")

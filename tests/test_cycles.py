@@ -1,4 +1,4 @@
-"""The analytical cycle model (hls/cycles.py): hand counts on small shapes, the loop trip counts of
+"""The analytical cycle model (contract/cycles.py): hand counts on small shapes, the loop trip counts of
 an instrumented build of the kernel itself, and the dataflow targets it shows (issue 14)."""
 import ctypes
 import os
@@ -8,7 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from hls import boards, csim, cycles
+from contract import cycles
+from hls import boards, csim
 
 B = boards.board("pynq-z2")  # 8 x 16 DSP array, 8 x 8 PSG tile, 64-bit beats: 8 x_q, 4 g_q, 2 int32 a beat
 D, CALL, STEP = cycles.DEPTH, cycles.CALL, cycles.STEP

@@ -7,8 +7,8 @@ weight gradient (tests/test_engine.py covers it)."""
 import numpy as np
 import pytest
 
-from contract import numerics as nx
-from hls import boards, cycles
+from contract import cycles, numerics as nx
+from hls import boards
 from hls.csim import Engine
 
 KERNEL_ENGINES = [(v, b) for b in ("pynq-z2", "zcu104") for v in ("native", "ap")]

@@ -2,7 +2,8 @@
 from the plan's layout, and one method per engine op of a conv layer that fills the
 registers from the plan, checks the buffers, runs the call through the driver and counts
 what it did (ops, MACs by phase and operand widths per layer in contract/opcount.py's terms, so
-the energy model prices both backends alike, bytes moved, seconds).
+the energy model prices both backends alike, bytes moved, the modeled engine cycles of each
+call (contract/cycles.py on the plan's board), seconds).
 
 A weight gradient can run while the host works on (``conv_wgrad(..., wait=False)``): the
 engine works beside the CPU, and any later engine call or DDR access through the session
@@ -14,12 +15,14 @@ from collections import defaultdict
 
 import numpy as np
 
-from contract import numerics as nx
+from contract import cycles as cycle_model, numerics as nx
 from contract.opcount import TIMED_PHASES, add_count
 
 from .driver import DDR, EngineError
 
 PHASES = tuple(TIMED_PHASES)  # the groups of engine calls timed apart
+MODEL = {"CONV_FWD": cycle_model.conv_fwd, "CONV_BWD_DATA": cycle_model.conv_bwd_data,
+         "CONV_WGRAD": cycle_model.conv_wgrad, "UPDATE": cycle_model.update}  # each call's cycle model
 
 
 class EngineSession:
@@ -35,7 +38,8 @@ class EngineSession:
         self.v = self.ddr.views
         self.counts = defaultdict(int)
         self.seconds = defaultdict(float)
-        self.per_layer = {}  # op name -> contract/opcount.py's per-phase MACs by width and bytes
+        self.per_layer = {}  # op name -> contract/opcount.py's per-phase MACs by width, bytes and cycles
+        self._cycles = {}  # (op kind, shape, PSG, recomputed tiles) -> modeled cycles of one call
         self._pending = None  # the call started without waiting: its finish and what follows it
 
     # -- helpers --------------------------------------------------------------------------
@@ -48,13 +52,24 @@ class EngineSession:
     def _addr(self, op: dict, *roles: str) -> dict:
         return {role: self.ddr.address(op["buffers"][role]) for role in roles}
 
+    def _modeled(self, kind: str, shape, psg: bool = False, recomputed: int | None = None) -> int:
+        """The cycle model's cycles of one call (``shape``: a ConvShape, or UPDATE's weight count),
+        memoized: the model walks the kernel's loops in Python."""
+        key = (kind, shape, psg, recomputed)
+        if key not in self._cycles:
+            wgrad = (psg, recomputed) if kind == "CONV_WGRAD" else ()
+            self._cycles[key] = MODEL[kind](shape, self.plan.board, *wgrad)
+        return self._cycles[key]
+
     def _run(self, phase: str, kind: str, op: dict, scalars: dict, addresses: dict, nbytes: int, macs: dict,
-             then=None, wait: bool = True) -> dict | None:
-        """One call; ``macs`` maps (accounting phase, width) to MACs (contract/opcount.py's names).
-        ``then(status)`` follows the call; ``wait=False`` returns once it started (``wait``
-        finishes it). Engine seconds are the host's time inside the call, its start and its wait:
-        in emulation the engine's CPU build and the driver; on a board what the host waited for
-        (the fabric's work beside the host's is not in them)."""
+             then=None, wait: bool = True, shape=None) -> dict | None:
+        """One call; ``macs`` maps (accounting phase, width) to MACs (contract/opcount.py's names),
+        the first of them also the call's bytes and modeled cycles (``shape``: the model's shape of
+        the call; where not given, the op's on ``scalars``' batch). ``then(status)`` follows the
+        call; ``wait=False`` returns once it started (``wait`` finishes it). Engine seconds are the
+        host's time inside the call, its start and its wait: in emulation the engine's CPU build
+        and the driver; on a board what the host waited for (the fabric's work beside the host's
+        is not in them)."""
         self.wait()
         what, regs = f"{kind} of layer {op['name']}", {"op": self.ip.regs.ops[kind], **scalars}
         t0 = time.perf_counter()
@@ -69,8 +84,11 @@ class EngineSession:
             self.counts["bytes"] += nbytes
             self.counts["saturations"] += st["saturations"]
             layer = self.per_layer.setdefault(op["name"], {})
+            psg = kind == "CONV_WGRAD" and scalars["mode"] != self.ip.regs.modes["FULL"]
+            cycles = self._modeled(kind, shape or cycle_model.conv_shape(op, scalars["batch"]), psg,
+                                   st["psg_recomputed"] if psg else None)
             for i, ((acct, width), value) in enumerate(macs.items()):
-                add_count(layer, acct, width, value, nbytes if i == 0 else 0)
+                add_count(layer, acct, width, value, nbytes if i == 0 else 0, cycles if i == 0 else None)
             if then is not None:
                 then(st)
             return st
@@ -125,7 +143,8 @@ class EngineSession:
                 share = st["psg_recomputed"] / st["psg_tiles"]  # recomputed tiles read x and g again
                 add_count(self.per_layer[op["name"]], "bwd_w_full", "int8x16",
                           macs * st["psg_recomputed"] // st["psg_tiles"],
-                          share * (n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"]))
+                          share * (n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"]),
+                          0)  # the recompute's cycles are the call's, counted in bwd_w_pred
                 self.counts["psg_sure"] += st["psg_sure"]
                 self.counts["psg_entries"] += taps
             if then is not None:
@@ -160,7 +179,8 @@ class EngineSession:
         """UPDATE of the layer's master and momentum with its ``sgn``; returns saturations."""
         count = self.buffer(op, "master").size
         st = self._run("update", "UPDATE", op, {"count": count, "e_w": op["w_exp"], "lr": k.LR, "wd": k.WD, "mu": k.MU},
-                       self._addr(op, "master", "mom", "sgn"), 17 * count, {("update", "int32"): 3 * count})
+                       self._addr(op, "master", "mom", "sgn"), 17 * count, {("update", "int32"): 3 * count},
+                       shape=count)
         return st["saturations"]
 
     def refresh_weights(self, op: dict) -> None:

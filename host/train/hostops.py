@@ -20,8 +20,47 @@ from __future__ import annotations
 import numpy as np
 
 from contract import parallel
+from contract.opcount import host_slot, merge_host
 
 F32, F64 = np.float32, np.float64
+
+
+# -- the host's work, counted (contract/opcount.py's host slots) --------------------------------
+# Each function below has a ``*_work`` beside it that counts its numpy passes from the sizes it
+# runs on (the op table, host/train/ops.py, sums them per op). The rule:
+# - a pass is one numpy call over an array (a ufunc, a reduction, a cast, a copy, a gather or a
+#   scatter, a matrix product): one ``call``, as one thread makes it (contract/parallel.py splits
+#   some in two, the same passes);
+# - it reads the bytes of each distinct array it takes in and writes the bytes of the array it
+#   produces, at their dtypes (float64 8, float32 4, int64 8, int32 4, int16 2, int8 and bool 1);
+#   a view is free, a broadcast operand smaller than the pass (a per-channel vector, a scalar) is
+#   not counted;
+# - a flop is one arithmetic result per element (add, subtract, multiply, divide, max/min,
+#   compare, floor, sign, exp/tanh, a shift, a select) in the dtype the loop computes in (every
+#   integer width is "int"), a reduction one per element read, a matrix product two per
+#   multiply-add; a cast or a copy is memory only.
+# Left out: O(channels) bookkeeping (batch statistics, exponents and shifts, the accumulation of
+# parameter gradients, the running statistics), the SLU gates' one value per image (draws, masks,
+# picks, dL/dp), the rare branches (fma32's halfway ties, a master renormalized past 2**30),
+# Python itself; and what no op does: the batches' augmentation and normalization
+# (host/data/datasets.py), the driver's register writes and cache maintenance.
+
+def passes(n: int, *table: tuple, calls: int | None = None) -> dict:
+    """The host slot of numpy passes over ``n`` elements each; a pass is (bytes read, bytes
+    written, flops, flop dtype) per element and one call (``calls``: another count)."""
+    flops: dict = {}
+    for _, _, f, kind in table:
+        flops[kind] = flops.get(kind, 0) + n * f
+    return host_slot(n * sum(p[0] for p in table), n * sum(p[1] for p in table), flops,
+                     len(table) if calls is None else calls)
+
+
+CAST_64 = (4, 8, 0, "f64")  # float32 -> float64 copy
+CAST_32 = (8, 4, 0, "f64")  # float64 -> float32 copy
+COPY_32 = (4, 4, 0, "f32")
+F32_MAP = (4, 4, 1, "f32")  # a float32 op with one array operand (or a scalar): y = f(x)
+F32_BIN = (8, 4, 1, "f32")  # a float32 op of two arrays: z = x (op) y
+F64_MAP, F64_BIN = (8, 8, 1, "f64"), (16, 8, 1, "f64")
 
 
 def fma32(x, a, c) -> np.ndarray:
@@ -47,6 +86,20 @@ def fma32(x, a, c) -> np.ndarray:
     return r
 
 
+def fma32_work(n: int) -> dict:
+    """fma32 of n-element x and c (a scalar or per-channel a): the casts, the product, TwoSum's
+    six sums, the rounding and its check."""
+    return passes(n, CAST_64, F64_MAP, CAST_64, *[F64_BIN] * 6, CAST_32, CAST_64, F64_BIN, (8, 1, 1, "f64"),
+                  (8, 1, 1, "f64"), (2, 1, 1, "int"), (1, 0, 1, "int"))
+
+
+def sgd_work(n: int) -> dict:
+    """The trainer's SGD step of one n-element host parameter (EngineTrainer._update): the zero
+    gradient it makes ready, d = fma(p, wd, g), buf = mu buf + d (and its copy), p = fma(buf, -lr, p)."""
+    return merge_host(passes(n, (0, 4, 0, "f32")), fma32_work(n), passes(n, F32_MAP, F32_BIN, COPY_32),
+                      fma32_work(n))
+
+
 def bn_affine(weight, bias, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """(alpha, beta) per channel of a BatchNorm in inference."""
     alpha = np.asarray(weight, F32) * (F32(1) / np.sqrt(np.asarray(var, F32) + F32(eps)))
@@ -63,6 +116,10 @@ def batchnorm_eval(x, weight, bias, mean, var, eps: float) -> np.ndarray:
 def relu(x) -> np.ndarray:
     """max(x, 0), the images on two threads (contract/parallel.py)."""
     return parallel.ufunc(np.maximum, x, F32(0), np.result_type(x, F32))
+
+
+def relu_work(n: int) -> dict:
+    return passes(n, F32_MAP)
 
 
 def channel_sum(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
@@ -101,6 +158,12 @@ def bn_train(x, gamma, beta, eps):
     return out, xhat, invstd, mean, var
 
 
+def bn_train_work(n: int) -> dict:
+    """bn_train of n elements: the two sums (x, x * x: one array read), - mean, *= invstd,
+    * gamma, += beta."""
+    return passes(n, (4, 0, 1, "f64"), (4, 0, 2, "f64"), F32_MAP, F32_MAP, F32_MAP, F32_MAP)
+
+
 def bn_backward(g, xhat, invstd, gamma):
     """dx = a * (m g - dbeta - xhat dgamma) with a = gamma invstd / m, in this order (the
     reference's), each step in place; the sums, then the batch's halves, on two threads."""
@@ -120,6 +183,12 @@ def bn_backward(g, xhat, invstd, gamma):
 
     parallel.halves(part, len(g), g.size)
     return dx, dgamma, dbeta
+
+
+def bn_backward_work(n: int) -> dict:
+    """bn_backward of n elements: the sums of g and g * xhat, m g, -= dbeta, xhat * dgamma,
+    -= it, *= a."""
+    return passes(n, (4, 0, 1, "f64"), (8, 0, 2, "f64"), F32_MAP, F32_MAP, F32_MAP, F32_BIN, F32_MAP)
 
 
 CHUNK = 1 << 16  # elements of float64 work at a time: a buffer that stays in cache, no page faults
@@ -142,10 +211,29 @@ def avgpool(x) -> np.ndarray:
     return out
 
 
+def avgpool_work(n: int, c: int, hw: int) -> dict:
+    """avgpool of n images of c channels of hw pixels, a chunk at a time: the float64 copy and
+    its mean, then the means' division and their store."""
+    chunks = -(-n // max(1, CHUNK // max(1, c * hw)))
+    return merge_host(passes(n * c * hw, CAST_64, (8, 0, 1, "f64"), calls=2 * chunks),
+                      passes(n * c, F64_MAP, CAST_32, calls=2 * chunks))
+
+
 def linear(x, weight, bias) -> np.ndarray:
     """x W^T + b with float64 sums, rounded once to float32 (as reference/hostexact.py)."""
     x64 = np.asarray(x, F32).reshape(len(x), -1).astype(F64)
     return (x64 @ np.asarray(weight, F64).T + np.asarray(bias, F64)).astype(F32)
+
+
+def product_work(m: int, k: int, n: int) -> dict:
+    """One float64 matrix product (m, k) @ (k, n)."""
+    return host_slot(8 * (m * k + k * n), 8 * m * n, {"f64": 2 * m * k * n}, 1)
+
+
+def linear_work(n: int, i: int, o: int) -> dict:
+    """linear of n rows of i features into o: x and W to float64, the product, + b, the rounding."""
+    return merge_host(passes(n * i, CAST_64), passes(o * i, CAST_64), product_work(n, i, o),
+                      passes(n * o, F64_MAP, CAST_32))
 
 
 def sigmoid(x) -> np.ndarray:
@@ -154,14 +242,27 @@ def sigmoid(x) -> np.ndarray:
         return (1.0 / (1.0 + np.exp(-np.asarray(x, F32).astype(F64)))).astype(F32)
 
 
+def sigmoid_work(n: int) -> dict:
+    return passes(n, CAST_64, F64_MAP, F64_MAP, F64_MAP, F64_MAP, CAST_32)
+
+
 def tanh(x) -> np.ndarray:
     """float32 tanh computed in float64 and rounded once."""
     return np.tanh(np.asarray(x, F32).astype(F64)).astype(F32)
 
 
+def tanh_work(n: int) -> dict:
+    return passes(n, CAST_64, F64_MAP, CAST_32)
+
+
 def matmul(a, b) -> np.ndarray:
     """float32 ``a @ b`` with float64 sums (exact products), rounded once."""
     return (np.asarray(a, F32).astype(F64) @ np.asarray(b, F32).astype(F64)).astype(F32)
+
+
+def matmul_work(m: int, k: int, n: int) -> dict:
+    """matmul of (m, k) and (k, n): both to float64, the product, the rounding."""
+    return merge_host(passes(m * k, CAST_64), passes(k * n, CAST_64), product_work(m, k, n), passes(m * n, CAST_32))
 
 
 def lstm_step(x, state, w_ih, w_hh, b_ih, b_hh) -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -181,6 +282,17 @@ def lstm_step(x, state, w_ih, w_hh, b_ih, b_hh) -> tuple[np.ndarray, np.ndarray,
     return o * tc, c, (i, f, gg, o, tc)
 
 
+def lstm_step_work(n: int, i: int, h: int, state: bool) -> dict:
+    """lstm_step on n rows of i features, h hidden (``state``: with the previous h, c)."""
+    g = 4 * h
+    parts = [passes(n * i, CAST_64), passes(g * i, CAST_64), product_work(n, i, g), passes(n * g, F64_MAP)]
+    if state:
+        parts += [passes(n * h, CAST_64), passes(g * h, CAST_64), product_work(n, h, g), passes(n * g, F64_BIN)]
+    parts += [passes(n * g, CAST_32), sigmoid_work(n * h), sigmoid_work(n * h), tanh_work(n * h), sigmoid_work(n * h),
+              passes(n * h, *[F32_BIN] * (3 if state else 1)), tanh_work(n * h), passes(n * h, F32_BIN)]
+    return merge_host(*parts)
+
+
 def softmax_cross_entropy(logits, y, grad: bool = False):
     """Per-sample cross-entropy of float32 logits against integer labels (float64 inside);
     with ``grad`` also the float32 gradient of their mean, (softmax - one-hot) / N."""
@@ -195,3 +307,46 @@ def softmax_cross_entropy(logits, y, grad: bool = False):
     prob = e / s
     prob[rows, y] -= 1
     return losses, (prob / len(z)).astype(F32)
+
+
+def softmax_cross_entropy_work(n: int, k: int) -> dict:
+    """softmax_cross_entropy with its gradient, n rows of k logits: to float64, the max, - it,
+    exp, the sum, the softmax, / N, the rounding (the per-row loss terms are left out)."""
+    return passes(n * k, CAST_64, (8, 0, 1, "f64"), F64_MAP, F64_MAP, (8, 0, 1, "f64"), F64_MAP, F64_MAP, CAST_32)
+
+
+# -- the host's passes of the engine ops' host side (contract/numerics.py, host/engine/session.py)
+RSHIFT_ROUND = ((8, 8, 1, "int"), (8, 8, 1, "int"), (8, 8, 1, "int"), (16, 8, 1, "int"))  # + half, >>, <<, where
+
+
+def quantize_work(n: int, qbytes: int) -> dict:
+    """numerics.quantize_tensor of n float32 values into qbytes-wide integers: max, min, the
+    scaling, then _round_half_up32's floor, fraction, store, >= 1/2 and the integer add."""
+    return passes(n, (4, 0, 1, "f32"), (4, 0, 1, "f32"), F32_MAP, F32_MAP, (8, 4, 1, "f32"), (4, qbytes, 0, "int"),
+                  (4, 1, 1, "f32"), (qbytes + 1, qbytes, 1, "int"))
+
+
+def dequantize_work(n: int) -> dict:
+    """numerics.dequantize of n int32 values: the float32 cast and the scaling."""
+    return passes(n, (4, 4, 0, "f32"), F32_MAP)
+
+
+def fwd_bound_work(weights: int) -> dict:
+    """numerics.fwd_bound of int8 weights: to int64, abs, the row sums."""
+    return passes(weights, (1, 8, 0, "int"), (8, 8, 1, "int"), (8, 0, 1, "int"))
+
+
+def bwd_data_bound_work(g: int, weights: int) -> dict:
+    """EngineSession.conv_bwd_data's host side: numerics.aligned_weights of the int8 weights (to
+    int64, rshift_round), then bwd_data_bound: abs, the transposed copy, its sums, and the int16
+    gradient's min and max."""
+    return merge_host(passes(weights, (1, 8, 0, "int"), *RSHIFT_ROUND, (8, 8, 1, "int"), (8, 8, 0, "int"),
+                             (8, 0, 1, "int")),
+                      passes(g, (2, 0, 1, "int"), (2, 0, 1, "int")))
+
+
+def refresh_work(weights: int) -> dict:
+    """EngineSession.refresh_weights: numerics.renormalize (the int32 master to int64, abs, max),
+    weights_for_use (to int64 again, abs and the row maxima, rshift_round) and the int8 store."""
+    return passes(weights, (4, 8, 0, "int"), (8, 8, 1, "int"), (8, 0, 1, "int"), (4, 8, 0, "int"), (8, 8, 1, "int"),
+                  (8, 0, 1, "int"), *RSHIFT_ROUND, (8, 1, 0, "int"))

@@ -4,7 +4,9 @@ registered by type (``OPS``). Training (host/train/trainstep.py) and inference
 is written once: a class with ``forward(w, op, ins) -> out`` and ``backward(w, op, g) -> one
 gradient per input (None for none)``, registered with ``@register("type")``. ``w`` is the
 walk: the tensors, the parameters ``w.p``, the convs' engine ``w.layers``, ``w.training``, and
-``w.cache`` for what the backward needs.
+``w.cache`` for what the backward needs. Beside them ``work(plan, op, n, phase)`` counts the
+host's numpy passes of each (contract/opcount.py's host slots, hostops.py's rule) from the
+sizes it ran on: what the on-engine trainer records and ``e2t estimate`` derives from a plan.
 
 The convs run on the engine (quantize, CONV_FWD, the output exponent, dequantize;
 docs/numerics.md); the rest on the host in float32 (host/train/hostops.py). In training the
@@ -20,8 +22,10 @@ import numpy as np
 
 from contract import numerics as nx, parallel
 from contract.errors import E2TError
+from contract.opcount import merge_host
 
 from . import hostops
+from .hostops import CAST_32, CAST_64, COPY_32, F32_BIN, F32_MAP, passes
 
 F32, F64 = np.float32, np.float64
 
@@ -46,6 +50,18 @@ class Op(abc.ABC):
 
     def backward(self, w, op: dict, g: np.ndarray) -> list:
         raise E2TError(f"training: no backward for op type '{op['type']}'")
+
+    def work(self, plan, op: dict, n: int, phase: str, *, psg: bool = True, on: int | None = None) -> dict:
+        """The host's work of the op in training on ``n`` images, in ``phase``: "fwd" (its
+        forward), "bwd_data" (its backward), "update" (after the step; the SGD of its host
+        parameters is hostwork.update_work's); {} for none. ``psg``: the engine picks the weight
+        gradient's signs; ``on``: a mix's images whose gate is on (default n)."""
+        raise E2TError(f"training: no host work count for op type '{op['type']}': give its class a work method")
+
+
+def per_image(plan, tensor: str) -> int:
+    """Elements of one image's ``tensor``."""
+    return int(np.prod(plan.tensors[tensor]))
 
 
 @register("conv")
@@ -84,6 +100,24 @@ class Conv(Op):
         w.updated.add(op["name"])
         return [gx]
 
+    def work(self, plan, op, n, phase, *, psg=True, on=None):
+        """fwd: quantize x, its copy into act, the output's bound, dequantize y; bwd_data: quantize
+        g, its copy into grad, the input gradient's weights and bound and its dequantize, without
+        PSG the signs of G_full; update: the weights' refresh (EngineSession.refresh_weights)."""
+        x, y = n * op["c_in"] * op["h"] * op["w"], n * op["c_out"] * op["ho"] * op["wo"]
+        weights = op["c_out"] * op["c_in"] * op["k"] ** 2
+        if phase == "fwd":
+            return merge_host(hostops.quantize_work(x, 1), passes(x, (1, 1, 0, "int")), hostops.fwd_bound_work(weights),
+                              hostops.dequantize_work(y))
+        if phase == "bwd_data":
+            parts = [hostops.quantize_work(y, 2), passes(y, (2, 2, 0, "int"))]
+            if op["input_grad"]:
+                parts += [hostops.bwd_data_bound_work(y, weights), hostops.dequantize_work(x)]
+            if not psg:
+                parts.append(passes(weights, (8, 8, 1, "int"), (8, 1, 0, "int")))
+            return merge_host(*parts)
+        return hostops.refresh_work(weights)
+
 
 @register("batchnorm")
 class BatchNorm(Op):
@@ -112,6 +146,12 @@ class BatchNorm(Op):
         w.acc(p["bias"], dbeta)
         return [dx]
 
+    def work(self, plan, op, n, phase, *, psg=True, on=None):
+        if phase == "update":
+            return {}
+        work = hostops.bn_train_work if phase == "fwd" else hostops.bn_backward_work
+        return work(n * per_image(plan, op["output"]))
+
 
 @register("relu")
 class ReLU(Op):
@@ -124,6 +164,13 @@ class ReLU(Op):
     def backward(self, w, op, g):
         return [parallel.ufunc(np.multiply, g, w.cache[op["name"]], g.dtype)]  # with the mask: np.where branches
 
+    def work(self, plan, op, n, phase, *, psg=True, on=None):
+        """fwd: max(x, 0) and the mask x > 0; bwd_data: g times the mask."""
+        size = n * per_image(plan, op["output"])
+        if phase == "fwd":
+            return merge_host(hostops.relu_work(size), passes(size, (4, 1, 1, "f32")))
+        return passes(size, (5, 4, 1, "f32")) if phase == "bwd_data" else {}
+
 
 @register("add")
 class Add(Op):
@@ -134,6 +181,9 @@ class Add(Op):
 
     def backward(self, w, op, g):
         return [g, g]
+
+    def work(self, plan, op, n, phase, *, psg=True, on=None):
+        return passes(n * per_image(plan, op["output"]), F32_BIN) if phase == "fwd" else {}
 
 
 @register("avgpool")
@@ -147,6 +197,15 @@ class AvgPool(Op):
     def backward(self, w, op, g):
         shape = w.cache[op["name"]]
         return [np.broadcast_to(g / F32(shape[2] * shape[3]), shape).astype(F32)]
+
+    def work(self, plan, op, n, phase, *, psg=True, on=None):
+        """bwd_data: g / (h w), then its copy to every pixel."""
+        c, h, wd = plan.tensors[op["inputs"][0]]
+        if phase == "fwd":
+            return hostops.avgpool_work(n, c, h * wd)
+        if phase != "bwd_data":
+            return {}
+        return merge_host(passes(n * c, F32_MAP), passes(n * c * h * wd, (0, 4, 0, "f32")))
 
 
 @register("linear")
@@ -165,6 +224,18 @@ class Linear(Op):
         w.acc(p["bias"], g64.sum(0).astype(F32))
         dx = (g64 @ w.p[p["weight"]].astype(F64)).astype(F32)
         return [dx.reshape(len(g), *w.plan.tensors[op["inputs"][0]])]
+
+    def work(self, plan, op, n, phase, *, psg=True, on=None):
+        """bwd_data: g and x to float64, g^T x and its rounding, g's column sums, W to float64,
+        g W and its rounding."""
+        i, o = op["in_features"], op["out_features"]
+        if phase == "fwd":
+            return hostops.linear_work(n, i, o)
+        if phase != "bwd_data":
+            return {}
+        return merge_host(passes(n * o, CAST_64), passes(n * i, CAST_64), hostops.product_work(o, n, i),
+                          passes(o * i, CAST_32), passes(n * o, (8, 0, 1, "f64")), passes(o * i, CAST_64),
+                          hostops.product_work(n, o, i), passes(n * i, CAST_32))
 
 
 @register("gate")
@@ -219,6 +290,28 @@ class Gate(Op):
             w.carry = (hostops.matmul(d4, w.p[p["weight_hh"]]), (dc * f).astype(F32))
         return [hostops.matmul(d4, w.p[p["weight_ih"]]).reshape(len(x), -1, 1, 1)]
 
+    def work(self, plan, op, n, phase, *, psg=True, on=None):
+        """The LSTM step, the output layer and the sigmoid, and their backward pass over the
+        (n, hidden) and (n, 4 hidden) arrays and the products; the draw, the mask and the
+        backward's one value per image (dL/dp, dz) are left out. The first gate starts from no
+        state; every gate but the last gets dh, dc carried from the next."""
+        i, h, j = per_image(plan, op["inputs"][0]), op["hidden"], op["index"]
+        state, carried, nh, g4 = j > 0, j < plan.network["gates"] - 1, n * op["hidden"], 4 * op["hidden"]
+        if phase == "fwd":
+            return merge_host(hostops.lstm_step_work(n, i, h, state), hostops.linear_work(n, h, 1),
+                              hostops.sigmoid_work(n))
+        if phase != "bwd_data":
+            return {}
+        cell = [(0, 4, 1, "f32"), (0, 4, 0, "f32")] + [F32_BIN] * 2 * carried  # dh = dz w, dc = 0, + the carry
+        cell += [F32_BIN, F32_BIN, F32_MAP, F32_MAP, F32_BIN, F32_BIN, F32_BIN, F32_BIN]  # do, dc, di, dg
+        cell += [F32_BIN if state else (0, 4, 0, "f32")]  # df
+        cell += [F32_BIN, F32_MAP, F32_BIN] * 3 + [F32_MAP, F32_MAP, F32_BIN]  # the four gates' derivatives
+        parts = [hostops.matmul_work(1, n, h), passes(nh, *cell), passes(n * g4, COPY_32, COPY_32, (4, 0, 1, "f64")),
+                 hostops.matmul_work(g4, n, i), hostops.matmul_work(n, g4, i)]
+        if state:
+            parts += [hostops.matmul_work(g4, n, h), hostops.matmul_work(n, g4, h), passes(nh, F32_BIN, COPY_32)]
+        return merge_host(*parts)
+
 
 @register("mix")
 class Mix(Op):
@@ -252,6 +345,20 @@ class Mix(Op):
             dm[on, 0] = sums
         return [dm, g_on, g_short]
 
+    def work(self, plan, op, n, phase, *, psg=True, on=None):
+        """fwd: the shortcut's copy, the block's images into it; bwd_data: g's copy, its block
+        images zeroed, and taken; dL/dm: g to float64, the shortcut's images taken, block - them,
+        the product, its sums."""
+        s, k = per_image(plan, op["output"]), n if on is None else on
+        if phase == "fwd":
+            return merge_host(passes(n * s, COPY_32), passes(k * s, COPY_32))
+        if phase != "bwd_data":
+            return {}
+        parts = [passes(n * s, COPY_32), passes(k * s, (0, 4, 0, "f32"), COPY_32)]
+        if k:
+            parts.append(passes(k * s, CAST_64, COPY_32, F32_BIN, (12, 8, 1, "f64"), (8, 0, 1, "f64")))
+        return merge_host(*parts)
+
 
 @register("loss")
 class Loss(Op):
@@ -266,3 +373,6 @@ class Loss(Op):
 
     def backward(self, w, op, g):
         return [w.cache[op["name"]]]  # g is dL/dL = 1 (walk.Walk.backward)
+
+    def work(self, plan, op, n, phase, *, psg=True, on=None):
+        return hostops.softmax_cross_entropy_work(n, per_image(plan, op["inputs"][0])) if phase == "fwd" else {}

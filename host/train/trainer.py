@@ -4,8 +4,9 @@ From a plan (built from the model name, or ``--init DIR``), layer by layer: ever
 engine (host/engine/session.py), the rest on the host (host/train/ops.py's op table). E2-Train's savings: SMD
 on the host (a dropped batch makes no engine call), SLU on the host (a gated block's engine
 ops run on the images whose gate is on), PSG in the engine. Same run folder, config.json and
-metrics.jsonl as the reference trainer, plus the engine's counters; an atomic checkpoint
-(``checkpoint.npz``: every DDR array, the host's parameters and momentum) after every epoch,
+metrics.jsonl as the reference trainer, plus the engine's counters and the host's counted work
+(``ops.host``, host/train/hostwork.py); an atomic checkpoint (``checkpoint.npz``: every DDR
+array, the host's parameters and momentum) after every epoch,
 and ``--resume`` continues to the same weights as an uninterrupted run. At the end the
 trained network is written as a plan (``plan.json`` + ``weights.bin``) in the run folder.
 """
@@ -22,7 +23,7 @@ import numpy as np
 from contract import boards, numerics as nx
 from contract.errors import E2TError
 from contract.jsonfile import parse
-from contract.opcount import sum_layers, total_macs
+from contract.opcount import add_host, sum_host_layers, sum_layers, total_macs
 from contract.runs import RunDir, check_arrays, check_position, epoch_line
 from host.data.datasets import batches_per_epoch, load_dataset, preprocess, train_batches
 from host.engine.session import PHASES, EngineSession
@@ -31,9 +32,11 @@ from host.plan import planbuild, schema as planmod, weightsfile
 from . import hostops
 from .config import TrainConfig, lr_at
 from .forward import evaluate
+from .hostwork import update_work
 from .progress import Progress
 from .schedule import cost_sign, cost_weights, gate_draws, smd_drops
 from .trainstep import Step
+from .walk import HostTally
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -117,6 +120,7 @@ class EngineTrainer:
                 if op.get("gate") is not None and op["role"] == "residual":
                     macs[op["block"]] += op["c_out"] * op["c_in"] * op["k"] ** 2 * op["ho"] * op["wo"]
             self.cost_weights = cost_weights([macs[op["block"]] for op in gates], cfg.slu_weighting)
+        self.update_work, self.host = update_work(self.plan), HostTally(self.plan)  # an epoch's ops.host
         self.epoch = self.iteration = 0
         self.iters_per_epoch = batches_per_epoch(self.ds, cfg.batch_size)
         self.total_iterations = self.iters_per_epoch * cfg.epochs
@@ -207,6 +211,8 @@ class EngineTrainer:
             d = hostops.fma32(p, np.float32(cfg.weight_decay), grads.get(name, np.zeros_like(p)))
             self.params[buf] = (np.float32(cfg.momentum) * self.params[buf] + d).astype(np.float32)
             self.params[name] = hostops.fma32(self.params[buf], np.float32(-lr), p)
+        for name, slot in self.update_work.items():
+            add_host(self.host.per_layer[name], "update", slot)
         return saturations
 
     def train_epoch(self) -> dict:
@@ -216,6 +222,7 @@ class EngineTrainer:
         rng = gate_draws(cfg.seed, self.epoch)
         before = dict(self.session.counts), dict(self.session.seconds)
         self.session.per_layer = {}  # this epoch's accounting (evaluation's calls are not training's)
+        self.host.reset()
         coasted = 0
         loss_sum = correct = seen = 0.0
         gates = self.plan.network["gates"]
@@ -233,7 +240,7 @@ class EngineTrainer:
                 cost = None
                 if self.cost_weights is not None:
                     cost = {"beta": cfg.slu_beta, "weights": self.cost_weights, "sign": 0.0}
-                step = Step(self.plan, self.session, self.params, self.psg, cost, rng)
+                step = Step(self.plan, self.session, self.params, self.psg, cost, rng, self.host)
                 loss, logits = step.forward(x, y)
                 if cost is not None:
                     executed = float(np.mean(step.decisions)) if step.decisions else 1.0
@@ -257,7 +264,8 @@ class EngineTrainer:
                   "saturations": {"update": saturations, "engine": counts.get("saturations", 0)}}
         record["ops"] = {"backend": cfg.backend, "iterations": {"kept": kept, "dropped": len(dropped) - kept,
                                                                 "coasted": coasted},
-                         "total": sum_layers(self.session.per_layer), "per_layer": self.session.per_layer}
+                         "total": sum_layers(self.session.per_layer), "per_layer": self.session.per_layer,
+                         "host": {"total": sum_host_layers(self.host.per_layer), "per_layer": self.host.per_layer}}
         record["macs"] = total_macs(record["ops"]["total"])
         if cfg.psg and counts.get("psg_entries"):
             record["psg_predicted_fraction"] = counts["psg_sure"] / counts["psg_entries"]

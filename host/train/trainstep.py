@@ -15,10 +15,12 @@ from .walk import Walk
 
 
 class Step(Walk):
-    """Forward and backward of one mini-batch; collects host gradients in ``grads``."""
+    """Forward and backward of one mini-batch; collects host gradients in ``grads`` (and counts
+    the host's work into ``host``, a walk.HostTally, when given)."""
 
-    def __init__(self, plan, session, params: dict, psg: dict | None, slu_cost: dict | None, rng):
-        super().__init__(plan, session, params, True, rng, psg=psg, slu_cost=slu_cost)
+    def __init__(self, plan, session, params: dict, psg: dict | None, slu_cost: dict | None, rng,
+                 host=None):
+        super().__init__(plan, session, params, True, rng, psg=psg, slu_cost=slu_cost, host=host)
 
     def forward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """(mean cross-entropy, logits)."""

@@ -6,6 +6,10 @@ inputs gathered once for all its ops, its tensors hold the sub-batch, the mix sc
 the images it skips make no engine call, and a block no image takes runs nothing). Their gate
 gets no task gradient (the block's output does not exist for them), only the cost loss's.
 Inference can instead run a block on the whole batch and select per image (``slu="mask"``).
+
+Counting (``host``, training): each op's host work (its ``work``, host/train/ops.py) on the images
+it ran on, the gathers of a block's inputs and the scatters of their gradients to the op that
+takes them, and each tensor's ``gradient_sum`` to the op that made it.
 """
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import numpy as np
 
 from contract import parallel
 from contract.errors import E2TError
+from contract.opcount import add_host, merge_host
 
 from . import hostops
-from .ops import OPS
+from .hostops import CAST_32, CAST_64, COPY_32, F32_BIN, passes
+from .ops import OPS, per_image
 
 F32, F64 = np.float32, np.float64
 
@@ -45,17 +51,64 @@ def gradient_sum(parts: list | None) -> np.ndarray | None:
     return out
 
 
+def gradient_sum_work(parts: int, size: int) -> dict:
+    """gradient_sum of ``parts`` gradients of ``size`` elements: nothing for one, a float32 add
+    for two, else a chunk at a time the float64 copy, the adds and the rounding."""
+    if parts < 3:
+        return passes(size, F32_BIN) if parts == 2 else {}
+    return passes(size, CAST_64, *[(12, 8, 1, "f64")] * (parts - 1), CAST_32,
+                  calls=-(-size // hostops.CHUNK) * (parts + 1))
+
+
+def gather_work(k: int, size: int) -> dict:
+    """A block's input of ``size`` elements per image taken for its ``k`` images (parallel.take)."""
+    return passes(k * size, COPY_32)
+
+
+def scatter_work(k: int, n: int, size: int) -> dict:
+    """The gradient of ``k`` images scattered into ``n`` zeroed ones (parallel.scatter)."""
+    return merge_host(passes(n * size, (0, 4, 0, "f32")), passes(k * size, COPY_32))
+
+
+def gathered(op: dict, kind) -> bool:
+    """Whether ``op`` runs on its gate's images (with ``slu="gather"``)."""
+    return op.get("gate") is not None and kind.gathered
+
+
+class HostTally:
+    """The host's work of training steps: ``per_layer``, every plan op in order -> phase -> host
+    slot (contract/opcount.py). Each distinct count is computed once (steps repeat their sizes),
+    so counting costs a dict update per op call."""
+
+    def __init__(self, plan):
+        self.plan, self._known = plan, {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start counting anew (a new ``per_layer``; the counts already computed are kept)."""
+        self.per_layer = {op["name"]: {} for op in self.plan.ops}
+
+    def add(self, name: str, phase: str, key: tuple, work) -> None:
+        """Add ``work()`` (a host slot), computed once per ``key``, to op ``name``'s ``phase``."""
+        slot = self._known.get(key)
+        if slot is None:
+            slot = self._known[key] = work()
+        if slot:
+            add_host(self.per_layer[name], phase, slot)
+
+
 class Walk:
     """One pass over ``plan``: ``layers`` runs the convs (an EngineSession, or
     forward.OnArrays), ``p`` holds the host's parameters by name. Training draws the gates
     from ``rng`` and keeps what the backward needs; ``labels`` (set before ``run``) feed the
     loss. The backward collects the host gradients in ``grads`` and the convs that got a
-    weight gradient in ``updated``."""
+    weight gradient in ``updated``. ``host`` (a HostTally) counts the host's work when given."""
 
     def __init__(self, plan, layers, p: dict, training: bool, rng=None, slu: str = "gather",
-                 record: dict | None = None, psg: dict | None = None, slu_cost: dict | None = None):
+                 record: dict | None = None, psg: dict | None = None, slu_cost: dict | None = None,
+                 host: HostTally | None = None):
         self.plan, self.layers, self.p, self.training, self.rng = plan, layers, p, training, rng
-        self.slu, self.record, self.psg, self.slu_cost = slu, record, psg, slu_cost
+        self.slu, self.record, self.psg, self.slu_cost, self.host = slu, record, psg, slu_cost, host
         self.labels = self.losses = self.state = self.carry = None
         self.t, self.sub, self.cache, self.picks, self.decisions = {}, {}, {}, {}, []
         self.empty, self.grads, self.updated = set(), {}, set()
@@ -65,7 +118,17 @@ class Walk:
         self.grads[name] = self.grads.get(name, 0) + g
 
     def _gathered(self, op: dict, kind) -> bool:
-        return self.slu == "gather" and op.get("gate") is not None and kind.gathered
+        return self.slu == "gather" and gathered(op, kind)
+
+    def _count(self, op: dict, phase: str, key: tuple, work) -> None:
+        """When counting: ``work()`` into ``op``'s ``phase``; ``key``: the sizes it depends on."""
+        if self.host is not None:
+            self.host.add(op["name"], phase, (op["name"], phase, *key), work)
+
+    def _count_op(self, kind, op: dict, n: int, phase: str) -> None:
+        """The op's own work on ``n`` images (a mix's: and its gate's picks)."""
+        on, psg = len(self.picks[op["gate"]]) if op.get("gate") in self.picks else None, self.psg is not None
+        self._count(op, phase, (n, on, psg), lambda: kind.work(self.plan, op, n, phase, psg=psg, on=on))
 
     def run(self, x: np.ndarray) -> dict:
         """The forward pass of ``x``: every tensor by name."""
@@ -80,6 +143,8 @@ class Walk:
                 if gathered and sub.get(n) != gate:  # a block's input, gathered once for all its ops
                     if (n, gate) not in taken:
                         taken[n, gate] = parallel.take(t[n], self.picks[gate])
+                        k = len(self.picks[gate])
+                        self._count(op, "fwd", ("take", n, k), lambda: gather_work(k, per_image(self.plan, n)))
                     ins.append(taken[n, gate])
                 else:
                     ins.append(t[n])
@@ -88,6 +153,7 @@ class Walk:
                 self.empty.add(op["name"])
             else:
                 out = kind.forward(self, op, ins)
+                self._count_op(kind, op, len(out), "fwd")
             if gathered:
                 sub[op["output"]] = gate
             t[op["output"]] = out
@@ -99,14 +165,22 @@ class Walk:
         gradient summed from its consumers (``gradient_sum``), a gathered op's scattered back."""
         grads = {self.plan.ops[-1]["output"]: [F32(1)]}
         for op in reversed(self.plan.ops):
-            g = gradient_sum(grads.pop(op["output"], None))
+            parts = grads.pop(op["output"], None)
+            g = gradient_sum(parts)
             if g is None or op["name"] in self.empty:
                 continue
             kind, gate = OPS[op["type"]], op.get("gate")
             gathered = self._gathered(op, kind)
-            for name, gi in zip(op["inputs"], kind.backward(self, op, g)):
+            m, size = len(parts), np.size(g)
+            self._count(op, "bwd_data", ("sum", m, size), lambda: gradient_sum_work(m, size))
+            back = kind.backward(self, op, g)
+            self._count_op(kind, op, len(self.t[op["output"]]), "bwd_data")
+            for name, gi in zip(op["inputs"], back):
                 if gi is None:
                     continue
                 if gathered and self.sub.get(name) != gate:
                     gi = parallel.scatter(gi, self.picks[gate], len(self.t[name]))
+                    k, n = len(self.picks[gate]), len(self.t[name])
+                    self._count(op, "bwd_data", ("scatter", name, k, n),
+                                lambda: scatter_work(k, n, per_image(self.plan, name)))
                 grads.setdefault(name, []).append(gi)

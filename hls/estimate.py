@@ -16,8 +16,9 @@ import os
 from contract import cycles as cycle_model, opcount
 from contract.boards import DATA, DEFAULT_BOARD, board, check_fit
 from contract.errors import E2TError
-from energy import model as energy_model
+from energy import model as energy_model, wholeboard
 from host.plan import schema as planmod
+from host.train import hostwork
 
 from . import export, resources
 
@@ -37,6 +38,14 @@ def _step_counts(plan: planmod.Plan, precision: opcount.Precision) -> dict:
     return per_layer
 
 
+def _whole_board(plan: planmod.Plan, per_layer: dict, em) -> dict:
+    """The board's modeled step (energy/steptime.py) and joules by part (energy/wholeboard.py)
+    of the fixed-point + PSG step: the engine's counts and the host's (host/train/hostwork.py)."""
+    engine = per_layer["engine, fixed point + PSG"]
+    ops = {"per_layer": engine, "total": opcount.sum_layers(engine), "host": hostwork.step_work(plan, psg=True)}
+    return wholeboard.epoch(ops, em, plan.board.name)
+
+
 def estimate(plan: planmod.Plan, energy_file: str | None = None) -> dict:
     """The modeled figures of ``plan`` on its board."""
     b = plan.board
@@ -53,27 +62,40 @@ def estimate(plan: planmod.Plan, energy_file: str | None = None) -> dict:
             "model": plan.network["model"], "batch": plan.batch, "resources": resources.totals(b),
             "macs_per_step": macs, "cycles_per_step": cycles, "seconds_per_step": seconds,
             "images_per_s": plan.batch / seconds, "joules_per_image": joules,
-            "per_layer": per_layer["engine, fixed point + PSG"],
-            "energy_model": os.path.relpath(em.path, os.path.dirname(DATA)) if em.path.startswith(DATA) else em.path,
+            "per_layer": per_layer["engine, fixed point + PSG"], "whole_board": _whole_board(plan, per_layer, em),
+            "host_cpu": em.host["cpu"], "energy_model": os.path.relpath(em.path, os.path.dirname(DATA)) if em.path.startswith(DATA) else em.path,
             "energy_table": em.table}
 
 
 def text(e: dict) -> str:
     """The table ``e2t estimate`` prints."""
     lines = [f"{e['model']} on {e['board']} ({e['part']}, {e['clock_mhz']:g} MHz, {e['tile']}), batch "
-             f"{e['batch']}: modeled (hls/resources.py, hls/cycles.py, {e['energy_model']}), not synthesized",
+             f"{e['batch']}: modeled (hls/resources.py, contract/cycles.py, {e['energy_model']}), not synthesized",
              "", f"{'resource':<10}{'used':>10}{'budget':>10}{'use':>8}"]
     for u in e["resources"]:
         mark = "" if u.fits else "  over budget"
         lines.append(f"{u.resource.upper():<10}{u.used:>10,}{u.budget:>10,}{100 * u.used / u.budget:>7.0f}%{mark}")
+    wb, t = e["whole_board"], e["whole_board"]["time"]
+    n, bytes_gb = e["batch"], sum(t["bytes"].values()) / 1e9
     rows = [("engine cycles per training step", f"{e['cycles_per_step']:,} (PSG worst case: every tile recomputed)"),
-            ("time per training step", f"{e['seconds_per_step']:.2f} s at {e['clock_mhz']:g} MHz"),
-            ("images per second", f"{e['images_per_s']:.1f} (forward and backward, engine only)"),
+            ("engine time per training step", f"{e['seconds_per_step']:.2f} s at {e['clock_mhz']:g} MHz"),
+            ("host time per training step", f"{t['host_s']:.2f} s ({e['host_cpu']}; numpy passes moving "
+                                            f"{t['bytes']['host'] / 1e9:.2f} GB)"),
+            ("DDR floor per training step", f"{t['ddr_s']:.2f} s ({bytes_gb:.2f} GB of engine and host traffic)"),
+            ("board time per training step", f"{t['seconds']:.2f} s, bound by the {t['bound']} "
+                                             f"({t['overlap_s']:.2f} s of engine and host overlap)"),
+            ("images per second", f"{n / t['seconds']:.1f} on the board (the engine alone: {e['images_per_s']:.1f})"),
             ("MACs per training step", f"{e['macs_per_step'] / 1e9:.2f} G")]
-    rows += [(f"energy per image, {name}", f"{j * 1e3:.3f} mJ") for name, j in e["joules_per_image"].items()]
+    rows += [(f"energy per image, {name}", f"{j * 1e3:.3f} mJ (dynamic: MACs and DDR)")
+             for name, j in e["joules_per_image"].items()]
+    rows.append(("whole-board energy per image, by part", ", ".join(
+        f"{part} {p['j'] / n * 1e3:.3f}" for part, p in wb["parts"].items()) + " mJ"))
     w = max(len(k) for k, _ in rows)
     lines += [""] + [f"{k:<{w}}  {v}" for k, v in rows]
-    lines.append(f"(energy: MACs and DDR traffic priced by {e['energy_table']})")
+    lines += [f"host share of the board step: {100 * t['host_s'] / t['seconds']:.0f} %",
+              f"whole-board energy per image: {wb['j'] / n * 1e3:.3f} mJ",
+              f"(energy: MACs and DDR traffic priced by {e['energy_table']}; the host's rates, the DDR's bandwidth "
+              f"and the board's power are estimates, each with its source in {e['energy_model']})"]
     return "\n".join(lines)
 
 

@@ -200,7 +200,9 @@ def host_slot(read: int = 0, written: int = 0, flops: dict | None = None, calls:
 
 def add_host(acc: dict, phase: str, slot: dict) -> None:
     """Add the host slot ``slot`` into ``acc[phase]``."""
-    mine = acc.setdefault(phase, host_slot())
+    mine = acc.get(phase)
+    if mine is None:  # (not setdefault: a slot built on every call costs the trainers' counting)
+        mine = acc[phase] = host_slot()
     for key in ("bytes", "read", "written", "calls"):
         mine[key] += slot[key]
     for kind, n in slot["flops"].items():

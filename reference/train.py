@@ -10,7 +10,8 @@ E2-Train's data and model levels are here: SMD (``cfg.smd``) drops whole iterati
 SLU (``cfg.slu_target``) trains a ``GatedResNet`` with the cost loss of reference/slu.py,
 and the algorithm level, PSG (``cfg.psg``), swaps every conv for the integer ``QConv2d``
 of reference/quant.py with its sign-momentum ``PSGUpdater``. Every kept iteration is
-counted per layer and phase (contract/opcount.py) into the epoch's ``ops`` record.
+counted per layer and phase (contract/opcount.py) into the epoch's ``ops`` record, with the
+host's work and the engine's modeled cycles of the same steps on the board (reference/boardcount.py).
 """
 from __future__ import annotations
 
@@ -26,13 +27,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from contract import numerics as nx
 from contract.errors import E2TError
-from contract.opcount import OpCounter, Precision, total_macs
+from contract.opcount import total_macs
 from contract.runs import RunDir, check_arrays, check_position, epoch_line as summary
 from host.data.datasets import batches_per_epoch, load_dataset, test_batches, train_batches
 from host.train.config import TrainConfig, lr_at
 from host.train.progress import Progress
 from host.train.schedule import cost_sign, gate_draws, smd_drops
 
+from . import boardcount
 from .distributed import World, close_world, init_world, use_global_batchnorm
 from .geometry import layer_geometry
 from .hostexact import cross_entropy as exact_cross_entropy, use_exact_host_ops
@@ -170,8 +172,8 @@ class Trainer:
         if cfg.precision == "fixed":  # the host's float ops rounded as on the engine trainer
             use_exact_host_ops(self.model)
         self.loss_fn = exact_cross_entropy if cfg.precision == "fixed" else F.cross_entropy
-        self.counter = OpCounter(layer_geometry(self.model, self.ds.in_channels),
-                                 Precision(cfg.precision, cfg.psg))
+        self.counter = boardcount.counter(cfg, layer_geometry(self.model, self.ds.in_channels, self.ds.test_x.shape[2]),
+                                          self.ds, self.log)
         self.slu_weights = None  # cost weights w_l of the gated blocks when SLU is on
         if cfg.slu_target is not None:
             gated_macs = residual_macs(self.model, self.ds.in_channels)[1:]

@@ -1,6 +1,7 @@
 """The host's work of one training step from a plan, without running it (``e2t estimate``): the
 counts the on-engine trainer records (host/train/walk.py's walk of the op table's ``work``, its
-gathers, scatters and gradient sums; ``update_work`` after each step), every SLU gate on.
+gathers, scatters and gradient sums; ``update_work`` after each step), with every SLU gate on or
+the images each let through (a reference run's steps, reference/boardcount.py).
 contract/opcount.py's host slots; host/train/hostops.py states the counting rule."""
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from host.plan.schema import MOMENTUM
 
 from . import hostops
 from .ops import OPS, per_image
-from .walk import gather_work, gathered, gradient_sum_work, scatter_work
+from .walk import HostTally, gather_work, gathered, gradient_sum_work, scatter_work
 
 
 def update_work(plan) -> dict:
@@ -30,41 +31,59 @@ def update_work(plan) -> dict:
     return out
 
 
-def step_work(plan, n: int | None = None, psg: bool = True) -> dict:
-    """One training step's host counts at batch ``n`` (default the plan's), every gate on, with
-    or without PSG: ``{"per_layer": every plan op in order -> phase -> slot, "total": per phase
-    and "all"}``, what a run of such a step records."""
-    n = plan.batch if n is None else n
-    per_layer = {op["name"]: {} for op in plan.ops}
+def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None = None) -> None:
+    """One training step's forward and backward host work at batch ``n`` into ``tally`` (each
+    distinct count computed once, under the walk's keys), as the walk counts it: an op of gate j
+    on the ``executed[j]`` images its gate let through (every gate on where absent), the gathers
+    and scatters of its block, a block no image took counting only its gathers."""
+    plan, executed = tally.plan, executed or {}
 
-    def count(op, phase, slot):
-        if slot:
-            add_host(per_layer[op["name"]], phase, slot)
+    def count(op, phase, key, work):
+        tally.add(op["name"], phase, (op["name"], phase, *key), work)
 
-    block, taken = {}, set()  # tensor -> the gate whose gathered op made it; (tensor, gate) gathered
+    def sizes(op, kind):  # (images the op runs on, its gate's images)
+        on = executed.get(op["gate"], n) if op.get("gate") is not None else None
+        return (on if gathered(op, kind) else n), on
+
+    block, taken, empty = {}, set(), set()  # tensor -> the gate whose gathered op made it; (tensor, gate) gathered
     for op in plan.ops:
         kind, gate = OPS[op["type"]], op.get("gate")
+        rows, on = sizes(op, kind)
         if gathered(op, kind):
             for name in op["inputs"]:
                 if block.get(name) != gate and (name, gate) not in taken:
                     taken.add((name, gate))
-                    count(op, "fwd", gather_work(n, per_image(plan, name)))
+                    count(op, "fwd", ("take", name, on), lambda: gather_work(on, per_image(plan, name)))
             block[op["output"]] = gate
-        count(op, "fwd", kind.work(plan, op, n, "fwd", psg=psg))
+        if rows == 0:
+            empty.add(op["name"])
+            continue
+        count(op, "fwd", (rows, on, psg), lambda: kind.work(plan, op, rows, "fwd", psg=psg, on=on))
     parts = {plan.ops[-1]["output"]: 1}  # tensor -> the gradients it gets
     for op in reversed(plan.ops):
         k = parts.pop(op["output"], 0)
-        if not k:
+        if not k or op["name"] in empty:
             continue
         kind, gate = OPS[op["type"]], op.get("gate")
-        count(op, "bwd_data", gradient_sum_work(k, n * per_image(plan, op["output"])))
-        count(op, "bwd_data", kind.work(plan, op, n, "bwd_data", psg=psg))
+        rows, on = sizes(op, kind)
+        count(op, "bwd_data", ("sum", k, rows), lambda: gradient_sum_work(k, rows * per_image(plan, op["output"])))
+        count(op, "bwd_data", (rows, on, psg), lambda: kind.work(plan, op, rows, "bwd_data", psg=psg, on=on))
         for name in op["inputs"]:
             if name == plan.data["input"]:
                 continue  # the image: its conv passes no gradient (input_grad)
             if gathered(op, kind) and block.get(name) != gate:
-                count(op, "bwd_data", scatter_work(n, n, per_image(plan, name)))
+                count(op, "bwd_data", ("scatter", name, on, n),
+                      lambda: scatter_work(on, n, per_image(plan, name)))
             parts[name] = parts.get(name, 0) + 1
+
+
+def step_work(plan, n: int | None = None, psg: bool = True, executed: dict | None = None) -> dict:
+    """One training step's host counts at batch ``n`` (default the plan's), with or without PSG,
+    ``executed``: gate index -> the images it let through (default every gate on):
+    ``{"per_layer": every plan op in order -> phase -> slot, "total": per phase and "all"}``,
+    what a run of such a step records."""
+    tally = HostTally(plan)
+    count_step(tally, plan.batch if n is None else n, psg, executed)
     for name, slot in update_work(plan).items():
-        add_host(per_layer[name], "update", slot)
-    return {"per_layer": per_layer, "total": sum_host_layers(per_layer)}
+        add_host(tally.per_layer[name], "update", slot)
+    return {"per_layer": tally.per_layer, "total": sum_host_layers(tally.per_layer)}

@@ -350,8 +350,8 @@ def energy_line(run_dir: str, board: str | None = None, model: str | None = None
     from energy import report
     path, total = report.write(run_dir, board, model, force)
     wb = total["whole_board"]
-    figures = (f"{wb['j']:.4g} J modeled for the whole board over {wb['seconds']:.4g} s of board time, the engine's "
-               f"dynamic {total['total_j']:.4g} J" if wb["priced"] else
+    figures = (f"{wb['j']:.4g} J modeled for the whole board over {wb['seconds']:.4g} s of board time (the host busy "
+               f"{100 * wb['host_share']:.0f} % of it), the engine's dynamic {total['total_j']:.4g} J" if wb["priced"] else
                f"{total['total_j']:.4g} J modeled for the engine (dynamic), the whole board not priced (the report "
                f"says why)")
     return f"energy: {figures} ({total['table']}; {total['model']}), report {path}"

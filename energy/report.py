@@ -122,15 +122,21 @@ def _check_record(r, epoch: int, where: str) -> None:
         emodel.text(rail.get("source"), f"{where}rails.{name}.source")
 
 
-def whole_board(records: list[dict], model: emodel.EnergyModel) -> dict:
+def whole_board(records: list[dict], model: emodel.EnergyModel, on_board: bool = False) -> dict:
     """The run's modeled board time and whole-board joules on the model's board
     (energy/wholeboard.py), with the model file; ``priced`` False and ``why`` (a sentence) when
-    its records lack the counts it needs."""
+    its records lack the counts it needs. A run on a board (``on_board``) keeps each epoch's
+    measured seconds beside the modeled ones (``measured_s``)."""
     why = wholeboard.missing(records)
     if why:
         return {"priced": False, "why": why}
-    return {"priced": True, "model": model.path, "part_names": wholeboard.PART_NAMES,
-            **wholeboard.run(records, model, model.board)}
+    wb = {"priced": True, "model": model.path, "part_names": wholeboard.PART_NAMES,
+          **wholeboard.run(records, model, model.board)}
+    if on_board:
+        for ep, r in zip(wb["epochs"], records):
+            ep["measured_s"] = float(r.get("seconds") or 0.0)
+        wb["measured_s"] = sum(ep["measured_s"] for ep in wb["epochs"])
+    return wb
 
 
 PART_COLORS = {"engine": "#4c72b0", "host": "#dd8452", "static": "#8172b3", "idle": "#937860"}
@@ -233,7 +239,9 @@ def _whole_board_html(wb: dict, run_board: str, figure: str) -> str:
                     f"<td>{100 * j / wb['j'] if wb['j'] else 0:.1f} %</td></tr>" for p, j in wb["parts"].items())
     times = "".join(f"<tr><td>{ep['epoch']}</td><td>{ep['seconds']:.4g}</td><td>{ep['engine_s']:.4g}</td>"
                     f"<td>{ep['host_s']:.4g}</td><td>{ep['overlap_s']:.4g}</td><td>{ep['ddr_s']:.4g}</td>"
-                    f"<td>{e(ep['bound'])}</td><td>{ep['j']:.4g}</td></tr>" for ep in wb["epochs"])
+                    f"<td>{e(ep['bound'])}</td><td>{ep['j']:.4g}</td>"
+                    + (f"<td>{ep['measured_s']:.4g}</td>" if "measured_s" in ep else "") + "</tr>" for ep in wb["epochs"])
+    measured = ("<th>measured on the board (s)</th>", f"<th>{wb['measured_s']:.4g}</th>") if "measured_s" in wb else ("", "")
     other = (f" The engine's cycles are those the run counted for {e(run_board)}'s engine, at {e(wb['board'])}'s "
              f"clock." if run_board != wb["board"] else "")
     return f"""<h2>Whole board: {wb['j']:.4g} J over {wb['seconds']:.4g} s of board time (modeled)</h2>
@@ -244,9 +252,9 @@ The host was busy (its counted numpy work) for {100 * wb['host_share']:.1f} % of
 <table><tr><th>part</th><th>energy (J)</th><th>share</th></tr>{parts}
 <tr><th>whole board</th><th>{wb['j']:.4g}</th><th>100 %</th></tr></table>
 <table><tr><th>epoch</th><th>board time (s)</th><th>engine busy (s)</th><th>host busy (s)</th><th>overlap (s)</th>
-<th>DDR floor (s)</th><th>bound by</th><th>whole board (J)</th></tr>{times}
+<th>DDR floor (s)</th><th>bound by</th><th>whole board (J)</th>{measured[0]}</tr>{times}
 <tr><th>all</th><th>{wb['seconds']:.4g}</th><th>{wb['engine_s']:.4g}</th><th>{wb['host_s']:.4g}</th>
-<th>{wb['overlap_s']:.4g}</th><th>{wb['ddr_s']:.4g}</th><th></th><th>{wb['j']:.4g}</th></tr></table>
+<th>{wb['overlap_s']:.4g}</th><th>{wb['ddr_s']:.4g}</th><th></th><th>{wb['j']:.4g}</th>{measured[1]}</tr></table>
 {figure}
 """
 
@@ -335,11 +343,12 @@ def _check_replace(folder: str, model: emodel.EnergyModel, force: bool) -> None:
                        f"pass --force to replace it")
 
 
-def priced(records: list[dict], model: emodel.EnergyModel) -> dict:
-    """A run's figures: the engine's dynamic joules (``run_energy``) and ``whole_board``; a run
-    not priced whole-board lists the whole board among what the model leaves out."""
+def priced(records: list[dict], model: emodel.EnergyModel, on_board: bool = False) -> dict:
+    """A run's figures: the engine's dynamic joules (``run_energy``) and ``whole_board`` (with the
+    measured seconds of a run ``on_board``); a run not priced whole-board lists the whole board
+    among what the model leaves out."""
     result = emodel.run_energy(records, model)
-    result["whole_board"] = whole_board(records, model)
+    result["whole_board"] = whole_board(records, model, on_board)
     if not result["whole_board"]["priced"]:
         result["not_modeled"].insert(0, "the whole board (the host CPU, PL and PS static power, the idle board, "
                                         "board time): not priced, " + result["whole_board"]["why"])
@@ -355,7 +364,7 @@ def write(run_dir: str, board: str | None = None, model_path: str | None = None,
     model = _model(board, model_path, run_board)
     folder = os.path.join(run_dir, folder_name(run_board, board, model_path))
     _check_replace(folder, model, force)
-    result = priced(records, model)
+    result = priced(records, model, on_board=config.get("backend") == "pynq" and model.board == run_board)
     files = {"energy.json": json.dumps(result, indent=1).encode()}
     buf = io.StringIO()
     phases = list(result["phases"])

@@ -494,6 +494,23 @@ def test_the_report_prices_the_whole_board_and_its_parts_add_up(tmp_path, capsys
     assert (folder / "whole_board_per_epoch.png").stat().st_size > 1000
 
 
+def test_a_board_run_shows_its_measured_seconds_beside_the_modeled(tmp_path):
+    """A run on the board (--backend pynq) keeps each epoch's measured seconds beside the modeled
+    board time; priced for another board, or run on the emulator, it has none to show."""
+    recs = [_whole_board_record(1, 10**9, 1e6), _whole_board_record(2, 2 * 10**9, 3e6, 0.8)]
+    for r, s in zip(recs, (12.5, 13.0)):
+        r["seconds"] = s
+    config = {"model": "resnet8", "dataset": "digits", "backend": "pynq", "board": "pynq-z2"}
+    _, result = report.write(_run(tmp_path / "board", recs, config))
+    wb = result["whole_board"]
+    assert [ep["measured_s"] for ep in wb["epochs"]] == [12.5, 13.0] and wb["measured_s"] == 25.5
+    assert "measured on the board (s)" in (tmp_path / "board" / "energy" / "report.html").read_text()
+    _, other = report.write(str(tmp_path / "board"), board="zcu104")
+    assert "measured_s" not in other["whole_board"]
+    _, emulated = report.write(_run(tmp_path / "emu", recs))
+    assert "measured_s" not in emulated["whole_board"]
+
+
 def test_a_run_without_host_counts_gets_the_engine_report_and_says_why(tmp_path):
     run = _run(tmp_path / "run", [_record(1, 10**9, 1e6)])
     _, result = report.write(run)

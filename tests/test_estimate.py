@@ -93,3 +93,29 @@ def test_the_cli_prints_the_table_and_refuses_what_does_not_fit(capsys, tmp_path
                  "--out", str(tmp_path / "p")]) == 0
     assert main(["estimate", "--plan", str(tmp_path / "p"), "--board", "kv260"]) == 2
     assert "the plan in" in capsys.readouterr().err
+
+
+def test_the_whole_board_lines_by_hand():
+    """The step's parts: the engine's cycles, the host's counted passes (host/train/hostwork.py) at the
+    board's rates, the DDR floor; the two lines a script reads; the joules by part add up."""
+    from energy import model as emodel, steptime
+    from host.train import hostwork
+    plan = planbuild.from_model("resnet8", 1, 10, 8, "pynq-z2", 16, 0)[0]
+    e = est.estimate(plan)
+    wb, t, em = e["whole_board"], e["whole_board"]["time"], emodel.load("pynq-z2")
+    host = hostwork.step_work(plan, psg=True)
+    assert t["host_s"] == pytest.approx(sum(steptime.host_seconds(s, em.host) for per in host["per_layer"].values()
+                                            for s in per.values()))
+    assert t["engine_s"] == pytest.approx(e["cycles_per_step"] / 100e6)
+    engine_bytes = opcount.sum_layers(e["per_layer"])["all"]["bytes"]
+    assert t["ddr_s"] == pytest.approx((engine_bytes + host["total"]["all"]["bytes"]) / em.ddr_bytes_per_s)
+    assert t["engine_s"] + t["host_s"] - t["overlap_s"] == pytest.approx(t["schedule_s"])
+    assert t["seconds"] == max(t["schedule_s"], t["ddr_s"])
+    assert wb["j"] == pytest.approx(sum(p["j"] for p in wb["parts"].values()))
+    assert wb["parts"]["engine"]["j"] == pytest.approx(16 * e["joules_per_image"]["engine, fixed point + PSG"])
+    lines = est.text(e).splitlines()
+    share = [l for l in lines if l.startswith("host share of the board step: ")]
+    energy = [l for l in lines if l.startswith("whole-board energy per image: ")]
+    assert share == [f"host share of the board step: {100 * t['host_s'] / t['seconds']:.0f} %"]
+    assert energy == [f"whole-board energy per image: {wb['j'] / 16 * 1e3:.3f} mJ"]
+    assert f"bound by the {t['bound']}" in est.text(e)

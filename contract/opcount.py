@@ -5,10 +5,10 @@ geometry, the samples each layer really ran on (SLU skips, SMD drops) and the PS
 layers' recompute statistics, at the granularity the engine uses (docs/numerics.md):
 
 - ``fwd``: forward conv, ``bwd_data``: backward to the input (not for the stem, whose
-  input is the image), ``bwd_w_pred``: the 4-bit predictor weight gradient (PSG only),
-  ``bwd_w_full``: the full-precision weight gradient (PSG: only the channel pairs inside
-  tiles that hold an unsure entry), ``update``: the weight update (3 multiply-adds per
-  weight).
+  input is the image, nor above frozen layers), ``bwd_w_pred``: the 4-bit predictor
+  weight gradient (PSG only), ``bwd_w_full``: the full-precision weight gradient (PSG: only
+  the channel pairs inside tiles that hold an unsure entry), ``update``: the weight update
+  (3 multiply-adds per weight); a frozen layer (``--train-from``, ``--train``) has neither.
 - MAC widths: ``fp32``; ``int8x8`` (x_q * W_q); ``int16x8`` (g_q * W_q); ``int4x16``
   (x_msb * g_q); ``int8x16`` (x_q * g_q); ``int32`` (the integer update).
 - Bytes are DDR traffic of the engine's dataflow: operands read once and results written
@@ -51,6 +51,8 @@ class LayerGeom:
     h_out: int
     w_out: int
     block: int | None = None  # the gated block a "residual" conv belongs to
+    trains: bool = True  # False: frozen (--train-from, --train): no weight gradient, no update
+    input_grad: bool = True  # False: its input gets no gradient (no backward-data; the stem's never does)
 
     @property
     def weights(self) -> int:
@@ -97,7 +99,9 @@ def layer_ops(g: LayerGeom, n: int, p: Precision, psg_stats: dict | None = None,
     """Counts of one layer for one iteration in which it ran on ``n`` samples.
 
     ``psg_stats`` (PSG layers): ``pairs_recomputed``, the channel pairs in recomputed
-    tiles. ``update``: whether the layer's weights are updated this iteration.
+    tiles. ``update``: whether the layer's weights are updated this iteration. A frozen layer
+    (``g.trains`` false) has no weight gradient and no update; one whose input gets no gradient
+    (``g.input_grad`` false) no backward-data.
     """
     acc: dict = {}
     conv = p if g.role != "classifier" else Precision("fp32")
@@ -106,18 +110,18 @@ def layer_ops(g: LayerGeom, n: int, p: Precision, psg_stats: dict | None = None,
     out_bytes = 4.0  # int32 or fp32 results
     if n:
         add_count(acc, "fwd", conv.width("fwd"), macs, x_el * conv.bytes_x() + g.weights * conv.bytes_w() + y_el * out_bytes)
-        if g.role != "stem":
+        if g.role != "stem" and g.input_grad:
             add_count(acc, "bwd_data", conv.width("bwd_data"), macs,
                  y_el * conv.bytes_g() + g.weights * conv.bytes_w() + x_el * out_bytes)
-        if conv.psg:
+        if g.trains and conv.psg:
             add_count(acc, "bwd_w_pred", conv.width("bwd_w_pred"), macs, x_el * 0.5 + y_el * conv.bytes_g())
             share = (psg_stats or {}).get("pairs_recomputed", g.c_out * g.c_in) / (g.c_out * g.c_in)
             add_count(acc, "bwd_w_full", conv.width("bwd_w_full"), macs * share,
                  share * (x_el * conv.bytes_x() + y_el * conv.bytes_g()))
-        else:
+        elif g.trains:
             add_count(acc, "bwd_w_full", conv.width("bwd_w_full"), macs,
                  x_el * conv.bytes_x() + y_el * conv.bytes_g() + g.weights * out_bytes)
-    if update:
+    if update and g.trains:
         per_weight = 16.0 + (0.25 if conv.psg else 4.0)  # master + momentum in and out, + gradient
         add_count(acc, "update", conv.width("update"), 3 * g.weights, g.weights * per_weight)
     return acc

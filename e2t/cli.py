@@ -19,8 +19,9 @@ from contract.errors import E2TError
 from contract.jsonfile import parse
 from host.data.datasets import DATASETS
 from host.data.folderdata import LAYOUT
-from host.train.config import (BACKENDS, MODELS, PRECISIONS, PRESETS, SLU_WEIGHTINGS, TrainConfig, as_flags, check_seed,
-                               flag, preset)
+from host.train.config import (BACKENDS, FINETUNE_LR, MODELS, PRECISIONS, PRESETS, SLU_WEIGHTINGS, TrainConfig,
+                               as_flags, check_seed, flag, preset)
+from host.train.trainable import ALIASES
 
 def _floats(text: str) -> tuple:
     try:
@@ -98,15 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--board", help=f"emu, pynq: the board whose engine runs the convs (default {d.board})")
     t.add_argument("--engine", help="emu: the engine's CPU build, fast, native or ap (default fast)")
     t.add_argument("--bitfile", help="pynq: the overlay's .bit (its .hwh beside it)")
-    t.add_argument("--init", metavar="PLAN_DIR", help="emu, pynq: start from this plan and its weights "
-                                                     "(e2t export or e2t plan) instead of fresh weights")
+    t.add_argument("--init", metavar="PLAN_DIR",
+                   help="emu, pynq: start from this plan and its weights (e2t export, a run folder or e2t plan) "
+                        "instead of fresh weights: fine-tuning. Prints and records its test accuracy first (epoch 0); "
+                        "a data set of another class count gets a new classifier head, --slu-target adds SLU gates "
+                        "(open: --slu-gate-init default 0.95) to a plan without them; the convs keep their weights")
     t.add_argument("--model", help=f"{', '.join(MODELS)} (default {d.model})")
     t.add_argument("--dataset", help=f"{', '.join(DATASETS)} (default {d.dataset})")
     _data_flags(t, "folder with cifar-10-python.tar.gz / cifar-100-python.tar.gz (or their extracted folders), "
                    "or mnist_5k.csv.gz / digits.csv.gz")
     t.add_argument("--epochs", type=int, help=f"default {d.epochs}")
     t.add_argument("--batch-size", type=int, help=f"global mini-batch (default {d.batch_size})")
-    t.add_argument("--lr", type=float, help=f"default {d.lr}")
+    t.add_argument("--lr", type=float, help=f"default {d.lr}; {FINETUNE_LR} with --init of a trained plan "
+                                            f"(fine-tuning: a larger rate undoes what it learned)")
     t.add_argument("--momentum", type=float, help=f"default {d.momentum}")
     t.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
     t.add_argument("--lr-milestones", type=_floats,
@@ -134,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "as the engine does; emu and pynq)")
     t.add_argument("--slu-gate-init", type=float, metavar="P",
                    help="SLU: start the gates open, running each block with probability P (default: "
-                        "as initialised, about 0.5)")
+                        "as initialised, about 0.5; 0.95 for gates added to a gateless --init plan)")
     t.add_argument("--precision", help=f"conv arithmetic: {', '.join(PRECISIONS)} (docs/numerics.md; default: "
                                        f"fixed on emu and pynq, whose engine computes in fixed point, fp32 on torch)")
     t.add_argument("--psg", action="store_true",
@@ -154,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--psg-tile", type=int, help="PSG recompute tile, N x N channels (default: the board's engine tile)")
     t.add_argument("--predictive-forward", action="store_true",
                    help="PSG: zero conv outputs the 4-bit forward predicts negative (PredictiveNet)")
+    t.add_argument("--train-from", metavar="LAYER",
+                   help="freeze the layers below LAYER: blocks.N (the stem and blocks 0..N-1 frozen: no weight "
+                        "gradient, no update, no backward pass below block N) or fc / head (the classifier alone "
+                        "trains); SLU gates train with the blocks they decide (default: everything trains)")
+    t.add_argument("--train", metavar="MODE",
+                   help=f"what trains from --train-from's layer up: all, or bn (the BatchNorms' scale and shift and "
+                        f"the classifier; the convs frozen, the backward-data pass still runs) (default {d.train})")
     t.add_argument("--out", help="run folder (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its saved config")
@@ -263,9 +275,11 @@ def _settings(args: argparse.Namespace) -> dict:
     return given
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, notes: list | None = None) -> TrainConfig:
     """A new run's config: the preset and flags given, defaults for the rest; with --init, the
-    plan's model and board (a --model or --board given must be the plan's)."""
+    plan's model and board (a --model or --board given must be the plan's), and without --lr
+    fine-tuning's FINETUNE_LR if the plan is trained (not a fresh e2t plan's, which trains from
+    scratch), said in a line appended to ``notes`` (printed once the run's settings passed)."""
     given = _settings(args)
     cfg = TrainConfig(**given)
     if cfg.init is None:
@@ -277,6 +291,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if given.get(key, value) != value:
             raise E2TError(f"{flag(key)} {given[key]}: the --init plan {args.init} is "
                            f"{'a ' + value if key == 'model' else 'for ' + value} (leave {flag(key)} out)")
+    prov = plan.data.get("provenance")  # the schema does not check it
+    fresh = isinstance(prov, dict) and prov.get("source") == "init"  # e2t plan's fresh weights
+    if "lr" not in given and not fresh:
+        own["lr"] = FINETUNE_LR
+        if notes is not None:
+            notes.append(f"--init: lr {FINETUNE_LR:g} for fine-tuning (give --lr to choose)")
     return dataclasses.replace(cfg, **own)
 
 
@@ -284,6 +304,8 @@ def resume_config(args: argparse.Namespace, saved: dict, source: str = "config")
     """The saved config of a run (from ``source``); flags that contradict it are an error, not a silent change."""
     cfg = TrainConfig.from_dict(saved, source)
     for key, value in _settings(args).items():
+        if key == "train_from":
+            value = ALIASES.get(value, value)  # "head" is stored as "fc"
         if value != getattr(cfg, key):
             raise E2TError(f"{flag(key)} {value} differs from the run's saved {getattr(cfg, key)}: "
                            f"--resume continues the saved config (drop {flag(key)} or start a new --out)")
@@ -295,13 +317,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from contract.runs import CONFIG, RunDir
 
-    resume = getattr(args, "resume", False)
+    resume, notes = getattr(args, "resume", False), []
     if resume:
         if not hasattr(args, "out"):
             raise E2TError("--resume needs --out RUN_FOLDER (the run to continue)")
         cfg = resume_config(args, RunDir(args.out, "").load_config(), os.path.join(args.out, CONFIG))
     else:
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, notes)
     emodel.load(cfg.board)  # the end-of-run energy report's model: checked before the first epoch
     out = getattr(args, "out", None) or os.path.join(
         "runs", f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -315,6 +337,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = EngineTrainer(cfg, out, resume=resume, data_dir=getattr(args, "data_dir", None),
                                 engine=getattr(args, "engine", "fast"), bitfile=getattr(args, "bitfile", None),
                                 progress=progress)
+    for note in notes:  # the settings passed every check: bad input stays one line
+        print(note, file=sys.stderr)
     try:
         with trainer.run.guard():  # stopped before its first checkpoint, the run leaves nothing behind
             if cfg.backend != "torch":

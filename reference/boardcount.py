@@ -9,6 +9,10 @@ each plan conv's calls on the images it ran on, PSG's recompute on the tiles the
 statistics say were recomputed. The plan is built for the run's model, board and batch as the
 engine trainer builds its own (planbuild.from_model); its convs are named as the model's modules.
 
+What trains (``--train-from``, ``--train``; host/train/trainable.py) is counted as the engine
+trainer runs it: ``trained_layers`` marks the layers that are frozen and those whose input gets no
+gradient, and the host's work and the cycles follow the same choice.
+
 The cycles and the host's work are the fixed-point engine's whatever the run's precision: an
 fp32 run is priced as fp32 training on the same fabric (its MACs and bytes at fp32, the time
 of the engine that exists). The classifier and the gates' output layer are the host's (the
@@ -16,6 +20,7 @@ plan's linear and gate ops): their OpCounter slots get no cycles.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 from contract import cycles as cycle_model
@@ -23,6 +28,7 @@ from contract.errors import E2TError
 from contract.opcount import LayerGeom, OpCounter, Precision, add_host, host_slot, sum_host_layers
 from host.plan import planbuild
 from host.train.hostwork import count_step, update_work
+from host.train.trainable import EVERYTHING
 from host.train.walk import HostTally
 
 MODEL = {"fwd": cycle_model.conv_fwd, "bwd_data": cycle_model.conv_bwd_data, "wgrad": cycle_model.conv_wgrad,
@@ -31,17 +37,18 @@ MODEL = {"fwd": cycle_model.conv_fwd, "bwd_data": cycle_model.conv_bwd_data, "wg
 
 class BoardCounter(OpCounter):
     """OpCounter over ``layers`` that also counts the host's work and the engine's cycles of
-    ``plan``'s ops for every step it counts (``record()["host"]``, ``cycles`` in the slots)."""
+    ``plan``'s ops for every step it counts (``record()["host"]``, ``cycles`` in the slots), of
+    what ``trainable`` trains (a trainable.Trainable; the layers' flags say the same)."""
 
-    def __init__(self, layers: list[LayerGeom], precision: Precision, plan):
-        self.plan, self.convs = plan, {op["name"]: op for op in plan.convs()}
+    def __init__(self, layers: list[LayerGeom], precision: Precision, plan, trainable=EVERYTHING):
+        self.plan, self.convs, self.trainable = plan, {op["name"]: op for op in plan.convs()}, trainable
         missing = sorted(set(self.convs) - {g.name for g in layers})
         unknown = [g.name for g in layers if g.name not in self.convs and g.name + ".weight" not in plan.params]
         if missing or unknown:
             raise E2TError(f"the {plan.network['model']} plan does not match the model's layers: plan convs not "
                            f"among them {missing}, layers neither a plan conv nor a host parameter {unknown}")
         self.gates = {op["block"]: op["index"] for op in plan.ops if op["type"] == "gate"}  # block -> its gate
-        self.tally, self.update_slots, self._cycles = HostTally(plan), update_work(plan), {}
+        self.tally, self.update_slots, self._cycles = HostTally(plan), update_work(plan, trainable), {}
         super().__init__(layers, precision)
 
     def reset(self) -> None:
@@ -62,18 +69,22 @@ class BoardCounter(OpCounter):
         for g in self.layers:
             if g.name in self.convs:
                 n = 0 if not kept else executed.get(g.block, batch) if g.role == "residual" else batch
-                self._add_cycles(self.convs[g.name], n, psg_stats.get(g.name, {}))
+                self._add_cycles(self.convs[g.name], g, n, psg_stats.get(g.name, {}))
 
-    def _add_cycles(self, op: dict, n: int, stats: dict) -> None:
+    def _add_cycles(self, op: dict, g: LayerGeom, n: int, stats: dict) -> None:
         """The modeled cycles of ``op``'s engine calls on ``n`` images (none: its UPDATE only)
-        into its slots; CONV_WGRAD's whole in its first phase, as the engine session counts it."""
+        into its slots; CONV_WGRAD's whole in its first phase, as the engine session counts it;
+        a frozen layer (``g``) makes no CONV_WGRAD and no UPDATE, and no CONV_BWD_DATA where its
+        input gets no gradient."""
         mine, b, psg = self.per_layer[op["name"]], self.plan.board, self.precision.psg
-        calls = [("update", "update", op["c_out"] * op["c_in"] * op["k"] ** 2, ())]
+        calls = [("update", "update", op["c_out"] * op["c_in"] * op["k"] ** 2, ())] if g.trains else []
         if n:
             s = cycle_model.conv_shape(op, n)
-            calls += [("fwd", "fwd", s, ()), ("wgrad", "bwd_w_pred" if psg else "bwd_w_full", s,
-                                              (psg, self._recomputed(s, stats) if psg else None))]
-            if op["input_grad"]:
+            calls.append(("fwd", "fwd", s, ()))
+            if g.trains:
+                calls.append(("wgrad", "bwd_w_pred" if psg else "bwd_w_full", s,
+                              (psg, self._recomputed(s, stats) if psg else None)))
+            if op["input_grad"] and g.input_grad:
                 calls.append(("bwd_data", "bwd_data", s, ()))
         for kind, phase, shape, extra in calls:
             key = (kind, shape, *extra)
@@ -97,7 +108,7 @@ class BoardCounter(OpCounter):
         per_layer = {op["name"]: {} for op in self.plan.ops}
         for (n, gated), times in self.steps.items():
             self.tally.reset()  # its counts per op and size are kept
-            count_step(self.tally, n, self.precision.psg, dict(gated))
+            count_step(self.tally, n, self.precision.psg, dict(gated), self.trainable)
             for name, per in self.tally.per_layer.items():
                 for phase, slot in per.items():
                     add_host(per_layer[name], phase, _times(slot, times) if times > 1 else slot)
@@ -116,10 +127,25 @@ def _times(slot: dict, k: int) -> dict:
                      k * slot["calls"])
 
 
-def counter(cfg, layers: list[LayerGeom], ds, log) -> OpCounter:
+def trained_layers(layers: list[LayerGeom], trainable) -> list[LayerGeom]:
+    """``layers`` with what ``trainable`` (of the model's plan ops) says of each: whether it trains
+    and whether its input gets a gradient. The gates' output layer (no plan op of its own) goes
+    with the gates: it trains, and passes a gradient on, while any of them trains."""
+    ops = {op["name"]: op for op in trainable.ops}
+    gates = any(trainable.gates.values())
+    out = []
+    for g in layers:
+        op = ops.get(g.name)
+        trains, grad = (trainable.trains(op), trainable.wants(op["inputs"][0])) if op else (gates, gates)
+        out.append(dataclasses.replace(g, trains=trains, input_grad=grad))
+    return out
+
+
+def counter(cfg, layers: list[LayerGeom], ds, log, trainable=EVERYTHING) -> OpCounter:
     """The run's counter: a BoardCounter on the plan of ``cfg``'s model, board and batch for
     ``ds``'s images, or, where the board cannot hold that plan, OpCounter alone (said in ``log``:
-    its records are then priced by their dynamic energy only)."""
+    its records are then priced by their dynamic energy only); ``trainable``: what trains (the
+    ``layers`` marked by ``trained_layers``)."""
     precision = Precision(cfg.precision, cfg.psg)
     try:
         plan = planbuild.from_model(cfg.model, ds.in_channels, ds.num_classes, ds.test_x.shape[2], cfg.board,
@@ -127,4 +153,4 @@ def counter(cfg, layers: list[LayerGeom], ds, log) -> OpCounter:
     except E2TError as e:
         log(f"no whole-board counts for this run (its records price its dynamic energy only): {e}")
         return OpCounter(layers, precision)
-    return BoardCounter(layers, precision, plan)
+    return BoardCounter(layers, precision, plan, trainable)

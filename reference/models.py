@@ -7,6 +7,8 @@ projections (1x1 conv, stride 2, + BN), as in E2-Train. Every conv is built by a
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -128,6 +130,7 @@ class GatedResNet(CifarResNet):
             self.gate.start_open(gate_init)
         self.gate_masks = self.last_gates = None
         self.gather_rng = None  # a numpy Generator: train as the engine does (gathered blocks, its gate draws)
+        self.frozen_gates = 0  # the first gates, below --train-from's line: they decide, without gradient
 
     @property
     def num_gates(self) -> int:
@@ -142,7 +145,8 @@ class GatedResNet(CifarResNet):
         for j, block in enumerate(self.blocks[1:]):
             # gathered, x has three uses whose gradients are summed in float64, as the engine's
             x_gate, x_res, x_short = fanout(x, 3) if gather else (x, x, x)
-            p, state = self.gate(j, x_gate, state)
+            with torch.no_grad() if j < self.frozen_gates else contextlib.nullcontext():
+                p, state = self.gate(j, x_gate, state)  # frozen: no gradient to its decision or the state
             masks.append(decide(p, mode, self.gather_rng if gather else None))
             x = gathered_block(block, x_res, x_short, masks[-1]) if gather else gated_block(block, x, masks[-1])
         self.gate_masks = torch.stack(masks)

@@ -174,6 +174,8 @@ class _IntConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx_q, r, e_ref = conv_bwd_data(g_q, w_q, e_o, stride, pad, ctx.in_shape)
             g_x = to_float(gx_q, e_g + e_ref + r)
+        if not ctx.needs_input_grad[1]:  # a frozen conv (--train-from, --train): no weight gradient
+            return g_x, None, None
         full = functools.partial(conv_wgrad, x_q, g_q, w_q.shape, stride, pad)
         if layer.mode != "psg":
             return g_x, to_float(full(), e_x + e_g), None
@@ -256,10 +258,14 @@ class PSGUpdater:
         return [m.weight for m in self.layers]
 
     def step(self, lr: float) -> None:
-        """One update; a layer without a gradient (skipped, or a coasting step) gets sign 0.
-        Consumes the signs: every layer's ``weight.grad`` is None afterwards."""
+        """One update; a layer without a gradient (skipped, or a coasting step) gets sign 0, a
+        frozen one (``requires_grad`` off: --train-from, --train) none. Consumes the signs: every
+        layer's ``weight.grad`` is None afterwards."""
         k = nx.UpdateConstants.from_floats(lr, self.weight_decay, self.momentum)
         for m in self.layers:
+            if not m.weight.requires_grad:
+                m.weight.grad = None
+                continue
             sign = torch.zeros_like(m.w_master) if m.weight.grad is None else m.weight.grad.to(torch.int64)
             w, buf, sat = sign_update(m.w_master, m.w_exp, self.buffers[id(m)], sign, k)
             w, e_w = renormalize(w, m.w_exp)

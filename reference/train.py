@@ -32,7 +32,9 @@ from contract.runs import RunDir, check_arrays, check_position, epoch_line as su
 from host.data.datasets import batches_per_epoch, load_dataset, test_batches, train_batches
 from host.train.config import TrainConfig, lr_at
 from host.train.progress import Progress
+from host.plan.planbuild import resnet_ops
 from host.train.schedule import cost_sign, gate_draws, smd_drops
+from host.train.trainable import Trainable
 
 from . import boardcount
 from .distributed import World, close_world, init_world, use_global_batchnorm
@@ -144,6 +146,17 @@ def evaluate(model: torch.nn.Module, ds, device: torch.device, batch_size: int =
     return record
 
 
+def freeze(model: torch.nn.Module, trainable: Trainable) -> None:
+    """``requires_grad`` off for the parameters that do not train (host/train/trainable.py, of the
+    model's plan ops, named as its modules): a conv's weight by its layer, the rest as the plan's
+    host parameters; the gates below the line decide without gradient (GatedResNet.frozen_gates).
+    The optimizers leave them out, autograd computes no gradient for them, and none below them."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in trainable.params or name.rpartition(".")[0] in trainable.trained)
+    if isinstance(model, GatedResNet):
+        model.frozen_gates = trainable.frozen_gates
+
+
 class Trainer:
     """One run: model, optimizer and run folder; ``fit()`` trains to ``cfg.epochs``."""
 
@@ -172,8 +185,12 @@ class Trainer:
         if cfg.precision == "fixed":  # the host's float ops rounded as on the engine trainer
             use_exact_host_ops(self.model)
         self.loss_fn = exact_cross_entropy if cfg.precision == "fixed" else F.cross_entropy
-        self.counter = boardcount.counter(cfg, layer_geometry(self.model, self.ds.in_channels, self.ds.test_x.shape[2]),
-                                          self.ds, self.log)
+        size = self.ds.test_x.shape[2]
+        self.trainable = Trainable(resnet_ops(cfg.model, self.ds.in_channels, self.ds.num_classes, size,
+                                              cfg.slu_target is not None)[0], cfg.train_from, cfg.train)
+        freeze(self.model, self.trainable)  # --train-from, --train: before DDP registers what trains
+        layers = boardcount.trained_layers(layer_geometry(self.model, self.ds.in_channels, size), self.trainable)
+        self.counter = boardcount.counter(cfg, layers, self.ds, self.log, self.trainable)
         self.slu_weights = None  # cost weights w_l of the gated blocks when SLU is on
         if cfg.slu_target is not None:
             gated_macs = residual_macs(self.model, self.ds.in_channels)[1:]
@@ -186,8 +203,8 @@ class Trainer:
             self.net = self.model
         self.psg = PSGUpdater(self.model, cfg.weight_decay, cfg.momentum)
         signed = {id(p) for p in self.psg.parameters()}
-        self.opt = torch.optim.SGD([p for p in self.model.parameters() if id(p) not in signed], lr=cfg.lr,
-                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.SGD([p for p in self.model.parameters() if id(p) not in signed and p.requires_grad],
+                                   lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.epoch = self.iteration = 0
         self.iters_per_epoch = batches_per_epoch(self.ds, cfg.batch_size)
         self.total_iterations = self.iters_per_epoch * cfg.epochs

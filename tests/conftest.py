@@ -7,6 +7,21 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+def kill_in_epoch_2(trainer_class, monkeypatch):
+    """Make ``trainer_class``'s runs stop (KeyboardInterrupt) as their second epoch starts;
+    ``monkeypatch.undo()`` or a new setattr of ``train_epoch`` restores it."""
+    real_epoch, calls = trainer_class.train_epoch, []
+
+    def interrupted(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed half-way through the second epoch
+        return real_epoch(self)
+
+    monkeypatch.setattr(trainer_class, "train_epoch", interrupted)
+    return real_epoch
+
+
 def interrupted_and_resumed(cfg, tmp_path, monkeypatch):
     """Train ``cfg`` twice: straight through (run a), and killed during epoch 2 then resumed
     (run b). Returns (records a, records b, checkpoint a, checkpoint b)."""
@@ -20,15 +35,7 @@ def interrupted_and_resumed(cfg, tmp_path, monkeypatch):
 
     quiet = dict(progress=False, log=lambda m: None)
     records = Trainer(cfg, str(tmp_path / "a"), **quiet).fit()
-    real_epoch, calls = Trainer.train_epoch, []
-
-    def interrupted(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # killed half-way through the second epoch
-        return real_epoch(self)
-
-    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    real_epoch = kill_in_epoch_2(Trainer, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg, str(tmp_path / "b"), **quiet).fit()
     assert state("b")["epoch"] == 1

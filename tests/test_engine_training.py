@@ -17,6 +17,7 @@ from host.plan import planbuild
 from host.train.config import TrainConfig
 from host.train.trainer import CHECKPOINT, EngineTrainer
 
+from conftest import kill_in_epoch_2
 from hls import csim
 
 QUIET = dict(progress=False, log=lambda m: None)
@@ -182,14 +183,7 @@ def _load(folder):
 def test_a_killed_run_resumes_to_bit_identical_weights(tmp_path, monkeypatch):
     cfg = _cfg(smd=0.3, slu_target=0.7, slu_beta=1e-3)
     a = EngineTrainer(cfg, str(tmp_path / "a"), **QUIET).fit()
-    real, calls = EngineTrainer.train_epoch, []
-
-    def killed(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self)
-    monkeypatch.setattr(EngineTrainer, "train_epoch", killed)
+    real = kill_in_epoch_2(EngineTrainer, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         EngineTrainer(cfg, str(tmp_path / "b"), **QUIET).fit()
     monkeypatch.setattr(EngineTrainer, "train_epoch", real)
@@ -228,7 +222,7 @@ def test_trainer_refuses_float_and_a_wrong_init(tmp_path):
         EngineTrainer(_cfg(precision="fp32", psg=False), str(tmp_path / "x"), **QUIET)
     plan, weights, _ = planbuild.from_model("resnet8", 3, 10, 32, "pynq-z2", 32)
     planbuild.save(str(tmp_path / "p"), plan, weights)
-    with pytest.raises(E2TError, match="takes 3-channel images into 10 classes, digits has 1 and 10"):
+    with pytest.raises(E2TError, match="takes 3-channel images, digits's are 1-channel"):
         EngineTrainer(_cfg(init=str(tmp_path / "p")), str(tmp_path / "y"), **QUIET)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
@@ -313,21 +307,74 @@ def test_the_engine_trainer_reproduces_the_reference_step_for_step(tmp_path, sav
     every integer master weight and momentum equals the reference's, and so does every float of
     the host's parameters (the gates' LSTM and output layer too); the training loss agrees
     within 1e-6 relative."""
-    import dataclasses
-    from reference import export as rx
-    from reference.train import Trainer
     cfg = TrainConfig(model="resnet8", dataset="digits", epochs=1, batch_size=32, lr=0.05, precision="fixed",
                       psg=True, **savings)
-    ref = Trainer(cfg, str(tmp_path / "ref"), **QUIET)
-    ref._checkpoint()
-    rx.export_checkpoint(str(tmp_path / "ref"), "pynq-z2", str(tmp_path / "init"), 32, None, lambda m: None)
+    ref = _reference_exported(cfg, tmp_path)
     a = ref.fit()[-1]
-    emu = EngineTrainer(dataclasses.replace(cfg, backend="emu", init=str(tmp_path / "init")), str(tmp_path / "emu"),
-                        **QUIET)
-    b = emu.fit()[-1]
+    b = _engine_from_it(cfg, tmp_path).fit()[-1]
     assert a["kept_iterations"] == b["kept_iterations"] >= 20 and a["dropped_iterations"] == b["dropped_iterations"]
     assert abs(a["train_loss"] - b["train_loss"]) <= 1e-6 * abs(a["train_loss"])
     state = _load(tmp_path / "emu")
+    _assert_the_reference_s_weights(ref, state)
+    assert sum(f"host/{n}" in state for n in ref.model.state_dict()) >= 4 * 9 + 2 + (6 if "slu_target" in savings else 0)
+    if "slu_target" in savings:  # the gates skipped some blocks: the gathered path ran
+        assert 0.5 < a["executed_fraction"] == b["executed_fraction"] < 1
+
+
+@pytest.mark.parametrize("what", [
+    {"train_from": "blocks.2", "slu_target": 0.6, "slu_beta": 1e-3, "slu_gate_init": 0.9, "slu_exec": "gather"},
+    {"train": "bn", "train_from": "blocks.1", "smd": 0.2},
+], ids=["slu+blocks.2", "bn+blocks.1"])
+def test_frozen_layers_train_step_for_step_as_in_the_reference(tmp_path, what):
+    """--train-from and --train on both trainers, 4 iterations of 16 images: every integer master weight and
+    momentum and every host float equals the reference's, the frozen ones as they started (SLU:
+    the gate below the line decides without gradient on both); both count the same work for the
+    same calls: per conv the same phases and modeled engine cycles, the same host work."""
+    cfg = TrainConfig(model="resnet8", dataset="digits", epochs=1, batch_size=16, lr=0.05, precision="fixed",
+                      psg=True, **what)
+    ref = _reference_exported(cfg, tmp_path)
+    emu = _engine_from_it(cfg, tmp_path)
+    start = _engine_state(emu)
+    ref.iters_per_epoch = emu.iters_per_epoch = 4
+    a, b = ref.train_epoch(), emu.train_epoch()
+    assert a["kept_iterations"] == b["kept_iterations"] >= 2
+    assert abs(a["train_loss"] - b["train_loss"]) <= 1e-6 * abs(a["train_loss"])
+    state = _engine_state(emu)
+    _assert_the_reference_s_weights(ref, state)
+    frozen = [f"ddr/{op['name']}.{a}" for op in emu.plan.convs() if not emu.trainable.trains(op) for a in ("master", "mom")]
+    frozen += [f"host/{n}" for n in emu.params if n.endswith(("weight", "bias")) and n not in emu.trainable.params]
+    assert len(frozen) >= 8 and all(np.array_equal(start[k], state[k]) for k in frozen)
+    assert not all(np.array_equal(start[k], state[k]) for k in state if k not in frozen)
+    cycles = [{name: {ph: slot.get("cycles", 0) for ph, slot in per.items()} for name, per in r["ops"]["per_layer"].items()
+               if name in emu.plan.params and any(ph != "fwd" for ph in per)} for r in (a, b)]
+    assert cycles[0] == cycles[1] and a["ops"]["host"] == b["ops"]["host"]
+
+
+def _reference_exported(cfg, tmp_path):
+    """The reference trainer of ``cfg`` in tmp_path/ref, its initial weights exported as a plan to tmp_path/init."""
+    from reference import export as rx
+    from reference.train import Trainer
+    ref = Trainer(cfg, str(tmp_path / "ref"), **QUIET)
+    ref._checkpoint()
+    rx.export_checkpoint(str(tmp_path / "ref"), "pynq-z2", str(tmp_path / "init"), cfg.batch_size, None, lambda m: None)
+    return ref
+
+
+def _engine_from_it(cfg, tmp_path):
+    """The engine trainer of ``cfg`` started from tmp_path/init, in tmp_path/emu."""
+    import dataclasses
+    return EngineTrainer(dataclasses.replace(cfg, backend="emu", init=str(tmp_path / "init")), str(tmp_path / "emu"),
+                         **QUIET)
+
+
+def _engine_state(t) -> dict:
+    """An engine trainer's arrays as its checkpoint names them."""
+    return {**{f"ddr/{k}": v for k, v in t.session.arrays().items()}, **{f"host/{k}": v.copy() for k, v in t.params.items()}}
+
+
+def _assert_the_reference_s_weights(ref, state: dict) -> None:
+    """Every PSG conv's integer master and momentum in ``state`` (an engine checkpoint's arrays) is
+    the reference's, and every BatchNorm, classifier and gate float it holds."""
     psg_layers = [n for n, m in ref.model.named_modules() if hasattr(m, "w_master")]
     for name, buf in zip(psg_layers, ref.psg.state_dict()["buffers"]):
         m = ref.model.get_submodule(name)
@@ -336,9 +383,6 @@ def test_the_engine_trainer_reproduces_the_reference_step_for_step(tmp_path, sav
     for name, value in ref.model.state_dict().items():
         if name.endswith(("weight", "bias", "running_mean", "running_var")) and f"host/{name}" in state:
             assert np.array_equal(state[f"host/{name}"], value.numpy()), name
-    assert sum(f"host/{n}" in state for n in ref.model.state_dict()) >= 4 * 9 + 2 + (6 if "slu_target" in savings else 0)
-    if "slu_target" in savings:  # the gates skipped some blocks: the gathered path ran
-        assert 0.5 < a["executed_fraction"] == b["executed_fraction"] < 1
 
 
 # -- the user's own images ------------------------------------------------------------------------

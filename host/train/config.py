@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from contract.errors import E2TError
 from contract.models import MODELS
 
+from . import trainable
+
 BACKENDS = ("torch", "emu", "pynq")
 ENGINE_BACKENDS = ("emu", "pynq")  # the board's engine: fixed point, the integer sign update for every conv
 SLU_WEIGHTINGS = ("uniform", "macs")
@@ -25,6 +27,11 @@ PRESETS = {
                 "precision": "fixed", "psg": True, "psg_tau": 0.0},
 }
 SLU_SETTINGS = ("slu_target", "slu_beta", "slu_band", "slu_weighting", "slu_gate_init", "slu_exec")
+# e2t train --init of a trained plan without --lr: fine-tuning's rate. Measured (resnet8, reference-trained on digits
+# to 86.1 % on the engine, exported, 1 epoch on the emulated engine): lr 0.1 / 0.01 / 0.003 / 0.001 / 0.0003 gave
+# 52.4 / 81.3 / 66.0 / 86.9 / 90.0 % on digits, 56.3 / 68.8 / 93.8 / 97.9 / 89.6 % with a new head on 4 of its classes,
+# and with --preset e2train (SLU gates added) 22.6 / 19.2 / - / 86.1 / 81.6 % on digits.
+FINETUNE_LR = 0.001
 SEEDS = 2 ** 32  # seeds are 0 .. SEEDS - 1 (the torch backend seeds with seed * 100003 + epoch)
 # what a setting of each annotated type may hold (a bool is no number); floats are stored as float
 _TYPES = {"str": (str, "a name"), "int": (int, "an integer"), "float": ((int, float), "a number"),
@@ -105,6 +112,8 @@ class TrainConfig:
     psg_ratio: float | None = None  # PSG: adaptive threshold tau = ratio * max|G_msb| (overrides tau)
     psg_tile: int | None = None  # PSG: weight-gradient tile (N x N channels) recomputed whole; None: the board's
     predictive_forward: bool = False  # PSG: zero outputs the MSB forward predicts negative
+    train_from: str | None = None  # the layers below this block (blocks.N, or fc) are frozen; None: all train
+    train: str = "all"  # what trains from the line up: all, or bn (BatchNorm scale and shift, and the classifier)
 
     def __post_init__(self):
         self._check_types()
@@ -166,6 +175,11 @@ class TrainConfig:
             raise E2TError(f"need --psg-tau >= 0, --psg-tile >= 1, --psg-ratio in (0, 1]; got "
                            f"{self.psg_tau}, {self.psg_tile}, {self.psg_ratio}")
         self._check_board(engine)
+        if self.train_from is not None:  # before any work; an --init plan's blocks again when the trainer reads it
+            blocks = trainable.model_blocks(self.model)
+            object.__setattr__(self, "train_from", trainable.check_name(self.train_from, blocks))
+        if self.train not in trainable.MODES:
+            raise E2TError(f"unknown --train '{self.train}' (known: {', '.join(trainable.MODES)})")
 
     def _check_types(self) -> None:
         """Every setting of its annotated type (a saved config.json may hold anything), every number

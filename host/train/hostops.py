@@ -164,13 +164,16 @@ def bn_train_work(n: int) -> dict:
     return passes(n, (4, 0, 1, "f64"), (4, 0, 2, "f64"), F32_MAP, F32_MAP, F32_MAP, F32_MAP)
 
 
-def bn_backward(g, xhat, invstd, gamma):
+def bn_backward(g, xhat, invstd, gamma, dx: bool = True):
     """dx = a * (m g - dbeta - xhat dgamma) with a = gamma invstd / m, in this order (the
-    reference's), each step in place; the sums, then the batch's halves, on two threads."""
+    reference's), each step in place; the sums, then the batch's halves, on two threads.
+    Without ``dx`` (the input gets no gradient) the sums alone: (None, dgamma, dbeta)."""
     shape = (1, -1) + (1,) * (g.ndim - 2)
     m = g.size // g.shape[1]
     s1, s2 = parallel.pair(lambda: channel_sum(g), lambda: channel_sum(g, xhat), g.size)
     dbeta, dgamma = s1.astype(F32), s2.astype(F32)
+    if not dx:
+        return None, dgamma, dbeta
     db, dg, a = dbeta.reshape(shape), dgamma.reshape(shape), ((gamma * invstd) / F32(m)).reshape(shape)
     dx = np.empty(g.shape, np.result_type(g, F32))
 
@@ -185,10 +188,10 @@ def bn_backward(g, xhat, invstd, gamma):
     return dx, dgamma, dbeta
 
 
-def bn_backward_work(n: int) -> dict:
-    """bn_backward of n elements: the sums of g and g * xhat, m g, -= dbeta, xhat * dgamma,
-    -= it, *= a."""
-    return passes(n, (4, 0, 1, "f64"), (8, 0, 2, "f64"), F32_MAP, F32_MAP, F32_MAP, F32_BIN, F32_MAP)
+def bn_backward_work(n: int, dx: bool = True) -> dict:
+    """bn_backward of n elements: the sums of g and g * xhat; with ``dx`` m g, -= dbeta,
+    xhat * dgamma, -= it, *= a."""
+    return passes(n, (4, 0, 1, "f64"), (8, 0, 2, "f64"), *[F32_MAP, F32_MAP, F32_MAP, F32_BIN, F32_MAP] * dx)
 
 
 CHUNK = 1 << 16  # elements of float64 work at a time: a buffer that stays in cache, no page faults

@@ -1,8 +1,9 @@
 """The host's work of one training step from a plan, without running it (``e2t estimate``): the
 counts the on-engine trainer records (host/train/walk.py's walk of the op table's ``work``, its
 gathers, scatters and gradient sums; ``update_work`` after each step), with every SLU gate on or
-the images each let through (a reference run's steps, reference/boardcount.py).
-contract/opcount.py's host slots; host/train/hostops.py states the counting rule."""
+the images each let through (a reference run's steps, reference/boardcount.py), of what trains
+(host/train/trainable.py; default everything). contract/opcount.py's host slots;
+host/train/hostops.py states the counting rule."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,17 +13,19 @@ from host.plan.schema import MOMENTUM
 
 from . import hostops
 from .ops import OPS, per_image
+from .trainable import EVERYTHING
 from .walk import HostTally, gather_work, gathered, gradient_sum_work, scatter_work
 
 
-def update_work(plan) -> dict:
-    """Op name -> the host's work after a step (its "update" slot): the op's own (a conv's weight
-    refresh) and the SGD (EngineTrainer._update) of each host parameter it is the first to name."""
+def update_work(plan, trainable=EVERYTHING) -> dict:
+    """Op name -> the host's work after a step (its "update" slot): the op's own (a trained conv's
+    weight refresh) and the SGD (EngineTrainer._update) of each host parameter it is the first
+    trained op to name."""
     out, seen = {}, set()
     for op in plan.ops:
-        parts = [OPS[op["type"]].work(plan, op, 0, "update")]
-        for name in op.get("params", {}).values():
-            if name not in seen and name + MOMENTUM in plan.params:
+        parts = [OPS[op["type"]].work(plan, op, 0, "update", trainable=trainable)]
+        for name in op.get("params", {}).values() if trainable.trains(op) else ():
+            if name in plan.params and name not in seen and name + MOMENTUM in plan.params:
                 parts.append(hostops.sgd_work(int(np.prod(plan.params[name]["shape"]))))
             seen.add(name)
         slot = merge_host(*parts)
@@ -31,11 +34,13 @@ def update_work(plan) -> dict:
     return out
 
 
-def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None = None) -> None:
+def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None = None,
+               trainable=EVERYTHING) -> None:
     """One training step's forward and backward host work at batch ``n`` into ``tally`` (each
     distinct count computed once, under the walk's keys), as the walk counts it: an op of gate j
     on the ``executed[j]`` images its gate let through (every gate on where absent), the gathers
-    and scatters of its block, a block no image took counting only its gathers."""
+    and scatters of its block, a block no image took counting only its gathers; the backward of
+    what ``trainable`` trains, down to the tensors that get a gradient."""
     plan, executed = tally.plan, executed or {}
 
     def count(op, phase, key, work):
@@ -67,23 +72,26 @@ def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None
         kind, gate = OPS[op["type"]], op.get("gate")
         rows, on = sizes(op, kind)
         count(op, "bwd_data", ("sum", k, rows), lambda: gradient_sum_work(k, rows * per_image(plan, op["output"])))
-        count(op, "bwd_data", (rows, on, psg), lambda: kind.work(plan, op, rows, "bwd_data", psg=psg, on=on))
+        count(op, "bwd_data", (rows, on, psg),
+              lambda: kind.work(plan, op, rows, "bwd_data", psg=psg, on=on, trainable=trainable))
         for name in op["inputs"]:
-            if name == plan.data["input"]:
-                continue  # the image: its conv passes no gradient (input_grad)
+            if name == plan.data["input"] or not trainable.wants(name):
+                continue  # the image (its conv passes no gradient, input_grad), a tensor frozen layers made
             if gathered(op, kind) and block.get(name) != gate:
                 count(op, "bwd_data", ("scatter", name, on, n),
                       lambda: scatter_work(on, n, per_image(plan, name)))
             parts[name] = parts.get(name, 0) + 1
 
 
-def step_work(plan, n: int | None = None, psg: bool = True, executed: dict | None = None) -> dict:
+def step_work(plan, n: int | None = None, psg: bool = True, executed: dict | None = None,
+              trainable=EVERYTHING) -> dict:
     """One training step's host counts at batch ``n`` (default the plan's), with or without PSG,
-    ``executed``: gate index -> the images it let through (default every gate on):
+    ``executed``: gate index -> the images it let through (default every gate on), of what
+    ``trainable`` trains (default everything):
     ``{"per_layer": every plan op in order -> phase -> slot, "total": per phase and "all"}``,
     what a run of such a step records."""
     tally = HostTally(plan)
-    count_step(tally, plan.batch if n is None else n, psg, executed)
-    for name, slot in update_work(plan).items():
+    count_step(tally, plan.batch if n is None else n, psg, executed, trainable)
+    for name, slot in update_work(plan, trainable).items():
         add_host(tally.per_layer[name], "update", slot)
     return {"per_layer": tally.per_layer, "total": sum_host_layers(tally.per_layer)}

@@ -4,9 +4,11 @@ registered by type (``OPS``). Training (host/train/trainstep.py) and inference
 is written once: a class with ``forward(w, op, ins) -> out`` and ``backward(w, op, g) -> one
 gradient per input (None for none)``, registered with ``@register("type")``. ``w`` is the
 walk: the tensors, the parameters ``w.p``, the convs' engine ``w.layers``, ``w.training``, and
-``w.cache`` for what the backward needs. Beside them ``work(plan, op, n, phase)`` counts the
-host's numpy passes of each (contract/opcount.py's host slots, hostops.py's rule) from the
-sizes it ran on: what the on-engine trainer records and ``e2t estimate`` derives from a plan.
+``w.cache`` for what the backward needs, ``w.trainable`` what trains (host/train/trainable.py: an
+op whose parameters are frozen computes no gradient for them, an input that gets no gradient gets
+none computed). Beside them ``work(plan, op, n, phase)`` counts the host's numpy passes of each
+(contract/opcount.py's host slots, hostops.py's rule) from the sizes it ran on, of what trains
+(``trainable``): what the on-engine trainer records and ``e2t estimate`` derives from a plan.
 
 The convs run on the engine (quantize, CONV_FWD, the output exponent, dequantize;
 docs/numerics.md); the rest on the host in float32 (host/train/hostops.py). In training the
@@ -26,6 +28,7 @@ from contract.opcount import merge_host
 
 from . import hostops
 from .hostops import CAST_32, CAST_64, COPY_32, F32_BIN, F32_MAP, passes
+from .trainable import EVERYTHING
 
 F32, F64 = np.float32, np.float64
 
@@ -51,11 +54,13 @@ class Op(abc.ABC):
     def backward(self, w, op: dict, g: np.ndarray) -> list:
         raise E2TError(f"training: no backward for op type '{op['type']}'")
 
-    def work(self, plan, op: dict, n: int, phase: str, *, psg: bool = True, on: int | None = None) -> dict:
+    def work(self, plan, op: dict, n: int, phase: str, *, psg: bool = True, on: int | None = None,
+             trainable=EVERYTHING) -> dict:
         """The host's work of the op in training on ``n`` images, in ``phase``: "fwd" (its
         forward), "bwd_data" (its backward), "update" (after the step; the SGD of its host
         parameters is hostwork.update_work's); {} for none. ``psg``: the engine picks the weight
-        gradient's signs; ``on``: a mix's images whose gate is on (default n)."""
+        gradient's signs; ``on``: a mix's images whose gate is on (default n); ``trainable``:
+        what trains (a trainable.Trainable)."""
         raise E2TError(f"training: no host work count for op type '{op['type']}': give its class a work method")
 
 
@@ -79,16 +84,19 @@ class Conv(Op):
         return nx.dequantize(yq, e.reshape(1, -1, 1, 1))
 
     def backward(self, w, op, g):
-        """The input gradient first, then the weight gradient, which the engine computes while
-        the host goes on with the layers below (the next engine call or DDR access waits)."""
+        """The input gradient first (where the input gets one), then the weight gradient (where
+        the conv trains), which the engine computes while the host goes on with the layers below
+        (the next engine call or DDR access waits)."""
         s, psg = w.layers, w.psg
         n, e_x = w.cache[op["name"]]
         g_q, e_g, _ = nx.quantize_tensor(g, nx.GRAD, np.int16)
         s.set_grad(op, g_q)
         gx = None
-        if op["input_grad"]:
+        if op["input_grad"] and w.trainable.wants(op["inputs"][0]):
             q, r, e_ref = s.conv_bwd_data(op, n)
             gx = nx.dequantize(q, e_g + op["wq_exp"] + e_ref + r)
+        if not w.trainable.trains(op):
+            return [gx]
         if psg is None:
             def signs():
                 s.buffer(op, "sgn")[...] = np.sign(s.wgrad_result(op))
@@ -100,23 +108,25 @@ class Conv(Op):
         w.updated.add(op["name"])
         return [gx]
 
-    def work(self, plan, op, n, phase, *, psg=True, on=None):
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
         """fwd: quantize x, its copy into act, the output's bound, dequantize y; bwd_data: quantize
         g, its copy into grad, the input gradient's weights and bound and its dequantize, without
-        PSG the signs of G_full; update: the weights' refresh (EngineSession.refresh_weights)."""
+        PSG the signs of G_full; update: the weights' refresh (EngineSession.refresh_weights).
+        A frozen conv: no signs, no refresh; an input that gets no gradient: no input gradient."""
         x, y = n * op["c_in"] * op["h"] * op["w"], n * op["c_out"] * op["ho"] * op["wo"]
         weights = op["c_out"] * op["c_in"] * op["k"] ** 2
         if phase == "fwd":
             return merge_host(hostops.quantize_work(x, 1), passes(x, (1, 1, 0, "int")), hostops.fwd_bound_work(weights),
                               hostops.dequantize_work(y))
+        trains = trainable.trains(op)
         if phase == "bwd_data":
             parts = [hostops.quantize_work(y, 2), passes(y, (2, 2, 0, "int"))]
-            if op["input_grad"]:
+            if op["input_grad"] and trainable.wants(op["inputs"][0]):
                 parts += [hostops.bwd_data_bound_work(y, weights), hostops.dequantize_work(x)]
-            if not psg:
+            if not psg and trains:
                 parts.append(passes(weights, (8, 8, 1, "int"), (8, 1, 0, "int")))
             return merge_host(*parts)
-        return hostops.refresh_work(weights)
+        return hostops.refresh_work(weights) if trains else {}
 
 
 @register("batchnorm")
@@ -141,16 +151,17 @@ class BatchNorm(Op):
     def backward(self, w, op, g):
         xhat, invstd = w.cache[op["name"]]
         p = op["params"]
-        dx, dgamma, dbeta = hostops.bn_backward(g, xhat, invstd, w.p[p["weight"]])
-        w.acc(p["weight"], dgamma)
-        w.acc(p["bias"], dbeta)
+        dx, dgamma, dbeta = hostops.bn_backward(g, xhat, invstd, w.p[p["weight"]], w.trainable.wants(op["inputs"][0]))
+        if w.trainable.trains(op):
+            w.acc(p["weight"], dgamma)
+            w.acc(p["bias"], dbeta)
         return [dx]
 
-    def work(self, plan, op, n, phase, *, psg=True, on=None):
-        if phase == "update":
-            return {}
-        work = hostops.bn_train_work if phase == "fwd" else hostops.bn_backward_work
-        return work(n * per_image(plan, op["output"]))
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
+        size = n * per_image(plan, op["output"])
+        if phase == "fwd":
+            return hostops.bn_train_work(size)
+        return hostops.bn_backward_work(size, trainable.wants(op["inputs"][0])) if phase == "bwd_data" else {}
 
 
 @register("relu")
@@ -164,7 +175,7 @@ class ReLU(Op):
     def backward(self, w, op, g):
         return [parallel.ufunc(np.multiply, g, w.cache[op["name"]], g.dtype)]  # with the mask: np.where branches
 
-    def work(self, plan, op, n, phase, *, psg=True, on=None):
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
         """fwd: max(x, 0) and the mask x > 0; bwd_data: g times the mask."""
         size = n * per_image(plan, op["output"])
         if phase == "fwd":
@@ -182,7 +193,7 @@ class Add(Op):
     def backward(self, w, op, g):
         return [g, g]
 
-    def work(self, plan, op, n, phase, *, psg=True, on=None):
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
         return passes(n * per_image(plan, op["output"]), F32_BIN) if phase == "fwd" else {}
 
 
@@ -198,7 +209,7 @@ class AvgPool(Op):
         shape = w.cache[op["name"]]
         return [np.broadcast_to(g / F32(shape[2] * shape[3]), shape).astype(F32)]
 
-    def work(self, plan, op, n, phase, *, psg=True, on=None):
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
         """bwd_data: g / (h w), then its copy to every pixel."""
         c, h, wd = plan.tensors[op["inputs"][0]]
         if phase == "fwd":
@@ -220,22 +231,29 @@ class Linear(Op):
     def backward(self, w, op, g):
         xf, p = w.cache[op["name"]], op["params"]
         g64 = g.astype(F64)
-        w.acc(p["weight"], (g64.T @ xf.astype(F64)).astype(F32))
-        w.acc(p["bias"], g64.sum(0).astype(F32))
+        if w.trainable.trains(op):
+            w.acc(p["weight"], (g64.T @ xf.astype(F64)).astype(F32))
+            w.acc(p["bias"], g64.sum(0).astype(F32))
+        if not w.trainable.wants(op["inputs"][0]):
+            return [None]
         dx = (g64 @ w.p[p["weight"]].astype(F64)).astype(F32)
         return [dx.reshape(len(g), *w.plan.tensors[op["inputs"][0]])]
 
-    def work(self, plan, op, n, phase, *, psg=True, on=None):
-        """bwd_data: g and x to float64, g^T x and its rounding, g's column sums, W to float64,
-        g W and its rounding."""
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
+        """bwd_data: g to float64; training, x to float64, g^T x and its rounding, g's column sums;
+        where the input gets a gradient, W to float64, g W and its rounding."""
         i, o = op["in_features"], op["out_features"]
         if phase == "fwd":
             return hostops.linear_work(n, i, o)
         if phase != "bwd_data":
             return {}
-        return merge_host(passes(n * o, CAST_64), passes(n * i, CAST_64), hostops.product_work(o, n, i),
-                          passes(o * i, CAST_32), passes(n * o, (8, 0, 1, "f64")), passes(o * i, CAST_64),
-                          hostops.product_work(n, o, i), passes(n * i, CAST_32))
+        parts = [passes(n * o, CAST_64)]
+        if trainable.trains(op):
+            parts += [passes(n * i, CAST_64), hostops.product_work(o, n, i), passes(o * i, CAST_32),
+                      passes(n * o, (8, 0, 1, "f64"))]
+        if trainable.wants(op["inputs"][0]):
+            parts += [passes(o * i, CAST_64), hostops.product_work(n, o, i), passes(n * i, CAST_32)]
+        return merge_host(*parts)
 
 
 @register("gate")
@@ -287,14 +305,16 @@ class Gate(Op):
         w.carry = None
         if state is not None:
             w.acc(p["weight_hh"], hostops.matmul(d4.T, state[0]))
-            w.carry = (hostops.matmul(d4, w.p[p["weight_hh"]]), (dc * f).astype(F32))
+            if w.trainable.carries(op):  # the gate before trains
+                w.carry = (hostops.matmul(d4, w.p[p["weight_hh"]]), (dc * f).astype(F32))
         return [hostops.matmul(d4, w.p[p["weight_ih"]]).reshape(len(x), -1, 1, 1)]
 
-    def work(self, plan, op, n, phase, *, psg=True, on=None):
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
         """The LSTM step, the output layer and the sigmoid, and their backward pass over the
         (n, hidden) and (n, 4 hidden) arrays and the products; the draw, the mask and the
         backward's one value per image (dL/dp, dz) are left out. The first gate starts from no
-        state; every gate but the last gets dh, dc carried from the next."""
+        state; every gate but the last gets dh, dc carried from the next, and carries them on to
+        the gate before where that one trains."""
         i, h, j = per_image(plan, op["inputs"][0]), op["hidden"], op["index"]
         state, carried, nh, g4 = j > 0, j < plan.network["gates"] - 1, n * op["hidden"], 4 * op["hidden"]
         if phase == "fwd":
@@ -309,7 +329,9 @@ class Gate(Op):
         parts = [hostops.matmul_work(1, n, h), passes(nh, *cell), passes(n * g4, COPY_32, COPY_32, (4, 0, 1, "f64")),
                  hostops.matmul_work(g4, n, i), hostops.matmul_work(n, g4, i)]
         if state:
-            parts += [hostops.matmul_work(g4, n, h), hostops.matmul_work(n, g4, h), passes(nh, F32_BIN, COPY_32)]
+            parts.append(hostops.matmul_work(g4, n, h))
+        if state and trainable.carries(op):
+            parts += [hostops.matmul_work(n, g4, h), passes(nh, F32_BIN, COPY_32)]
         return merge_host(*parts)
 
 
@@ -329,11 +351,18 @@ class Mix(Op):
         return out
 
     def backward(self, w, op, g):
+        """dL/dm, the block's images' gradient and the shortcut's, each where its input gets one."""
         block, short = w.cache[op["name"]]
-        on = w.picks[op["gate"]]
-        g_short = parallel.copy(g)
-        g_short[on] = 0
-        dm, g_on = np.zeros((len(g), 1), F32), parallel.take(g, on)
+        on, (mask, into_block, into_short) = w.picks[op["gate"]], map(w.trainable.wants, op["inputs"])
+        g_short = g_on = None
+        if into_short:
+            g_short = parallel.copy(g)
+            g_short[on] = 0
+        if mask or into_block:
+            g_on = parallel.take(g, on)
+        if not mask:
+            return [None, g_on, g_short]
+        dm = np.zeros((len(g), 1), F32)
         if len(on):  # dL/dm of an image: its own float64 sum, the images on two threads
             sums = np.empty(len(on), F64)
 
@@ -345,17 +374,20 @@ class Mix(Op):
             dm[on, 0] = sums
         return [dm, g_on, g_short]
 
-    def work(self, plan, op, n, phase, *, psg=True, on=None):
-        """fwd: the shortcut's copy, the block's images into it; bwd_data: g's copy, its block
-        images zeroed, and taken; dL/dm: g to float64, the shortcut's images taken, block - them,
-        the product, its sums."""
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
+        """fwd: the shortcut's copy, the block's images into it; bwd_data: g's copy and its block
+        images zeroed (the shortcut's gradient), g's block images taken (the block's, dL/dm's);
+        dL/dm: g to float64, the shortcut's images taken, block - them, the product, its sums."""
         s, k = per_image(plan, op["output"]), n if on is None else on
         if phase == "fwd":
             return merge_host(passes(n * s, COPY_32), passes(k * s, COPY_32))
         if phase != "bwd_data":
             return {}
-        parts = [passes(n * s, COPY_32), passes(k * s, (0, 4, 0, "f32"), COPY_32)]
-        if k:
+        mask, into_block, into_short = map(trainable.wants, op["inputs"])
+        parts = [passes(n * s, COPY_32), passes(k * s, (0, 4, 0, "f32"))] if into_short else []
+        if mask or into_block:
+            parts.append(passes(k * s, COPY_32))
+        if k and mask:
             parts.append(passes(k * s, CAST_64, COPY_32, F32_BIN, (12, 8, 1, "f64"), (8, 0, 1, "f64")))
         return merge_host(*parts)
 
@@ -374,5 +406,5 @@ class Loss(Op):
     def backward(self, w, op, g):
         return [w.cache[op["name"]]]  # g is dL/dL = 1 (walk.Walk.backward)
 
-    def work(self, plan, op, n, phase, *, psg=True, on=None):
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
         return hostops.softmax_cross_entropy_work(n, per_image(plan, op["inputs"][0])) if phase == "fwd" else {}

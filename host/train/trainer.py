@@ -3,7 +3,9 @@
 From a plan (built from the model name, or ``--init DIR``), layer by layer: every conv on the
 engine (host/engine/session.py), the rest on the host (host/train/ops.py's op table). E2-Train's savings: SMD
 on the host (a dropped batch makes no engine call), SLU on the host (a gated block's engine
-ops run on the images whose gate is on), PSG in the engine. Same run folder, config.json and
+ops run on the images whose gate is on), PSG in the engine. ``--train-from`` and ``--train``
+(host/train/trainable.py) freeze layers: a frozen conv makes no CONV_WGRAD or UPDATE call, and no
+backward work runs below the lowest trained layer. Same run folder, config.json and
 metrics.jsonl as the reference trainer, plus the engine's counters and the host's counted work
 (``ops.host``, host/train/hostwork.py); an atomic checkpoint (``checkpoint.npz``: every DDR
 array, the host's parameters and momentum) after every epoch,
@@ -27,7 +29,7 @@ from contract.opcount import add_host, sum_host_layers, sum_layers, total_macs
 from contract.runs import RunDir, check_arrays, check_position, epoch_line
 from host.data.datasets import batches_per_epoch, load_dataset, preprocess, train_batches
 from host.engine.session import PHASES, EngineSession
-from host.plan import planbuild, schema as planmod, weightsfile
+from host.plan import finetune, planbuild, schema as planmod, weightsfile
 
 from . import hostops
 from .config import TrainConfig, lr_at
@@ -35,6 +37,7 @@ from .forward import evaluate
 from .hostwork import update_work
 from .progress import Progress
 from .schedule import cost_sign, cost_weights, gate_draws, smd_drops
+from .trainable import Trainable
 from .trainstep import Step
 from .walk import HostTally
 
@@ -83,7 +86,7 @@ class EngineTrainer:
             self.run.check_new()  # before the engine is built or the data read
         self.ds = load_dataset(cfg.dataset, data_dir, cfg.image_size, cfg.image_channels)
         h, w = self.ds.test_x.shape[2:]
-        init = cfg.init
+        init, notes = cfg.init, []  # said once every check passed
         if init:
             self.plan = planmod.load(init)
             arrays = weightsfile.read(init, self.plan)
@@ -94,13 +97,23 @@ class EngineTrainer:
             if (net["model"], self.plan.board.name) != (cfg.model, cfg.board):
                 raise E2TError(f"--init {init}: the plan is a {net['model']} for {self.plan.board.name}, the run's "
                                f"config a {cfg.model} for {cfg.board}")
-            if (net["in_channels"], net["num_classes"]) != (self.ds.in_channels, self.ds.num_classes):
-                raise E2TError(f"--init {init}: the plan takes {net['in_channels']}-channel images into "
-                               f"{net['num_classes']} classes, {cfg.dataset} has {self.ds.in_channels} and "
-                               f"{self.ds.num_classes}")
+            if net["in_channels"] != self.ds.in_channels:
+                raise E2TError(f"--init {init}: the plan takes {net['in_channels']}-channel images, {cfg.dataset}'s "
+                               f"are {self.ds.in_channels}-channel")
             if (net["height"], net["width"]) != (h, w):
                 raise E2TError(f"--init {init}: the plan takes images of {net['height']} x {net['width']} pixels, "
                                f"{cfg.dataset}'s are {h} x {w}")
+            classes, add_gates = net["num_classes"], cfg.slu_target is not None and not net["gates"]
+            if classes != self.ds.num_classes or add_gates:  # a new head, SLU gates: the rest keeps its weights
+                gate_init = finetune.OPEN_GATES if cfg.slu_gate_init is None else cfg.slu_gate_init
+                self.plan, arrays = finetune.adapt(self.plan, arrays, self.ds.num_classes, add_gates, gate_init,
+                                                   cfg.seed, cfg.dataset, f"--init {init}")
+                if classes != self.ds.num_classes:
+                    notes.append(f"--init: new head, {classes} -> {self.ds.num_classes} classes; the convs keep "
+                                 f"their trained weights")
+                if add_gates:
+                    notes.append(f"--init: SLU gates added to the gateless plan, started open (p {gate_init:g}; "
+                                 f"--slu-gate-init to choose); the convs keep their trained weights")
         else:
             boards.check_images(b, h, w, cfg.dataset)
             c, k, size = self.ds.in_channels, self.ds.num_classes, h
@@ -112,15 +125,14 @@ class EngineTrainer:
         self.psg = {"tau": cfg.psg_tau, "ratio": cfg.psg_ratio} if cfg.psg else None
         gates = [op for op in self.plan.ops if op["type"] == "gate"]
         self.cost_weights = None
-        if cfg.slu_target is not None:
-            if not gates:
-                raise E2TError("--slu-target needs a plan with SLU gates (e2t plan --slu)")
+        if cfg.slu_target is not None:  # the plan has gates: fresh ones, the init's or added to it
             macs = {op["block"]: 0 for op in gates}
             for op in self.plan.convs():
                 if op.get("gate") is not None and op["role"] == "residual":
                     macs[op["block"]] += op["c_out"] * op["c_in"] * op["k"] ** 2 * op["ho"] * op["wo"]
             self.cost_weights = cost_weights([macs[op["block"]] for op in gates], cfg.slu_weighting)
-        self.update_work, self.host = update_work(self.plan), HostTally(self.plan)  # an epoch's ops.host
+        self.trainable = Trainable(self.plan.ops, cfg.train_from, cfg.train)  # --train-from, --train
+        self.update_work, self.host = update_work(self.plan, self.trainable), HostTally(self.plan)  # epoch's ops.host
         self.epoch = self.iteration = 0
         self.iters_per_epoch = batches_per_epoch(self.ds, cfg.batch_size)
         self.total_iterations = self.iters_per_epoch * cfg.epochs
@@ -128,6 +140,8 @@ class EngineTrainer:
             self._restore()
         else:
             self.run.create(cfg.to_dict())
+            for note in notes:
+                self.log(note)
 
     # -- checkpoints ----------------------------------------------------------------------
     def _state(self) -> bytes:
@@ -192,20 +206,19 @@ class EngineTrainer:
 
     # -- training -------------------------------------------------------------------------
     def _update(self, step: Step | None, lr: float) -> int:
-        """Engine UPDATE of every conv (sign 0 where no gradient came) and SGD on the host."""
+        """Engine UPDATE of every trained conv (sign 0 where no gradient came) and SGD of the
+        host's trained parameters; frozen ones (``self.trainable``) take no step."""
         cfg = self.cfg
         k = nx.UpdateConstants.from_floats(lr, cfg.weight_decay, cfg.momentum)
         saturations = 0
-        for op in self.plan.convs():
+        for op in filter(self.trainable.trains, self.plan.convs()):
             if step is None or op["name"] not in step.updated:
                 self.session.buffer(op, "sgn")[...] = 0
             saturations += self.session.update(op, k)
             self.session.refresh_weights(op)
         grads = step.grads if step is not None else {}
-        for name in [n for n in self.params if not n.endswith(".momentum_buffer")]:
+        for name in [n for n in self.params if n in self.trainable.params and f"{n}.momentum_buffer" in self.params]:
             buf = f"{name}.momentum_buffer"
-            if buf not in self.params:
-                continue  # running statistics
             # PyTorch's SGD step, rounded as it rounds: its add(alpha=...) is a fused multiply-add
             p = self.params[name]
             d = hostops.fma32(p, np.float32(cfg.weight_decay), grads.get(name, np.zeros_like(p)))
@@ -240,7 +253,7 @@ class EngineTrainer:
                 cost = None
                 if self.cost_weights is not None:
                     cost = {"beta": cfg.slu_beta, "weights": self.cost_weights, "sign": 0.0}
-                step = Step(self.plan, self.session, self.params, self.psg, cost, rng, self.host)
+                step = Step(self.plan, self.session, self.params, self.psg, cost, rng, self.host, self.trainable)
                 loss, logits = step.forward(x, y)
                 if cost is not None:
                     executed = float(np.mean(step.decisions)) if step.decisions else 1.0
@@ -282,18 +295,29 @@ class EngineTrainer:
         out.pop("predictions")
         return out
 
+    def start_accuracy(self) -> dict:
+        """The --init network's test accuracy and loss before training (its new head, gates
+        included), for epoch 1's record (``init_test_acc``, ``init_test_loss``): a resumed run
+        finds them there and does not evaluate again."""
+        r = self.evaluate()
+        self.log(f"epoch 0: test acc {100 * r['test_acc']:.2f} % (the --init network, before training)")
+        return {"init_test_acc": r["test_acc"], "init_test_loss": r["test_loss"]}
+
     def fit(self) -> list[dict]:
         """Train the remaining epochs: after each, its metrics record, then the checkpoint (a kill
-        between them leaves a record that resuming drops). Stopped before the first checkpoint, the
-        run removes what it created (``RunDir.abandon``)."""
+        between them leaves a record that resuming drops); with --init, first the accuracy it starts
+        from (``start_accuracy``). Stopped before the first checkpoint, the run removes what it
+        created (``RunDir.abandon``)."""
         with self.run.guard():
+            start = self.start_accuracy() if self.cfg.init and self.epoch == 0 else {}
             while self.epoch < self.cfg.epochs:
                 if self.meter is not None:
                     self.meter.start()
                 record = self.train_epoch()
                 if self.meter is not None:
                     record["rails"] = self.meter.stop()
-                record.update(self.evaluate())
+                record.update(self.evaluate(), **start)
+                start = {}
                 self.run.append_metrics(record)
                 self.run.write_checkpoint(self._state(), self.epoch)
                 self.log(epoch_line(record))

@@ -5,12 +5,13 @@ through the op table (host/train/ops.py, walked by host/train/walk.py), convs on
 BatchNorm uses batch statistics (summed in float64, rounded once) and updates the running
 ones; each SLU gate draws its decision ``p > u`` from the step's ``rng`` and gets the
 straight-through gradient plus the cost loss's (``slu_cost``); PSG (``psg``) picks the
-engine's CONV_WGRAD mode.
+engine's CONV_WGRAD mode; ``trainable`` (host/train/trainable.py) what trains.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .trainable import EVERYTHING
 from .walk import Walk
 
 
@@ -19,8 +20,8 @@ class Step(Walk):
     the host's work into ``host``, a walk.HostTally, when given)."""
 
     def __init__(self, plan, session, params: dict, psg: dict | None, slu_cost: dict | None, rng,
-                 host=None):
-        super().__init__(plan, session, params, True, rng, psg=psg, slu_cost=slu_cost, host=host)
+                 host=None, trainable=EVERYTHING):
+        super().__init__(plan, session, params, True, rng, psg=psg, slu_cost=slu_cost, host=host, trainable=trainable)
 
     def forward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """(mean cross-entropy, logits)."""

@@ -7,6 +7,10 @@ the images it skips make no engine call, and a block no image takes runs nothing
 gets no task gradient (the block's output does not exist for them), only the cost loss's.
 Inference can instead run a block on the whole batch and select per image (``slu="mask"``).
 
+What trains (``trainable``, host/train/trainable.py): the backward pass gives a gradient only to
+the tensors that depend on a parameter that trains (none below the lowest trained layer), and
+each op computes the gradients of its parameters only where they train.
+
 Counting (``host``, training): each op's host work (its ``work``, host/train/ops.py) on the images
 it ran on, the gathers of a block's inputs and the scatters of their gradients to the op that
 takes them, and each tensor's ``gradient_sum`` to the op that made it.
@@ -22,6 +26,7 @@ from contract.opcount import add_host, merge_host
 from . import hostops
 from .hostops import CAST_32, CAST_64, COPY_32, F32_BIN, passes
 from .ops import OPS, per_image
+from .trainable import EVERYTHING
 
 F32, F64 = np.float32, np.float64
 
@@ -102,13 +107,15 @@ class Walk:
     forward.OnArrays), ``p`` holds the host's parameters by name. Training draws the gates
     from ``rng`` and keeps what the backward needs; ``labels`` (set before ``run``) feed the
     loss. The backward collects the host gradients in ``grads`` and the convs that got a
-    weight gradient in ``updated``. ``host`` (a HostTally) counts the host's work when given."""
+    weight gradient in ``updated``, of what ``trainable`` trains (a trainable.Trainable; default
+    everything). ``host`` (a HostTally) counts the host's work when given."""
 
     def __init__(self, plan, layers, p: dict, training: bool, rng=None, slu: str = "gather",
                  record: dict | None = None, psg: dict | None = None, slu_cost: dict | None = None,
-                 host: HostTally | None = None):
+                 host: HostTally | None = None, trainable=EVERYTHING):
         self.plan, self.layers, self.p, self.training, self.rng = plan, layers, p, training, rng
         self.slu, self.record, self.psg, self.slu_cost, self.host = slu, record, psg, slu_cost, host
+        self.trainable = trainable
         self.labels = self.losses = self.state = self.carry = None
         self.t, self.sub, self.cache, self.picks, self.decisions = {}, {}, {}, {}, []
         self.empty, self.grads, self.updated = set(), {}, set()
@@ -128,7 +135,8 @@ class Walk:
     def _count_op(self, kind, op: dict, n: int, phase: str) -> None:
         """The op's own work on ``n`` images (a mix's: and its gate's picks)."""
         on, psg = len(self.picks[op["gate"]]) if op.get("gate") in self.picks else None, self.psg is not None
-        self._count(op, phase, (n, on, psg), lambda: kind.work(self.plan, op, n, phase, psg=psg, on=on))
+        self._count(op, phase, (n, on, psg),
+                    lambda: kind.work(self.plan, op, n, phase, psg=psg, on=on, trainable=self.trainable))
 
     def run(self, x: np.ndarray) -> dict:
         """The forward pass of ``x``: every tensor by name."""
@@ -162,7 +170,8 @@ class Walk:
 
     def backward(self) -> None:
         """From dL/dL = 1 at the loss (the plan's last op) back to the input, each tensor's
-        gradient summed from its consumers (``gradient_sum``), a gathered op's scattered back."""
+        gradient summed from its consumers (``gradient_sum``), a gathered op's scattered back;
+        a tensor that gets no gradient (``trainable``) takes none."""
         grads = {self.plan.ops[-1]["output"]: [F32(1)]}
         for op in reversed(self.plan.ops):
             parts = grads.pop(op["output"], None)
@@ -176,7 +185,7 @@ class Walk:
             back = kind.backward(self, op, g)
             self._count_op(kind, op, len(self.t[op["output"]]), "bwd_data")
             for name, gi in zip(op["inputs"], back):
-                if gi is None:
+                if gi is None or not self.trainable.wants(name):
                     continue
                 if gathered and self.sub.get(name) != gate:
                     gi = parallel.scatter(gi, self.picks[gate], len(self.t[name]))

@@ -178,10 +178,13 @@ def deploy(board: str, out: str, plan_dir: str | None = None, model: str = "resn
         plan, weights, _ = planbuild.from_model(model, c, k, size, b.name, batch, 0, slu,
                                                 PRESETS["e2train"]["slu_gate_init"] if slu else None,
                                                 dataset)
-    elif (plan.network["in_channels"], plan.network["num_classes"], plan.network["height"]) != (c, k, size):
+    elif (plan.network["in_channels"], plan.network["height"]) != (c, size):
         raise E2TError(f"--plan {plan_dir} takes {plan.network['in_channels']} x {plan.network['height']} x "
                        f"{plan.network['width']} images into {plan.network['num_classes']} classes; {dataset} has "
                        f"{c} x {size} x {size} images in {k} classes")
+    elif plan.network["num_classes"] != k:  # the trainer on the board puts a new head on it (host/plan/finetune.py)
+        log(f"e2t deploy: --plan {plan_dir} has {plan.network['num_classes']} classes, {dataset} {k}: train.sh "
+            f"fine-tunes it with a new head (the convs keep their trained weights)")
     folder = ("--size", str(size), "--channels", str(c)) if dataset == "folder" else ()
     source_path(dataset, data_dir)  # a missing data set stops here, before anything is written
     created = not os.path.exists(out)

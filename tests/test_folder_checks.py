@@ -205,3 +205,18 @@ def test_a_plan_that_does_not_fit_the_folder_is_refused_before_the_bundle(capsys
                             str(root / "b" / "plan"), "--out", str(tmp_path / "c")],
                    "takes 1 x 8 x 8 images into 3 classes; folder has 1 x 16 x 16")
     assert not (tmp_path / "c").exists()
+
+
+def test_a_plan_of_other_classes_is_deployed_for_a_new_head(capsys, folder_bundle, tmp_path, monkeypatch):
+    """A trained plan and a data set of another class count: the bundle is written (train.sh's
+    --init puts a new head on the plan, host/plan/finetune.py), and deploy says so."""
+    from e2t import deploy
+    root, _ = folder_bundle
+    written = []
+    monkeypatch.setattr(deploy, "_write", lambda *a, **k: written.append(a) or ("bundle", "bundle.tar.gz"))
+    import numpy as np
+    np.savez(tmp_path / "four.npz", x=np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8),
+             y=np.arange(20) % 4)
+    assert main([*DEPLOY, "--data-dir", str(tmp_path / "four.npz"), "--plan", str(root / "b" / "plan"),
+                 "--out", str(tmp_path / "c")]) == 0
+    assert written and "3 classes, folder 4: train.sh fine-tunes it with a new head" in capsys.readouterr().err

@@ -108,7 +108,7 @@ def _check_record(r, epoch: int, where: str) -> None:
     if type(r.get("epoch")) is not int or r["epoch"] != epoch:  # a bool is no epoch
         raise E2TError(f"{where}epoch {repr(r.get('epoch'))[:40]} where {epoch} is due (the records are "
                        f"epochs 1, 2, ... each once, in order)")
-    for key in ("test_acc", "seconds"):
+    for key in ("test_acc", "seconds", "init_test_acc"):
         if r.get(key) is not None:
             emodel.number(r[key], where + key)
     if r.get("ops"):  # none: run_energy says the run's trainer does not count its work
@@ -270,6 +270,8 @@ def _html(result: dict, config: dict, images: list[str]) -> str:
     figure = lambda name: f'<figure><img src="{e(name)}" alt="{e(name)}"></figure>'  # noqa: E731
     imgs = "".join(figure(name) for name in images if name != WHOLE_BOARD_PLOT)
     wb = result["whole_board"]
+    start = "" if result.get("init_test_acc") is None else \
+        f" (from {100 * result['init_test_acc']:.2f} % before training: the --init network)"
     whole = _whole_board_html(wb, config.get("board", "pynq-z2"),
                               figure(WHOLE_BOARD_PLOT) if WHOLE_BOARD_PLOT in images else "")
     engine_part = " (the part &quot;engine&quot; of the whole board above)" if wb["priced"] else ""
@@ -295,7 +297,7 @@ img{{max-width:100%}}.kind{{background:#fff3cd;padding:.4em .8em;border-radius:.
 (board {e(result['board'])}). In all: {headline} (modeled).</p>
 <p>Run: backend {e(str(config.get('backend')))}, precision {e(str(config.get('precision')))}, {e(settings(config))};
 {len(result['epochs'])} epochs,
-final test accuracy {100 * (last['test_acc'] or 0):.2f} %.</p>
+final test accuracy {100 * (last['test_acc'] or 0):.2f} %{start}.</p>
 {whole}
 <h2>Engine (dynamic): {result['total_j']:.4g} J (modeled)</h2>
 <p>The engine's MACs priced by their operand widths and its DDR bytes, phase by phase{engine_part}.</p>
@@ -348,6 +350,7 @@ def priced(records: list[dict], model: emodel.EnergyModel, on_board: bool = Fals
     measured seconds of a run ``on_board``); a run not priced whole-board lists the whole board
     among what the model leaves out."""
     result = emodel.run_energy(records, model)
+    result["init_test_acc"] = records[0].get("init_test_acc")  # an --init run's starting accuracy (epoch 0)
     result["whole_board"] = whole_board(records, model, on_board)
     if not result["whole_board"]["priced"]:
         result["not_modeled"].insert(0, "the whole board (the host CPU, PL and PS static power, the idle board, "

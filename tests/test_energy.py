@@ -511,6 +511,19 @@ def test_a_board_run_shows_its_measured_seconds_beside_the_modeled(tmp_path):
     assert "measured_s" not in emulated["whole_board"]
 
 
+def test_an_init_run_s_report_shows_where_it_started(tmp_path):
+    """A fine-tuning run (--init) records its starting accuracy in epoch 1's record: the report says it;
+    a value that is no number is one line naming the field."""
+    recs = [_whole_board_record(1, 10**9, 1e6, 0.8)]
+    recs[0]["init_test_acc"] = 0.25
+    _, result = report.write(_run(tmp_path / "run", recs))
+    assert result["init_test_acc"] == 0.25
+    assert "(from 25.00 % before training: the --init network)" in (tmp_path / "run" / "energy" / "report.html").read_text()
+    recs[0]["init_test_acc"] = "a lot"
+    with pytest.raises(E2TError, match=r"line 1: init_test_acc: 'a lot' is not a finite number >= 0"):
+        report.write(_run(tmp_path / "bad", recs))
+
+
 def test_a_run_without_host_counts_gets_the_engine_report_and_says_why(tmp_path):
     run = _run(tmp_path / "run", [_record(1, 10**9, 1e6)])
     _, result = report.write(run)

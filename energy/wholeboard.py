@@ -34,10 +34,10 @@ def energy(t: dict, engine_j: dict, model) -> dict:
     return {"parts": parts, "j": sum(p["j"] for p in parts.values())}
 
 
-def epoch(ops: dict, model, board_name: str) -> dict:
-    """Modeled time and whole-board joules of one epoch's ``ops`` record on ``board_name``."""
+def epoch(ops: dict, model, clock_mhz: float) -> dict:
+    """Modeled time and whole-board joules of one epoch's ``ops`` record, the engine at ``clock_mhz``."""
     t = steptime.step_time(ops.get("per_layer", {}), ops.get("host", {}).get("per_layer", {}), model.host,
-                           model.ddr_bytes_per_s, get_board(board_name).clock_mhz)
+                           model.ddr_bytes_per_s, clock_mhz)
     engine_j = {"mac_j": 0.0, "ddr_j": 0.0}
     for phase, slot in ops["total"].items():
         if phase != "all":
@@ -64,8 +64,9 @@ def run(records: list[dict], model, board_name: str) -> dict:
     overlap, the bound of each epoch, joules by part."""
     epochs, total = [], {"seconds": 0.0, "engine_s": 0.0, "host_s": 0.0, "ddr_s": 0.0, "overlap_s": 0.0, "j": 0.0,
                          "parts": {p: 0.0 for p in PARTS}}
+    clock_mhz = get_board(board_name).clock_mhz  # one board.json read for the run
     for r in records:
-        e = epoch(r["ops"], model, board_name)
+        e = epoch(r["ops"], model, clock_mhz)
         t = e["time"]
         for key in ("seconds", "engine_s", "host_s", "ddr_s", "overlap_s"):
             total[key] += t[key]

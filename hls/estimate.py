@@ -43,7 +43,7 @@ def _whole_board(plan: planmod.Plan, per_layer: dict, em) -> dict:
     of the fixed-point + PSG step: the engine's counts and the host's (host/train/hostwork.py)."""
     engine = per_layer["engine, fixed point + PSG"]
     ops = {"per_layer": engine, "total": opcount.sum_layers(engine), "host": hostwork.step_work(plan, psg=True)}
-    return wholeboard.epoch(ops, em, plan.board.name)
+    return wholeboard.epoch(ops, em, plan.board.clock_mhz)
 
 
 def estimate(plan: planmod.Plan, energy_file: str | None = None) -> dict:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import parallel
+from .errors import E2TError
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,13 @@ MASTER_EXP_MAX = 7               # ... and below 64, as the weight-decay shift 8
 ALIGN_BITS = 12                  # backward-data aligns channel weights within 2**12 of the largest
 WSHIFT_MAX = 31                  # per-channel weight shifts s[o] lie in [0, 31] (int32 masters give <= 25)
 ACC_BITS = 64                    # accumulators of this model; docs/numerics.md bounds each op
+STAT_BITS = 18                   # STATS operands: sat18(rshift_round(v, t)) (docs/numerics.md, section 9)
+COEF_M_BITS = 24                 # APPLY multipliers: |M1|, |M2| < 2**24 ...
+COEF_B_BITS = 56                 # ... and offsets |B| < 2**56, so v = M1 a + M2 b + B stays below 2**57
+SHIFT_MAX = 62                   # the largest rounding shift an op accepts
 CONSTANTS = ("MSB_SHIFT", "MOM_EXP", "MU_FRAC", "WD_FRAC", "LR_FRAC", "RATIO_FRAC",
-             "MASTER_INIT_BITS", "MASTER_RENORM_BITS", "MASTER_EXP_MIN", "MASTER_EXP_MAX", "ALIGN_BITS", "WSHIFT_MAX")
+             "MASTER_INIT_BITS", "MASTER_RENORM_BITS", "MASTER_EXP_MIN", "MASTER_EXP_MAX", "ALIGN_BITS", "WSHIFT_MAX",
+             "STAT_BITS", "COEF_M_BITS", "COEF_B_BITS", "SHIFT_MAX")
 
 
 # -- primitives ---------------------------------------------------------------------------
@@ -410,3 +416,97 @@ def sign_update(w, e_w: int, buf, sign, k: UpdateConstants) -> tuple[np.ndarray,
     step = rshift_round(k.LR * buf, LR_FRAC - MOM_EXP + e_w)
     w, sat_w = MASTER.saturate(w - step)
     return w, buf, sat_b + sat_w
+
+
+# -- per-element ops (docs/numerics.md, section 9) ----------------------------------------
+
+_STAT = Fmt("stat", STAT_BITS, "STATS operands a_t, b_t")
+_APPLY_OUT = {8: ACT, 16: GRAD, 32: OUT}  # APPLY's output formats by width
+_COEFS = (("M1", COEF_M_BITS), ("M2", COEF_M_BITS), ("B", COEF_B_BITS))
+
+
+def _shift(name: str, s) -> int:
+    """A rounding shift register's value: an integer in 0..SHIFT_MAX."""
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s <= SHIFT_MAX:
+        raise E2TError(f"{name} = {s!r}: a rounding shift must be an integer in 0..{SHIFT_MAX}")
+    return int(s)
+
+
+def _int32_nchw(name: str, x, shape: tuple | None = None) -> np.ndarray:
+    """An N x C x H x W integer tensor of int32 values (``shape``: the one it must have)."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise E2TError(f"{name} must hold integers (int32 values), not {x.dtype}")
+    if shape is None and (x.ndim != 4 or 0 in x.shape):
+        raise E2TError(f"{name} must be a non-empty N x C x H x W tensor, not of shape {x.shape}")
+    if shape is not None and x.shape != shape:
+        raise E2TError(f"{name} has shape {x.shape}, the first operand {shape}: they must match")
+    if x.dtype.itemsize >= 4 and not (OUT.lo <= int(x.min()) and int(x.max()) <= OUT.hi):
+        raise E2TError(f"{name} has values outside int32 [{OUT.lo}, {OUT.hi}]")
+    return x.astype(np.int64) if x.dtype == np.uint64 else x  # uint64 times int64 would be float64
+
+
+def channel_stats(a, t, b=None, u=0) -> tuple[np.ndarray, int]:
+    """STATS (op 5, section 9.2): per channel ``(sum a_t, sum a_t b_t, min a, max a)`` over n, y, x,
+    with ``a_t = sat18(rshift_round(a, t))`` and ``b_t = a_t`` (``b`` None: SQUARE) or
+    ``sat18(rshift_round(b, u))`` (PRODUCT); ``u`` is checked in both modes. Returns (int64
+    [C][4], saturations: the clips of a_t plus, in PRODUCT, those of b_t)."""
+    a = _int32_nchw("a", a)
+    t, u = _shift("t", t), _shift("u", u)
+    at, sat = _STAT.saturate(rshift_round(a, t))
+    bt = at
+    if b is not None:
+        bt, sat_b = _STAT.saturate(rshift_round(_int32_nchw("b", b, a.shape), u))
+        sat += sat_b
+    n, c = a.shape[:2]
+    stats = np.empty((c, 4), np.int64)
+    stats[:, 0] = at.reshape(n, c, -1).sum(axis=(0, 2))
+    stats[:, 1] = (at * bt).reshape(n, c, -1).sum(axis=(0, 2))
+    planes = a.reshape(n, c, -1)
+    stats[:, 2], stats[:, 3] = planes.min(axis=(0, 2)), planes.max(axis=(0, 2))
+    return stats, sat
+
+
+def _coefficients(coef, c: int) -> np.ndarray:
+    """APPLY's ``coef`` as int64 [C][3]: |M1|, |M2| < 2**COEF_M_BITS, |B| < 2**COEF_B_BITS."""
+    coef = np.asarray(coef)
+    if coef.dtype.kind not in "iu" or coef.shape != (c, 3):
+        raise E2TError(f"coef must be integers of shape ({c}, 3) (M1, M2, B per channel), not {coef.dtype} {coef.shape}")
+    for ch, row in enumerate(coef.tolist()):  # Python ints: exact for any integer dtype
+        for v, (name, bits) in zip(row, _COEFS):
+            if not -(1 << bits) < v < 1 << bits:
+                raise E2TError(f"coefficient {name} of channel {ch} is {v}: |{name}| must be below 2^{bits}")
+    return coef.astype(np.int64)
+
+
+def apply_elementwise(a, coef, shift, b=None, relu=False, mask=None, out_bits=8) -> tuple[np.ndarray, np.ndarray, int]:
+    """APPLY (op 6, section 9.3): ``z = rshift_round(M1[c] a + M2[c] b + B[c], shift)``, then
+    max(z, 0) (``relu``), then 0 where ``mask <= 0`` (``mask``: int8), then saturation to
+    int``out_bits`` (8, 16, 32), clips counted. ``b``: None, int32 (second source src2) or int8
+    (act), by its dtype. Returns (z as int8/int16/int32, per-plane (sum, min, max) of z as int64
+    [N][C][3], saturations)."""
+    a = _int32_nchw("a", a)
+    n, c = a.shape[:2]
+    coef = _coefficients(coef, c)
+    shift = _shift("shift", shift)
+    if out_bits not in _APPLY_OUT:
+        raise E2TError(f"out_bits = {out_bits!r}: APPLY writes 8, 16 or 32-bit outputs")
+    if b is not None and np.asarray(b).dtype not in (np.int32, np.int8):
+        raise E2TError(f"b must be int32 (second source src2) or int8 (act), not {np.asarray(b).dtype}")
+    if mask is not None and np.asarray(mask).dtype != np.int8:
+        raise E2TError(f"mask must be int8, not {np.asarray(mask).dtype}")
+    m1, m2, off = (coef[:, j].reshape(1, c, 1, 1) for j in range(3))
+    v = m1 * a
+    if b is not None:
+        v += m2 * _int32_nchw("b", b, a.shape)
+    v += off
+    z = rshift_round(v, shift)
+    if relu:
+        np.maximum(z, 0, out=z)
+    if mask is not None:
+        z[_int32_nchw("mask", mask, a.shape) <= 0] = 0
+    z, sat = _APPLY_OUT[out_bits].saturate(z)
+    z = z.astype(f"int{out_bits}")
+    planes = z.reshape(n, c, -1)
+    stats = np.stack([planes.sum(axis=2, dtype=np.int64), planes.min(axis=2), planes.max(axis=2)], axis=2)
+    return z, stats.astype(np.int64, copy=False), sat

@@ -20,6 +20,8 @@ class RegMap:
         self.vlnv, self.version = data["vlnv"], data["version"]
         self.regs = data["registers"]
         self.ops, self.modes, self.status = data["ops"], data["wgrad_modes"], data["status"]
+        # contract v2 (docs/numerics.md, section 9); a map from before it has neither
+        self.stats_modes, self.apply_fields = data.get("stats_modes", {}), data.get("apply_fields", {})
         self.status_names = {v: k for k, v in self.status.items()}
         self.control = data["control"]
 
@@ -31,6 +33,20 @@ class RegMap:
 
     def width(self, name: str) -> int:
         return self.regs[name]["width"]
+
+    def apply_mode(self, src2: str = "none", relu: bool = False, mask: bool = False, out_bits: int = 8) -> int:
+        """APPLY's ``mode`` register: second source ``none``, ``int32`` (src2) or ``int8`` (act),
+        RELU, MASK and the output width (8, 16 or 32), packed by the map's ``apply_fields``."""
+        if not self.apply_fields:
+            raise E2TError(f"register map {self.version} has no APPLY op (it predates contract v2)")
+        f = self.apply_fields
+        src, out = f["SRC2"]["values"].get(str(src2).upper()), f["OUT"]["values"].get(f"INT{out_bits}")
+        if src is None:
+            raise E2TError(f"APPLY has no second source '{src2}' (known: {', '.join(v.lower() for v in f['SRC2']['values'])})")
+        if out is None:
+            raise E2TError(f"APPLY has no output width {out_bits!r} (known: {', '.join(v[3:] for v in f['OUT']['values'])})")
+        flag = lambda name, on: f[name]["values"]["ON" if on else "OFF"] << f[name]["shift"]  # noqa: E731
+        return src << f["SRC2"]["shift"] | flag("RELU", relu) | flag("MASK", mask) | out << f["OUT"]["shift"]
 
     def names(self, kind: str) -> list[str]:
         """Registers of one kind: ``scalar``, ``address`` or ``status``, in map order."""

@@ -25,7 +25,9 @@ def depths(b: Board, batch: int = 2) -> dict[str, int]:
     img = b.max_c * b.max_h * b.max_w
     wts = b.max_c * b.max_c * b.max_k * b.max_k
     return {"act": batch * img, "wgt": wts, "wshift": b.max_c, "grad": batch * img, "out": batch * img,
-            "sgn": wts, "scratch": wts, "master": wts, "mom": wts}
+            "sgn": wts, "scratch": wts, "master": wts, "mom": wts,
+            "src1": batch * img, "src2": batch * img, "mask": batch * img, "coef": 3 * b.max_c,
+            "dst8": batch * img, "dst16": batch * img, "stats": 4 * batch * b.max_c}
 
 
 def config_header(b: Board, origin: str | None = None) -> str:

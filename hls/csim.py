@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from contract import numerics as nx
+from contract.regmap import RegMap
 from host.engine.driver import EngineError  # one family for the engine's errors, an E2TError: one line at the CLI
 
 from . import boards, regmap
@@ -195,6 +196,7 @@ Regs, Ports, Status = _struct("in"), _struct("ptr"), _struct("out")
 _STATUS_NAMES = {v: k for k, v in regmap.STATUS.items()}
 _MODES = {"full": regmap.WGRAD_MODES["FULL"], "abs": regmap.WGRAD_MODES["PSG_ABS"],
           "ratio": regmap.WGRAD_MODES["PSG_RATIO"]}
+_MAP = RegMap(regmap.regmap_json())  # the live definition's map: APPLY's mode fields
 
 
 def _buffer(name: str, a) -> np.ndarray:
@@ -209,6 +211,15 @@ def _ints(name: str, a, fmt: nx.Fmt, dtype) -> np.ndarray:
     if a.size and (a.min() < fmt.lo or a.max() > fmt.hi):
         raise EngineError(f"{name} has values outside the {fmt.bits}-bit range [{fmt.lo}, {fmt.hi}]")
     return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _nchw(name: str, a, like: np.ndarray | None, fmt: nx.Fmt, dtype) -> np.ndarray:
+    """``_ints`` for an N x C x H x W operand, of ``like``'s shape when given."""
+    a = _ints(name, a, fmt, dtype)
+    if (like is None and a.ndim != 4) or (like is not None and a.shape != like.shape):
+        raise EngineError(f"{name} has shape {a.shape}; it must be " +
+                          ("N x C x H x W" if like is None else f"the first operand's {like.shape}"))
+    return a
 
 
 def _marshal(regs: dict, ports: dict) -> tuple[dict, "Regs"]:
@@ -347,6 +358,48 @@ class Engine:
             raise EngineError(f"update: master {master.shape}, momentum {mom.shape} and sign {s.shape} differ in size")
         regs = {"op": regmap.OPS["UPDATE"], "count": master.size, "e_w": e_w, "lr": k.LR, "wd": k.WD, "mu": k.MU}
         return self._run("UPDATE", regs, {"master": _buffer("master", master), "mom": _buffer("mom", mom), "sgn": s})["saturations"]
+
+    @staticmethod
+    def _elem_regs(op: str, a: np.ndarray, **regs) -> dict:
+        n, c, h, w = a.shape
+        return {"op": regmap.OPS[op], "batch": n, "c_in": c, "h_in": h, "w_in": w, **regs}
+
+    def stats(self, a, t: int, b=None, u: int = 0) -> tuple[np.ndarray, dict]:
+        """STATS (docs/numerics.md, section 9.2) on int32 NCHW ``a`` (and ``b``: PRODUCT, else
+        SQUARE): per channel (sum a_t, sum a_t b_t, min a, max a) as int64 [C][4]. Returns
+        (stats, status)."""
+        a = _nchw("a", a, None, nx.OUT, np.int32)
+        ports = {"src1": a, "stats": np.empty((a.shape[1], 4), np.int64)}
+        if b is not None:
+            ports["src2"] = _nchw("b", b, a, nx.OUT, np.int32)
+        mode = regmap.STATS_MODES["SQUARE" if b is None else "PRODUCT"]
+        st = self._run("STATS", self._elem_regs("STATS", a, mode=mode, shift=t, shift2=u), ports)
+        return ports["stats"], st
+
+    def apply(self, a, coef, shift: int, b=None, relu: bool = False, mask=None,
+              out_bits: int = 8) -> tuple[np.ndarray, np.ndarray, dict]:
+        """APPLY (docs/numerics.md, section 9.3) on int32 NCHW ``a`` with int64 ``coef`` [C][3]; ``b``
+        an int32 (src2) or int8 (act) array, by its dtype, or None; ``mask`` int8. Returns (z as
+        int8/int16/int32 by ``out_bits``, plane stats int64 [N][C][3], status)."""
+        a = _nchw("a", a, None, nx.OUT, np.int32)
+        n, c = a.shape[:2]
+        coef = np.ascontiguousarray(coef, dtype=np.int64)
+        if coef.shape != (c, 3):
+            raise EngineError(f"coef has shape {coef.shape}; APPLY reads ({c}, 3): M1, M2, B per channel")
+        b = None if b is None else np.asarray(b)
+        src2 = "none" if b is None else {np.dtype(np.int32): "int32", np.dtype(np.int8): "int8"}.get(b.dtype)
+        if src2 is None:
+            raise EngineError(f"b must be int32 (src2) or int8 (act), not {b.dtype}")
+        mode = _MAP.apply_mode(src2, relu, mask is not None, out_bits)
+        z = np.empty(a.shape, f"int{out_bits}")
+        ports = {"src1": a, "coef": coef, {8: "dst8", 16: "dst16", 32: "out"}[out_bits]: z,
+                 "stats": np.empty((n, c, 3), np.int64)}
+        if b is not None:
+            ports["src2" if src2 == "int32" else "act"] = _nchw("b", b, a, nx.OUT if src2 == "int32" else nx.ACT, b.dtype)
+        if mask is not None:
+            ports["mask"] = _nchw("mask", mask, a, nx.ACT, np.int8)
+        st = self._run("APPLY", self._elem_regs("APPLY", a, mode=mode, shift=shift), ports)
+        return z, ports["stats"], st
 
 
 class RunnerEngine(Engine):

@@ -33,8 +33,13 @@ VLNV = "e2t:hls:e2t_engine:1.0"
 BUNDLE = "control"
 BEGIN, END = "// BEGIN GENERATED INTERFACE (python -m hls.regmap)", "// END GENERATED INTERFACE"
 
-OPS = {"NOP": 0, "CONV_FWD": 1, "CONV_BWD_DATA": 2, "CONV_WGRAD": 3, "UPDATE": 4}
+OPS = {"NOP": 0, "CONV_FWD": 1, "CONV_BWD_DATA": 2, "CONV_WGRAD": 3, "UPDATE": 4, "STATS": 5, "APPLY": 6}
 WGRAD_MODES = {"FULL": 0, "PSG_ABS": 1, "PSG_RATIO": 2}
+STATS_MODES = {"SQUARE": 0, "PRODUCT": 1}
+# APPLY's mode register (docs/numerics.md, section 9.3): field -> (lowest bit, width, values by name)
+APPLY_FIELDS = {"SRC2": (0, 2, {"NONE": 0, "INT32": 1, "INT8": 2}), "RELU": (2, 1, {"OFF": 0, "ON": 1}),
+                "MASK": (3, 1, {"OFF": 0, "ON": 1}), "OUT": (4, 2, {"INT8": 0, "INT16": 1, "INT32": 2})}
+APPLY_MODE_BITS = 6  # bits above the fields must be 0
 STATUS = {"OK": 0, "BAD_OP": 1, "BAD_SHAPE": 2, "BAD_ARG": 3}
 
 
@@ -84,6 +89,14 @@ REGISTERS = (
     Reg("psg_sure", "out", "uint32_t", "CONV_WGRAD PSG: entries decided by the predictor"),
     Reg("psg_tiles", "out", "uint32_t", "CONV_WGRAD PSG: weight-gradient tiles"),
     Reg("psg_recomputed", "out", "uint32_t", "CONV_WGRAD PSG: tiles recomputed at full precision"),
+    Reg("shift2", "in", "uint32_t", "STATS: u, the rounding shift of the second operand"),
+    Reg("src1", "ptr", "int32_t", "STATS, APPLY: first operand a, N x C x H x W"),
+    Reg("src2", "ptr", "int32_t", "STATS (PRODUCT), APPLY (second source INT32): b, N x C x H x W"),
+    Reg("mask", "ptr", "int8_t", "APPLY (MASK): z = 0 where mask <= 0, N x C x H x W"),
+    Reg("coef", "ptr", "int64_t", "APPLY: per channel M1, M2, B (C x 3)"),
+    Reg("dst8", "ptr", "int8_t", "APPLY (output INT8): z, N x C x H x W"),
+    Reg("dst16", "ptr", "int16_t", "APPLY (output INT16): z, N x C x H x W"),
+    Reg("stats", "ptr", "int64_t", "STATS: C x 4 sums; APPLY: N x C x 3 plane sums"),
 )
 
 
@@ -101,7 +114,9 @@ def offsets() -> dict[str, int]:
 # momentum) on the other, each one HP port's worth of beats (board axi_bits). A buffer an op both
 # reads and writes stays on one bundle (master and mom in place, scratch and sgn read back).
 M_AXI_BUNDLES = {"act": "gmem_rd", "wgt": "gmem_rd", "wshift": "gmem_rd", "grad": "gmem_rd", "master": "gmem_rd",
-                 "out": "gmem_wr", "sgn": "gmem_wr", "scratch": "gmem_wr", "mom": "gmem_wr"}
+                 "out": "gmem_wr", "sgn": "gmem_wr", "scratch": "gmem_wr", "mom": "gmem_wr",
+                 "src1": "gmem_rd", "src2": "gmem_rd", "mask": "gmem_rd", "coef": "gmem_rd",
+                 "dst8": "gmem_wr", "dst16": "gmem_wr", "stats": "gmem_wr"}
 
 
 def pragma_block() -> str:
@@ -126,6 +141,11 @@ def header_text() -> str:
          "// Operations, CONV_WGRAD modes and status codes."]
     L += [f"#define E2T_OP_{k} {v}" for k, v in OPS.items()]
     L += [f"#define E2T_WGRAD_{k} {v}" for k, v in WGRAD_MODES.items()]
+    L += [f"#define E2T_STATS_{k} {v}" for k, v in STATS_MODES.items()]
+    for field, (lo, width, values) in APPLY_FIELDS.items():
+        L += [f"#define E2T_APPLY_{field}_SHIFT {lo}", f"#define E2T_APPLY_{field}_MASK 0x{(1 << width) - 1:x}"]
+        L += [f"#define E2T_APPLY_{field}_{k} {v}" for k, v in values.items()]
+    L += [f"#define E2T_APPLY_MODE_BITS {APPLY_MODE_BITS}"]
     L += [f"#define E2T_STATUS_{k} {v}" for k, v in STATUS.items()]
     L += ["", "// AXI-Lite byte offsets (0x00 ap_ctrl: bit 0 start, 1 done, 2 idle)."]
     L += [f"#define E2T_REG_{r.name.upper()} 0x{off[r.name]:03X}  // {r.doc}" for r in REGISTERS]
@@ -159,7 +179,9 @@ def regmap_json() -> dict:
                         "kind": {"in": "scalar", "out": "status", "ptr": "address"}[r.kind], "type": r.ctype,
                         "description": r.doc}
     return {"ip": "e2t_engine", "vlnv": VLNV, "version": layout_digest(), "control": {"offset": 0, "ap_start": 0, "ap_done": 1, "ap_idle": 2},
-            "ops": OPS, "wgrad_modes": WGRAD_MODES, "status": STATUS,
+            "ops": OPS, "wgrad_modes": WGRAD_MODES, "stats_modes": STATS_MODES,
+            "apply_fields": {k: {"shift": lo, "width": w, "values": v} for k, (lo, w, v) in APPLY_FIELDS.items()},
+            "status": STATUS,
             "numerics": {name: getattr(nx, name) for name in nx.CONSTANTS},
             "registers": regs}
 

@@ -54,6 +54,10 @@ static const int MASTER_EXP_MIN = -48;
 static const int MASTER_EXP_MAX = 7;
 static const int ALIGN_BITS = 12;
 static const int WSHIFT_MAX = 31;
+static const int STAT_BITS = 18;
+static const int COEF_M_BITS = 24;
+static const int COEF_B_BITS = 56;
+static const int SHIFT_MAX = 62;
 
 // Round half up: floor(v / 2^s + 1/2) for s > 0, v * 2^-s for s <= 0.
 static inline int64_t rshift_round(int64_t v, int s) {

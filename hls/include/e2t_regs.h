@@ -11,16 +11,39 @@
 #define E2T_OP_CONV_BWD_DATA 2
 #define E2T_OP_CONV_WGRAD 3
 #define E2T_OP_UPDATE 4
+#define E2T_OP_STATS 5
+#define E2T_OP_APPLY 6
 #define E2T_WGRAD_FULL 0
 #define E2T_WGRAD_PSG_ABS 1
 #define E2T_WGRAD_PSG_RATIO 2
+#define E2T_STATS_SQUARE 0
+#define E2T_STATS_PRODUCT 1
+#define E2T_APPLY_SRC2_SHIFT 0
+#define E2T_APPLY_SRC2_MASK 0x3
+#define E2T_APPLY_SRC2_NONE 0
+#define E2T_APPLY_SRC2_INT32 1
+#define E2T_APPLY_SRC2_INT8 2
+#define E2T_APPLY_RELU_SHIFT 2
+#define E2T_APPLY_RELU_MASK 0x1
+#define E2T_APPLY_RELU_OFF 0
+#define E2T_APPLY_RELU_ON 1
+#define E2T_APPLY_MASK_SHIFT 3
+#define E2T_APPLY_MASK_MASK 0x1
+#define E2T_APPLY_MASK_OFF 0
+#define E2T_APPLY_MASK_ON 1
+#define E2T_APPLY_OUT_SHIFT 4
+#define E2T_APPLY_OUT_MASK 0x3
+#define E2T_APPLY_OUT_INT8 0
+#define E2T_APPLY_OUT_INT16 1
+#define E2T_APPLY_OUT_INT32 2
+#define E2T_APPLY_MODE_BITS 6
 #define E2T_STATUS_OK 0
 #define E2T_STATUS_BAD_OP 1
 #define E2T_STATUS_BAD_SHAPE 2
 #define E2T_STATUS_BAD_ARG 3
 
 // AXI-Lite byte offsets (0x00 ap_ctrl: bit 0 start, 1 done, 2 idle).
-#define E2T_REG_OP 0x010  // operation: 0 NOP, 1 CONV_FWD, 2 CONV_BWD_DATA, 3 CONV_WGRAD, 4 UPDATE
+#define E2T_REG_OP 0x010  // operation: 0 NOP, 1 CONV_FWD, 2 CONV_BWD_DATA, 3 CONV_WGRAD, 4 UPDATE, 5 STATS, 6 APPLY
 #define E2T_REG_MODE 0x018  // CONV_WGRAD result: 0 FULL, 1 PSG_ABS, 2 PSG_RATIO
 #define E2T_REG_BATCH 0x020  // N, images in the batch
 #define E2T_REG_C_IN 0x028  // C, input channels of the conv
@@ -51,9 +74,17 @@
 #define E2T_REG_PSG_SURE 0x120  // CONV_WGRAD PSG: entries decided by the predictor
 #define E2T_REG_PSG_TILES 0x128  // CONV_WGRAD PSG: weight-gradient tiles
 #define E2T_REG_PSG_RECOMPUTED 0x130  // CONV_WGRAD PSG: tiles recomputed at full precision
+#define E2T_REG_SHIFT2 0x138  // STATS: u, the rounding shift of the second operand
+#define E2T_REG_SRC1 0x140  // STATS, APPLY: first operand a, N x C x H x W
+#define E2T_REG_SRC2 0x14C  // STATS (PRODUCT), APPLY (second source INT32): b, N x C x H x W
+#define E2T_REG_MASK 0x158  // APPLY (MASK): z = 0 where mask <= 0, N x C x H x W
+#define E2T_REG_COEF 0x164  // APPLY: per channel M1, M2, B (C x 3)
+#define E2T_REG_DST8 0x170  // APPLY (output INT8): z, N x C x H x W
+#define E2T_REG_DST16 0x17C  // APPLY (output INT16): z, N x C x H x W
+#define E2T_REG_STATS 0x188  // STATS: C x 4 sums; APPLY: N x C x 3 plane sums
 
 struct e2t_regs {
-    uint32_t op;  // operation: 0 NOP, 1 CONV_FWD, 2 CONV_BWD_DATA, 3 CONV_WGRAD, 4 UPDATE
+    uint32_t op;  // operation: 0 NOP, 1 CONV_FWD, 2 CONV_BWD_DATA, 3 CONV_WGRAD, 4 UPDATE, 5 STATS, 6 APPLY
     uint32_t mode;  // CONV_WGRAD result: 0 FULL, 1 PSG_ABS, 2 PSG_RATIO
     uint32_t batch;  // N, images in the batch
     uint32_t c_in;  // C, input channels of the conv
@@ -70,6 +101,7 @@ struct e2t_regs {
     uint64_t lr;  // UPDATE: LR = round(lr * 2^32)
     uint64_t wd;  // UPDATE: WD = round(weight decay * 2^32)
     uint32_t mu;  // UPDATE: MU = round(momentum * 2^16)
+    uint32_t shift2;  // STATS: u, the rounding shift of the second operand
 };
 
 struct e2t_ports {
@@ -82,6 +114,13 @@ struct e2t_ports {
     int64_t *scratch;  // CONV_WGRAD: G_full (mode FULL) or the predictor's G_msb
     int32_t *master;  // UPDATE: master weights, updated in place
     int32_t *mom;  // UPDATE: momentum, updated in place
+    int32_t *src1;  // STATS, APPLY: first operand a, N x C x H x W
+    int32_t *src2;  // STATS (PRODUCT), APPLY (second source INT32): b, N x C x H x W
+    int8_t *mask;  // APPLY (MASK): z = 0 where mask <= 0, N x C x H x W
+    int64_t *coef;  // APPLY: per channel M1, M2, B (C x 3)
+    int8_t *dst8;  // APPLY (output INT8): z, N x C x H x W
+    int16_t *dst16;  // APPLY (output INT16): z, N x C x H x W
+    int64_t *stats;  // STATS: C x 4 sums; APPLY: N x C x 3 plane sums
 };
 
 struct e2t_status {

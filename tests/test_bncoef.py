@@ -1,0 +1,118 @@
+"""The host's O(channels) rules of contract v2 (contract/bncoef.py): the shifts and coefficients
+at their bounds, and BatchNorm forward and backward through STATS and APPLY (the numpy contract)
+against float64 BatchNorm on the same integers."""
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from contract import bncoef, numerics as nx
+from contract.errors import E2TError
+
+
+@pytest.mark.parametrize("bound", [0, 1, bncoef.STAT_HI, bncoef.STAT_HI + 1, 2 ** 18 - 2, 2 ** 18 - 1, 2 ** 24 - 1,
+                                   2 ** 31, 2 ** 31 - 1, 123456789])
+def test_stat_shift_is_the_smallest_shift_that_does_not_clip(bound):
+    t = bncoef.stat_shift(bound)
+    assert int(nx.rshift_round(bound, t)) <= bncoef.STAT_HI
+    assert t == 0 or int(nx.rshift_round(bound, t - 1)) > bncoef.STAT_HI
+
+
+def test_round_half_up_is_exact_at_ties_and_just_below():
+    xs = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999999999999994, -0.49999999999999994, 2 ** 52 + 1.0, -7.0, 3.4999999]
+    want = [math.floor(Fraction(x) + Fraction(1, 2)) for x in xs]
+    assert bncoef.round_half_up(xs).tolist() == want
+
+
+def test_coefficients_take_the_largest_shift_within_the_bounds():
+    m1, m2, b0 = np.array([1.3, -0.02]), np.array([0.0, 2.0 ** -8]), np.array([5.0, -3.5])
+    coef, s = bncoef.coefficients(m1, m2, b0, -3)
+    assert np.abs(coef[:, :2]).max() < 2 ** nx.COEF_M_BITS and np.abs(coef[:, 2]).max() < 2 ** nx.COEF_B_BITS
+    assert s == 62 or np.abs(np.ldexp(m1, s + 1 + 3)).max() >= bncoef.M_LIMIT
+    assert coef[1, 1] == 2 ** (s - 8 + 3)  # a power of two stays exact
+
+
+def test_coefficients_refuse_a_map_that_cannot_fit():
+    with pytest.raises(E2TError, match="do not fit"):
+        bncoef.coefficients(np.array([2.0 ** 30]), np.zeros(1), np.zeros(1), 0)
+    with pytest.raises(E2TError, match="not finite"):
+        bncoef.coefficients(np.array([np.nan]), np.zeros(1), np.zeros(1), 0)
+
+
+def _conv_like(rng, n, c, hw, spread):
+    """int32 'conv outputs' with a per-channel offset and scale."""
+    base = rng.normal(0, 1, (n, c, hw, hw)) * rng.uniform(0.3, 3, (1, c, 1, 1)) + rng.normal(0, 1, (1, c, 1, 1))
+    return np.round(base * spread).astype(np.int32)
+
+
+@pytest.mark.parametrize("residual", [None, "int8", "int32"])
+def test_batchnorm_forward_through_stats_and_apply_matches_float(residual):
+    rng = np.random.default_rng(7)
+    n, c, hw = 6, 5, 7
+    y = _conv_like(rng, n, c, hw, 2 ** 13)
+    e_y = rng.integers(-20, -14, c)
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c)
+    t = bncoef.stat_shift(int(np.abs(y).max()))
+    stats, sat = nx.channel_stats(y, t)
+    assert sat == 0
+    f = bncoef.bn_forward(stats, t, n * hw * hw, e_y, gamma, beta, 1e-5)
+    m2, b, br, extra = np.zeros(c), None, None, 0.0
+    if residual == "int8":
+        b = rng.integers(-128, 128, (n, c, hw, hw)).astype(np.int8)
+        m2 = np.full(c, 2.0 ** -6)
+        extra = b.astype(np.float64) * 2.0 ** -6
+    elif residual == "int32":
+        b = _conv_like(rng, n, c, hw, 2 ** 12)
+        ts = bncoef.stat_shift(int(np.abs(b).max()))
+        fs = bncoef.bn_forward(nx.channel_stats(b, ts)[0], ts, n * hw * hw, e_y - 1, gamma[::-1], beta, 1e-5)
+        m2, f["b0"] = fs["m1"], f["b0"] + fs["b0"]
+        extra = fs["m1"].reshape(1, -1, 1, 1) * b + fs["b0"].reshape(1, -1, 1, 1)
+    if b is not None:
+        br = np.stack([b.min((0, 2, 3)), b.max((0, 2, 3))], 1)
+    ar = np.stack([y.min((0, 2, 3)), y.max((0, 2, 3))], 1)
+    e, coef, s = bncoef.apply_plan(f["m1"], m2, f["b0"], nx.ACT, ar, br, relu=True)
+    z, planes, sat = nx.apply_elementwise(y, coef, s, b=b, relu=True)
+    assert sat == 0 and z.dtype == np.int8
+    # float64 BatchNorm (two-pass statistics) on the same integers, ReLU, quantized at e
+    yr = y * np.ldexp(1.0, e_y).reshape(1, -1, 1, 1)
+    mean, var = yr.mean((0, 2, 3)), yr.var((0, 2, 3))
+    ref = (yr - mean.reshape(1, -1, 1, 1)) / np.sqrt(var + 1e-5).reshape(1, -1, 1, 1)
+    ref = ref * gamma.reshape(1, -1, 1, 1) + beta.reshape(1, -1, 1, 1) + extra
+    ref = np.maximum(ref, 0)
+    assert e <= nx.exponent_for(ref.max(), nx.ACT) + 1  # the box bound wastes at most a bit here
+    assert np.abs(z - np.floor(ref * 2.0 ** -e + 0.5)).max() <= 1
+    assert (planes[..., 0] == z.astype(np.int64).sum((2, 3))).all()
+
+
+def test_batchnorm_backward_through_stats_and_apply_matches_float():
+    rng = np.random.default_rng(11)
+    n, c, hw = 5, 4, 6
+    y = _conv_like(rng, n, c, hw, 2 ** 12)
+    g = _conv_like(rng, n, c, hw, 2 ** 20)
+    e_y, e_g = rng.integers(-20, -14, c), -30
+    gamma = rng.uniform(0.5, 1.5, c)
+    m = n * hw * hw
+    t = bncoef.stat_shift(int(np.abs(y).max()))
+    f = bncoef.bn_forward(nx.channel_stats(y, t)[0], t, m, e_y, gamma, np.zeros(c), 1e-5)
+    tg = bncoef.stat_shift(int(np.abs(g).max()))
+    gs, sat = nx.channel_stats(g, tg, y, t)
+    assert sat == 0
+    bwd = bncoef.bn_backward(gs, tg, t, m, e_g, e_y, f, gamma)
+    ar = np.stack([gs[:, 2], gs[:, 3]], 1)
+    yr_ = np.stack([y.min((0, 2, 3)), y.max((0, 2, 3))], 1)
+    e, coef, s = bncoef.apply_plan(bwd["p"], bwd["q"], bwd["r"], nx.GRAD, ar, yr_)
+    dy, _, sat = nx.apply_elementwise(g, coef, s, b=y, out_bits=16)
+    assert sat == 0 and dy.dtype == np.int16
+    # float64 BatchNorm backward on the same integers
+    sc = np.ldexp(1.0, e_y).reshape(1, -1, 1, 1)
+    yr, gr = y * sc, g * 2.0 ** e_g
+    mean, var = yr.mean((0, 2, 3), keepdims=True), yr.var((0, 2, 3), keepdims=True)
+    inv = 1 / np.sqrt(var + 1e-5)
+    xhat = (yr - mean) * inv
+    dgamma, dbeta = (gr * xhat).sum((0, 2, 3)), gr.sum((0, 2, 3))
+    ref = gamma.reshape(1, -1, 1, 1) * inv / m * (m * gr - dbeta.reshape(1, -1, 1, 1) - xhat * dgamma.reshape(1, -1, 1, 1))
+    assert np.abs(dy - ref * 2.0 ** -e).max() <= 2
+    assert np.abs(ref).max() * 2.0 ** -e > 2 ** 13  # the bound leaves at most two bits unused
+    np.testing.assert_allclose(bwd["dgamma"], dgamma, rtol=1e-4, atol=1e-6 * np.abs(dgamma).max())
+    np.testing.assert_allclose(bwd["dbeta"], dbeta, rtol=1e-4)

@@ -5,15 +5,18 @@ It reads the kernel as written (hls/src/e2t_engine.cpp, docs/engine.md) with the
 
 - DSP: the one multiplier array, ``pe_array``: array_o x array_i products of 25 x 18 bits (one
   DSP48E1 / DSP48E2 slice each), shared by every op through one ``array_unit`` (ALLOCATION). The
-  update's 64-bit products are pieces on that array, the PSG ratio R max|G| and the per-call
-  sizes are shift-and-add loops, addresses are shifts and additions: no other multiplier.
+  update's 64-bit products are pieces on that array, and so are the per-element unit's (STATS,
+  APPLY: ``elementwise_dsp_choice``), the PSG ratio R max|G| and the per-call sizes are
+  shift-and-add loops, addresses are shifts and additions: no other multiplier.
 - BRAM: every on-chip buffer as the kernel partitions and binds it (x and g images twice, the
-  weight rows, the G store); a bank takes the fewest 18 Kb blocks of any aspect ratio (16K x 1 ...
-  512 x 36); each m_axi bundle buffers its bursts in BRAM. The output blocks are LUT-RAM.
+  weight rows, the G store; the per-element unit's per-channel arrays); a bank takes the fewest
+  18 Kb blocks of any aspect ratio (16K x 1 ... 512 x 36); each m_axi bundle buffers its bursts in
+  BRAM. The output blocks are LUT-RAM.
 - LUT / FF: the operand muxes of the array, the forward adder trees (the backward column sums
   run down the DSP cascade), the weight-gradient lane adders and their shift chain, the
   pixel-lane weight gradient's g registers, per-lane x reads and copy adders (it sums on the
-  forward's trees), the banks' rotations, LUT-RAM, the update and PSG datapaths, the AXI adapters and the control, with
+  forward's trees; on 128-bit ports only, ``pixel_lanes_built``), the banks' rotations, LUT-RAM, the update and PSG datapaths, the per-element
+  unit (``elementwise_unit``), the AXI adapters and the control, with
   per-unit figures that are estimates (one LUT per adder bit, a 4:1 mux per LUT6, a 64 x 1
   LUT-RAM per LUT, two for a dual-port one).
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from contract.boards import Board
 from contract.errors import E2TError
 
+from contract import numerics as nx
 from contract.boards import wgp_pack
 from contract.cycles import GS_DEPTH, PB  # the kernel's block and G store sizes, one Python source
 
@@ -33,14 +37,22 @@ DSP_PORTS = {"zynq7": (25, 18), "zynqmp": (27, 18)}       # DSP48E1, DSP48E2 mul
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 LUTRAM_BITS = 1024            # banks below this go to LUT-RAM or registers
 PRODUCT = (25, 18)            # pe_array's operands: A / pre-adder port x B port
+ARRAY_WAYS = 3                # sources a port bit of the array muxes: weights / activations / update pieces
 M_AXI_BUNDLES = 2             # gmem_rd (reads, in-place master) and gmem_wr (writes, mom, scratch, sgn)
 BRAM18_PER_M_AXI = 2          # read and write burst buffers of one adapter
 LUT_PER_M_AXI, FF_PER_M_AXI = 1200, 1800
 LUT_CONTROL, FF_CONTROL = 6000, 8000   # AXI-Lite registers, checks, the ops' sequencing
-PIPELINED_LOOPS = 26          # the kernel's pipelined loops (its E2T_LOOPS labels; tests/test_estimate.py counts them)
+PIPELINED_LOOPS = 32          # the kernel's pipelined loops (its E2T_LOOPS labels; tests/test_estimate.py counts them)
 LUT_PER_LOOP, FF_PER_LOOP = 150, 100   # counters, address arithmetic and exit test of one loop
 UPDATE_LUT, UPDATE_FF = 1500, 600      # UPDATE's 64-bit sums, rounding shifts and saturations
 PSG_LUT = 400                 # PSG: |G| >= T and |G| 2^16 >= R max|G| per entry, signs
+# The per-element unit (STATS, APPLY; docs/numerics.md section 9) at the kernel's widths: v = M1 a + M2 b + B
+# (|v| < 2^57), the int64 rounding shifts, STATS's channel sums (|sum a_t| <= 2^35, |sum a_t b_t| <= 2^52) and
+# raw int32 extremes, APPLY's plane sum of H W outputs
+ELEM_V_BITS, ELEM_ROUND_BITS = nx.COEF_B_BITS + 2, 64
+ELEM_STAT_BITS = (36, 54, 32, 32)            # a channel's sum a_t, sum a_t b_t, min a, max a
+ELEM_PLANE_SUM_BITS = 42
+ELEM_NEW_PORTS, ELEM_NEW_WORDS = 7, 15       # src1, src2, mask, coef, dst8, dst16, stats; shift2 + 7 64-bit pointers
 
 
 def dsp_per_product(a_bits: int, b_bits: int, family: str) -> int:
@@ -68,6 +80,11 @@ def _pow2_at_least(v: int) -> int:
 
 def _log2_ceil(v: int) -> int:
     return max(0, (v - 1).bit_length())
+
+
+def _mux(ways: int, bits: int) -> int:
+    """LUTs of a ways:1 mux of ``bits`` bits (4:1 per LUT6)."""
+    return bits * -(-ways // 4)
 
 
 @dataclass(frozen=True)
@@ -112,7 +129,7 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
     parts = {}
     parts["multiplier array"] = {"dsp": dsps * dsp_per_product(a_bits, b_bits, b.family), "bram18": 0,
                                  # a 3:1 mux in front of each port bit (weights / activations / update pieces)
-                                 "lut": dsps * (a_bits + b_bits), "ff": 0}  # A, B, M, P registers sit in the slice
+                                 "lut": dsps * _mux(ARRAY_WAYS, a_bits + b_bits), "ff": 0}  # A, B, M, P in the slice
     tree_bits = 16 + _log2_ceil(ai)
     parts["forward"] = {"dsp": 0, "bram18": 0,
                         # fo adder trees over ai packed halves, the +1s of negative low fields as carries, acc
@@ -125,19 +142,19 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
                                 # two lane sums a DSP (full: one), the flush chain's load mux, flush adders, x_msb
                                 "lut": dsps * (sweep + sweep - 4) + ao * 2 * ai * sweep // 2 + ao * wide + 2 * ai * 8,
                                 "ff": dsps * (sweep + sweep - 4) + ao * 2 * ai * sweep}
-    mux = lambda ways, bits: bits * -(-ways // 4)  # noqa: E731  (a ways:1 mux per bit, 4:1 per LUT6)
     pack = wgp_pack(b)  # the pixel-lane predictor's two entries a DSP (the kernel's WGP_PACK)
     ports = 2 if pack else 1
+    built = pixel_lanes_built(b)
     parts["wgrad, pixel lanes"] = {
         "dsp": 0, "bram18": 0,
         # per lane an ai:1 bank mux of x (one a read port in use), its bounds checks and address adder;
         # the next group's g, two lanes a cycle from ao banks; the copy's rest 2^16 + low; packed, a
         # third (4-bit) tree a row
-        "lut": ports * ai * (mux(ai, 8) + 40) + 2 * ao * mux(ao, 16) + ao * wide
-               + (ao * (ai - 1) * (4 + _log2_ceil(ai)) if pack else 0),
-        "ff": 2 * ao * ai * 16 + ai * 24}  # the group's g and the next group's, lane validity and addresses
+        "lut": built * (ports * ai * (_mux(ai, 8) + 40) + 2 * ao * _mux(ao, 16) + ao * wide
+                        + (ao * (ai - 1) * (4 + _log2_ceil(ai)) if pack else 0)),
+        "ff": built * (2 * ao * ai * 16 + ai * 24)}  # both groups' g, lane validity and addresses
     parts["bank rotations"] = {"dsp": 0, "bram18": 0,
-                               "lut": 2 * ai * mux(ai, 8) + ao * mux(ao, 16) + ai * mux(bw8, 8) + ao * mux(bw16, 16),
+                               "lut": 2 * ai * _mux(ai, 8) + ao * _mux(ao, 16) + ai * _mux(bw8, 8) + ao * _mux(bw16, 16),
                                "ff": 0}
     bram = lutram = 0
     for banks, depth, width, kind in buffers(b).values():
@@ -148,10 +165,79 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
     parts["on-chip buffers"] = {"dsp": 0, "bram18": bram, "lut": lutram, "ff": 0}
     parts["update and PSG"] = {"dsp": 0, "bram18": 0, "lut": UPDATE_LUT + PSG_LUT,
                                "ff": UPDATE_FF + (-(-b.max_c // b.tile_o)) * (-(-b.max_c // b.tile_i))}
+    parts["per-element unit"] = elementwise_unit(b)
     parts["AXI and control"] = {"dsp": 0, "bram18": M_AXI_BUNDLES * BRAM18_PER_M_AXI,
                                 "lut": M_AXI_BUNDLES * LUT_PER_M_AXI + LUT_CONTROL + PIPELINED_LOOPS * LUT_PER_LOOP,
                                 "ff": M_AXI_BUNDLES * FF_PER_M_AXI + FF_CONTROL + PIPELINED_LOOPS * FF_PER_LOOP}
     return parts
+
+
+def pixel_lanes_built(b: Board) -> bool:
+    """Whether the engine on ``b`` has the pixel-lane weight gradient (the stem's): on the boards
+    with a 128-bit port. On a 64-bit port the per-element unit takes its LUTs (the XC7Z020 holds
+    one or the other, docs/engine.md): the trim this model makes there."""
+    return b.axi_bits >= 128
+
+
+def elementwise_lanes(b: Board) -> int:
+    """Lanes of the per-element unit: one per int32 of a beat (the kernel's BW32), so a sweep trip
+    takes one beat of src1."""
+    return b.axi_bits // 32
+
+
+def elementwise_dsp_choice(b: Board) -> dict[str, dict[str, int]]:
+    """The per-element unit's products two ways, DSP slices and LUTs: ``shared``, as the kernel
+    does, on the array (idle while STATS and APPLY run: ops are serial): per lane four slices of
+    an array row (M1 and M2, 25 bits whole on the A port, times a and b in 17-bit pieces on the B
+    port), STATS's a_t b_t on the first of them, whose port muxes take a 4th and 5th way (the
+    other three a 4th: still one LUT6 a bit), the pieces recombined in fabric, (M1 a_hi + M2 b_hi)
+    2^17 + M1 a_lo + M2 b_lo; ``added``, slices of its own, each 25 x 32 product whole out of two
+    slices chained with the cascade's 17-bit shift, STATS's operands muxed onto the first."""
+    lanes, port = elementwise_lanes(b), sum(PRODUCT)
+    big, small = DSP_PORTS[b.family]
+    assert nx.COEF_M_BITS + 1 <= big, "a coefficient fits the A port whole"
+    slices = 2 * -(-32 // (small - 1))
+    hi, lo = nx.COEF_M_BITS + 1 + 32 - (small - 1), nx.COEF_M_BITS + 1 + small - 1  # the pieces' sums' bits
+    return {"shared": {"dsp": 0, "lut": lanes * (_mux(ARRAY_WAYS + 2, port) - _mux(ARRAY_WAYS, port)
+                                                 + hi + lo + ELEM_V_BITS)},
+            "added": {"dsp": lanes * slices, "lut": lanes * (_mux(2, port) + ELEM_V_BITS)}}
+
+
+def _round_shift(bits: int) -> int:
+    """LUTs of rshift_round on ``bits`` bits by a register 0..62: the half's one-hot, the add, the
+    arithmetic shift (4:1 mux stages)."""
+    return bits + bits + bits * -(-nx.SHIFT_MAX.bit_length() // 2)
+
+
+def elementwise_lane_luts() -> dict[str, int]:
+    """LUTs of one lane of the per-element unit as elem_plane computes it (int64 where it is
+    int64): its operands (b from the int32 or the int8 buffer, the mask's test); APPLY's v = the
+    products + B and its rounding shift, RELU / MASK's zero and the saturation to the output's
+    range (two compares with the range registers); STATS's a_t and b_t, each a rounding shift
+    and a saturation to 18 bits; the sums (APPLY's plane sum, STATS's sum a_t, sum a_t b_t) and
+    the minimum and maximum of the raw a or of the output."""
+    return {"operands": _mux(2, 32) + 8, "apply v": ELEM_V_BITS,
+            "apply round": _round_shift(ELEM_ROUND_BITS),
+            "apply zero, saturate": ELEM_ROUND_BITS + 2 * ELEM_ROUND_BITS + 32,
+            "stats a_t, b_t": 2 * (_round_shift(ELEM_ROUND_BITS) + 2 * -(-ELEM_ROUND_BITS // 6) + nx.STAT_BITS),
+            "statistics": ELEM_PLANE_SUM_BITS + sum(ELEM_STAT_BITS[:2]) + 2 * (32 + 32) + _mux(2, 32)}
+
+
+def elementwise_unit(b: Board) -> dict[str, int]:
+    """STATS and APPLY's datapath (hls/src/e2t_engine.cpp, elem_plane and per_element):
+    ``elementwise_lanes`` lanes (``elementwise_lane_luts``), the products on the array
+    (``elementwise_dsp_choice``'s shared way: its muxes and the pieces' sums), the plane sums'
+    writes, the saturation counter, the new registers (AXI-Lite words, each new m_axi port's
+    address adder), and the per-channel arrays of max_c entries in BRAM: M1, M2, B and STATS's
+    running sums and extremes. The loops' counters are "AXI and control"'s (PIPELINED_LOOPS)."""
+    lanes, shared = elementwise_lanes(b), elementwise_dsp_choice(b)["shared"]
+    arrays = (nx.COEF_M_BITS + 1, nx.COEF_M_BITS + 1, nx.COEF_B_BITS + 1) + ELEM_STAT_BITS
+    lane_ff = 32 + 32 + 8 + ELEM_V_BITS + 2 * ELEM_ROUND_BITS + 32 + 2 * nx.STAT_BITS + ELEM_PLANE_SUM_BITS \
+        + sum(ELEM_STAT_BITS)
+    return {"dsp": shared["dsp"], "bram18": sum(bram18(b.max_c, w) for w in arrays),
+            "lut": lanes * sum(elementwise_lane_luts().values()) + shared["lut"] + _mux(3, 64) + 32 + lanes
+            + _mux(ELEM_NEW_WORDS, 32) + ELEM_NEW_PORTS * 32,
+            "ff": lanes * lane_ff + sum(arrays[:3]) + 32 + ELEM_NEW_WORDS * 32}
 
 
 def totals(b: Board) -> list[Use]:

@@ -11,6 +11,9 @@ numeric contract (contract/numerics.py) and, on small shapes, with the plain loo
 
 The ap build is the slowest by far: it gets the smallest shapes that still reach each limit, the
 native and fast builds the largest buffers the board accepts.
+
+The registers of the per-element ops (STATS, APPLY) are walked in tests/test_engine_per_element.py,
+on the same sentinel buffers (``call``).
 """
 import numpy as np
 import pytest
@@ -23,7 +26,8 @@ from contract import numerics as nx
 
 BOARD = boards.board(boards.DEFAULT_BOARD)
 OPS, MODES, STATUS = regmap.OPS, regmap.WGRAD_MODES, regmap.STATUS
-NOP, FWD, BWD, WGRAD, UPDATE = (OPS[k] for k in ("NOP", "CONV_FWD", "CONV_BWD_DATA", "CONV_WGRAD", "UPDATE"))
+NOP, FWD, BWD, WGRAD, UPDATE, STATS, APPLY = (OPS[k] for k in ("NOP", "CONV_FWD", "CONV_BWD_DATA", "CONV_WGRAD",
+                                                                "UPDATE", "STATS", "APPLY"))
 OK, BAD_OP, BAD_SHAPE, BAD_ARG = (STATUS[k] for k in ("OK", "BAD_OP", "BAD_SHAPE", "BAD_ARG"))
 FULL, ABS, RATIO = (MODES[k] for k in ("FULL", "PSG_ABS", "PSG_RATIO"))
 U32, U64 = (1 << 32) - 1, (1 << 64) - 1
@@ -68,6 +72,11 @@ def written_by(regs: dict) -> tuple:
         return ("scratch",) if regs.get("mode", 0) == FULL else ("scratch", "sgn")
     if op == UPDATE:
         return ("master", "mom")
+    if op == STATS:
+        return ("stats",)
+    if op == APPLY:
+        out = (regs.get("mode", 0) >> regmap.APPLY_FIELDS["OUT"][0]) & 3
+        return ("dst8", "dst16", "out")[out], "stats"
     return ()
 
 
@@ -224,13 +233,13 @@ def test_nop_is_ok_and_writes_nothing(engine):
     assert st == status()
     garbage = {"op": NOP, "mode": U32, "batch": U32, "c_in": 0, "h_in": U32, "w_in": 0, "c_out": U32, "kernel": 99,
                "stride": 0, "pad": U32, "shift": U32, "threshold": U64, "count": 1000, "e_w": -(1 << 31),
-               "lr": U64, "wd": U64, "mu": U32}
-    st, _ = call(engine, garbage, {"sgn": np.full(1000, 7), "wshift": np.full(64, -1)},
-                 {"master": 1000, "mom": 1000, "out": 1000, "scratch": 1000})
+               "lr": U64, "wd": U64, "mu": U32, "shift2": U32}
+    st, _ = call(engine, garbage, {"sgn": np.full(1000, 7), "wshift": np.full(64, -1), "coef": np.full(3, -1 << 63)},
+                 {"master": 1000, "mom": 1000, "out": 1000, "scratch": 1000, "dst8": 1000, "stats": 1000})
     assert st == status()
 
 
-@pytest.mark.parametrize("op", [5, 6, 255, 1 << 31, U32])
+@pytest.mark.parametrize("op", [APPLY + 1, 255, 1 << 31, U32])
 def test_unknown_op_is_refused(engine, op):
     refuse(engine, op, (1, 4, 2, 4, 4, 3, 1, 1), BAD_OP)
     refuse(engine, op, (MAXN + 1, MAXC + 1, 0, 0, MAXW + 1, 9, 3, 5), BAD_OP, shift=U32, mode=U32, threshold=U64,

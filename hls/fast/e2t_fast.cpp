@@ -8,7 +8,8 @@
 //   aarch64: neon, scalar
 // "auto" takes the best path the CPU has; on AVX-512 it chooses zmm or ymm per call, by the width
 // of the dimension that the op lays across the lanes (output columns for CONV_FWD, input columns
-// of one stride phase for CONV_BWD_DATA, output channels for CONV_WGRAD).
+// of one stride phase for CONV_BWD_DATA, output channels for CONV_WGRAD); UPDATE, STATS and APPLY
+// (streaming passes; APPLY's kernel is AVX2 on both) take ymm.
 #include <stdint.h>
 #include <string.h>
 

@@ -30,11 +30,15 @@
 //   G_msb for every entry, the kernel's tile decisions and counts, then G_full only for the input
 //   channels x output-channel vectors that meet a tile holding an unsure entry.
 // - UPDATE: e2t::sign_update element by element.
+// - STATS, APPLY: streaming passes, one (n, c) plane of H W elements at a time. STATS in int32
+//   lanes (a_t, b_t are int18; their products widened to int64); APPLY's sums M1 a + M2 b + B in
+//   int64 lanes (AVX2: vpmuldq on even and odd elements), its clamps in int32 lanes.
 //
-// Threads: OpenMP over output blocks (fwd, bwd) or pixel blocks (wgrad: per-thread int64 sums
-// added at the end; integer sums do not depend on the order). Copies live in grow-only buffers
-// per calling thread, reused across calls. No code here has external linkage except the four
-// ops in E2T_FAST_NS (no STL, static inline helpers), so copies built for different CPUs never
+// Threads: OpenMP over output blocks (fwd, bwd), pixel blocks (wgrad: per-thread int64 sums
+// added at the end; integer sums do not depend on the order) or planes (STATS: per-plane sums
+// added per channel in image order). Copies live in grow-only buffers
+// per calling thread, reused across calls. No code here has external linkage except the entry
+// point in E2T_FAST_NS (no STL, static inline helpers), so copies built for different CPUs never
 // share a function: the build checks the objects for weak symbols.
 #include <stdint.h>
 #include <stdlib.h>
@@ -127,7 +131,7 @@ inline int thread_id() {
 }
 
 // Grow-only, 64-byte aligned buffers, one set per calling thread (fresh pages cost more than the
-// work on small layers). Slots: 0 operand copy, 1 weights (fwd) / packed gradient (wgrad),
+// work on small layers). Slots: 0 operand copy / STATS' per-plane sums, 1 weights (fwd) / packed gradient (wgrad),
 // 2 offsets (fwd) / G (wgrad), 3-4 weights and offsets of a bwd phase / G_full (wgrad), 5 aligned
 // weights, 6 per-thread wgrad sums, 7 the x_msb copy (PSG) / packed gradient rows (bwd).
 struct Buf {
@@ -1232,6 +1236,268 @@ void wgrad_impl(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
 }
 
 // ------------------------------------------------------------------------------------------
+// STATS and APPLY (docs/numerics.md, section 9): one streaming pass over the N C planes of
+// P = H W elements, a plane per step of a thread. Plain loops with loop-invariant shifts and
+// coefficients, which g++ vectorizes with the path's flags, and an AVX2 kernel for APPLY's int64
+// sums; all sums are exact integers, so threads and lanes change no bit.
+
+const int32_t STAT_LO = -(1 << (e2t::STAT_BITS - 1)), STAT_HI = (1 << (e2t::STAT_BITS - 1)) - 1;
+static_assert(((int64_t)E2T_MAX_H * E2T_MAX_W << (e2t::STAT_BITS - 1)) < ((int64_t)1 << 31),
+              "STATS sums a plane's a_t in int32");
+static_assert(e2t::COEF_M_BITS + 8 <= 32, "APPLY forms M2 b of an int8 b in int32");
+
+// rshift_round(v, t) of an int32 for any t in 0..62, in int32: (v >> t) plus bit t - 1 of v, and 0
+// from t = 32 on ((v + 2^31) >> 32 = 0). No branch on t in the loops.
+struct Round32 {
+    int s, s1;
+    int32_t bit, keep;
+    explicit Round32(int t) : s(tmin(t, 31)), s1(tmin(tmax(t - 1, 0), 31)), bit(t > 0), keep(t < 32 ? -1 : 0) {}
+    int32_t operator()(int32_t v) const { return ((v >> s) + ((v >> s1) & bit)) & keep; }
+};
+
+// One plane's STATS: st = (sum a_t, sum a_t b_t, min a, max a); returns the clips of a_t (and b_t).
+template <bool PRODUCT>
+uint32_t stats_plane(const int32_t *a, const int32_t *b, int P, const Round32 ra, const Round32 rb, int64_t *st) {
+    int32_t sa = 0, mn = a[0], mx = a[0];
+    int64_t sab = 0;
+    uint32_t clips = 0;
+    for (int i = 0; i < P; i++) {
+        const int32_t v = a[i], r = ra(v), at = tmin(tmax(r, STAT_LO), STAT_HI);
+        int32_t bt = at;
+        clips += r != at;
+        if (PRODUCT) {
+            const int32_t q = rb(b[i]);
+            bt = tmin(tmax(q, STAT_LO), STAT_HI);
+            clips += q != bt;
+        }
+        sa += at;
+        sab += (int64_t)at * bt;
+        mn = tmin(mn, v);
+        mx = tmax(mx, v);
+    }
+    st[0] = sa;
+    st[1] = sab;
+    st[2] = mn;
+    st[3] = mx;
+    return clips;
+}
+
+// STATS: per-plane terms in parallel, then each channel's sums over the images in order.
+void stats_impl(const int32_t *a, const int32_t *b, int64_t *stats, const Shape &sh, int t, int u, uint32_t &sat_out) {
+    const int N = sh.n, C = sh.c, P = sh.h * sh.w;
+    const Round32 ra(t), rb(u);
+    int64_t *part = tl_buf[0].get<int64_t>((size_t)N * C * 4);
+    uint32_t sat = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sat) if ((int64_t)N * C * P >= 65536)
+    for (int q = 0; q < N * C; q++) {
+        const int64_t at = (int64_t)q * P;
+        sat += b ? stats_plane<true>(a + at, b + at, P, ra, rb, part + 4 * q)
+                 : stats_plane<false>(a + at, nullptr, P, ra, rb, part + 4 * q);
+    }
+    for (int c = 0; c < C; c++) {
+        int64_t *s = stats + 4 * c;
+        memcpy(s, part + 4 * c, 4 * sizeof(int64_t));
+        for (int n = 1; n < N; n++) {
+            const int64_t *p = part + 4 * ((int64_t)n * C + c);
+            s[0] += p[0];
+            s[1] += p[1];
+            s[2] = tmin(s[2], p[2]);
+            s[3] = tmax(s[3], p[3]);
+        }
+    }
+    sat_out = sat;
+}
+
+// APPLY's operands: the second source is b32 (int32), b8 (int8) or neither, mk the mask or null.
+struct ApplyArgs {
+    const int32_t *a, *b32;
+    const int8_t *b8, *mk;
+    const int64_t *coef;
+    int S;
+    bool relu;
+    int64_t *stats;
+};
+
+// One plane's running (sum z, min z, max z) and clips.
+struct PlaneSums {
+    int64_t sum = 0;
+    int32_t mn = INT32_MAX, mx = INT32_MIN;
+    uint32_t clips = 0;
+};
+
+#ifdef __AVX2__
+inline void store8(int8_t *z, __m256i y) {
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
+    _mm_storel_epi64((__m128i *)z, _mm_packs_epi16(w, w));
+}
+inline void store8(int16_t *z, __m256i y) {
+    _mm_storeu_si128((__m128i *)z, _mm_packs_epi32(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1)));
+}
+inline void store8(int32_t *z, __m256i y) { _mm256_storeu_si256((__m256i *)z, y); }
+inline __m256i load8(const int32_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+inline __m256i load8(const int8_t *p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+inline int64_t hsum64(__m256i v) {
+    int64_t l[4];
+    _mm256_storeu_si256((__m256i *)l, v);
+    return l[0] + l[1] + l[2] + l[3];
+}
+
+// APPLY on the first P / 8 * 8 elements of a plane, 8 per step (AVX2; the AVX-512 paths run it
+// too). The int64 sums go in two vectors, even and odd elements (vpmuldq multiplies the low int32
+// of each int64 lane); x = ((v + off) >> S) - bias is exact. x is saturated to int32 by its high
+// half, then RELU, the clamp to Z and MASK run on 8 int32 lanes; an element clips when the clamp
+// changes it, or (Z int32) when x does not fit in int32 (unless RELU zeroes it). Returns the
+// elements done.
+static_assert(((int64_t)E2T_MAX_H * E2T_MAX_W << 15) < ((int64_t)1 << 31), "apply_avx2 sums int16 outputs in int32");
+template <int SRC, bool MASK, class Z>
+int apply_avx2(const int32_t *a, const int32_t *b32, const int8_t *b8, const int8_t *mk, int32_t m1, int32_t m2,
+               int64_t off, int64_t bias, int S, bool relu, Z *z, int P, PlaneSums &ps) {
+    const __m256i M1 = _mm256_set1_epi64x(m1), M2 = _mm256_set1_epi64x(m2), OFF = _mm256_set1_epi64x(off);
+    const __m256i BIAS = _mm256_set1_epi64x(bias), ONES = _mm256_set1_epi32(-1), IMAX = _mm256_set1_epi32(INT32_MAX);
+    const __m256i ZHI = _mm256_set1_epi32((int32_t)((1ull << (8 * sizeof(Z) - 1)) - 1));
+    const __m256i ZLO = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_add_epi32(ZHI, _mm256_set1_epi32(1)));
+    const __m256i FLOOR = _mm256_set1_epi32(relu ? 0 : INT32_MIN), RELU = _mm256_set1_epi32(relu ? -1 : 0);
+    const __m128i SH = _mm_cvtsi32_si128(S);
+    __m256i sum = _mm256_setzero_si256(), mn = _mm256_set1_epi32(INT32_MAX), mx = _mm256_set1_epi32(INT32_MIN);
+    __m256i cnt = _mm256_setzero_si256();
+    int i = 0;
+    for (; i + 8 <= P; i += 8) {
+        const __m256i A = load8(a + i);
+        __m256i e = _mm256_mul_epi32(A, M1), o = _mm256_mul_epi32(_mm256_srli_epi64(A, 32), M1);
+        if (SRC != E2T_APPLY_SRC2_NONE) {
+            const __m256i B = SRC == E2T_APPLY_SRC2_INT32 ? load8(b32 + i) : load8(b8 + i);
+            e = _mm256_add_epi64(e, _mm256_mul_epi32(B, M2));
+            o = _mm256_add_epi64(o, _mm256_mul_epi32(_mm256_srli_epi64(B, 32), M2));
+        }
+        e = _mm256_sub_epi64(_mm256_srl_epi64(_mm256_add_epi64(e, OFF), SH), BIAS);
+        o = _mm256_sub_epi64(_mm256_srl_epi64(_mm256_add_epi64(o, OFF), SH), BIAS);
+        const __m256i lo = _mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA);  // low and high halves, in order
+        const __m256i hi = _mm256_blend_epi32(_mm256_srli_epi64(e, 32), o, 0xAA);
+        const __m256i fits = _mm256_cmpeq_epi32(hi, _mm256_srai_epi32(lo, 31));
+        const __m256i neg = _mm256_srai_epi32(hi, 31);
+        const __m256i x = _mm256_max_epi32(_mm256_blendv_epi8(_mm256_xor_si256(neg, IMAX), lo, fits), FLOOR);
+        __m256i y = _mm256_min_epi32(_mm256_max_epi32(x, ZLO), ZHI), clip;
+        if (sizeof(Z) == 4)
+            clip = _mm256_andnot_si256(_mm256_or_si256(fits, _mm256_and_si256(neg, RELU)), ONES);
+        else
+            clip = _mm256_xor_si256(_mm256_cmpeq_epi32(x, y), ONES);
+        if (MASK) {
+            const __m256i keep = _mm256_cmpgt_epi32(load8(mk + i), _mm256_setzero_si256());
+            y = _mm256_and_si256(y, keep);
+            clip = _mm256_and_si256(clip, keep);
+        }
+        cnt = _mm256_sub_epi32(cnt, clip);
+        store8(z + i, y);
+        if (sizeof(Z) == 4)
+            sum = _mm256_add_epi64(sum, _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(y)),
+                                                         _mm256_cvtepi32_epi64(_mm256_extracti128_si256(y, 1))));
+        else
+            sum = _mm256_add_epi32(sum, y);
+        mn = _mm256_min_epi32(mn, y);
+        mx = _mm256_max_epi32(mx, y);
+    }
+    int32_t l[3][8];
+    _mm256_storeu_si256((__m256i *)l[0], mn);
+    _mm256_storeu_si256((__m256i *)l[1], mx);
+    _mm256_storeu_si256((__m256i *)l[2], cnt);
+    for (int j = 0; j < 8; j++) {
+        ps.mn = tmin(ps.mn, l[0][j]);
+        ps.mx = tmax(ps.mx, l[1][j]);
+        ps.clips += l[2][j];
+    }
+    ps.sum += sizeof(Z) == 4 ? hsum64(sum)
+                             : hsum64(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(sum)),
+                                                       _mm256_cvtepi32_epi64(_mm256_extracti128_si256(sum, 1))));
+    return i;
+}
+#endif
+
+// One plane's APPLY for one mode (second source SRC, MASK and the output type Z fixed at compile
+// time): z = sat(mask(relu(rshift_round(M1 a + M2 b + B, S)))), st = (sum z, min z, max z); returns
+// the clips. With off = B + 2^(S-1) + 2^62, v = M1 a + M2 b + off lies in (0, 2^63) (|M1 a + M2 b +
+// B| < 2^57), so the shift is a logical one (vector lanes have it): (v >> S) - 2^(62-S) is
+// rshift_round(M1 a + M2 b + B, S) exactly.
+template <int SRC, bool MASK, class Z>
+uint32_t apply_plane(const ApplyArgs &g, int64_t at, int c, int P, Z *z, int64_t *st) {
+    const int S = g.S;
+    const int32_t m1 = (int32_t)g.coef[3 * c], m2 = (int32_t)g.coef[3 * c + 1];
+    const int64_t bias = (int64_t)1 << (62 - S);
+    const int64_t off = g.coef[3 * c + 2] + (S ? (int64_t)1 << (S - 1) : 0) + ((int64_t)1 << 62);
+    const int64_t hi = (int64_t)((1ull << (8 * sizeof(Z) - 1)) - 1), lo = -hi - 1;
+    const int64_t floor = g.relu ? 0 : lo, count_lo = g.relu ? INT64_MIN : lo;  // RELU's zeros are not clips
+    const int32_t *a = g.a + at, *b32 = SRC == E2T_APPLY_SRC2_INT32 ? g.b32 + at : nullptr;
+    const int8_t *b8 = SRC == E2T_APPLY_SRC2_INT8 ? g.b8 + at : nullptr, *mk = MASK ? g.mk + at : nullptr;
+    PlaneSums ps;
+    int i = 0;
+#ifdef __AVX2__
+    i = apply_avx2<SRC, MASK>(a, b32, b8, mk, m1, m2, off, bias, S, g.relu, z, P, ps);
+#endif
+    for (; i < P; i++) {
+        int64_t v = (int64_t)m1 * a[i];
+        if (SRC == E2T_APPLY_SRC2_INT32) v += (int64_t)m2 * b32[i];
+        if (SRC == E2T_APPLY_SRC2_INT8) v += m2 * b8[i];
+        int64_t x = (int64_t)((uint64_t)(v + off) >> S) - bias;
+        if (MASK) x = mk[i] > 0 ? x : 0;
+        const int64_t y = tmin(tmax(x, floor), hi);
+        ps.clips += (x > hi) + (x < count_lo);
+        z[i] = (Z)y;
+        ps.sum += y;
+        ps.mn = tmin(ps.mn, (int32_t)y);
+        ps.mx = tmax(ps.mx, (int32_t)y);
+    }
+    st[0] = ps.sum;
+    st[1] = ps.mn;
+    st[2] = ps.mx;
+    return ps.clips;
+}
+
+// APPLY over all planes for one mode, into the output z.
+template <int SRC, bool MASK, class Z>
+void apply_planes(const ApplyArgs &g, Z *z, const Shape &sh, uint32_t &sat_out) {
+    const int C = sh.c, P = sh.h * sh.w, NC = sh.n * sh.c;
+    uint32_t sat = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sat) if ((int64_t)NC * P >= 65536)
+    for (int q = 0; q < NC; q++)
+        sat += apply_plane<SRC, MASK, Z>(g, (int64_t)q * P, q % C, P, z + (int64_t)q * P, g.stats + 3 * q);
+    sat_out = sat;
+}
+
+template <int SRC, bool MASK>
+void apply_out(const ApplyArgs &g, const struct e2t_ports *p, uint32_t out, const Shape &sh, uint32_t &sat) {
+    if (out == E2T_APPLY_OUT_INT8)
+        apply_planes<SRC, MASK>(g, p->dst8, sh, sat);
+    else if (out == E2T_APPLY_OUT_INT16)
+        apply_planes<SRC, MASK>(g, p->dst16, sh, sat);
+    else
+        apply_planes<SRC, MASK>(g, p->out, sh, sat);
+}
+
+template <int SRC>
+void apply_src(const ApplyArgs &g, const struct e2t_ports *p, uint32_t out, const Shape &sh, uint32_t &sat) {
+    if (g.mk)
+        apply_out<SRC, true>(g, p, out, sh, sat);
+    else
+        apply_out<SRC, false>(g, p, out, sh, sat);
+}
+
+// APPLY: the (checked) mode's fields pick one instantiation of the plane loop.
+void apply_impl(const struct e2t_ports *p, uint32_t mode, const Shape &sh, int S, uint32_t &sat) {
+    const uint32_t src = (mode >> E2T_APPLY_SRC2_SHIFT) & E2T_APPLY_SRC2_MASK;
+    const uint32_t out = (mode >> E2T_APPLY_OUT_SHIFT) & E2T_APPLY_OUT_MASK;
+    const bool mask = (mode >> E2T_APPLY_MASK_SHIFT) & E2T_APPLY_MASK_MASK;
+    const bool relu = (mode >> E2T_APPLY_RELU_SHIFT) & E2T_APPLY_RELU_MASK;
+    const int32_t *b32 = src == E2T_APPLY_SRC2_INT32 ? p->src2 : nullptr;
+    const int8_t *b8 = src == E2T_APPLY_SRC2_INT8 ? p->act : nullptr;
+    const ApplyArgs g = {p->src1, b32, b8, mask ? p->mask : nullptr, p->coef, S, relu, p->stats};
+    if (src == E2T_APPLY_SRC2_NONE)
+        apply_src<E2T_APPLY_SRC2_NONE>(g, p, out, sh, sat);
+    else if (src == E2T_APPLY_SRC2_INT32)
+        apply_src<E2T_APPLY_SRC2_INT32>(g, p, out, sh, sat);
+    else
+        apply_src<E2T_APPLY_SRC2_INT8>(g, p, out, sh, sat);
+}
+
+// ------------------------------------------------------------------------------------------
 // UPDATE
 
 void update_impl(int32_t *master, int32_t *mom, const int8_t *sgn, uint32_t count, int e_w, uint64_t lr, uint64_t wd,
@@ -1263,7 +1529,7 @@ extern "C" void E2T_PASTE(E2T_FAST_NS, _call)(const struct e2t_regs *regs, const
     Shape sh;
     const uint32_t st = e2t::check_call(op, mode, regs->batch, regs->c_in, regs->h_in, regs->w_in, regs->c_out,
                                         regs->kernel, regs->stride, regs->pad, shift, threshold, count, e_w, lr, wd,
-                                        mu, ports->wshift, ports->sgn, sh);
+                                        mu, ports->wshift, ports->sgn, regs->shift2, ports->coef, sh);
     if (st != E2T_STATUS_OK) {
         // refused: no buffer is written, only the status
     } else if (op == E2T_OP_CONV_FWD) {
@@ -1274,6 +1540,11 @@ extern "C" void E2T_PASTE(E2T_FAST_NS, _call)(const struct e2t_regs *regs, const
         wgrad_impl(ports->act, ports->grad, ports->sgn, ports->scratch, sh, mode, threshold, sure, tiles, recomputed);
     } else if (op == E2T_OP_UPDATE) {
         update_impl(ports->master, ports->mom, ports->sgn, count, e_w, lr, wd, mu, sat);
+    } else if (op == E2T_OP_STATS) {
+        stats_impl(ports->src1, mode == E2T_STATS_PRODUCT ? ports->src2 : nullptr, ports->stats, sh, (int)shift,
+                   (int)regs->shift2, sat);
+    } else if (op == E2T_OP_APPLY) {
+        apply_impl(ports, mode, sh, (int)shift, sat);
     }
     status->status = st;
     status->saturations = sat;

@@ -68,15 +68,46 @@ CHECK_SIGNS:
     return ok;
 }
 
+// APPLY's coefficients (docs/numerics.md, section 9): |M1|, |M2| < 2^COEF_M_BITS, |B| < 2^COEF_B_BITS.
+static inline bool coef_ok(const int64_t *coef, int c) {
+    bool ok = true;
+CHECK_COEF:
+    for (int i = 0; i < 3 * c; i++) {
+#pragma HLS LOOP_TRIPCOUNT max = 3 * E2T_MAX_C
+#pragma HLS PIPELINE II = 1
+        const int64_t v = coef[i];
+        const int bits = i % 3 == 2 ? COEF_B_BITS : COEF_M_BITS;
+        ok &= v > -((int64_t)1 << bits) && v < ((int64_t)1 << bits);
+    }
+    return ok;
+}
+
+// APPLY's mode register: a known second source and output, nothing above the fields.
+static inline bool apply_mode_ok(uint32_t mode) {
+    const uint32_t src2 = (mode >> E2T_APPLY_SRC2_SHIFT) & E2T_APPLY_SRC2_MASK;
+    const uint32_t out = (mode >> E2T_APPLY_OUT_SHIFT) & E2T_APPLY_OUT_MASK;
+    return (mode >> E2T_APPLY_MODE_BITS) == 0 && src2 <= E2T_APPLY_SRC2_INT8 && out <= E2T_APPLY_OUT_INT32;
+}
+
 // The status an op gets before it runs: OK, or why it is refused. Fills in `sh` for conv ops.
 static inline uint32_t check_call(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint32_t h_in, uint32_t w_in,
                            uint32_t c_out, uint32_t kernel, uint32_t stride, uint32_t pad, uint32_t shift,
                            uint64_t threshold, uint32_t count, int32_t e_w, uint64_t lr, uint64_t wd, uint32_t mu,
-                           const int8_t *wshift, const int8_t *sgn, Shape &sh) {
+                           const int8_t *wshift, const int8_t *sgn, uint32_t shift2, const int64_t *coef, Shape &sh) {
     sh.n = (int)batch; sh.c = (int)c_in; sh.h = (int)h_in; sh.w = (int)w_in; sh.o = (int)c_out;
     sh.k = (int)kernel; sh.s = (int)stride; sh.p = (int)pad; sh.ho = sh.wo = 0;
     const bool conv = op == E2T_OP_CONV_FWD || op == E2T_OP_CONV_BWD_DATA || op == E2T_OP_CONV_WGRAD;
-    if (op != E2T_OP_NOP && op != E2T_OP_UPDATE && !conv) return E2T_STATUS_BAD_OP;
+    const bool elem = op == E2T_OP_STATS || op == E2T_OP_APPLY;  // per-element ops over N x C x H x W
+    if (op != E2T_OP_NOP && op != E2T_OP_UPDATE && !conv && !elem) return E2T_STATUS_BAD_OP;
+    if (elem) {
+        if (batch < 1 || batch > E2T_MAX_BATCH || c_in < 1 || c_in > E2T_MAX_C || h_in < 1 || h_in > E2T_MAX_H ||
+            w_in < 1 || w_in > E2T_MAX_W)
+            return E2T_STATUS_BAD_SHAPE;
+        if (shift > SHIFT_MAX) return E2T_STATUS_BAD_ARG;
+        if (op == E2T_OP_STATS)
+            return mode > E2T_STATS_PRODUCT || shift2 > SHIFT_MAX ? E2T_STATUS_BAD_ARG : E2T_STATUS_OK;
+        return apply_mode_ok(mode) && coef_ok(coef, sh.c) ? E2T_STATUS_OK : E2T_STATUS_BAD_ARG;
+    }
     if (conv && (batch > E2T_MAX_BATCH || c_in > E2T_MAX_C || c_out > E2T_MAX_C || h_in > E2T_MAX_H ||
                  w_in > E2T_MAX_W || kernel > E2T_MAX_K || !shape_ok(sh, op)))
         return E2T_STATUS_BAD_SHAPE;

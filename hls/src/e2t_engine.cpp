@@ -10,6 +10,8 @@
 //   CONV_WGRAD full    x_q                                 g_q          1 MAC     AO x AI, taps in time
 //   CONV_WGRAD PSG     x_msb[tap a] * 2^20 + x_msb[tap b]   g_q          2 MACs    AO x AI, two taps at once
 //   UPDATE             pieces of the int32 operands        pieces       10 products per element, 2 calls
+//   STATS              a_t (18 bit)                        b_t          1 product per element (1 DSP)
+//   APPLY              M1[c], M2[c] (25 bit)               a, b pieces  M1 a, M2 b: 2 DSPs each
 //
 // Two products that share an operand come out of one DSP and are split exactly: the low field is
 // the sign-extended low 16 (20) bits, the high one the rest (docs/engine.md, "packing").
@@ -40,17 +42,21 @@
 #endif
 
 // Trip counts of the pipelined loops, for tests/test_cycles.py (a build with -DE2T_TRIPS only):
-// E2T_ENTER(loop) once per start of the loop, E2T_TRIP(loop) once per iteration.
-#ifdef E2T_TRIPS
+// E2T_ENTER(loop) once per start of the loop, E2T_TRIP(loop) once per iteration (E2T_ENTER_AT,
+// E2T_TRIP_AT: the loop's L_ id, for a loop whose template parameter names it).
 #define E2T_LOOPS(X)                                                                                                 \
     X(MUL16) X(DIV16) X(WG_COUNT) X(LOAD_W) X(BWD_SMAX) X(LOAD_X) X(LOAD_G) X(FWD_WPRE) X(FWD_SWEEP) X(BWD_WPRE) X(BWD_SWEEP) \
     X(DRAIN) X(WG_SWEEP) X(WGP_GPRE) X(WGP_SWEEP) X(WGP_COPY) X(WG_WRITEBACK) X(PSG_DECIDE) X(PSG_COUNT) X(PSG_AFLAG) X(PSG_SIGN) X(RATIO)              \
-    X(UPD_LOAD32) X(UPD_LOADSGN) X(UPD_STORE32) X(UPD_STEP)
+    X(UPD_LOAD32) X(UPD_LOADSGN) X(UPD_STORE32) X(UPD_STEP)                                                          \
+    X(COEF_LOAD) X(ELEM_LOAD32) X(ELEM_LOAD8) X(ELEM_SWEEP) X(ELEM_STORE) X(STATS_OUT)
 #define E2T_LOOP_ID(name) L_##name,
 enum TripLoop { E2T_LOOPS(E2T_LOOP_ID) L_COUNT };
+#ifdef E2T_TRIPS
 static unsigned long long e2t_trip_table[L_COUNT][2];
-#define E2T_ENTER(name) (e2t_trip_table[L_##name][0]++)
-#define E2T_TRIP(name) (e2t_trip_table[L_##name][1]++)
+#define E2T_ENTER_AT(id) (e2t_trip_table[id][0]++)
+#define E2T_TRIP_AT(id) (e2t_trip_table[id][1]++)
+#define E2T_ENTER(name) E2T_ENTER_AT(L_##name)
+#define E2T_TRIP(name) E2T_TRIP_AT(L_##name)
 #define E2T_LOOP_NAME(name) #name,
 extern "C" {
 const char *e2t_trip_names[] = {E2T_LOOPS(E2T_LOOP_NAME) 0};
@@ -65,6 +71,8 @@ extern "C" int e2t_trips(unsigned long long *out) {
     return L_COUNT;
 }
 #else
+#define E2T_ENTER_AT(id) ((void)0)
+#define E2T_TRIP_AT(id) ((void)0)
 #define E2T_ENTER(name) ((void)0)
 #define E2T_TRIP(name) ((void)0)
 #endif
@@ -112,6 +120,8 @@ const int UCH = NACC * PB < AI * XDEPTH ? NACC * PB : AI * XDEPTH;  // UPDATE ch
 const int MAXA = (E2T_MAX_C + E2T_TILE_O - 1) / E2T_TILE_O;  // PSG tiles per column / row
 const int MAXB = (E2T_MAX_C + E2T_TILE_I - 1) / E2T_TILE_I;
 const int PIXBITS = GPLANE <= 64 ? 6 : GPLANE <= 256 ? 8 : GPLANE <= 1024 ? 10 : GPLANE <= 4096 ? 12 : 14;
+const int XPIXBITS = XPLANE <= 64 ? 6 : XPLANE <= 256 ? 8 : XPLANE <= 1024 ? 10 : XPLANE <= 4096 ? 12 : 14;
+const int MBITS = 18;                    // STATS: m = N H W <= 2^MBITS elements a channel
 const int SWEEP_BITS = 23 + PIXBITS + 1;  // one sweep of x g products (|x g| <= 2^22) over a map
 
 static_assert((AO & (AO - 1)) == 0 && (AI & (AI - 1)) == 0, "array dimensions are powers of two");
@@ -124,6 +134,10 @@ static_assert(DMIN >= FO, "a sweep is long enough to prefetch the next step's we
 static_assert(AI >= 2 && HALF * KK <= PB, "a pixel-lane tile's entries fit the output block's pixels");
 static_assert(2 * AO <= NACC, "a pixel-lane tile's two sums a row have their own output-block rows");
 static_assert(SWEEP_BITS <= 48 && E2T_ACC_WIDE_BITS <= 64, "sums fit the widths");
+static_assert(E2T_MAX_BATCH * XPLANE <= (1 << MBITS) && e2t::COEF_M_BITS + 31 <= e2t::COEF_B_BITS,
+              "the per-element ops' sums fit their widths");
+static_assert(XPLANE <= UCH && XPLANE <= AO * GDEPTH && BW32 <= AO && AI >= 4 && BW8 <= NACC,
+              "a plane fits the buffers UPDATE borrows (and gb); a lane's four products sit in one array row");
 
 #ifdef E2T_AP_TYPES
 typedef ap_int<25> mul_a_t;   // DSP48 A / pre-adder port
@@ -137,6 +151,30 @@ typedef int32_t mul_b_t;
 typedef int64_t mul_p_t;
 typedef int64_t sweep_t;
 #define E2T_MUL(a, b) ((int64_t)(a) * (b))
+#endif
+
+// STATS and APPLY at the widths of docs/numerics.md, section 9: operands a_t, b_t and their
+// products; the channel sums over m <= 2^18 elements, |sum a_t| <= 2^35 and |sum a_t b_t| <= 2^52
+// (+2^52, at a_t = b_t = -2^17 throughout, takes a 54th bit); APPLY's coefficients M1, M2 and B,
+// its sum v = M1 a + M2 b + B (|v| < 2^57), and a plane's sum of H W output values.
+#ifdef E2T_AP_TYPES
+typedef ap_int<e2t::STAT_BITS> stat_t;
+typedef ap_int<2 * e2t::STAT_BITS> stat_prod_t;
+typedef ap_int<e2t::STAT_BITS + MBITS> stat_sum_t;
+typedef ap_int<2 * e2t::STAT_BITS + MBITS> stat_sq_t;
+typedef ap_int<e2t::COEF_M_BITS + 1> coef_m_t;
+typedef ap_int<e2t::COEF_B_BITS + 1> coef_b_t;
+typedef ap_int<e2t::COEF_B_BITS + 2> apply_v_t;
+typedef ap_int<32 + XPIXBITS> plane_sum_t;
+#else
+typedef int32_t stat_t;
+typedef int64_t stat_prod_t;
+typedef int64_t stat_sum_t;
+typedef int64_t stat_sq_t;
+typedef int32_t coef_m_t;
+typedef int64_t coef_b_t;
+typedef int64_t apply_v_t;
+typedef int64_t plane_sum_t;
 #endif
 
 using e2t::Shape;
@@ -233,6 +271,13 @@ Call make_call(const Shape &sh) {
         k.cl_np[0][i] = k.cl_np[1][i] = k.cl_tot[0][i] = k.cl_tot[1][i] = 0;
     }
     return k;
+}
+
+// The sizes of an op that uses no conv shape (UPDATE, STATS, APPLY): all 0.
+Call no_call() {
+    Shape zero;
+    zero.n = zero.c = zero.h = zero.w = zero.o = zero.k = zero.s = zero.p = zero.ho = zero.wo = 0;
+    return make_call(zero);
 }
 
 // Forward blocks: bands of floor(PB / Wo) output rows; R = ncg k^2 steps a block.
@@ -422,16 +467,30 @@ void row_sums(const mul_p_t P[AO][AI], int32_t lo[AO], int32_t hi[AO], int32_t n
 
 // -- the ops on the array ----------------------------------------------------------------------
 
-enum { U_FWD, U_BWD, U_WG, U_WGP, U_UPD };
+enum { U_FWD, U_BWD, U_WG, U_WGP, U_UPD, U_ELEM };
 
 // What one array_unit call computes. Forward: output group og, rows [y0, y0 + rows) (npix
 // pixels, `total` sweep trips), base = (y0 s - pad) W; backward: input group cg, rows [y0,
 // y0 + rows) of g_x, f = 0 full band / 1 last, base = (y0 / s) Wo; weight gradient: tile (og
 // local to the G store group, cg), predictor or full, first image of the group, G store base;
-// update: len elements.
+// update, STATS, APPLY: len elements.
 struct Job {
     int mode, og, cg, y0, rows, npix, total, base, f, gsbase, len;
     bool pred, first, flush_only;
+};
+
+// A STATS or APPLY call's registers and its plane's channel coefficients (in), the plane's sums
+// (out): STATS sum a_t, sum a_t b_t, min a, max a; APPLY the sum, min and max of the outputs.
+struct Elem {
+    bool apply, product, relu, mask;  // APPLY, or STATS (PRODUCT: b from src2); APPLY's RELU and MASK
+    int t, u, src2;                   // shifts (STATS t, u; APPLY S in t), APPLY's second source
+    int64_t lo, hi;                   // APPLY: the output format's range
+    coef_m_t m1, m2;
+    coef_b_t b;
+    stat_sum_t s1;
+    stat_sq_t s2;
+    plane_sum_t sz;
+    int32_t mn, mx;
 };
 
 // Weight row of output channel o (AI lanes: input group cg, tap t), zero outside the shape.
@@ -964,11 +1023,92 @@ UPD_STEP:
     sat += n_sat;
 }
 
+// STATS or APPLY on one plane of j.len elements: a in ac[e mod NACC][e / NACC], an int32 b in
+// gs[e mod AO][e / AO], an int8 b in xb[e mod AI][e / AI], the mask in gb[e mod AO][e / AO]; APPLY
+// writes its outputs back over a. BW32 lanes a cycle (one int32 beat of a), lane l in array row l:
+// STATS a_t b_t, 18 x 18 bits, one DSP slice; APPLY M1 a and M2 b (the int8 b through the same
+// multiplier as the int32 one), 25 x 32 bits each, two DSP slices each (x = x1 2^17 + x0: 25 x 18).
+void elem_plane(const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH], acc_wide_t ac[NACC][PB],
+                const acc_wide_t gs[AO][GS_DEPTH], const Job &j, Elem &el, uint32_t &sat) {
+#pragma HLS INLINE
+    const int64_t lo18 = -((int64_t)1 << (e2t::STAT_BITS - 1)), hi18 = -lo18 - 1;
+    uint32_t n_sat = 0;
+    stat_sum_t s1 = 0;
+    stat_sq_t s2 = 0;
+    plane_sum_t sz = 0;
+    int32_t mn = INT32_MAX, mx = INT32_MIN;
+    mul_a_t A[AO][AI];
+    mul_b_t B[AO][AI];
+    mul_p_t P[AO][AI];
+    for (int r = 0; r < AO; r++)
+        for (int l = 0; l < AI; l++) {
+            A[r][l] = 0;
+            B[r][l] = 0;
+        }
+    E2T_ENTER(ELEM_SWEEP);
+ELEM_SWEEP:
+    for (int e0 = 0; e0 < j.len; e0 += BW32) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = XPLANE / BW32
+#pragma HLS DEPENDENCE variable = ac inter false
+        E2T_TRIP(ELEM_SWEEP);
+        int32_t av[BW32];
+        int64_t at[BW32];
+        uint32_t clips[BW32];
+        for (int l = 0; l < BW32; l++) {
+            const int e = e0 + l;
+            const int32_t a = (int32_t)E2T_I64(ac[e & (NACC - 1)][e / NACC]);
+            const int32_t b = el.src2 == E2T_APPLY_SRC2_INT8 ? E2T_INT(xb[e & (AI - 1)][e >> LOG_AI])
+                                                               : (int32_t)E2T_I64(gs[e & (AO - 1)][e >> LOG_AO]);
+            av[l] = a;
+            clips[l] = 0;
+            if (el.apply) {
+                const int32_t bs = el.src2 == E2T_APPLY_SRC2_NONE ? 0 : b;
+                A[l][0] = (mul_a_t)el.m1; B[l][0] = (mul_b_t)(a >> 17);
+                A[l][1] = (mul_a_t)el.m1; B[l][1] = (mul_b_t)(a & 0x1FFFF);
+                A[l][2] = (mul_a_t)el.m2; B[l][2] = (mul_b_t)(bs >> 17);
+                A[l][3] = (mul_a_t)el.m2; B[l][3] = (mul_b_t)(bs & 0x1FFFF);
+            } else {
+                at[l] = e2t::saturate(round_shift(a, el.t), lo18, hi18, clips[l]);
+                A[l][0] = (mul_a_t)at[l];
+                B[l][0] = (mul_b_t)(el.product ? e2t::saturate(round_shift(b, el.u), lo18, hi18, clips[l]) : at[l]);
+            }
+        }
+        pe_array(A, B, P, false);
+        for (int l = 0; l < BW32; l++) {
+            const int e = e0 + l;
+            if (e >= j.len) continue;
+            int32_t m = av[l];
+            if (el.apply) {
+                const apply_v_t v = (apply_v_t)(shl64(E2T_I64(P[l][0]) + E2T_I64(P[l][2]), 17) + E2T_I64(P[l][1]) +
+                                                E2T_I64(P[l][3])) + el.b;
+                int64_t z = round_shift(E2T_I64(v), el.t);
+                if ((el.relu && z < 0) || (el.mask && E2T_INT(gb[e & (AO - 1)][e >> LOG_AO]) <= 0)) z = 0;
+                m = (int32_t)e2t::saturate(z, el.lo, el.hi, clips[l]);
+                ac[e & (NACC - 1)][e / NACC] = (acc_wide_t)m;
+                sz += m;
+            } else {
+                s1 += (stat_t)at[l];
+                s2 += (stat_prod_t)P[l][0];
+            }
+            n_sat += clips[l];
+            mn = m < mn ? m : mn;
+            mx = m > mx ? m : mx;
+        }
+    }
+    el.s1 = s1;
+    el.s2 = s2;
+    el.sz = sz;
+    el.mn = mn;
+    el.mx = mx;
+    sat += n_sat;
+}
+
 // The array and its sequencers: one instance serves every op (ALLOCATION in the top), and
 // pe_array is its only multiplier (ALLOCATION here), so the engine's DSP slices are AO x AI.
 void array_unit(const Job &j, const Call &k, const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH],
                 const wgt_t wm[AI][WDEPTH], const int8_t dsh[E2T_MAX_C], acc_wide_t ac[NACC][PB],
-                acc_wide_t gs[AO][GS_DEPTH], int e_w, uint64_t lr, uint64_t wd, uint32_t mu, uint32_t &sat) {
+                acc_wide_t gs[AO][GS_DEPTH], int e_w, uint64_t lr, uint64_t wd, uint32_t mu, uint32_t &sat, Elem &el) {
 #pragma HLS INLINE off
 #pragma HLS ALLOCATION function instances = pe_array limit = 1
 #pragma HLS ALLOCATION function instances = row_sums limit = 1
@@ -976,6 +1116,7 @@ void array_unit(const Job &j, const Call &k, const act_t xb[AI][XDEPTH], const g
     else if (j.mode == U_BWD) bwd_block(gb, wm, dsh, ac, k, j);
     else if (j.mode == U_WG) wg_tile(xb, gb, gs, k, j);
     else if (j.mode == U_WGP) wgp_tile(xb, gb, ac, k, j);
+    else if (j.mode == U_ELEM) elem_plane(xb, gb, ac, gs, j, el, sat);
     else upd_chunk(xb, ac, gs, j, e_w, lr, wd, mu, sat);
 }
 
@@ -994,11 +1135,12 @@ void array_and_drain(int pa, bool dr, const act_t xb[AI][XDEPTH], const grad_t g
                      acc_wide_t ac1[NACC][PB], acc_wide_t gs[AO][GS_DEPTH], const int8_t dsh[E2T_MAX_C]) {
 #pragma HLS INLINE
     uint32_t none = 0;
+    Elem idle;
     if (pa == 0) {
-        array_unit(j, k, xb, gb, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+        array_unit(j, k, xb, gb, wm, dsh, ac0, gs, 0, 0, 0, 0, none, idle);
         if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
     } else {
-        array_unit(j, k, xb, gb, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
+        array_unit(j, k, xb, gb, wm, dsh, ac1, gs, 0, 0, 0, 0, none, idle);
         if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
     }
 }
@@ -1162,6 +1304,7 @@ WG_COUNT:
     load_x(act, 0, 0, k.c, k, xb0);
     load_g(grad, g_first, 0, gch, k, gb0);
     uint32_t img_x = 0, img_g = g_first, none = 0;
+    Elem idle;
 WG_IMAGE:
     for (int n = 0; n < k.n; n++) {
 #pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
@@ -1180,11 +1323,11 @@ WG_IMAGE:
                     if ((n & 1) == 0) {
                         if (ldx) load_x(act, slx, cx, cx1, k, xb1);
                         if (ldg) load_g(grad, slg, cl, cl1, k, gb1);
-                        array_unit(j, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+                        array_unit(j, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none, idle);
                     } else {
                         if (ldx) load_x(act, slx, cx, cx1, k, xb0);
                         if (ldg) load_g(grad, slg, cl, cl1, k, gb0);
-                        array_unit(j, k, xb1, gb1, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+                        array_unit(j, k, xb1, gb1, wm, dsh, ac0, gs, 0, 0, 0, 0, none, idle);
                     }
                     if (ldx) slx += psx_e;
                     if (ldg) slg += psg_e;
@@ -1198,7 +1341,7 @@ WG_IMAGE:
     }
     if (!k.pix) {  // the last tile's last sweep, into the G store
         const Job fl = {U_WG, 0, 0, 0, 0, 0, pred ? 2 * AI : AI, 0, 0, 0, 0, pred, false, true};
-        array_unit(fl, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
+        array_unit(fl, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none, idle);
         return;
     }
     // pixel lanes: the tiles' sums (entry j = c k^2 + t of tile i at ac0[r][i C k^2 + j] and
@@ -1423,56 +1566,55 @@ WG_GROUP2:
 // -- UPDATE ------------------------------------------------------------------------------------
 
 // Elements [a0, a0 + len) of DDR into buf[e mod BANKS][e / BANKS], whole beats of BEAT elements
-// when `beats`; the master into ac, the momentum into gs, the signs (SIGNS) into xb.
-template <bool SIGNS, typename S, typename T, int BANKS, int DEPTH, int BEAT>
+// when `beats` (trips counted as loop LOOP): UPDATE's master into ac, momentum into gs, signs into
+// xb; a plane of STATS and APPLY (per_element).
+template <int LOOP, typename S, typename T, int BANKS, int DEPTH, int BEAT>
 void chunk_in(const S *src, uint32_t a0, int len, bool beats, T buf[BANKS][DEPTH]) {
 #pragma HLS INLINE
     const int per = beats ? BEAT : 1;
-    if (SIGNS) E2T_ENTER(UPD_LOADSGN);
-    else E2T_ENTER(UPD_LOAD32);
-UPD_CHUNK_IN:
+    E2T_ENTER_AT(LOOP);
+CHUNK_IN:
     for (int e0 = 0; e0 < len; e0 += per) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT max = UCH / BEAT
-        if (SIGNS) E2T_TRIP(UPD_LOADSGN);
-        else E2T_TRIP(UPD_LOAD32);
+        E2T_TRIP_AT(LOOP);
         for (int e = 0; e < per; e++) buf[(e0 + e) & (BANKS - 1)][(e0 + e) / BANKS] = src[a0 + e0 + e];
     }
 }
 
-// And back: buf[e mod BANKS][e / BANKS] as int32 into DDR elements [a0, a0 + len).
-template <int BANKS, int DEPTH>
-void chunk_out(int32_t *dst, uint32_t a0, int len, bool beats, const acc_wide_t buf[BANKS][DEPTH]) {
+// And back: buf[e mod BANKS][e / BANKS] as D (BEAT of them a beat) into DDR elements [a0, a0 + len).
+template <int LOOP, typename D, int BANKS, int DEPTH, int BEAT>
+void chunk_out(D *dst, uint32_t a0, int len, bool beats, const acc_wide_t buf[BANKS][DEPTH]) {
 #pragma HLS INLINE
-    const int per = beats ? BW32 : 1;
-    E2T_ENTER(UPD_STORE32);
-UPD_CHUNK_OUT:
+    const int per = beats ? BEAT : 1;
+    E2T_ENTER_AT(LOOP);
+CHUNK_OUT:
     for (int e0 = 0; e0 < len; e0 += per) {
 #pragma HLS PIPELINE II = 1
-#pragma HLS LOOP_TRIPCOUNT max = UCH / BW32
-        E2T_TRIP(UPD_STORE32);
-        for (int e = 0; e < per; e++) dst[a0 + e0 + e] = (int32_t)E2T_I64(buf[(e0 + e) & (BANKS - 1)][(e0 + e) / BANKS]);
+#pragma HLS LOOP_TRIPCOUNT max = UCH / BEAT
+        E2T_TRIP_AT(LOOP);
+        for (int e = 0; e < per; e++) dst[a0 + e0 + e] = (D)E2T_I64(buf[(e0 + e) & (BANKS - 1)][(e0 + e) / BANKS]);
     }
 }
 
 void load32_ac(const int32_t *src, uint32_t a0, int len, bool beats, acc_wide_t ac[NACC][PB]) {
-    chunk_in<false, int32_t, acc_wide_t, NACC, PB, BW32>(src, a0, len, beats, ac);
+    chunk_in<L_UPD_LOAD32, int32_t, acc_wide_t, NACC, PB, BW32>(src, a0, len, beats, ac);
 }
 
 void load32_gs(const int32_t *src, uint32_t a0, int len, bool beats, acc_wide_t gs[AO][GS_DEPTH]) {
-    chunk_in<false, int32_t, acc_wide_t, AO, GS_DEPTH, BW32>(src, a0, len, beats, gs);
+    chunk_in<L_UPD_LOAD32, int32_t, acc_wide_t, AO, GS_DEPTH, BW32>(src, a0, len, beats, gs);
 }
 
 void load_signs(const int8_t *sgn, uint32_t a0, int len, bool beats, act_t xb[AI][XDEPTH]) {
-    chunk_in<true, int8_t, act_t, AI, XDEPTH, BW8>(sgn, a0, len, beats, xb);
+    chunk_in<L_UPD_LOADSGN, int8_t, act_t, AI, XDEPTH, BW8>(sgn, a0, len, beats, xb);
 }
 
 void store32_ac(int32_t *dst, uint32_t a0, int len, bool beats, const acc_wide_t ac[NACC][PB]) {
-    chunk_out<NACC, PB>(dst, a0, len, beats, ac);
+    chunk_out<L_UPD_STORE32, int32_t, NACC, PB, BW32>(dst, a0, len, beats, ac);
 }
 
 void store32_gs(int32_t *dst, uint32_t a0, int len, bool beats, const acc_wide_t gs[AO][GS_DEPTH]) {
-    chunk_out<AO, GS_DEPTH>(dst, a0, len, beats, gs);
+    chunk_out<L_UPD_STORE32, int32_t, AO, GS_DEPTH, BW32>(dst, a0, len, beats, gs);
 }
 
 // UPDATE: the sign-momentum step on `count` master weights and momenta, in place, in chunks of
@@ -1483,9 +1625,8 @@ void update(int32_t *master, int32_t *mom, const int8_t *sgn, uint32_t count, in
     (void)xb1;
     (void)gb1;
     (void)ac1;
-    Shape zero;
-    zero.n = zero.c = zero.h = zero.w = zero.o = zero.k = zero.s = zero.p = zero.ho = zero.wo = 0;
-    const Call none = make_call(zero);
+    const Call none = no_call();
+    Elem idle;
 UPDATE:
     for (uint32_t a0 = 0; a0 < count; a0 += UCH) {
 #pragma HLS LOOP_TRIPCOUNT max = E2T_DEPTH_MASTER / UCH
@@ -1495,9 +1636,117 @@ UPDATE:
         load32_gs(mom, a0, len, b32, gs);
         load_signs(sgn, a0, len, b8, xb0);
         const Job j = {U_UPD, 0, 0, 0, 0, 0, 0, 0, 0, 0, len, false, false, false};
-        array_unit(j, none, xb0, gb0, wm, dsh, ac0, gs, e_w, lr, wd, mu, sat);
+        array_unit(j, none, xb0, gb0, wm, dsh, ac0, gs, e_w, lr, wd, mu, sat, idle);
         store32_ac(master, a0, len, b32, ac0);
         store32_gs(mom, a0, len, b32, gs);
+    }
+}
+
+// -- STATS and APPLY ---------------------------------------------------------------------------
+
+// APPLY's coefficients, once a call: M1[c], M2[c], B[c] from coef[3 c], coef[3 c + 1], coef[3 c + 2].
+void load_coef(const int64_t *coef, int nc, coef_m_t m1[E2T_MAX_C], coef_m_t m2[E2T_MAX_C], coef_b_t cb[E2T_MAX_C]) {
+    int c = 0, f = 0;
+    E2T_ENTER(COEF_LOAD);
+COEF_LOAD:
+    for (int i = 0; i < 3 * nc; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = 3 * E2T_MAX_C
+        E2T_TRIP(COEF_LOAD);
+        const int64_t v = coef[i];
+        if (f == 0) m1[c] = (coef_m_t)v;
+        else if (f == 1) m2[c] = (coef_m_t)v;
+        else cb[c] = (coef_b_t)v;
+        if (++f == 3) {
+            f = 0;
+            c++;
+        }
+    }
+}
+
+// STATS (apply false) or APPLY over the N x C planes of P = H W elements, in DDR order: plane
+// (n, c) is elements [(n C + c) P, (n C + c + 1) P) of every tensor, read once. Per plane: bursts
+// of a (src1) and of the buffers the mode reads onto the chip (a into ac0, an int32 b into gs, an
+// int8 b into xb0, the mask into gb0), the array's sweep, then APPLY's outputs and its plane sums
+// stats[n][c] out; STATS adds the sweep's sums to channel c's (C x 4 on chip) and writes stats[c]
+// after the last image. The rest of the on-chip state: the C x 3 coefficients.
+void per_element(bool apply, const int32_t *src1, const int32_t *src2, const int8_t *act, const int8_t *mask,
+                 const int64_t *coef, int8_t *dst8, int16_t *dst16, int32_t *out, int64_t *stats, const Shape &sh,
+                 uint32_t mode, int t, int u, uint32_t &sat, E2T_BUF_PARAMS) {
+#pragma HLS INLINE
+    (void)xb1;
+    (void)gb1;
+    (void)ac1;
+    const Call none = no_call();
+    const uint32_t of = (mode >> E2T_APPLY_OUT_SHIFT) & E2T_APPLY_OUT_MASK;
+    Elem el;
+    el.apply = apply;
+    el.product = !apply && mode == E2T_STATS_PRODUCT;
+    el.relu = apply && ((mode >> E2T_APPLY_RELU_SHIFT) & E2T_APPLY_RELU_MASK);
+    el.mask = apply && ((mode >> E2T_APPLY_MASK_SHIFT) & E2T_APPLY_MASK_MASK);
+    el.src2 = apply ? (int)((mode >> E2T_APPLY_SRC2_SHIFT) & E2T_APPLY_SRC2_MASK) : E2T_APPLY_SRC2_NONE;
+    el.t = t;
+    el.u = u;
+    el.lo = of == E2T_APPLY_OUT_INT8 ? e2t::ACT_LO : of == E2T_APPLY_OUT_INT16 ? e2t::GRAD_LO : e2t::OUT_LO;
+    el.hi = of == E2T_APPLY_OUT_INT8 ? e2t::ACT_HI : of == E2T_APPLY_OUT_INT16 ? e2t::GRAD_HI : e2t::OUT_HI;
+    el.m1 = el.m2 = 0;
+    el.b = 0;
+    coef_m_t m1[E2T_MAX_C], m2[E2T_MAX_C];
+    coef_b_t cb[E2T_MAX_C];
+    stat_sum_t s1[E2T_MAX_C];
+    stat_sq_t s2[E2T_MAX_C];
+    int32_t mn[E2T_MAX_C], mx[E2T_MAX_C];
+    if (apply) load_coef(coef, sh.c, m1, m2, cb);
+    const int np = (int)kmul(sh.h, sh.w);
+    const bool b32 = np % BW32 == 0, b16 = np % BW16 == 0, b8 = np % BW8 == 0;
+    const bool b2_32 = el.product || el.src2 == E2T_APPLY_SRC2_INT32, b2_8 = el.src2 == E2T_APPLY_SRC2_INT8;
+    const Job j = {U_ELEM, 0, 0, 0, 0, 0, 0, 0, 0, 0, np, false, false, false};
+    uint32_t a0 = 0, s0 = 0;
+PLANES_N:
+    for (int n = 0; n < sh.n; n++) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
+    PLANES_C:
+        for (int c = 0; c < sh.c; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_C
+            chunk_in<L_ELEM_LOAD32, int32_t, acc_wide_t, NACC, PB, BW32>(src1, a0, np, b32, ac0);
+            if (b2_32) chunk_in<L_ELEM_LOAD32, int32_t, acc_wide_t, AO, GS_DEPTH, BW32>(src2, a0, np, b32, gs);
+            if (b2_8) chunk_in<L_ELEM_LOAD8, int8_t, act_t, AI, XDEPTH, BW8>(act, a0, np, b8, xb0);
+            if (el.mask) chunk_in<L_ELEM_LOAD8, int8_t, grad_t, AO, GDEPTH, BW8>(mask, a0, np, b8, gb0);
+            if (apply) {
+                el.m1 = m1[c];
+                el.m2 = m2[c];
+                el.b = cb[c];
+            }
+            array_unit(j, none, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, sat, el);
+            if (apply) {
+                if (of == E2T_APPLY_OUT_INT8)
+                    chunk_out<L_ELEM_STORE, int8_t, NACC, PB, BW8>(dst8, a0, np, b8, ac0);
+                else if (of == E2T_APPLY_OUT_INT16)
+                    chunk_out<L_ELEM_STORE, int16_t, NACC, PB, BW16>(dst16, a0, np, b16, ac0);
+                else
+                    chunk_out<L_ELEM_STORE, int32_t, NACC, PB, BW32>(out, a0, np, b32, ac0);
+                stats[s0] = E2T_I64(el.sz);
+                stats[s0 + 1] = el.mn;
+                stats[s0 + 2] = el.mx;
+                s0 += 3;
+            } else {
+                s1[c] = (n == 0 ? (stat_sum_t)0 : s1[c]) + el.s1;
+                s2[c] = (n == 0 ? (stat_sq_t)0 : s2[c]) + el.s2;
+                mn[c] = n == 0 || el.mn < mn[c] ? el.mn : mn[c];
+                mx[c] = n == 0 || el.mx > mx[c] ? el.mx : mx[c];
+            }
+            a0 += np;
+        }
+    }
+    if (apply) return;
+    E2T_ENTER(STATS_OUT);
+STATS_OUT:
+    for (int i = 0; i < 4 * sh.c; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = 4 * E2T_MAX_C
+        E2T_TRIP(STATS_OUT);
+        const int c = i >> 2, f = i & 3;
+        stats[i] = f == 0 ? E2T_I64(s1[c]) : f == 1 ? E2T_I64(s2[c]) : f == 2 ? (int64_t)mn[c] : (int64_t)mx[c];
     }
 }
 
@@ -1509,7 +1758,8 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
                 const int8_t *act, const int8_t *wgt, const int8_t *wshift, const int16_t *grad, int32_t *out,
                 int8_t *sgn, int64_t *scratch, int32_t *master, int32_t *mom,
                 uint32_t *status, uint32_t *saturations, uint32_t *psg_sure, uint32_t *psg_tiles,
-                uint32_t *psg_recomputed) {
+                uint32_t *psg_recomputed, uint32_t shift2, const int32_t *src1, const int32_t *src2,
+                const int8_t *mask, const int64_t *coef, int8_t *dst8, int16_t *dst16, int64_t *stats) {
     // BEGIN GENERATED INTERFACE (python -m hls.regmap)
     #pragma HLS INTERFACE mode=s_axilite port=return bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=op offset=0x010 bundle=control
@@ -1552,6 +1802,21 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
     #pragma HLS INTERFACE mode=s_axilite port=psg_sure offset=0x120 bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=psg_tiles offset=0x128 bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=psg_recomputed offset=0x130 bundle=control
+    #pragma HLS INTERFACE mode=s_axilite port=shift2 offset=0x138 bundle=control
+    #pragma HLS INTERFACE mode=m_axi port=src1 offset=slave bundle=gmem_rd depth=E2T_DEPTH_SRC1 max_widen_bitwidth=E2T_AXI_BITS
+    #pragma HLS INTERFACE mode=s_axilite port=src1 offset=0x140 bundle=control
+    #pragma HLS INTERFACE mode=m_axi port=src2 offset=slave bundle=gmem_rd depth=E2T_DEPTH_SRC2 max_widen_bitwidth=E2T_AXI_BITS
+    #pragma HLS INTERFACE mode=s_axilite port=src2 offset=0x14C bundle=control
+    #pragma HLS INTERFACE mode=m_axi port=mask offset=slave bundle=gmem_rd depth=E2T_DEPTH_MASK max_widen_bitwidth=E2T_AXI_BITS
+    #pragma HLS INTERFACE mode=s_axilite port=mask offset=0x158 bundle=control
+    #pragma HLS INTERFACE mode=m_axi port=coef offset=slave bundle=gmem_rd depth=E2T_DEPTH_COEF max_widen_bitwidth=E2T_AXI_BITS
+    #pragma HLS INTERFACE mode=s_axilite port=coef offset=0x164 bundle=control
+    #pragma HLS INTERFACE mode=m_axi port=dst8 offset=slave bundle=gmem_wr depth=E2T_DEPTH_DST8 max_widen_bitwidth=E2T_AXI_BITS
+    #pragma HLS INTERFACE mode=s_axilite port=dst8 offset=0x170 bundle=control
+    #pragma HLS INTERFACE mode=m_axi port=dst16 offset=slave bundle=gmem_wr depth=E2T_DEPTH_DST16 max_widen_bitwidth=E2T_AXI_BITS
+    #pragma HLS INTERFACE mode=s_axilite port=dst16 offset=0x17C bundle=control
+    #pragma HLS INTERFACE mode=m_axi port=stats offset=slave bundle=gmem_wr depth=E2T_DEPTH_STATS max_widen_bitwidth=E2T_AXI_BITS
+    #pragma HLS INTERFACE mode=s_axilite port=stats offset=0x188 bundle=control
     // END GENERATED INTERFACE
     // On-chip buffers (docs/engine.md): x and g images twice (ping-pong), the weights, the output
     // blocks twice (LUT-RAM), the weight-gradient G store; every op uses them (never two at once).
@@ -1590,7 +1855,7 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
     uint32_t sat = 0, sure = 0, tiles = 0, recomputed = 0;
     Shape sh;
     const uint32_t st = e2t::check_call(op, mode, batch, c_in, h_in, w_in, c_out, kernel, stride, pad, shift, threshold,
-                                        count, e_w, lr, wd, mu, wshift, sgn, sh);
+                                        count, e_w, lr, wd, mu, wshift, sgn, shift2, coef, sh);
     if (st != E2T_STATUS_OK) {
         // refused: no buffer is written, only the status registers
     } else if (op == E2T_OP_CONV_FWD) {
@@ -1601,6 +1866,9 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
         conv_wgrad(act, grad, sgn, scratch, sh, mode, threshold, sure, tiles, recomputed, E2T_BUF_ARGS);
     } else if (op == E2T_OP_UPDATE) {
         update(master, mom, sgn, count, e_w, lr, wd, mu, sat, E2T_BUF_ARGS);
+    } else if (op == E2T_OP_STATS || op == E2T_OP_APPLY) {
+        per_element(op == E2T_OP_APPLY, src1, src2, act, mask, coef, dst8, dst16, out, stats, sh, mode, (int)shift,
+                    (int)shift2, sat, E2T_BUF_ARGS);
     }
     *status = st;
     *saturations = sat;

@@ -36,6 +36,7 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
                 const int8_t *act, const int8_t *wgt, const int8_t *wshift, const int16_t *grad, int32_t *out,
                 int8_t *sgn, int64_t *scratch, int32_t *master, int32_t *mom,
                 uint32_t *status, uint32_t *saturations, uint32_t *psg_sure, uint32_t *psg_tiles,
-                uint32_t *psg_recomputed);
+                uint32_t *psg_recomputed, uint32_t shift2, const int32_t *src1, const int32_t *src2,
+                const int8_t *mask, const int64_t *coef, int8_t *dst8, int16_t *dst16, int64_t *stats);
 
 #endif  // E2T_ENGINE_H

@@ -5,11 +5,13 @@
 // sizes, batch 1..3, channel counts off the tile grid, the 1x1 / H = W = 1 fully-connected case)
 // and operands with extreme values (-128, 127, -32768, 32767). Every op and mode of the engine runs
 // on them: CONV_FWD, CONV_BWD_DATA (per-channel weight shifts), CONV_WGRAD in FULL, PSG_ABS
-// (T = 0, a middle value, 2^62) and PSG_RATIO, UPDATE with saturating operands, NOP and refused
+// (T = 0, a middle value, 2^62) and PSG_RATIO, UPDATE with saturating operands, STATS (PRODUCT)
+// and APPLY (int8 second source, RELU, MASK, int16 outputs) with int32 extremes, NOP and refused
 // calls. The results are compared, integer for integer, with a golden model written here as
 // plain int64 loops straight from docs/numerics.md (direct convolution sums, the transposed
 // convolution as a scatter, weight-gradient sums, the 4-bit MSB part, per-channel weight
-// alignment, PSG selection and tile counts, the sign-momentum update).
+// alignment, PSG selection and tile counts, the sign-momentum update, the per-channel
+// statistics and the fused per-element apply of section 9).
 //
 // Prints one summary line; returns 0 only when every integer matches (1 otherwise, after
 // printing the first mismatch). Optional argv[1]: another seed.
@@ -39,6 +41,7 @@ const int MU_FRAC = 16;      // MU / 2^16
 const int WD_FRAC = 32;      // WD / 2^32
 const int LR_FRAC = 32;      // LR / 2^32
 const int RATIO_FRAC = 16;   // R / 2^16
+const int STAT_BITS = 18;    // STATS operands: sat18(rshift_round(v, t))
 const int TILE_O = E2T_TILE_O;
 const int TILE_I = E2T_TILE_I;
 
@@ -255,26 +258,83 @@ void ref_update(int64_t &w, int64_t &buf, int64_t sign, int e_w, int64_t LR, int
     w = saturate(w - rshift_round(LR * buf, LR_FRAC - MOM_EXP + e_w), 32, sat);
 }
 
+// STATS (section 9.2), per channel: (sum a_t, sum a_t b_t, min a, max a), a_t = sat18(rshift_round(a, t)),
+// b_t = sat18(rshift_round(b, u)) (PRODUCT) or a_t (SQUARE); clips of a_t and b_t counted.
+void ref_stats(const Conv &cv, const int32_t *a, const int32_t *b, bool product, int t, int u, std::vector<int64_t> &st,
+               uint32_t &sat) {
+    const size_t plane = (size_t)cv.h * cv.w;
+    st.assign((size_t)4 * cv.c, 0);
+    for (int c = 0; c < cv.c; c++) {
+        int64_t s1 = 0, s2 = 0, lo = INT64_MAX, hi = INT64_MIN;
+        for (int n = 0; n < cv.n; n++)
+            for (size_t i = 0; i < plane; i++) {
+                const size_t at = ((size_t)n * cv.c + c) * plane + i;
+                const int64_t at_ = saturate(rshift_round(a[at], t), STAT_BITS, sat);
+                const int64_t bt = product ? saturate(rshift_round(b[at], u), STAT_BITS, sat) : at_;
+                s1 += at_;
+                s2 += at_ * bt;
+                lo = std::min(lo, (int64_t)a[at]);
+                hi = std::max(hi, (int64_t)a[at]);
+            }
+        st[4 * c] = s1;
+        st[4 * c + 1] = s2;
+        st[4 * c + 2] = lo;
+        st[4 * c + 3] = hi;
+    }
+}
+
+// APPLY (section 9.3) with an int8 second source (act): z = sat(max?(rshift_round(M1 a + M2 b + B, S), 0),
+// 0 where mask <= 0) to `bits`; per plane (sum, min, max) of z.
+void ref_apply(const Conv &cv, const int32_t *a, const int8_t *b, const int8_t *mask, const int64_t *coef, int S,
+               bool relu, int bits, std::vector<int64_t> &z, std::vector<int64_t> &st, uint32_t &sat) {
+    const size_t plane = (size_t)cv.h * cv.w;
+    z.assign(cv.n_act(), 0);
+    st.assign((size_t)3 * cv.n * cv.c, 0);
+    for (int n = 0; n < cv.n; n++)
+        for (int c = 0; c < cv.c; c++) {
+            const size_t p = (size_t)n * cv.c + c;
+            int64_t sum = 0, lo = INT64_MAX, hi = INT64_MIN;
+            for (size_t i = 0; i < plane; i++) {
+                const size_t at = p * plane + i;
+                int64_t v = rshift_round(coef[3 * c] * a[at] + coef[3 * c + 1] * b[at] + coef[3 * c + 2], S);
+                if (relu) v = std::max(v, (int64_t)0);
+                if (mask[at] <= 0) v = 0;
+                z[at] = saturate(v, bits, sat);
+                sum += z[at];
+                lo = std::min(lo, z[at]);
+                hi = std::max(hi, z[at]);
+            }
+            st[3 * p] = sum;
+            st[3 * p + 1] = lo;
+            st[3 * p + 2] = hi;
+        }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The kernel's buffers (DDR in hardware), each at its m_axi depth.
 struct Buffers {
-    std::vector<int8_t> act, wgt, wshift, sgn;
-    std::vector<int16_t> grad;
-    std::vector<int32_t> out, master, mom;
-    std::vector<int64_t> scratch;
+    std::vector<int8_t> act, wgt, wshift, sgn, mask, dst8;
+    std::vector<int16_t> grad, dst16;
+    std::vector<int32_t> out, master, mom, src1, src2;
+    std::vector<int64_t> scratch, coef, stats;
     Buffers()
-        : act(E2T_DEPTH_ACT), wgt(E2T_DEPTH_WGT), wshift(E2T_DEPTH_WSHIFT), sgn(E2T_DEPTH_SGN), grad(E2T_DEPTH_GRAD),
-          out(E2T_DEPTH_OUT), master(E2T_DEPTH_MASTER), mom(E2T_DEPTH_MOM), scratch(E2T_DEPTH_SCRATCH) {}
+        : act(E2T_DEPTH_ACT), wgt(E2T_DEPTH_WGT), wshift(E2T_DEPTH_WSHIFT), sgn(E2T_DEPTH_SGN), mask(E2T_DEPTH_MASK),
+          dst8(E2T_DEPTH_DST8), grad(E2T_DEPTH_GRAD), dst16(E2T_DEPTH_DST16), out(E2T_DEPTH_OUT),
+          master(E2T_DEPTH_MASTER), mom(E2T_DEPTH_MOM), src1(E2T_DEPTH_SRC1), src2(E2T_DEPTH_SRC2),
+          scratch(E2T_DEPTH_SCRATCH), coef(E2T_DEPTH_COEF), stats(E2T_DEPTH_STATS) {}
     // Outputs start as a pattern no result equals by accident, so a skipped write shows.
     void poison() {
         std::fill(out.begin(), out.end(), (int32_t)0x5A5A5A5A);
         std::fill(sgn.begin(), sgn.end(), (int8_t)0x55);
         std::fill(scratch.begin(), scratch.end(), (int64_t)0x5A5A5A5A5A5A5A5ALL);
+        std::fill(dst8.begin(), dst8.end(), (int8_t)0x55);
+        std::fill(dst16.begin(), dst16.end(), (int16_t)0x5A5A);
+        std::fill(stats.begin(), stats.end(), (int64_t)0x5A5A5A5A5A5A5A5ALL);
     }
 };
 
 struct Regs {
-    uint32_t op, mode, shift, count, mu;
+    uint32_t op, mode, shift, shift2, count, mu;
     uint64_t threshold, lr, wd;
     int32_t e_w;
     Conv cv;
@@ -283,7 +343,7 @@ struct Regs {
 Regs conv_regs(uint32_t op, const Conv &cv) {
     Regs r;
     r.op = op;
-    r.mode = r.shift = r.count = r.mu = 0;
+    r.mode = r.shift = r.shift2 = r.count = r.mu = 0;
     r.threshold = r.lr = r.wd = 0;
     r.e_w = 0;
     r.cv = cv;
@@ -300,7 +360,8 @@ Status run(const Regs &r, Buffers &b) {
                (uint32_t)r.cv.k, (uint32_t)r.cv.s, (uint32_t)r.cv.p, r.shift, r.threshold, r.count, r.e_w, r.lr, r.wd,
                r.mu, b.act.data(), b.wgt.data(), b.wshift.data(), b.grad.data(), b.out.data(), b.sgn.data(),
                b.scratch.data(), b.master.data(), b.mom.data(), &st.status, &st.saturations, &st.sure, &st.tiles,
-               &st.recomputed);
+               &st.recomputed, r.shift2, b.src1.data(), b.src2.data(), b.mask.data(), b.coef.data(), b.dst8.data(),
+               b.dst16.data(), b.stats.data());
     return st;
 }
 
@@ -596,6 +657,70 @@ void update_cases(Checker &ck, Buffers &b, Rng &rng) {
     }
 }
 
+// STATS (PRODUCT) and APPLY (int8 second source from act, RELU, MASK, int16 outputs) on planes of
+// 15 elements (no whole number of beats), with int32 extremes, coefficients at their limits and
+// clipped values; then refused calls of both ops, which write nothing.
+void element_cases(Checker &ck, Buffers &b, Rng &rng) {
+    const Conv cv = {2, 5, 0, 3, 5, 0, 0, 0};  // N, C, (O), H, W
+    if (cv.n_act() > (size_t)E2T_DEPTH_SRC1 || (size_t)3 * cv.n * cv.c > (size_t)E2T_DEPTH_STATS ||
+        (size_t)3 * cv.c > (size_t)E2T_DEPTH_COEF) {
+        fprintf(stderr, "e2t_engine_tb: the per-element shape exceeds the m_axi depths of engine_config.h\n");
+        exit(2);
+    }
+    for (size_t i = 0; i < cv.n_act(); i++) {
+        b.src1[i] = (int32_t)rng.edgy(INT32_MIN, INT32_MAX);
+        b.src2[i] = (int32_t)rng.edgy(INT32_MIN, INT32_MAX);
+        b.act[i] = (int8_t)rng.edgy(-128, 127);
+        b.mask[i] = (int8_t)rng.range(-2, 2);
+    }
+    const int64_t m_max = ((int64_t)1 << 24) - 1, b_max = ((int64_t)1 << 56) - 1;
+    for (int c = 0; c < cv.c; c++) {
+        b.coef[3 * c] = rng.edgy(-m_max, m_max);
+        b.coef[3 * c + 1] = rng.edgy(-m_max, m_max);
+        b.coef[3 * c + 2] = rng.edgy(-b_max, b_max);
+    }
+    std::vector<int64_t> want, z;
+    uint32_t sat = 0;
+    ref_stats(cv, b.src1.data(), b.src2.data(), true, 14, 13, want, sat);
+    Regs regs = conv_regs(E2T_OP_STATS, cv);
+    regs.mode = E2T_STATS_PRODUCT;
+    regs.shift = 14;
+    regs.shift2 = 13;
+    b.poison();
+    ck.begin("STATS PRODUCT t=14 u=13 %s", describe(cv).c_str());
+    ck.status(run(regs, b), E2T_STATUS_OK, sat, 0, 0, 0);
+    ck.array("stats", b.stats.data(), want);
+
+    sat = 0;
+    ref_apply(cv, b.src1.data(), b.act.data(), b.mask.data(), b.coef.data(), 40, true, 16, z, want, sat);
+    regs = conv_regs(E2T_OP_APPLY, cv);
+    regs.mode = (E2T_APPLY_SRC2_INT8 << E2T_APPLY_SRC2_SHIFT) | (E2T_APPLY_RELU_ON << E2T_APPLY_RELU_SHIFT) |
+                (E2T_APPLY_MASK_ON << E2T_APPLY_MASK_SHIFT) | (E2T_APPLY_OUT_INT16 << E2T_APPLY_OUT_SHIFT);
+    regs.shift = 40;
+    b.poison();
+    ck.begin("APPLY int8 b, RELU, MASK, int16 out, S=40 %s", describe(cv).c_str());
+    ck.status(run(regs, b), E2T_STATUS_OK, sat, 0, 0, 0);
+    ck.array("z", b.dst16.data(), z);
+    ck.array("plane stats", b.stats.data(), want);
+    ck.eq("dst8 (untouched)", 0, b.dst8[0], (int8_t)0x55);
+    ck.eq("out (untouched)", 0, b.out[0], (int32_t)0x5A5A5A5A);
+
+    // Refused: shift2 63 (STATS), a mode bit above the fields and a coefficient B = 2^56 (APPLY), N = 0.
+    const uint32_t apply_mode = regs.mode;
+    for (int k = 0; k < 4; k++) {
+        regs = conv_regs(k == 0 || k == 3 ? E2T_OP_STATS : E2T_OP_APPLY, cv);
+        regs.shift2 = k == 0 ? 63 : 0;
+        regs.mode = k == 1 ? apply_mode | (1u << E2T_APPLY_MODE_BITS) : k == 2 ? apply_mode : 0;
+        if (k == 2) b.coef[3 * (cv.c - 1) + 2] = b_max + 1;
+        if (k == 3) regs.cv.n = 0;
+        b.poison();
+        ck.begin("refused %s (case %d)", k == 0 || k == 3 ? "STATS" : "APPLY", k);
+        ck.status(run(regs, b), k == 3 ? E2T_STATUS_BAD_SHAPE : E2T_STATUS_BAD_ARG, 0, 0, 0, 0);
+        ck.eq("stats (untouched)", 0, b.stats[0], (int64_t)0x5A5A5A5A5A5A5A5ALL);
+        ck.eq("dst16 (untouched)", 0, b.dst16[0], (int16_t)0x5A5A);
+    }
+}
+
 // NOP and calls the engine must refuse (register map: status codes).
 void status_cases(Checker &ck, Buffers &b) {
     const Conv ok = {1, 4, 2, 4, 4, 3, 1, 1};
@@ -679,6 +804,7 @@ int main(int argc, char **argv) {
     extreme_cases(ck, b);
     psg_cases(ck, b, rng);
     update_cases(ck, b, rng);
+    element_cases(ck, b, rng);
     status_cases(ck, b);
 #ifdef E2T_AP_TYPES
     const char *types = "ap_int types";

@@ -25,11 +25,13 @@ import argparse
 from collections import Counter
 from dataclasses import dataclass, field
 
+from . import regmap
 from .boards import DEFAULT_BOARD, Board, board as get_board, names, wgp_pack
+from .errors import E2TError
 
 # Pipeline depths (cycles) by loop kind; "rd" loops read DDR, "wr" loops write it.
 DEPTH = {"mul": 2, "rd": 24, "wr": 8, "wpre": 4, "fwd": 12, "bwd": 12, "wgrad": 10, "wgp": 12, "update": 24,
-         "small": 2}
+         "small": 2, "elem": 12}
 CALL = 2          # start / done handshake of a non-inlined function
 STEP = 2          # a step's state transitions around its parallel calls
 CHECK_TOP = 4     # the top function's register reads and check branches
@@ -431,6 +433,101 @@ def update(count: int, b: Board | None = None, tr: Trace | None = None) -> int:
         cycles += tr.loop("UPD_LOADSGN", _ceil(n, p8), "rd") + tr.loop("UPD_STEP", n, "update", ii=2)
         cycles += sum(tr.loop("UPD_STORE32", _ceil(n, p32), "wr") for _ in ("master", "mom"))
         cycles += 6 * CALL
+    return cycles
+
+
+# -- STATS and APPLY (contract v2, docs/numerics.md section 9) ----------------------------------
+
+ELEMENTWISE = ("stats", "apply")
+SRC2_BYTES = {"NONE": 0, "INT32": 4, "INT8": 1}   # APPLY's second source: none, src2, act
+OUT_BYTES = {"INT8": 1, "INT16": 2, "INT32": 4}   # its output: dst8, dst16, out
+PLANE_STATS, CHANNEL_STATS, COEFS = 3, 4, 3        # int64s: APPLY per plane, STATS per channel, coef per channel
+
+
+def _apply_field(mode: int, name: str) -> str:
+    """The value name of APPLY's mode field ``name`` (the register map's apply_fields)."""
+    fields = regmap.load().apply_fields
+    f = fields[name]
+    v = (mode >> f["shift"]) & ((1 << f["width"]) - 1)
+    names = {val: key for key, val in f["values"].items()}
+    if v not in names or mode >> max(g["shift"] + g["width"] for g in fields.values()):
+        raise E2TError(f"APPLY mode 0x{mode:x}: the engine refuses it (docs/numerics.md, section 9.3)")
+    return names[v]
+
+
+def elementwise_streams(op: str, mode: int) -> tuple[tuple, tuple]:
+    """Bytes per element of each DDR stream of a STATS or APPLY call: (reads on gmem_rd, writes on
+    gmem_wr). STATS: src1 and, PRODUCT (mode 1), src2; APPLY: src1, its second source, MASK's
+    int8 mask, and the output the OUT field names."""
+    if op == "stats":
+        if mode not in (0, 1):
+            raise E2TError(f"STATS mode {mode}: the engine refuses it (0 SQUARE, 1 PRODUCT)")
+        return (4, 4) if mode else (4,), ()
+    if op != "apply":
+        raise E2TError(f"'{op}' is not a per-element op ({', '.join(ELEMENTWISE)})")
+    reads = (4, SRC2_BYTES[_apply_field(mode, "SRC2")], 1 if _apply_field(mode, "MASK") == "ON" else 0)
+    return tuple(r for r in reads if r), (OUT_BYTES[_apply_field(mode, "OUT")],)
+
+
+def elementwise_bytes(op: str, n: int, c: int, h: int, w: int, mode: int) -> tuple[int, int]:
+    """DDR bytes (read, written) of one STATS or APPLY call: the streams, APPLY's coefficients
+    and plane statistics, STATS's channel statistics."""
+    reads, writes = elementwise_streams(op, mode)
+    m = n * c * h * w
+    if op == "stats":
+        return m * sum(reads), 8 * CHANNEL_STATS * c
+    return m * sum(reads) + 8 * COEFS * c, m * sum(writes) + 8 * PLANE_STATS * n * c
+
+
+def _plane_run(p: int, size: int, b: Board) -> int:
+    """Trips of a DDR loop over one plane of ``p`` elements of ``size`` bytes: whole beats when
+    the plane is a multiple of a beat's elements, one element a trip otherwise."""
+    per = max(1, b.axi_bits // 8 // size)
+    return p // per if p % per == 0 else p
+
+
+def elementwise_beats(op: str, n: int, c: int, h: int, w: int, mode: int, b: Board) -> int:
+    """The streams' bound on a STATS or APPLY pass: the beats of the busier bundle (gmem_rd's
+    streams add up, gmem_wr's too, the two run at once; APPLY's plane statistics on gmem_wr):
+    what a pass whose loads, sweep and stores overlapped would take. The kernel runs them in
+    series (``elementwise_cycles``)."""
+    reads, writes = elementwise_streams(op, mode)
+    planes, p = n * c, h * w
+    rd = planes * sum(_plane_run(p, size, b) for size in reads)
+    wr = planes * (sum(_plane_run(p, size, b) for size in writes) + (PLANE_STATS if op == "apply" else 0))
+    return max(rd, wr)
+
+
+def elementwise_cycles(op: str, n: int, c: int, h: int, w: int, mode: int, b: Board,
+                       tr: Trace | None = None) -> int:
+    """STATS (``op`` "stats") or APPLY ("apply") on N x C x H x W with register ``mode``, as
+    per_element runs it: the checks (APPLY: coef_ok, its 3 C coefficients one a cycle), the sizes
+    (make_call, P = H W), APPLY's coefficients (COEF_LOAD, one int64 a trip); then per plane, in
+    series: the bursts in (ELEM_LOAD32: src1, an int32 src2; ELEM_LOAD8: act, mask), the array's
+    sweep (ELEM_SWEEP, AXI / 32 lanes a trip) and the plane's state (its coefficients, STATS's
+    channel sums: a STEP), APPLY's output (ELEM_STORE) and its three plane sums (single writes);
+    after the last plane STATS writes its C x 4 sums (STATS_OUT). A plane's elements are in
+    beats where the plane fills them, one a trip otherwise, as the kernel's DDR loops."""
+    tr, g = tr or Trace(), _Geo(b)
+    reads, writes = elementwise_streams(op, mode)
+    p, apply = h * w, op == "apply"
+    cycles = CHECK_TOP + _make_call(tr)
+    if apply:
+        cycles += COEFS * c + DEPTH["rd"]  # e2t_checks.h's coef_ok, before anything is written
+        cycles += tr.loop("COEF_LOAD", COEFS * c, "rd") + CALL
+    cycles += _kmul(tr)
+
+    def plane(t: Trace) -> int:
+        cyc = sum(t.loop("ELEM_LOAD32" if size == 4 else "ELEM_LOAD8", _plane_run(p, size, b), "rd")
+                  for size in reads)
+        cyc += t.loop("ELEM_SWEEP", _ceil(p, g.bw32), "elem") + CALL + STEP
+        if apply:
+            cyc += t.loop("ELEM_STORE", _plane_run(p, writes[0], b), "wr") + PLANE_STATS + DEPTH["wr"]
+        return cyc
+
+    cycles += tr.repeat(plane, n * c)
+    if not apply:
+        cycles += tr.loop("STATS_OUT", CHANNEL_STATS * c, "wr")
     return cycles
 
 

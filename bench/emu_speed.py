@@ -3,10 +3,14 @@
     python bench/emu_speed.py [--model resnet20] [--dataset mnist5k] [--iterations 8] [--rounds 2]
 
 Images per second through forward and backward (the images of the kept batches: a batch SMD
-drops costs nothing and is not counted) of four trainers on the same model, data and batch:
+drops costs nothing and is not counted) of the trainers on the same model, data and batch:
 the emulated on-engine trainer with E2-Train's savings (SMD 0.5, SLU 0.6, PSG with threshold
-0), the emulated trainer with none (fixed point, full weight gradient), the PyTorch float
-trainer and the reference's fixed + PSG mode. Each runs ``--iterations`` iterations per round,
+0), the emulated trainer with none (fixed point, full weight gradient), both again with the
+per-element work on the engine (``--elementwise engine``, contract v2; its E2-Train row without
+SLU, which it does not run yet), the PyTorch float trainer and the reference's fixed + PSG mode.
+Each row's epoch time counts every iteration, the ones SMD drops included (seconds per
+iteration x iterations per epoch); the last lines compare the E2-Train rows' epochs with the
+no-savings ones. Each runs ``--iterations`` iterations per round,
 after one warm-up iteration, in a process of its own (the emulated rows without torch, as
 ``e2t train --backend emu`` runs: torch's OpenMP runtime would otherwise serve the engine's CPU
 build too); rounds alternate the trainers, and the best round counts. Ratios are against the
@@ -33,10 +37,15 @@ E2TRAIN = PRESETS["e2train"]
 ROWS = {
     "emu E2-Train (SMD+SLU+PSG)": ("emu", E2TRAIN),
     "emu, no savings (fixed, full gradient)": ("emu", {"precision": "fixed"}),
+    "emu v2 SMD+PSG (elementwise engine)": ("emu", {**{k: v for k, v in E2TRAIN.items() if not k.startswith("slu")},
+                                                     "elementwise": "engine"}),
+    "emu v2, no savings (elementwise engine)": ("emu", {"precision": "fixed", "elementwise": "engine"}),
     "PyTorch float": ("torch", {}),
     "reference fixed + PSG": ("torch", {"precision": "fixed", "psg": True, "psg_tau": 0.0}),
 }
 FLOAT = "PyTorch float"
+EPOCHS = (("emu E2-Train (SMD+SLU+PSG)", "emu, no savings (fixed, full gradient)"),
+          ("emu v2 SMD+PSG (elementwise engine)", "emu v2, no savings (elementwise engine)"))
 
 
 def make(name: str, args, folder: str):
@@ -50,9 +59,9 @@ def make(name: str, args, folder: str):
     return Trainer(cfg, folder, data_dir=args.data_dir, progress=False, log=lambda m: None, device="cpu")
 
 
-def measure(name: str, args, root: str, round_: int) -> tuple[float, float | None]:
-    """(images per second, share of the time in engine calls: None for the PyTorch trainers) of
-    one row, measured in a fresh process (``--row``)."""
+def measure(name: str, args, root: str, round_: int) -> tuple[float, float | None, float]:
+    """(images per second, share of the time in engine calls: None for the PyTorch trainers,
+    seconds per iteration, dropped ones included) of one row, measured in a fresh process (``--row``)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--row", name, "--root", root, "--round", str(round_),
            "--model", args.model, "--dataset", args.dataset, "--batch", str(args.batch),
            "--iterations", str(args.iterations)] + (["--data-dir", args.data_dir] if args.data_dir else [])
@@ -60,10 +69,10 @@ def measure(name: str, args, root: str, round_: int) -> tuple[float, float | Non
     if done.returncode:
         sys.exit(f"emu_speed: the row '{name}' failed:\n{done.stderr[-3000:]}")
     got = json.loads(done.stdout.strip().splitlines()[-1])
-    return got["images_per_s"], got["engine"]
+    return got["images_per_s"], got["engine"], got["s_per_iteration"]
 
 
-def measure_here(name: str, args, root: str, round_: int) -> tuple[float, float | None]:
+def measure_here(name: str, args, root: str, round_: int) -> tuple[float, float | None, float]:
     """``measure`` in this process: ``args.iterations`` iterations after one warm-up iteration."""
     folder = os.path.join(root, f"{round_}-{len(os.listdir(root))}")
     t = make(name, args, folder)
@@ -76,7 +85,7 @@ def measure_here(name: str, args, root: str, round_: int) -> tuple[float, float 
     seen = record["kept_iterations"] * args.batch
     shutil.rmtree(folder, ignore_errors=True)
     engine = sum(record["engine_seconds"].values()) / seconds if "engine_seconds" in record else None
-    return (seen / seconds if seen else 0.0), engine
+    return (seen / seconds if seen else 0.0), engine, seconds / args.iterations
 
 
 def main() -> None:
@@ -93,32 +102,39 @@ def main() -> None:
     p.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.row:
-        speed, share = measure_here(args.row, args, args.root, args.round)
-        print(json.dumps({"images_per_s": speed, "engine": share}))
+        speed, share, per_it = measure_here(args.row, args, args.root, args.round)
+        print(json.dumps({"images_per_s": speed, "engine": share, "s_per_iteration": per_it}))
         return
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.model} on {args.dataset}, "
           f"batch {args.batch}, {args.iterations} iterations per round, best of {args.rounds} rounds, each row "
           f"in a process of its own", flush=True)
-    best, engine = {n: 0.0 for n in ROWS}, {n: None for n in ROWS}
+    best, engine, per_it = {n: 0.0 for n in ROWS}, {n: None for n in ROWS}, {n: float("inf") for n in ROWS}
     with tempfile.TemporaryDirectory() as root:
         for r in range(args.rounds):
             for name in ROWS:
-                speed, share = measure(name, args, root, r)
+                speed, share, s_it = measure(name, args, root, r)
                 if speed > best[name]:
                     best[name], engine[name] = speed, share
+                per_it[name] = min(per_it[name], s_it)
                 print(f"  round {r + 1}: {name}: {best[name]:.1f} img/s", flush=True)
-    print(f"\n{'trainer':<42}{'img/s':>9}{'x float':>9}{'engine calls':>14}{'host':>8}")
+    print(f"\n{'trainer':<42}{'img/s':>9}{'x float':>9}{'s/iteration':>13}{'engine calls':>14}{'host':>8}")
     for name, v in best.items():
         split = f"{100 * engine[name]:>13.0f}%{100 * (1 - engine[name]):>7.0f}%" if engine[name] is not None else ""
-        print(f"{name:<42}{v:>9.1f}{v / best[FLOAT]:>9.2f}{split}")
+        print(f"{name:<42}{v:>9.1f}{v / best[FLOAT]:>9.2f}{per_it[name]:>13.3f}{split}")
     print("(engine calls: the share of the emulated trainers' time in the engine's CPU build, driver and "
           "emulated overlay included; host: the numpy ops, data and bookkeeping)")
     e2t, ref = best["emu E2-Train (SMD+SLU+PSG)"], best["reference fixed + PSG"]
     print(f"\nemulated E2-Train / reference fixed + PSG: {e2t / ref:.2f}x; emulated with no savings / PyTorch float: "
           f"{best['emu, no savings (fixed, full gradient)'] / best[FLOAT]:.2f}x (target >= 1.0x)")
+    v2 = best["emu v2, no savings (elementwise engine)"]
+    print(f"emulated with no savings, elementwise engine / PyTorch float: {v2 / best[FLOAT]:.2f}x (target >= 1.0x)")
+    for e2t_row, plain in EPOCHS:
+        print(f"E2-Train epoch / no-savings epoch ({e2t_row} / {plain}): {per_it[e2t_row] / per_it[plain]:.2f}x "
+              f"(target <= 0.6x)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"images_per_s": best, "engine_share": engine, "args": vars(args)}, f, indent=1)
+            json.dump({"images_per_s": best, "engine_share": engine, "s_per_iteration": per_it, "args": vars(args)},
+                      f, indent=1)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ layers' recompute statistics, at the granularity the engine uses (docs/numerics.
   the channel pairs inside tiles that hold an unsure entry), ``update``: the weight update
   (3 multiply-adds per weight); a frozen layer (``--train-from``, ``--train``) has neither.
 - MAC widths: ``fp32``; ``int8x8`` (x_q * W_q); ``int16x8`` (g_q * W_q); ``int4x16``
-  (x_msb * g_q); ``int8x16`` (x_q * g_q); ``int32`` (the integer update).
+  (x_msb * g_q); ``int8x16`` (x_q * g_q); ``int32`` (the integer update); contract v2's
+  per-element ops (``--elementwise engine``), one product per element and operand: ``int18x18``
+  (STATS) and ``int32x24`` (APPLY), in the phase of the pass they serve (``fwd``, ``bwd_data``).
 - Bytes are DDR traffic of the engine's dataflow: operands read once and results written
   once per op (x, W, g at their formats; conv outputs and input gradients as int32;
   master weights and momentum as int32, read and written by the update).

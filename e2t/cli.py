@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train", metavar="MODE",
                    help=f"what trains from --train-from's layer up: all, or bn (the BatchNorms' scale and shift and "
                         f"the classifier; the convs frozen, the backward-data pass still runs) (default {d.train})")
+    t.add_argument("--elementwise", metavar="WHERE",
+                   help=f"emu, pynq: where BatchNorm, ReLU, the residual add and the quantization run: host (float32 "
+                        f"numpy on the CPU) or engine (the engine's STATS and APPLY, contract v2, docs/numerics.md "
+                        f"sections 9-10; no SLU gates yet) (default {d.elementwise})")
     t.add_argument("--out", help="run folder (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its saved config")

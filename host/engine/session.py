@@ -21,8 +21,25 @@ from contract.opcount import TIMED_PHASES, add_count
 from .driver import DDR, EngineError
 
 PHASES = tuple(TIMED_PHASES)  # the groups of engine calls timed apart
+TIMED = {p: group for group, phases in TIMED_PHASES.items() for p in phases}  # accounting phase -> its group
 MODEL = {"CONV_FWD": cycle_model.conv_fwd, "CONV_BWD_DATA": cycle_model.conv_bwd_data,
-         "CONV_WGRAD": cycle_model.conv_wgrad, "UPDATE": cycle_model.update}  # each call's cycle model
+         "CONV_WGRAD": cycle_model.conv_wgrad, "UPDATE": cycle_model.update,
+         "STATS": lambda shape, b: cycle_model.elementwise_cycles("stats", *shape, b),
+         "APPLY": lambda shape, b: cycle_model.elementwise_cycles("apply", *shape, b)}  # each call's cycle model
+ELEMENT_MACS = {"STATS": "int18x18", "APPLY": "int32x24"}  # the multiplier width of a per-element op (opcount.py)
+
+
+class StepTensors(dict):
+    """Contract v2's step tensors by name (DDR buffers the session allocates as they are first
+    used), flushed and invalidated around every call like the plan's DDR."""
+
+    def flush(self) -> None:
+        for buf in self.values():
+            buf.flush()
+
+    def invalidate(self) -> None:
+        for buf in self.values():
+            buf.invalidate()
 
 
 class EngineSession:
@@ -32,7 +49,7 @@ class EngineSession:
         self.plan, self.ip = plan, getattr(overlay, ip_name, None)
         if self.ip is None:
             raise EngineError(f"the overlay has no IP '{ip_name}' (its IPs: {', '.join(getattr(overlay, 'ip_dict', {}))})")
-        self.ddr = DDR(plan, overlay.allocate)
+        self.ddr, self._allocate, self._tensors = DDR(plan, overlay.allocate), overlay.allocate, StepTensors()
         self.ddr.load(arrays)
         self.ddr.flush()
         self.v = self.ddr.views
@@ -49,8 +66,11 @@ class EngineSession:
         return {"batch": n, "c_in": op["c_in"], "h_in": op["h"], "w_in": op["w"], "c_out": op["c_out"],
                 "kernel": op["k"], "stride": op["stride"], "pad": op["pad"]}
 
-    def _addr(self, op: dict, *roles: str) -> dict:
-        return {role: self.ddr.address(op["buffers"][role]) for role in roles}
+    def _addr(self, op: dict, *roles: str, **tensors: str | None) -> dict:
+        """Addresses of ``op``'s buffers by role; a role in ``tensors`` names a step tensor instead."""
+        out = {role: self.ddr.address(op["buffers"][role]) for role in roles}
+        out.update({role: self._tensors[name].physical_address for role, name in tensors.items() if name})
+        return out
 
     def _modeled(self, kind: str, shape, psg: bool = False, recomputed: int | None = None) -> int:
         """The cycle model's cycles of one call (``shape``: a ConvShape, or UPDATE's weight count),
@@ -73,12 +93,12 @@ class EngineSession:
         self.wait()
         what, regs = f"{kind} of layer {op['name']}", {"op": self.ip.regs.ops[kind], **scalars}
         t0 = time.perf_counter()
-        self.ip.start(what, regs, addresses, flush=(self.ddr,))
+        self.ip.start(what, regs, addresses, flush=(self.ddr, self._tensors))
         started = time.perf_counter() - t0
 
         def finish() -> dict:
             t1 = time.perf_counter()
-            st = self.ip.wait(what, regs, invalidate=(self.ddr,))
+            st = self.ip.wait(what, regs, invalidate=(self.ddr, self._tensors))
             self.seconds[phase] += started + time.perf_counter() - t1
             self.counts[f"ops_{kind.lower()}"] += 1
             self.counts["bytes"] += nbytes
@@ -110,28 +130,33 @@ class EngineSession:
         return self.v[op["buffers"][role]]
 
     # -- the ops --------------------------------------------------------------------------
-    def conv_fwd(self, op: dict, x_q: np.ndarray) -> tuple[np.ndarray, int]:
+    def conv_fwd(self, op: dict, x_q: np.ndarray | None, *, n: int | None = None, act: str | None = None,
+                 out: str | None = None) -> tuple[np.ndarray, int]:
         """CONV_FWD of ``x_q`` (int8-valued, n images): (int32 y, shift r). x_q stays in the
-        layer's ``act`` buffer for its weight gradient."""
-        n = len(x_q)
+        layer's ``act`` buffer for its weight gradient. Contract v2: ``x_q`` None, the input is
+        step tensor ``act`` (``n`` images) and the output goes to step tensor ``out``."""
+        n = len(x_q) if x_q is not None else n
         regs = self._shape(op, n)
-        self.buffer(op, "act")[:n] = x_q
+        if x_q is not None:
+            self.buffer(op, "act")[:n] = x_q
         r = nx.out_shift(nx.fwd_bound(self.buffer(op, "wgt")))
         size = n * op["c_out"] * op["ho"] * op["wo"]
         macs = size * op["c_in"] * op["k"] ** 2
-        self._run("forward", "CONV_FWD", op, {**regs, "shift": r}, self._addr(op, "act", "wgt", "out"),
-                  x_q.size + self.buffer(op, "wgt").size + 4 * size, {("fwd", "int8x8"): macs})
-        y = self.buffer(op, "out")[:size].reshape(n, op["c_out"], op["ho"], op["wo"])
+        self._run("forward", "CONV_FWD", op, {**regs, "shift": r}, self._addr(op, "act", "wgt", "out", act=act, out=out),
+                  n * op["c_in"] * op["h"] * op["w"] + self.buffer(op, "wgt").size + 4 * size, {("fwd", "int8x8"): macs})
+        y = self._tensors[out][:n] if out else self.buffer(op, "out")[:size].reshape(n, op["c_out"], op["ho"], op["wo"])
         return y, r
 
     def set_grad(self, op: dict, g_q: np.ndarray) -> None:
         """The layer's int16 output gradient into the shared ``grad`` buffer."""
         self.buffer(op, "grad")[:g_q.size] = g_q.reshape(-1)
 
-    def conv_wgrad(self, op: dict, n: int, mode: str, threshold: int = 0, then=None, wait: bool = True) -> dict | None:
-        """CONV_WGRAD on the layer's ``act`` and the ``grad`` set by ``set_grad``: PSG modes
-        leave the signs in the layer's ``sgn`` buffer; FULL leaves G_full in ``scratch``.
-        ``then()`` follows the call; with ``wait=False`` the host goes on while it runs."""
+    def conv_wgrad(self, op: dict, n: int, mode: str, threshold: int = 0, then=None, wait: bool = True,
+                   act: str | None = None, grad: str | None = None) -> dict | None:
+        """CONV_WGRAD on the layer's ``act`` and the ``grad`` set by ``set_grad`` (contract v2:
+        step tensors ``act`` and ``grad``): PSG modes leave the signs in the layer's ``sgn``
+        buffer; FULL leaves G_full in ``scratch``. ``then()`` follows the call; with
+        ``wait=False`` the host goes on while it runs."""
         regs = self._shape(op, n)
         modes = self.ip.regs.modes
         code = {"full": modes["FULL"], "abs": modes["PSG_ABS"], "ratio": modes["PSG_RATIO"]}[mode]
@@ -151,7 +176,7 @@ class EngineSession:
                 then()
 
         return self._run("wgrad", "CONV_WGRAD", op, {**regs, "mode": code, "threshold": threshold},
-                         self._addr(op, "act", "grad", "sgn", "scratch"),
+                         self._addr(op, "act", "grad", "sgn", "scratch", act=act, grad=grad),
                          n * op["c_in"] * op["h"] * op["w"] + 2 * n * op["c_out"] * op["ho"] * op["wo"] + 9 * taps,
                          {("bwd_w_pred", "int4x16"): macs} if mode != "full" else {("bwd_w_full", "int8x16"): macs},
                          counted, wait)
@@ -161,19 +186,87 @@ class EngineSession:
         sgn = self.buffer(op, "sgn")
         return self.buffer(op, "scratch")[:sgn.size].reshape(sgn.shape)
 
-    def conv_bwd_data(self, op: dict, n: int) -> tuple[np.ndarray, int, int]:
+    def conv_bwd_data(self, op: dict, n: int, *, grad: str | None = None, out: str | None = None,
+                      g_range: tuple | None = None) -> tuple[np.ndarray, int, int]:
         """CONV_BWD_DATA of the ``grad`` buffer: (int32 g_x, shift r, e_ref') with g_x's
-        exponent e_g + wq_exp + e_ref' + r (docs/numerics.md, section 4)."""
+        exponent e_g + wq_exp + e_ref' + r (docs/numerics.md, section 4). Contract v2: the
+        gradient is step tensor ``grad`` with values in ``g_range`` (min, max), g_x goes to
+        step tensor ``out``."""
         regs = self._shape(op, n)
         wgt, s = self.buffer(op, "wgt"), self.buffer(op, "wshift")
         w_al, e_ref = nx.aligned_weights(wgt, s.astype(np.int64))
-        g_q = self.buffer(op, "grad")[:n * op["c_out"] * op["ho"] * op["wo"]]
+        g_q = self.buffer(op, "grad")[:n * op["c_out"] * op["ho"] * op["wo"]] if g_range is None else np.array(g_range)
         r = nx.out_shift(nx.bwd_data_bound(g_q, w_al))
         size = n * op["c_in"] * op["h"] * op["w"]
         macs = n * op["c_out"] * op["ho"] * op["wo"] * op["c_in"] * op["k"] ** 2
-        self._run("backward_data", "CONV_BWD_DATA", op, {**regs, "shift": r}, self._addr(op, "grad", "wgt", "wshift", "out"),
+        self._run("backward_data", "CONV_BWD_DATA", op, {**regs, "shift": r},
+                  self._addr(op, "grad", "wgt", "wshift", "out", grad=grad, out=out),
                   2 * n * op["c_out"] * op["ho"] * op["wo"] + wgt.size + len(s) + 4 * size, {("bwd_data", "int16x8"): macs})
-        return self.buffer(op, "out")[:size].reshape(n, op["c_in"], op["h"], op["w"]), r, e_ref
+        gx = self._tensors[out][:n] if out else self.buffer(op, "out")[:size].reshape(n, op["c_in"], op["h"], op["w"])
+        return gx, r, e_ref
+
+    # -- contract v2: step tensors in DDR, STATS and APPLY (docs/numerics.md, section 9) ----------
+    def tensor(self, name: str, dtype, per_image: tuple, n: int) -> np.ndarray:
+        """Step tensor ``name``'s DDR buffer, its first ``n`` images of shape ``per_image``: allocated
+        at the plan's batch on first use and kept (an engine op reads and writes it in place)."""
+        buf = self._tensors.get(name)
+        if buf is None:
+            buf = self._tensors[name] = self._allocate((self.plan.batch, *per_image), dtype)
+        if buf.dtype != np.dtype(dtype) or buf.shape[1:] != tuple(per_image) or not 1 <= n <= len(buf):
+            raise EngineError(f"step tensor {name}: {n} images of {tuple(per_image)} {np.dtype(dtype)} asked, "
+                              f"it holds {len(buf)} of {buf.shape[1:]} {buf.dtype}")
+        return buf[:n]
+
+    def _small(self, name: str, count: int) -> np.ndarray:
+        """A flat int64 buffer of at least ``count`` entries (coefficients, statistics)."""
+        buf = self._tensors.get(name)
+        if buf is None or len(buf) < count:
+            buf = self._tensors[name] = self._allocate((max(count, 3 * self.plan.board.max_c),), np.int64)
+        return buf
+
+    def _elem(self, kind: str, op: dict, phase: str, a: str, scalars: dict, addresses: dict, products: int) -> np.ndarray:
+        """One STATS or APPLY call over step tensor ``a``, counted in ``op``'s ``phase``."""
+        n, c, h, w = self._tensors[a][:1].shape
+        n = scalars["batch"]
+        shape = (n, c, h, w, scalars["mode"])
+        read, written = cycle_model.elementwise_bytes(kind.lower(), *shape)
+        self._run(TIMED[phase], kind, op, {**scalars, "c_in": c, "h_in": h, "w_in": w},
+                  {"src1": self._tensors[a].physical_address, **addresses}, read + written,
+                  {(phase, ELEMENT_MACS[kind]): products * n * c * h * w}, shape=shape)
+        return self._tensors["stats"]
+
+    def stats(self, op: dict, phase: str, n: int, a: str, t: int, b: str | None = None, u: int = 0) -> np.ndarray:
+        """STATS of step tensor ``a`` (and ``b``: PRODUCT) on ``n`` images: a copy of the int64 [C][4] sums."""
+        c = self._tensors[a].shape[1]
+        self._small("stats", 4 * c)
+        addr = {"stats": self._tensors["stats"].physical_address}
+        if b:
+            addr["src2"] = self._tensors[b].physical_address
+        mode = self.ip.regs.stats_modes["PRODUCT" if b else "SQUARE"]
+        out = self._elem("STATS", op, phase, a, {"batch": n, "mode": mode, "shift": t, "shift2": u}, addr, 1)
+        self.wait()
+        return out[:4 * c].reshape(c, 4).copy()
+
+    def apply(self, op: dict, phase: str, n: int, a: str, coef: np.ndarray, shift: int, out: str,
+              b: str | None = None, relu: bool = False, mask: str | None = None) -> np.ndarray:
+        """APPLY to step tensor ``a`` (``b``: its int32 or int8 second source, ``mask``: an int8
+        step tensor) into step tensor ``out`` (int8, int16 or int32: the output field), ``n``
+        images: a copy of the int64 [N][C][3] plane statistics."""
+        c = self._tensors[a].shape[1]
+        self._small("coef", 3 * c)[:3 * c] = np.asarray(coef, np.int64).reshape(-1)
+        self._small("stats", 3 * n * c)
+        bits = self._tensors[out].dtype.itemsize * 8
+        src2 = "none" if not b else "int8" if self._tensors[b].dtype == np.int8 else "int32"
+        mode = self.ip.regs.apply_mode(src2=src2, relu=relu, mask=bool(mask), out_bits=bits)
+        addr = {"coef": self._tensors["coef"].physical_address, "stats": self._tensors["stats"].physical_address,
+                {8: "dst8", 16: "dst16", 32: "out"}[bits]: self._tensors[out].physical_address}
+        if b:
+            addr["act" if src2 == "int8" else "src2"] = self._tensors[b].physical_address
+        if mask:
+            addr["mask"] = self._tensors[mask].physical_address
+        res = self._elem("APPLY", op, phase, a, {"batch": n, "mode": mode, "shift": shift}, addr, 1 + bool(b))
+        self.wait()
+        return res[:3 * n * c].reshape(n, c, 3).copy()
 
     def update(self, op: dict, k: nx.UpdateConstants) -> int:
         """UPDATE of the layer's master and momentum with its ``sgn``; returns saturations."""

@@ -19,6 +19,7 @@ ENGINE_BACKENDS = ("emu", "pynq")  # the board's engine: fixed point, the intege
 SLU_WEIGHTINGS = ("uniform", "macs")
 SLU_EXECS = ("mask", "gather")
 PRECISIONS = ("fp32", "fixed")
+ELEMENTWISE = ("host", "engine")  # where BatchNorm, ReLU, the residual and the quantization run
 # E2-Train as this project runs it (README, "The savings"): SMD drops half the batches, SLU aims at
 # 60 % of the gated blocks (cost weight 1e-3, a +-5 % band, gates starting open at 0.95), PSG takes
 # every weight-gradient sign from the 4-bit predictor (threshold 0). `e2t train --preset e2train`.
@@ -114,6 +115,7 @@ class TrainConfig:
     predictive_forward: bool = False  # PSG: zero outputs the MSB forward predicts negative
     train_from: str | None = None  # the layers below this block (blocks.N, or fc) are frozen; None: all train
     train: str = "all"  # what trains from the line up: all, or bn (BatchNorm scale and shift, and the classifier)
+    elementwise: str = "host"  # emu, pynq: host (float32 numpy) or engine (contract v2: STATS and APPLY)
 
     def __post_init__(self):
         self._check_types()
@@ -178,6 +180,12 @@ class TrainConfig:
         if self.train_from is not None:  # before any work; an --init plan's blocks again when the trainer reads it
             blocks = trainable.model_blocks(self.model)
             object.__setattr__(self, "train_from", trainable.check_name(self.train_from, blocks))
+        if self.elementwise not in ELEMENTWISE:
+            raise E2TError(f"unknown --elementwise '{self.elementwise}' (known: {', '.join(ELEMENTWISE)})")
+        if self.elementwise == "engine" and not engine:
+            raise E2TError(f"--elementwise engine runs on the engine: --backend emu or pynq, not {self.backend}")
+        if self.elementwise == "engine" and self.slu_target is not None:
+            raise E2TError("--elementwise engine does not run SLU gates yet: leave --elementwise out, or drop --slu")
         if self.train not in trainable.MODES:
             raise E2TError(f"unknown --train '{self.train}' (known: {', '.join(trainable.MODES)})")
 

@@ -51,10 +51,12 @@ class OnArrays:
         return self.arrays[f"{op['name']}.{role}"]
 
 
-def forward(plan, arrays: dict, x: np.ndarray, engine, slu: str = "gather", record: dict | None = None) -> dict:
+def forward(plan, arrays: dict, x: np.ndarray, engine, slu: str = "gather", record: dict | None = None,
+            table=None) -> dict:
     """Run ``x`` (N images, N <= the plan's batch) through the plan. Returns every tensor by
     name (``plan.data['output']`` holds the logits) plus ``gates``: the decisions (gates, N).
-    ``record``, if given, receives each conv's int32 output by op name."""
+    ``record``, if given, receives each conv's int32 output by op name. ``table``: the op table
+    (walk.Walk's; contract v2's needs an EngineSession)."""
     if slu not in SLU_MODES:
         raise E2TError(f"unknown SLU mode '{slu}' (known: {', '.join(SLU_MODES)})")
     x = np.asarray(x, np.float32)
@@ -63,21 +65,21 @@ def forward(plan, arrays: dict, x: np.ndarray, engine, slu: str = "gather", reco
         raise E2TError(f"forward: input of shape {list(x.shape)}, the plan takes [N] + {want[1:]} with "
                        f"1 <= N <= {plan.batch} (its batch)")
     layers = engine if isinstance(engine, EngineSession) else OnArrays(engine, arrays)
-    w = Walk(plan, layers, arrays, False, slu=slu, record=record)
+    w = Walk(plan, layers, arrays, False, slu=slu, record=record, table=table)
     t = w.run(x)
     t["gates"] = np.array(w.decisions, np.float32).reshape(len(w.decisions), len(x))
     return t
 
 
 def evaluate(plan, arrays: dict, images: np.ndarray, labels: np.ndarray, engine, batch: int | None = None,
-             slu: str = "gather") -> dict:
+             slu: str = "gather", table=None) -> dict:
     """Test metrics of the plan on (images, labels), in batches of ``batch`` (the plan's by
     default): ``test_loss``, ``test_acc``, ``test_executed_fraction`` (gated nets) and the
     predictions."""
     batch = batch or plan.batch
     preds, loss, executed = [], 0.0, 0.0
     for i in range(0, len(images), batch):
-        t = forward(plan, arrays, images[i:i + batch], engine, slu)
+        t = forward(plan, arrays, images[i:i + batch], engine, slu, table=table)
         logits = t[plan.data["output"]]
         preds.append(logits.argmax(1))
         loss += float(hostops.softmax_cross_entropy(logits, labels[i:i + batch]).sum())

@@ -17,13 +17,13 @@ from .trainable import EVERYTHING
 from .walk import HostTally, gather_work, gathered, gradient_sum_work, scatter_work
 
 
-def update_work(plan, trainable=EVERYTHING) -> dict:
+def update_work(plan, trainable=EVERYTHING, table=OPS) -> dict:
     """Op name -> the host's work after a step (its "update" slot): the op's own (a trained conv's
     weight refresh) and the SGD (EngineTrainer._update) of each host parameter it is the first
     trained op to name."""
     out, seen = {}, set()
     for op in plan.ops:
-        parts = [OPS[op["type"]].work(plan, op, 0, "update", trainable=trainable)]
+        parts = [table[op["type"]].work(plan, op, 0, "update", trainable=trainable)]
         for name in op.get("params", {}).values() if trainable.trains(op) else ():
             if name in plan.params and name not in seen and name + MOMENTUM in plan.params:
                 parts.append(hostops.sgd_work(int(np.prod(plan.params[name]["shape"]))))
@@ -35,13 +35,15 @@ def update_work(plan, trainable=EVERYTHING) -> dict:
 
 
 def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None = None,
-               trainable=EVERYTHING) -> None:
+               trainable=EVERYTHING, table=OPS) -> None:
     """One training step's forward and backward host work at batch ``n`` into ``tally`` (each
     distinct count computed once, under the walk's keys), as the walk counts it: an op of gate j
     on the ``executed[j]`` images its gate let through (every gate on where absent), the gathers
     and scatters of its block, a block no image took counting only its gathers; the backward of
-    what ``trainable`` trains, down to the tensors that get a gradient."""
+    what ``trainable`` trains, down to the tensors that get a gradient; ``table``: the op table
+    (contract v2's: host/train/intops.INT_OPS)."""
     plan, executed = tally.plan, executed or {}
+    sum_work = getattr(table, "gradient_sum_work", gradient_sum_work)
 
     def count(op, phase, key, work):
         tally.add(op["name"], phase, (op["name"], phase, *key), work)
@@ -52,7 +54,7 @@ def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None
 
     block, taken, empty = {}, set(), set()  # tensor -> the gate whose gathered op made it; (tensor, gate) gathered
     for op in plan.ops:
-        kind, gate = OPS[op["type"]], op.get("gate")
+        kind, gate = table[op["type"]], op.get("gate")
         rows, on = sizes(op, kind)
         if gathered(op, kind):
             for name in op["inputs"]:
@@ -69,9 +71,9 @@ def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None
         k = parts.pop(op["output"], 0)
         if not k or op["name"] in empty:
             continue
-        kind, gate = OPS[op["type"]], op.get("gate")
+        kind, gate = table[op["type"]], op.get("gate")
         rows, on = sizes(op, kind)
-        count(op, "bwd_data", ("sum", k, rows), lambda: gradient_sum_work(k, rows * per_image(plan, op["output"])))
+        count(op, "bwd_data", ("sum", k, rows), lambda: sum_work(k, rows * per_image(plan, op["output"])))
         count(op, "bwd_data", (rows, on, psg),
               lambda: kind.work(plan, op, rows, "bwd_data", psg=psg, on=on, trainable=trainable))
         for name in op["inputs"]:
@@ -84,14 +86,14 @@ def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None
 
 
 def step_work(plan, n: int | None = None, psg: bool = True, executed: dict | None = None,
-              trainable=EVERYTHING) -> dict:
+              trainable=EVERYTHING, table=OPS) -> dict:
     """One training step's host counts at batch ``n`` (default the plan's), with or without PSG,
     ``executed``: gate index -> the images it let through (default every gate on), of what
-    ``trainable`` trains (default everything):
+    ``trainable`` trains (default everything), with the op table ``table``:
     ``{"per_layer": every plan op in order -> phase -> slot, "total": per phase and "all"}``,
     what a run of such a step records."""
     tally = HostTally(plan)
-    count_step(tally, plan.batch if n is None else n, psg, executed, trainable)
-    for name, slot in update_work(plan, trainable).items():
+    count_step(tally, plan.batch if n is None else n, psg, executed, trainable, table)
+    for name, slot in update_work(plan, trainable, table).items():
         add_host(tally.per_layer[name], "update", slot)
     return {"per_layer": tally.per_layer, "total": sum_host_layers(tally.per_layer)}

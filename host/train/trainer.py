@@ -31,7 +31,7 @@ from host.data.datasets import batches_per_epoch, load_dataset, preprocess, trai
 from host.engine.session import PHASES, EngineSession
 from host.plan import finetune, planbuild, schema as planmod, weightsfile
 
-from . import hostops
+from . import hostops, intops, ops
 from .config import TrainConfig, lr_at
 from .forward import evaluate
 from .hostwork import update_work
@@ -132,7 +132,12 @@ class EngineTrainer:
                     macs[op["block"]] += op["c_out"] * op["c_in"] * op["k"] ** 2 * op["ho"] * op["wo"]
             self.cost_weights = cost_weights([macs[op["block"]] for op in gates], cfg.slu_weighting)
         self.trainable = Trainable(self.plan.ops, cfg.train_from, cfg.train)  # --train-from, --train
-        self.update_work, self.host = update_work(self.plan, self.trainable), HostTally(self.plan)  # epoch's ops.host
+        self.table = ops.OPS
+        if cfg.elementwise == "engine":
+            intops.check_plan(self.plan)
+            self.table = intops.INT_OPS
+        self.update_work = update_work(self.plan, self.trainable, self.table)
+        self.host = HostTally(self.plan)  # the epoch's ops.host
         self.epoch = self.iteration = 0
         self.iters_per_epoch = batches_per_epoch(self.ds, cfg.batch_size)
         self.total_iterations = self.iters_per_epoch * cfg.epochs
@@ -253,7 +258,8 @@ class EngineTrainer:
                 cost = None
                 if self.cost_weights is not None:
                     cost = {"beta": cfg.slu_beta, "weights": self.cost_weights, "sign": 0.0}
-                step = Step(self.plan, self.session, self.params, self.psg, cost, rng, self.host, self.trainable)
+                step = Step(self.plan, self.session, self.params, self.psg, cost, rng, self.host, self.trainable,
+                            self.table)
                 loss, logits = step.forward(x, y)
                 if cost is not None:
                     executed = float(np.mean(step.decisions)) if step.decisions else 1.0
@@ -291,7 +297,7 @@ class EngineTrainer:
         from host.data.datasets import normalize
         x = normalize(self.ds, self.ds.test_x)
         arrays = {**self.session.arrays(), **self.params}
-        out = evaluate(self.plan, arrays, x, self.ds.test_y, self.session, self.cfg.batch_size)
+        out = evaluate(self.plan, arrays, x, self.ds.test_y, self.session, self.cfg.batch_size, table=self.table)
         out.pop("predictions")
         return out
 

@@ -20,8 +20,9 @@ class Step(Walk):
     the host's work into ``host``, a walk.HostTally, when given)."""
 
     def __init__(self, plan, session, params: dict, psg: dict | None, slu_cost: dict | None, rng,
-                 host=None, trainable=EVERYTHING):
-        super().__init__(plan, session, params, True, rng, psg=psg, slu_cost=slu_cost, host=host, trainable=trainable)
+                 host=None, trainable=EVERYTHING, table=None):
+        super().__init__(plan, session, params, True, rng, psg=psg, slu_cost=slu_cost, host=host, trainable=trainable,
+                         table=table)
 
     def forward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """(mean cross-entropy, logits)."""

@@ -108,14 +108,16 @@ class Walk:
     from ``rng`` and keeps what the backward needs; ``labels`` (set before ``run``) feed the
     loss. The backward collects the host gradients in ``grads`` and the convs that got a
     weight gradient in ``updated``, of what ``trainable`` trains (a trainable.Trainable; default
-    everything). ``host`` (a HostTally) counts the host's work when given."""
+    everything). ``host`` (a HostTally) counts the host's work when given. ``table``: the op table
+    (host/train/ops.py's OPS by default; host/train/intops.py's INT_OPS for contract v2), with its
+    rule for joining a tensor's gradients (``gradient_sum``, ``gradient_sum_work``) where it has one."""
 
     def __init__(self, plan, layers, p: dict, training: bool, rng=None, slu: str = "gather",
                  record: dict | None = None, psg: dict | None = None, slu_cost: dict | None = None,
-                 host: HostTally | None = None, trainable=EVERYTHING):
+                 host: HostTally | None = None, trainable=EVERYTHING, table=None):
         self.plan, self.layers, self.p, self.training, self.rng = plan, layers, p, training, rng
         self.slu, self.record, self.psg, self.slu_cost, self.host = slu, record, psg, slu_cost, host
-        self.trainable = trainable
+        self.trainable, self.table = trainable, OPS if table is None else table
         self.labels = self.losses = self.state = self.carry = None
         self.t, self.sub, self.cache, self.picks, self.decisions = {}, {}, {}, {}, []
         self.empty, self.grads, self.updated = set(), {}, set()
@@ -142,7 +144,7 @@ class Walk:
         """The forward pass of ``x``: every tensor by name."""
         t, sub, taken = {self.plan.data["input"]: x}, self.sub, {}
         for op in self.plan.ops:
-            kind, gate = OPS.get(op["type"]), op.get("gate")
+            kind, gate = self.table.get(op["type"]), op.get("gate")
             if kind is None:
                 raise E2TError(f"op type '{op['type']}' is not known to this e2t")
             gathered = self._gathered(op, kind)
@@ -175,13 +177,14 @@ class Walk:
         grads = {self.plan.ops[-1]["output"]: [F32(1)]}
         for op in reversed(self.plan.ops):
             parts = grads.pop(op["output"], None)
-            g = gradient_sum(parts)
+            g = getattr(self.table, "gradient_sum", gradient_sum)(parts)
             if g is None or op["name"] in self.empty:
                 continue
-            kind, gate = OPS[op["type"]], op.get("gate")
+            kind, gate = self.table[op["type"]], op.get("gate")
             gathered = self._gathered(op, kind)
-            m, size = len(parts), np.size(g)
-            self._count(op, "bwd_data", ("sum", m, size), lambda: gradient_sum_work(m, size))
+            m, size = len(parts), np.size(g) if isinstance(g, (np.ndarray, np.generic)) else len(g)
+            self._count(op, "bwd_data", ("sum", m, size),
+                        lambda: getattr(self.table, "gradient_sum_work", gradient_sum_work)(m, size))
             back = kind.backward(self, op, g)
             self._count_op(kind, op, len(self.t[op["output"]]), "bwd_data")
             for name, gi in zip(op["inputs"], back):

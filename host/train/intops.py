@@ -1,0 +1,351 @@
+"""Contract v2's op table (``--elementwise engine``): the per-element work on the engine
+(docs/numerics.md, sections 9 and 10), the host left with O(batch x channels).
+
+The tensors between engine ops stay in DDR as the session's step tensors (``Ints``: int8
+activations, int32 conv outputs and gradients, int16 output gradients), each with its
+exponents and its per-channel range. In the forward pass BatchNorm asks the engine for its
+input's exact per-channel sums (STATS) and hands on an affine map (``Affine``); a residual add
+joins a second term to it; the ReLU after them runs the map, the residual and the quantization
+to the next conv's int8 input in one APPLY, whose plane sums are the global average pool. In the
+backward pass ReLU's APPLY masks and joins the (at most two) gradients that reach its output,
+and BatchNorm's STATS PRODUCT and APPLY give the conv its int16 output gradient. The host
+computes the coefficients and exponents (contract/bncoef.py) and runs the classifier and the
+loss in float32; two per-element passes stay on it: the quantization of the input images and
+the broadcast of the pooled gradient to the last block's pixels.
+
+Not on contract v2 yet: SLU gates (gated blocks), a conv whose output does not go to BatchNorm.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from contract import bncoef, numerics as nx
+from contract.errors import E2TError
+from contract.opcount import merge_host
+
+from . import hostops
+from .hostops import passes
+from .ops import OPS, Op
+from .trainable import EVERYTHING
+from .walk import gradient_sum, gradient_sum_work
+
+F32, F64 = np.float32, np.float64
+
+
+@dataclass
+class Ints:
+    """An engine tensor: step tensor ``name`` (its DDR view ``q``, n images first), per-channel
+    exponents ``e``, per-channel least and greatest values ``lo``, ``hi`` (None until known),
+    APPLY's plane statistics ``planes`` ([N][C][3]) where it wrote them, and ``bound`` on |q| known
+    before the data (a conv output's, for its statistics shift)."""
+
+    name: str
+    q: np.ndarray
+    e: np.ndarray
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+    planes: np.ndarray | None = None
+    bound: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.q)
+
+    @property
+    def exponent(self) -> int:
+        """The per-tensor exponent (activations and gradients have one)."""
+        return int(self.e[0])
+
+    def box(self) -> np.ndarray:
+        """Each channel's (least, greatest) value, C x 2."""
+        return np.stack([self.lo, self.hi], 1)
+
+
+@dataclass
+class Affine:
+    """BatchNorm's output, not yet written: ``sum m_i * term_i + b0`` per channel (real values of
+    the terms' integers), at most two terms, the first int32."""
+
+    terms: list
+    b0: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.terms[0][0])
+
+
+class GradSum(list):
+    """The gradients that reach one tensor, summed by the APPLY that takes them."""
+
+    def __len__(self) -> int:
+        return len(self[0]) if list.__len__(self) else 0
+
+
+def _planes_box(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel least and greatest of an APPLY output from its plane statistics."""
+    return planes[:, :, 1].min(0), planes[:, :, 2].max(0)
+
+
+def _written(s, name: str, dtype, shape: tuple, n: int, e: int, planes: np.ndarray) -> Ints:
+    """The Ints an APPLY wrote to step tensor ``name`` at exponent ``e``."""
+    lo, hi = _planes_box(planes)
+    return Ints(name, s.tensor(name, dtype, shape, n), np.full(shape[0], e, np.int64), lo, hi, planes)
+
+
+def _box_work(n: int, c: int) -> dict:
+    """A plane-statistics reduction: the least of the minima and the greatest of the maxima."""
+    return passes(n * c, (8, 0, 1, "int"), (8, 0, 1, "int"))
+
+
+class IntConv(Op):
+    """CONV_FWD on the int8 step tensor of its input (the images, quantized by the host, for the
+    stem) into an int32 step tensor; backward, CONV_BWD_DATA of BatchNorm's int16 gradient into
+    an int32 step tensor and CONV_WGRAD as on contract v1."""
+
+    def forward(self, w, op, ins):
+        s, x = w.layers, ins[0]
+        n = len(x)
+        if isinstance(x, np.ndarray):  # the images: quantized here
+            q, e_x, _ = nx.quantize_tensor(x, nx.ACT, np.int8)
+            name = f"{op['inputs'][0]}.q"
+            s.tensor(name, np.int8, x.shape[1:], n)[...] = q
+            x = Ints(name, s.tensor(name, np.int8, x.shape[1:], n), np.full(x.shape[1], e_x, np.int64))
+        elif x.q.dtype != np.int8:
+            raise E2TError(f"{op['name']}: contract v2 takes an int8 input (a ReLU's output), not {x.q.dtype}")
+        out = f"{op['output']}.y"
+        s.tensor(out, np.int32, (op["c_out"], op["ho"], op["wo"]), n)
+        y, r = s.conv_fwd(op, None, n=n, act=x.name, out=out)
+        if w.record is not None:
+            w.record[op["name"]] = y
+        e = x.exponent + op["wq_exp"] + s.buffer(op, "wshift").astype(np.int64) + r
+        w.cache[op["name"]] = (n, x)
+        return Ints(out, y, e, bound=int(nx.rshift_round(nx.fwd_bound(s.buffer(op, "wgt")), r)))
+
+    def backward(self, w, op, g):
+        s, psg = w.layers, w.psg
+        n, x = w.cache[op["name"]]
+        if not isinstance(g, Ints) or g.q.dtype != np.int16:
+            raise E2TError(f"{op['name']}: contract v2 needs BatchNorm after every conv (its gradient arrives as "
+                           f"{type(g).__name__})")
+        e_g, gx = g.exponent, None
+        if op["input_grad"] and w.trainable.wants(op["inputs"][0]):
+            out = f"{op['inputs'][0]}.g.{op['name']}"
+            s.tensor(out, np.int32, (op["c_in"], op["h"], op["w"]), n)
+            g_range = (int(g.lo.min()), int(g.hi.max()))
+            q, r, e_ref = s.conv_bwd_data(op, n, grad=g.name, out=out, g_range=g_range)
+            w_al = nx.aligned_weights(s.buffer(op, "wgt"), s.buffer(op, "wshift").astype(np.int64))[0]
+            top = np.full(op["c_in"], int(nx.rshift_round(nx.bwd_data_bound(np.array(g_range), w_al), r)), np.int64)
+            gx = Ints(out, q, np.full(op["c_in"], e_g + op["wq_exp"] + e_ref + r, np.int64), -top, top)
+        if not w.trainable.trains(op):
+            return [gx]
+        if psg is None:
+            def signs():
+                s.buffer(op, "sgn")[...] = np.sign(s.wgrad_result(op))
+            s.conv_wgrad(op, n, "full", then=signs, wait=False, act=x.name, grad=g.name)
+        elif psg["ratio"] is not None:
+            s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(psg["ratio"]), wait=False, act=x.name, grad=g.name)
+        else:
+            s.conv_wgrad(op, n, "abs", nx.threshold_abs(psg["tau"], x.exponent, e_g), wait=False, act=x.name,
+                         grad=g.name)
+        w.updated.add(op["name"])
+        return [gx]
+
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
+        """fwd: the stem's images quantized and stored, the output's bound; bwd_data: the input
+        gradient's weights and bound, without PSG the signs of G_full; update: the weights' refresh."""
+        weights = op["c_out"] * op["c_in"] * op["k"] ** 2
+        if phase == "fwd":
+            parts = [hostops.fwd_bound_work(weights)]
+            if op["inputs"][0] == plan.data["input"]:
+                x = n * op["c_in"] * op["h"] * op["w"]
+                parts += [hostops.quantize_work(x, 1), passes(x, (1, 1, 0, "int"))]
+            return merge_host(*parts)
+        trains = trainable.trains(op)
+        if phase == "bwd_data":
+            parts = [hostops.bwd_data_bound_work(0, weights)] * 2 if op["input_grad"] and trainable.wants(
+                op["inputs"][0]) else []
+            if not psg and trains:
+                parts.append(passes(weights, (8, 8, 1, "int"), (8, 1, 0, "int")))
+            return merge_host(*parts)
+        return hostops.refresh_work(weights) if trains else {}
+
+
+class IntBatchNorm(Op):
+    """STATS SQUARE of the conv's int32 output (in inference too: its range sets the next
+    exponent), the batch statistics and the running ones (training) or the running ones
+    (inference) into an Affine; backward, STATS PRODUCT of the gradient and the input, the
+    parameter gradients, and APPLY of ``p g + q y + r`` to int16."""
+
+    def forward(self, w, op, ins):
+        s, y, p = w.layers, ins[0], op["params"]
+        if not isinstance(y, Ints) or y.bound is None:
+            raise E2TError(f"{op['name']}: contract v2 takes BatchNorm right after a conv")
+        n = len(y)
+        t = bncoef.stat_shift(y.bound)
+        st = s.stats(op, "fwd", n, y.name, t)
+        y.lo, y.hi = st[:, 2], st[:, 3]
+        gamma, beta = w.p[p["weight"]], w.p[p["bias"]]
+        if not w.training:
+            inv = 1.0 / np.sqrt(w.p[p["running_var"]].astype(F64) + op["eps"])
+            m1 = gamma.astype(F64) * inv
+            return Affine([(y, m1 * np.ldexp(1.0, y.e))], beta.astype(F64) - m1 * w.p[p["running_mean"]].astype(F64))
+        m = y.q.size // y.q.shape[1]
+        f = bncoef.bn_forward(st, t, m, y.e, gamma, beta, op["eps"])
+        if m > 1:
+            mom = F32(op["momentum"])
+            w.p[p["running_mean"]] = ((1 - mom) * w.p[p["running_mean"]] + mom * f["mean"].astype(F32)).astype(F32)
+            unbiased = (f["var"] * m / (m - 1)).astype(F32)
+            w.p[p["running_var"]] = ((1 - mom) * w.p[p["running_var"]] + mom * unbiased).astype(F32)
+        w.cache[op["name"]] = (y, t, f, m)
+        return Affine([(y, f["m1"])], f["b0"])
+
+    def backward(self, w, op, g):
+        s, p = w.layers, op["params"]
+        y, t, f, m = w.cache[op["name"]]
+        n = len(y)
+        tg = bncoef.stat_shift(max(-int(g.lo.min()), int(g.hi.max())))
+        st = s.stats(op, "bwd_data", n, g.name, tg, b=y.name, u=t)
+        gamma = w.p[p["weight"]]
+        b = bncoef.bn_backward(st, tg, t, m, g.exponent, y.e, f, gamma)
+        if w.trainable.trains(op):
+            w.acc(p["weight"], b["dgamma"].astype(F32))
+            w.acc(p["bias"], b["dbeta"].astype(F32))
+        if not w.trainable.wants(op["inputs"][0]):
+            return [None]
+        e, coef, shift = bncoef.apply_plan(b["p"], b["q"], b["r"], nx.GRAD, st[:, 2:4], y.box())
+        out, shape = f"{y.name}.g16", y.q.shape[1:]
+        s.tensor(out, np.int16, shape, n)
+        return [_written(s, out, np.int16, shape, n, e, s.apply(op, "bwd_data", n, g.name, coef, shift, out, b=y.name))]
+
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
+        """O(channels) only (the coefficients): nothing counted."""
+        return {}
+
+
+class IntAdd(Op):
+    """The residual add: the two Affines' terms (or an int8 shortcut's) joined, nothing run."""
+
+    def forward(self, w, op, ins):
+        terms, b0 = [], 0.0
+        for v in ins:
+            if isinstance(v, Affine):
+                terms += v.terms
+                b0 = b0 + v.b0
+            elif isinstance(v, Ints) and v.q.dtype == np.int8:
+                terms.append((v, np.ldexp(1.0, v.e)))
+            else:
+                raise E2TError(f"{op['name']}: contract v2 adds BatchNorm outputs and int8 shortcuts only")
+        terms.sort(key=lambda term: term[0].q.dtype != np.int32)
+        if len(terms) > 2 or terms[0][0].q.dtype != np.int32:
+            raise E2TError(f"{op['name']}: contract v2's APPLY joins one int32 term and at most one more")
+        return Affine(terms, b0)
+
+    def backward(self, w, op, g):
+        return [g, g]
+
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
+        return {}
+
+
+class IntReLU(Op):
+    """APPLY of the Affine before it, ReLU and the int8 quantization at the exponent its range
+    allows; backward, APPLY of the gradients that reach its output (at most two, aligned),
+    masked where the output is 0, into an int32 step tensor."""
+
+    def forward(self, w, op, ins):
+        s, v = w.layers, ins[0]
+        if not isinstance(v, Affine):
+            raise E2TError(f"{op['name']}: contract v2 runs ReLU after BatchNorm (or a residual add)")
+        (a, m1), second = v.terms[0], v.terms[1] if len(v.terms) > 1 else None
+        n, shape = len(a), a.q.shape[1:]
+        m2 = second[1] if second else np.zeros(len(m1))
+        e, coef, shift = bncoef.apply_plan(m1, m2, v.b0, nx.ACT, a.box(), second[0].box() if second else None, relu=True)
+        out = f"{op['output']}.q"
+        s.tensor(out, np.int8, shape, n)
+        planes = s.apply(op, "fwd", n, a.name, coef, shift, out, b=second[0].name if second else None, relu=True)
+        z = _written(s, out, np.int8, shape, n, e, planes)
+        w.cache[op["name"]] = z
+        return z
+
+    def backward(self, w, op, g):
+        s, z = w.layers, w.cache[op["name"]]
+        parts = list(g) if isinstance(g, GradSum) else [g]
+        if len(parts) > 2:
+            raise E2TError(f"{op['name']}: contract v2's APPLY joins at most two gradients, {len(parts)} reach it")
+        n, shape, c = len(z), z.q.shape[1:], z.q.shape[1]
+        m = [np.full(c, np.ldexp(1.0, p.exponent)) for p in parts] + [np.zeros(c)]
+        e, coef, shift = bncoef.apply_plan(m[0], m[1], np.zeros(c), nx.OUT, parts[0].box(),
+                                           parts[1].box() if len(parts) > 1 else None)
+        out = f"{op['inputs'][0]}.g"
+        s.tensor(out, np.int32, shape, n)
+        planes = s.apply(op, "bwd_data", n, parts[0].name, coef, shift, out,
+                         b=parts[1].name if len(parts) > 1 else None, mask=z.name)
+        return [_written(s, out, np.int32, shape, n, e, planes)]
+
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
+        """The output's (or its gradient's) per-channel range from the plane statistics."""
+        return _box_work(n, plan.tensors[op["output"]][0]) if phase in ("fwd", "bwd_data") else {}
+
+
+class IntAvgPool(Op):
+    """The pooled features from the last APPLY's plane sums (float64, rounded once); backward,
+    the pooled gradient divided by the pixels, quantized to int32 and broadcast to every pixel
+    of an int32 step tensor (a per-element pass the host still makes)."""
+
+    def forward(self, w, op, ins):
+        x = ins[0]
+        if not isinstance(x, Ints) or x.planes is None:
+            raise E2TError(f"{op['name']}: contract v2 pools a ReLU's output")
+        n, c, h, wd = x.q.shape
+        w.cache[op["name"]] = x
+        return (np.ldexp(x.planes[:, :, 0].astype(F64), x.exponent) / (h * wd)).astype(F32).reshape(n, c, 1, 1)
+
+    def backward(self, w, op, g):
+        x = w.cache[op["name"]]
+        n, c, h, wd = x.q.shape
+        gv = g.reshape(n, c).astype(F64) / (h * wd)
+        e = nx.exponent_for(float(np.abs(gv).max(initial=0.0)), nx.OUT)
+        q = np.floor(np.ldexp(gv, -e) + 0.5).astype(np.int64)
+        name = f"{op['inputs'][0]}.g.pool"
+        buf = w.layers.tensor(name, np.int32, (c, h, wd), n)
+        buf[...] = q.reshape(n, c, 1, 1)
+        return [Ints(name, buf, np.full(c, e, np.int64), q.min(0), q.max(0))]
+
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
+        """fwd: the plane sums scaled and rounded; bwd_data: g / (h w), its quantization, the broadcast."""
+        c, h, wd = plan.tensors[op["inputs"][0]]
+        if phase == "fwd":
+            return passes(n * c, (8, 8, 0, "f64"), (8, 8, 1, "f64"), (8, 8, 1, "f64"), (8, 4, 0, "f64"))
+        if phase != "bwd_data":
+            return {}
+        return merge_host(passes(n * c, (4, 8, 0, "f64"), (8, 8, 1, "f64"), (8, 0, 1, "f64"), (8, 8, 1, "f64"),
+                                 (8, 8, 1, "f64"), (8, 8, 0, "int"), (8, 0, 1, "int"), (8, 0, 1, "int")),
+                          passes(n * c * h * wd, (0, 4, 0, "int")))
+
+
+class OpTable(dict):
+    """An op table by plan op type, with the rule that joins the gradients reaching one tensor."""
+
+    def __init__(self, ops: dict, gradient_sum=gradient_sum, gradient_sum_work=gradient_sum_work):
+        super().__init__(ops)
+        self.gradient_sum, self.gradient_sum_work = gradient_sum, gradient_sum_work
+
+
+def _join(parts: list | None):
+    """Contract v2: the gradients reaching a tensor, summed later by the APPLY that takes them."""
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else GradSum(parts)
+
+
+INT_OPS = OpTable({**OPS, "conv": IntConv(), "batchnorm": IntBatchNorm(), "add": IntAdd(), "relu": IntReLU(),
+                   "avgpool": IntAvgPool()}, _join, lambda parts, size: {})
+UNSUPPORTED = ("gate", "mix")  # plan op types contract v2 does not run yet
+
+
+def check_plan(plan) -> None:
+    """Refuse a plan contract v2 cannot run yet, before any work."""
+    kinds = sorted({op["type"] for op in plan.ops} & set(UNSUPPORTED))
+    if kinds:
+        raise E2TError(f"--elementwise engine does not run SLU gates yet (the plan has {', '.join(kinds)} ops): "
+                       f"leave --elementwise out, or train without --slu")

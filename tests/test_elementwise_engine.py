@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from host.train import intops, ops as opmod
+from host.train import intops, walk
 from host.train.config import TrainConfig
 from host.train.hostwork import step_work
 from host.train.trainer import EngineTrainer
@@ -45,7 +45,7 @@ def test_a_step_agrees_with_the_host_path(tmp_path):
     from host.data.datasets import normalize
     x, y = normalize(t.ds, t.ds.train_x[:N].astype(np.float32)), t.ds.train_y[:N]
     got = {}
-    for name, table in (("host", opmod.OPS), ("engine", intops.INT_OPS)):
+    for name, table in (("host", walk.TABLE), ("engine", intops.INT_OPS)):
         params = {k: v.copy() for k, v in t.params.items()}
         step = Step(t.plan, t.session, params, None, None, np.random.default_rng(0), table=table)
         loss = step.forward(x, y)[0]
@@ -78,6 +78,17 @@ def test_a_step_runs_stats_and_apply_and_records_its_plans_host_work(tmp_path, p
     assert got["total"]["all"]["bytes"] < 0.2 * host_v1["total"]["all"]["bytes"]
 
 
+def test_slu_gated_blocks_run_on_their_images_and_count_what_the_plan_gives(tmp_path):
+    t, r = _one_step(_cfg(slu_target=0.5, psg=True, psg_tau=0.0), tmp_path)
+    gates = [op for op in t.plan.ops if op["type"] == "gate"]
+    assert gates and 0 <= r["executed_fraction"] <= 1
+    executed = {op["index"]: int(round(r["block_executed"][op["index"] + 1] * N)) for op in gates}
+    got = r["ops"]["host"]
+    assert got == step_work(t.plan, N, psg=True, executed=executed, table=intops.INT_OPS)
+    mixes = [op["name"] for op in t.plan.ops if op["type"] == "mix"]
+    assert all("fwd" in got["per_layer"][m] for m in mixes)
+
+
 def test_training_is_deterministic_and_learns(tmp_path):
     cfg = _cfg(epochs=4, batch_size=32, psg=True, psg_tau=0.0, smd=0.5)  # the host path: 56 % after 4 epochs
     acc, arrays = [], []
@@ -99,7 +110,6 @@ def _e2t(*args):
 
 @pytest.mark.parametrize("flags, message", [
     (["--backend", "torch"], "--elementwise engine runs on the engine"),
-    (["--backend", "emu", "--slu-target", "0.5"], "does not run SLU gates yet"),
     (["--backend", "emu", "--elementwise", "fabric"], "unknown --elementwise 'fabric'"),
 ])
 def test_what_it_does_not_run_is_refused_in_one_line(tmp_path, flags, message):

@@ -184,8 +184,6 @@ class TrainConfig:
             raise E2TError(f"unknown --elementwise '{self.elementwise}' (known: {', '.join(ELEMENTWISE)})")
         if self.elementwise == "engine" and not engine:
             raise E2TError(f"--elementwise engine runs on the engine: --backend emu or pynq, not {self.backend}")
-        if self.elementwise == "engine" and self.slu_target is not None:
-            raise E2TError("--elementwise engine does not run SLU gates yet: leave --elementwise out, or drop --slu")
         if self.train not in trainable.MODES:
             raise E2TError(f"unknown --train '{self.train}' (known: {', '.join(trainable.MODES)})")
 

@@ -12,12 +12,12 @@ from contract.opcount import add_host, merge_host, sum_host_layers
 from host.plan.schema import MOMENTUM
 
 from . import hostops
-from .ops import OPS, per_image
+from .ops import per_image
 from .trainable import EVERYTHING
-from .walk import HostTally, gather_work, gathered, gradient_sum_work, scatter_work
+from .walk import TABLE, HostTally, gathered
 
 
-def update_work(plan, trainable=EVERYTHING, table=OPS) -> dict:
+def update_work(plan, trainable=EVERYTHING, table=TABLE) -> dict:
     """Op name -> the host's work after a step (its "update" slot): the op's own (a trained conv's
     weight refresh) and the SGD (EngineTrainer._update) of each host parameter it is the first
     trained op to name."""
@@ -35,7 +35,7 @@ def update_work(plan, trainable=EVERYTHING, table=OPS) -> dict:
 
 
 def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None = None,
-               trainable=EVERYTHING, table=OPS) -> None:
+               trainable=EVERYTHING, table=TABLE) -> None:
     """One training step's forward and backward host work at batch ``n`` into ``tally`` (each
     distinct count computed once, under the walk's keys), as the walk counts it: an op of gate j
     on the ``executed[j]`` images its gate let through (every gate on where absent), the gathers
@@ -43,7 +43,6 @@ def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None
     what ``trainable`` trains, down to the tensors that get a gradient; ``table``: the op table
     (contract v2's: host/train/intops.INT_OPS)."""
     plan, executed = tally.plan, executed or {}
-    sum_work = getattr(table, "gradient_sum_work", gradient_sum_work)
 
     def count(op, phase, key, work):
         tally.add(op["name"], phase, (op["name"], phase, *key), work)
@@ -60,7 +59,7 @@ def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None
             for name in op["inputs"]:
                 if block.get(name) != gate and (name, gate) not in taken:
                     taken.add((name, gate))
-                    count(op, "fwd", ("take", name, on), lambda: gather_work(on, per_image(plan, name)))
+                    count(op, "fwd", ("take", name, on), lambda: table.take_work(plan, name, on))
             block[op["output"]] = gate
         if rows == 0:
             empty.add(op["name"])
@@ -73,20 +72,19 @@ def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None
             continue
         kind, gate = table[op["type"]], op.get("gate")
         rows, on = sizes(op, kind)
-        count(op, "bwd_data", ("sum", k, rows), lambda: sum_work(k, rows * per_image(plan, op["output"])))
+        count(op, "bwd_data", ("sum", k, rows), lambda: table.gradient_sum_work(k, rows * per_image(plan, op["output"])))
         count(op, "bwd_data", (rows, on, psg),
               lambda: kind.work(plan, op, rows, "bwd_data", psg=psg, on=on, trainable=trainable))
         for name in op["inputs"]:
             if name == plan.data["input"] or not trainable.wants(name):
                 continue  # the image (its conv passes no gradient, input_grad), a tensor frozen layers made
             if gathered(op, kind) and block.get(name) != gate:
-                count(op, "bwd_data", ("scatter", name, on, n),
-                      lambda: scatter_work(on, n, per_image(plan, name)))
+                count(op, "bwd_data", ("scatter", name, on, n), lambda: table.scatter_work(plan, name, on, n))
             parts[name] = parts.get(name, 0) + 1
 
 
 def step_work(plan, n: int | None = None, psg: bool = True, executed: dict | None = None,
-              trainable=EVERYTHING, table=OPS) -> dict:
+              trainable=EVERYTHING, table=TABLE) -> dict:
     """One training step's host counts at batch ``n`` (default the plan's), with or without PSG,
     ``executed``: gate index -> the images it let through (default every gate on), of what
     ``trainable`` trains (default everything), with the op table ``table``:

@@ -13,7 +13,13 @@ computes the coefficients and exponents (contract/bncoef.py) and runs the classi
 loss in float32; two per-element passes stay on it: the quantization of the input images and
 the broadcast of the pooled gradient to the last block's pixels.
 
-Not on contract v2 yet: SLU gates (gated blocks), a conv whose output does not go to BatchNorm.
+SLU: a gated block's inputs are taken for its images as int8 (activations) or int32 (a
+projection's conv output under its BatchNorm) rows, its input gradients scattered back as int32;
+the mix writes the shortcut (a projection's BatchNorm by APPLY; an int8 shortcut shifted to the
+mix's exponent by the host) and puts the block's rows in, at one exponent that the block's last
+APPLY is given as its least; dL/dm is each image's exact integer sum. The gates' 1x1 convs run
+as on contract v1 (float features in, float out). Not on contract v2: a conv whose output does
+not go to BatchNorm (other than a gate's), inference's ``slu="mask"``.
 """
 from __future__ import annotations
 
@@ -21,15 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contract import bncoef, numerics as nx
+from contract import bncoef, numerics as nx, parallel
 from contract.errors import E2TError
 from contract.opcount import merge_host
 
 from . import hostops
 from .hostops import passes
-from .ops import OPS, Op
+from .ops import OPS, Op, per_image
 from .trainable import EVERYTHING
-from .walk import gradient_sum, gradient_sum_work
+from .walk import OpTable
 
 F32, F64 = np.float32, np.float64
 
@@ -92,6 +98,43 @@ def _written(s, name: str, dtype, shape: tuple, n: int, e: int, planes: np.ndarr
     return Ints(name, s.tensor(name, dtype, shape, n), np.full(shape[0], e, np.int64), lo, hi, planes)
 
 
+def _aligned(parts: list) -> tuple:
+    """(m1, m2) of gradients at their per-tensor exponents joined by one APPLY."""
+    c = parts[0].q.shape[1]
+    m = [np.full(c, np.ldexp(1.0, p.exponent)) for p in parts]
+    return m[0], m[1] if len(m) > 1 else np.zeros(c)
+
+
+def _reduce(w, op, g, keep: int) -> list:
+    """The gradients ``g`` (an Ints or a GradSum) joined by APPLYs (no mask, int32) until at most
+    ``keep`` remain."""
+    parts = list(g) if isinstance(g, GradSum) else [g]
+    s = w.layers
+    while len(parts) > keep:
+        a, b = parts[0], parts[1]
+        m1, m2 = _aligned([a, b])
+        e, coef, shift = bncoef.apply_plan(m1, m2, np.zeros(len(m1)), nx.OUT, a.box(), b.box())
+        out, shape, n = f"{a.name}.join", a.q.shape[1:], len(a)
+        s.tensor(out, np.int32, shape, n)
+        parts = [_written(s, out, np.int32, shape, n, e, s.apply(op, "bwd_data", n, a.name, coef, shift, out,
+                                                                   b=b.name))] + parts[2:]
+    return parts
+
+
+def _shortcut_exponent(short) -> int:
+    """The exponent a mix's shortcut takes in int8: an int8 tensor's own, a BatchNorm's (Affine)
+    the one its range needs."""
+    if isinstance(short, Ints):
+        return short.exponent
+    (a, m1), = short.terms
+    return bncoef.apply_plan(m1, np.zeros(len(m1)), short.b0, nx.ACT, a.box())[0]
+
+
+def _mix_after(plan, tensor: str) -> dict | None:
+    """The mix op whose block output is ``tensor``, if any."""
+    return next((op for op in plan.ops if op["type"] == "mix" and op["inputs"][1] == tensor), None)
+
+
 def _box_work(n: int, c: int) -> dict:
     """A plane-statistics reduction: the least of the minima and the greatest of the maxima."""
     return passes(n * c, (8, 0, 1, "int"), (8, 0, 1, "int"))
@@ -103,6 +146,8 @@ class IntConv(Op):
     an int32 step tensor and CONV_WGRAD as on contract v1."""
 
     def forward(self, w, op, ins):
+        if op["role"] == "gate":  # a gate's 1x1 conv: float features in, float out (contract v1)
+            return OPS["conv"].forward(w, op, ins)
         s, x = w.layers, ins[0]
         n = len(x)
         if isinstance(x, np.ndarray):  # the images: quantized here
@@ -122,6 +167,8 @@ class IntConv(Op):
         return Ints(out, y, e, bound=int(nx.rshift_round(nx.fwd_bound(s.buffer(op, "wgt")), r)))
 
     def backward(self, w, op, g):
+        if op["role"] == "gate":
+            return OPS["conv"].backward(w, op, g)
         s, psg = w.layers, w.psg
         n, x = w.cache[op["name"]]
         if not isinstance(g, Ints) or g.q.dtype != np.int16:
@@ -152,7 +199,10 @@ class IntConv(Op):
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
         """fwd: the stem's images quantized and stored, the output's bound; bwd_data: the input
-        gradient's weights and bound, without PSG the signs of G_full; update: the weights' refresh."""
+        gradient's weights and bound, without PSG the signs of G_full; update: the weights' refresh.
+        A gate's conv: contract v1's."""
+        if op["role"] == "gate":
+            return OPS["conv"].work(plan, op, n, phase, psg=psg, on=on, trainable=trainable)
         weights = op["c_out"] * op["c_in"] * op["k"] ** 2
         if phase == "fwd":
             parts = [hostops.fwd_bound_work(weights)]
@@ -202,6 +252,7 @@ class IntBatchNorm(Op):
     def backward(self, w, op, g):
         s, p = w.layers, op["params"]
         y, t, f, m = w.cache[op["name"]]
+        (g,) = _reduce(w, op, g, 1)  # a projection's BatchNorm: its block's add and the mix
         n = len(y)
         tg = bncoef.stat_shift(max(-int(g.lo.min()), int(g.hi.max())))
         st = s.stats(op, "bwd_data", n, g.name, tg, b=y.name, u=t)
@@ -260,6 +311,11 @@ class IntReLU(Op):
         n, shape = len(a), a.q.shape[1:]
         m2 = second[1] if second else np.zeros(len(m1))
         e, coef, shift = bncoef.apply_plan(m1, m2, v.b0, nx.ACT, a.box(), second[0].box() if second else None, relu=True)
+        mix = _mix_after(w.plan, op["output"])
+        if mix is not None:  # a gated block's output: at least its shortcut's exponent, the mix's
+            least = _shortcut_exponent(w.t[mix["inputs"][2]])
+            if e < least:
+                e, (coef, shift) = least, bncoef.coefficients(m1, m2, v.b0, least)
         out = f"{op['output']}.q"
         s.tensor(out, np.int8, shape, n)
         planes = s.apply(op, "fwd", n, a.name, coef, shift, out, b=second[0].name if second else None, relu=True)
@@ -269,12 +325,10 @@ class IntReLU(Op):
 
     def backward(self, w, op, g):
         s, z = w.layers, w.cache[op["name"]]
-        parts = list(g) if isinstance(g, GradSum) else [g]
-        if len(parts) > 2:
-            raise E2TError(f"{op['name']}: contract v2's APPLY joins at most two gradients, {len(parts)} reach it")
+        parts = _reduce(w, op, g, 2)
         n, shape, c = len(z), z.q.shape[1:], z.q.shape[1]
-        m = [np.full(c, np.ldexp(1.0, p.exponent)) for p in parts] + [np.zeros(c)]
-        e, coef, shift = bncoef.apply_plan(m[0], m[1], np.zeros(c), nx.OUT, parts[0].box(),
+        m1, m2 = _aligned(parts)
+        e, coef, shift = bncoef.apply_plan(m1, m2, np.zeros(c), nx.OUT, parts[0].box(),
                                            parts[1].box() if len(parts) > 1 else None)
         out = f"{op['inputs'][0]}.g"
         s.tensor(out, np.int32, shape, n)
@@ -323,29 +377,141 @@ class IntAvgPool(Op):
                           passes(n * c * h * wd, (0, 4, 0, "int")))
 
 
-class OpTable(dict):
-    """An op table by plan op type, with the rule that joins the gradients reaching one tensor."""
+class IntMix(Op):
+    """A gated block's output joined with its shortcut at one exponent (the block's, which is at
+    least the shortcut's): the shortcut written whole (a BatchNorm's by APPLY, an int8 one shifted
+    by the host), the block's images put in; backward, the gradient's rows for the block, a copy
+    with them zeroed for the shortcut, and dL/dm per image as an exact integer sum."""
+    gathered = False
 
-    def __init__(self, ops: dict, gradient_sum=gradient_sum, gradient_sum_work=gradient_sum_work):
-        super().__init__(ops)
-        self.gradient_sum, self.gradient_sum_work = gradient_sum, gradient_sum_work
+    def forward(self, w, op, ins):
+        if w.slu != "gather":
+            raise E2TError(f"{op['name']}: contract v2 runs a gated block on its images only (slu gather)")
+        s, (mask, block, short) = w.layers, ins
+        picks, n, shape = w.picks[op["gate"]], len(mask), tuple(w.plan.tensors[op["output"]])
+        k, out = len(picks), f"{op['output']}.q"
+        e = block.exponent if k else _shortcut_exponent(short)
+        buf = s.tensor(out, np.int8, shape, n)
+        if isinstance(short, Affine):
+            (a, m1), = short.terms
+            coef, shift = bncoef.coefficients(m1, np.zeros(len(m1)), short.b0, e)
+            planes = s.apply(op, "fwd", n, a.name, coef, shift, out)
+        else:
+            buf[...] = nx.rshift_round(short.q.astype(np.int16), e - short.exponent)
+            flat = buf.reshape(n, shape[0], -1)
+            planes = np.stack([flat.sum(2, dtype=np.int64), flat.min(2), flat.max(2)], 2).astype(np.int64)
+        kept = np.take(buf, picks, axis=0)  # the shortcut of the block's images, for dL/dm
+        if k:
+            buf[picks] = block.q
+            planes[picks] = block.planes
+        w.cache[op["name"]] = (block if k else None, kept, e)
+        return Ints(out, buf, np.full(shape[0], e, np.int64), *_planes_box(planes), planes)
+
+    def backward(self, w, op, g):
+        s, (block, kept, e) = w.layers, w.cache[op["name"]]
+        picks = w.picks[op["gate"]]
+        into_mask, into_block, into_short = map(w.trainable.wants, op["inputs"])
+        (g,) = _reduce(w, op, g, 1)
+        n, k, shape = len(g), len(picks), g.q.shape[1:]
+        g_on = g_short = None
+        if into_short:
+            buf = s.tensor(f"{g.name}.short", np.int32, shape, n)
+            buf[...] = g.q
+            buf[picks] = 0
+            g_short = Ints(f"{g.name}.short", buf, g.e, np.minimum(g.lo, 0), np.maximum(g.hi, 0))
+        if k and (into_block or into_mask):
+            buf = s.tensor(f"{g.name}.on", np.int32, shape, k)
+            np.take(g.q, picks, axis=0, out=buf)
+            g_on = Ints(f"{g.name}.on", buf, g.e, g.lo, g.hi)
+        if not into_mask:
+            return [None, g_on if into_block else None, g_short]
+        dm = np.zeros((n, 1), F32)
+        if k:  # sum over an image of g (block - shortcut): |g| < 2^31, |difference| < 2^8, below 2^55 summed
+            diff = block.q.astype(np.int16) - kept
+            sums = (g_on.q.astype(np.int64) * diff).reshape(k, -1).sum(1)
+            dm[picks, 0] = np.ldexp(sums.astype(F64), g.exponent + e)
+        return [dm, g_on if into_block else None, g_short]
+
+    def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
+        """fwd: an int8 shortcut shifted (int16: cast, round, shift, store) and its plane sums, the
+        shortcut's rows of the block's images kept, the block's rows put in; bwd_data: the gradient
+        copied and its block rows zeroed (the shortcut's), its block rows taken, dL/dm's
+        difference, products and sums."""
+        size, k = per_image(plan, op["output"]), n if on is None else on
+        c = plan.tensors[op["output"]][0]
+        if phase == "fwd":
+            parts = [passes(k * size, (1, 1, 0, "int"), (1, 1, 0, "int")), passes(k * c, (24, 24, 0, "int"))]
+            if plan_producer(plan, op["inputs"][2]) != "batchnorm":
+                parts.append(passes(n * size, (1, 2, 0, "int"), (2, 2, 1, "int"), (2, 2, 1, "int"), (2, 1, 0, "int"),
+                                    (1, 0, 1, "int"), (1, 0, 1, "int"), (1, 0, 1, "int")))
+            return merge_host(*parts)
+        if phase != "bwd_data":
+            return {}
+        into_mask, into_block, into_short = map(trainable.wants, op["inputs"])
+        parts = [passes(n * size, (4, 4, 0, "int")), passes(k * size, (0, 4, 0, "int"))] if into_short else []
+        if k and (into_block or into_mask):
+            parts.append(passes(k * size, (4, 4, 0, "int")))
+        if k and into_mask:
+            parts.append(passes(k * size, (2, 2, 1, "int"), (4, 8, 0, "int"), (10, 8, 1, "int"), (8, 0, 1, "int")))
+        return merge_host(*parts)
 
 
-def _join(parts: list | None):
-    """Contract v2: the gradients reaching a tensor, summed later by the APPLY that takes them."""
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else GradSum(parts)
+def plan_producer(plan, tensor: str) -> str | None:
+    """The type of the op that makes ``tensor`` (None for the input)."""
+    return next((op["type"] for op in plan.ops if op["output"] == tensor), None)
 
 
-INT_OPS = OpTable({**OPS, "conv": IntConv(), "batchnorm": IntBatchNorm(), "add": IntAdd(), "relu": IntReLU(),
-                   "avgpool": IntAvgPool()}, _join, lambda parts, size: {})
-UNSUPPORTED = ("gate", "mix")  # plan op types contract v2 does not run yet
+BYTES = {"relu": 1, "mix": 1}  # int8 step tensors by producer; conv outputs and BatchNorms' int32 (4)
 
 
-def check_plan(plan) -> None:
-    """Refuse a plan contract v2 cannot run yet, before any work."""
-    kinds = sorted({op["type"] for op in plan.ops} & set(UNSUPPORTED))
-    if kinds:
-        raise E2TError(f"--elementwise engine does not run SLU gates yet (the plan has {', '.join(kinds)} ops): "
-                       f"leave --elementwise out, or train without --slu")
+class IntTable(OpTable):
+    """Contract v2's rules around its ops: the gradients reaching a tensor join in the APPLY that
+    takes them; a gated block's inputs are taken as int8 / int32 rows into step tensors, its
+    input gradients scattered back as int32."""
+
+    def gradient_sum(self, parts):
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else GradSum(parts)
+
+    def gradient_sum_work(self, parts, size):
+        return {}
+
+    def take(self, w, name, value, picks):
+        if isinstance(value, np.ndarray):
+            return parallel.take(value, picks)
+        if not len(picks):
+            return np.zeros((0, *w.plan.tensors[name]), F32)
+        if isinstance(value, Affine):
+            return Affine([(self._rows(w, v, picks), m) for v, m in value.terms], value.b0)
+        return self._rows(w, value, picks)
+
+    @staticmethod
+    def _rows(w, v: Ints, picks) -> Ints:
+        name = f"{v.name}.take"
+        buf = w.layers.tensor(name, v.q.dtype, v.q.shape[1:], len(picks))
+        np.take(v.q, picks, axis=0, out=buf)
+        planes = v.planes[picks] if v.planes is not None else None
+        lo, hi = _planes_box(planes) if planes is not None else (v.lo, v.hi)
+        return Ints(name, buf, v.e, lo, hi, planes, v.bound)
+
+    def take_work(self, plan, name, k):
+        b = BYTES.get(plan_producer(plan, name), 4)
+        return passes(k * per_image(plan, name), (b, b, 0, "int"))
+
+    def scatter(self, w, name, value, picks, n):
+        if isinstance(value, np.ndarray):
+            return parallel.scatter(value, picks, n)
+        out = f"{value.name}.scatter"
+        buf = w.layers.tensor(out, value.q.dtype, value.q.shape[1:], n)
+        buf[...] = 0
+        buf[picks] = value.q
+        return Ints(out, buf, value.e, np.minimum(value.lo, 0), np.maximum(value.hi, 0))
+
+    def scatter_work(self, plan, name, k, n):
+        size = per_image(plan, name)
+        return merge_host(passes(n * size, (0, 4, 0, "int")), passes(k * size, (4, 4, 0, "int")))
+
+
+INT_OPS = IntTable({**OPS, "conv": IntConv(), "batchnorm": IntBatchNorm(), "add": IntAdd(), "relu": IntReLU(),
+                    "avgpool": IntAvgPool(), "mix": IntMix()})

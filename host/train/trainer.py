@@ -31,7 +31,7 @@ from host.data.datasets import batches_per_epoch, load_dataset, preprocess, trai
 from host.engine.session import PHASES, EngineSession
 from host.plan import finetune, planbuild, schema as planmod, weightsfile
 
-from . import hostops, intops, ops
+from . import hostops, intops
 from .config import TrainConfig, lr_at
 from .forward import evaluate
 from .hostwork import update_work
@@ -39,7 +39,7 @@ from .progress import Progress
 from .schedule import cost_sign, cost_weights, gate_draws, smd_drops
 from .trainable import Trainable
 from .trainstep import Step
-from .walk import HostTally
+from .walk import TABLE, HostTally
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -132,9 +132,8 @@ class EngineTrainer:
                     macs[op["block"]] += op["c_out"] * op["c_in"] * op["k"] ** 2 * op["ho"] * op["wo"]
             self.cost_weights = cost_weights([macs[op["block"]] for op in gates], cfg.slu_weighting)
         self.trainable = Trainable(self.plan.ops, cfg.train_from, cfg.train)  # --train-from, --train
-        self.table = ops.OPS
+        self.table = TABLE
         if cfg.elementwise == "engine":
-            intops.check_plan(self.plan)
             self.table = intops.INT_OPS
         self.update_work = update_work(self.plan, self.trainable, self.table)
         self.host = HostTally(self.plan)  # the epoch's ops.host

@@ -75,6 +75,35 @@ def scatter_work(k: int, n: int, size: int) -> dict:
     return merge_host(passes(n * size, (0, 4, 0, "f32")), passes(k * size, COPY_32))
 
 
+class OpTable(dict):
+    """An op table (plan op type -> Op) with the rules around its ops: how the gradients that
+    reach one tensor join (``gradient_sum``), how a gated block's inputs are taken for its images
+    and their gradients scattered back (``take``, ``scatter``), and the host work of each."""
+
+    def gradient_sum(self, parts: list | None):
+        return gradient_sum(parts)
+
+    def gradient_sum_work(self, parts: int, size: int) -> dict:
+        return gradient_sum_work(parts, size)
+
+    def take(self, w, name: str, value, picks: np.ndarray):
+        """Tensor ``name``'s ``value`` for the images ``picks`` (a gated block's input)."""
+        return parallel.take(value, picks)
+
+    def take_work(self, plan, name: str, k: int) -> dict:
+        return gather_work(k, per_image(plan, name))
+
+    def scatter(self, w, name: str, value, picks: np.ndarray, n: int):
+        """The gradient ``value`` of the images ``picks`` into a batch of ``n`` (zero elsewhere)."""
+        return parallel.scatter(value, picks, n)
+
+    def scatter_work(self, plan, name: str, k: int, n: int) -> dict:
+        return scatter_work(k, n, per_image(plan, name))
+
+
+TABLE = OpTable(OPS)  # the host path's: float32 tensors between the engine's convs
+
+
 def gathered(op: dict, kind) -> bool:
     """Whether ``op`` runs on its gate's images (with ``slu="gather"``)."""
     return op.get("gate") is not None and kind.gathered
@@ -108,16 +137,15 @@ class Walk:
     from ``rng`` and keeps what the backward needs; ``labels`` (set before ``run``) feed the
     loss. The backward collects the host gradients in ``grads`` and the convs that got a
     weight gradient in ``updated``, of what ``trainable`` trains (a trainable.Trainable; default
-    everything). ``host`` (a HostTally) counts the host's work when given. ``table``: the op table
-    (host/train/ops.py's OPS by default; host/train/intops.py's INT_OPS for contract v2), with its
-    rule for joining a tensor's gradients (``gradient_sum``, ``gradient_sum_work``) where it has one."""
+    everything). ``host`` (a HostTally) counts the host's work when given. ``table``: the OpTable
+    (``TABLE``, the host path's, by default; host/train/intops.py's INT_OPS for contract v2)."""
 
     def __init__(self, plan, layers, p: dict, training: bool, rng=None, slu: str = "gather",
                  record: dict | None = None, psg: dict | None = None, slu_cost: dict | None = None,
                  host: HostTally | None = None, trainable=EVERYTHING, table=None):
         self.plan, self.layers, self.p, self.training, self.rng = plan, layers, p, training, rng
         self.slu, self.record, self.psg, self.slu_cost, self.host = slu, record, psg, slu_cost, host
-        self.trainable, self.table = trainable, OPS if table is None else table
+        self.trainable, self.table = trainable, TABLE if table is None else table
         self.labels = self.losses = self.state = self.carry = None
         self.t, self.sub, self.cache, self.picks, self.decisions = {}, {}, {}, {}, []
         self.empty, self.grads, self.updated = set(), {}, set()
@@ -143,6 +171,7 @@ class Walk:
     def run(self, x: np.ndarray) -> dict:
         """The forward pass of ``x``: every tensor by name."""
         t, sub, taken = {self.plan.data["input"]: x}, self.sub, {}
+        self.t = t  # the tensors so far, for an op that looks at an earlier one
         for op in self.plan.ops:
             kind, gate = self.table.get(op["type"]), op.get("gate")
             if kind is None:
@@ -152,9 +181,9 @@ class Walk:
             for n in op["inputs"]:
                 if gathered and sub.get(n) != gate:  # a block's input, gathered once for all its ops
                     if (n, gate) not in taken:
-                        taken[n, gate] = parallel.take(t[n], self.picks[gate])
+                        taken[n, gate] = self.table.take(self, n, t[n], self.picks[gate])
                         k = len(self.picks[gate])
-                        self._count(op, "fwd", ("take", n, k), lambda: gather_work(k, per_image(self.plan, n)))
+                        self._count(op, "fwd", ("take", n, k), lambda: self.table.take_work(self.plan, n, k))
                     ins.append(taken[n, gate])
                 else:
                     ins.append(t[n])
@@ -167,7 +196,6 @@ class Walk:
             if gathered:
                 sub[op["output"]] = gate
             t[op["output"]] = out
-        self.t = t
         return t
 
     def backward(self) -> None:
@@ -177,22 +205,21 @@ class Walk:
         grads = {self.plan.ops[-1]["output"]: [F32(1)]}
         for op in reversed(self.plan.ops):
             parts = grads.pop(op["output"], None)
-            g = getattr(self.table, "gradient_sum", gradient_sum)(parts)
+            g = self.table.gradient_sum(parts)
             if g is None or op["name"] in self.empty:
                 continue
             kind, gate = self.table[op["type"]], op.get("gate")
             gathered = self._gathered(op, kind)
             m, size = len(parts), np.size(g) if isinstance(g, (np.ndarray, np.generic)) else len(g)
             self._count(op, "bwd_data", ("sum", m, size),
-                        lambda: getattr(self.table, "gradient_sum_work", gradient_sum_work)(m, size))
+                        lambda: self.table.gradient_sum_work(m, size))
             back = kind.backward(self, op, g)
             self._count_op(kind, op, len(self.t[op["output"]]), "bwd_data")
             for name, gi in zip(op["inputs"], back):
                 if gi is None or not self.trainable.wants(name):
                     continue
                 if gathered and self.sub.get(name) != gate:
-                    gi = parallel.scatter(gi, self.picks[gate], len(self.t[name]))
+                    gi = self.table.scatter(self, name, gi, self.picks[gate], len(self.t[name]))
                     k, n = len(self.picks[gate]), len(self.t[name])
-                    self._count(op, "bwd_data", ("scatter", name, k, n),
-                                lambda: scatter_work(k, n, per_image(self.plan, name)))
+                    self._count(op, "bwd_data", ("scatter", name, k, n), lambda: self.table.scatter_work(self.plan, name, k, n))
                 grads.setdefault(name, []).append(gi)

@@ -4,27 +4,29 @@
 
 Today (issue 23's model, ``e2t estimate``'s code path): the engine runs the convs, the board's
 ARM runs BatchNorm, ReLU, the residual add, the quantization to the next conv's input and their
-backward passes in float32 numpy (host/train/hostwork.py counts them). Under contract v2's
-schedule (docs/numerics.md, section 9) the engine runs them too, per BatchNorm:
+backward passes in float32 numpy (host/train/hostwork.py counts them). Under contract v2
+(``e2t estimate --elementwise engine``'s step, docs/numerics.md, section 9) the engine runs them
+too, as the on-engine trainer's op table (host/train/intops.py) calls them
+(host/train/elementwise.py lists the calls), per BatchNorm:
 
-- forward: STATS (SQUARE) over the conv's int32 output y, then APPLY: M1 y (+ M2 times the
-  block's shortcut in its second BatchNorm: the int8 activation, or a projection's int32 output
-  with its own BatchNorm folded into M2 and B), ReLU, int8 out into the next conv's input; a
-  projection's BatchNorm has STATS only (its APPLY is the block's);
-- backward: APPLY (ReLU's mask from the stored int8 activation, and the two gradients of a
-  tensor with two consumers aligned, int32 out; none for a projection's BatchNorm, whose
+- forward: STATS (SQUARE) over the conv's int32 output y, then its ReLU's APPLY: M1 y (+ M2 times
+  the block's shortcut in its second BatchNorm: the int8 activation, or a projection's int32
+  output with its own BatchNorm folded into M2 and B), ReLU, int8 out into the next conv's input;
+  a projection's BatchNorm has STATS only (its APPLY is the block's);
+- backward: its ReLU's APPLY (the mask from the stored int8 activation, and the two gradients of
+  a tensor with two consumers aligned, int32 out; none for a projection's BatchNorm, whose
   gradient is its block's), STATS (PRODUCT: g and y), APPLY (P g + Q y + R, int16 out for
   CONV_BWD_DATA and CONV_WGRAD);
 
-and the host keeps O(N x C) work a layer, as the on-engine trainer's contract v2 op table
-(host/train/intops.py) counts it (the reductions of APPLY's plane statistics, the bounds and
-weight refresh around the conv calls, the classifier, the loss, the parameters' SGD; two
-per-element passes: the images' quantization, the pooled gradient's broadcast), plus what that
-table leaves out: contract/bncoef.py's rules around each call (the moments, the coefficients and
-shifts: small numpy calls and Python-integer corners, in calls from their timing, ``BNCOEF_CALLS``). The convs' engine cycles are unchanged;
-every STATS and APPLY call adds contract/cycles.py's cycles, as the kernel runs it (per plane:
-bursts in, sweep, bursts out, in series) and, in a third column, at its beat bound (the busier
-bundle's beats: a pass whose loads, sweep and stores overlapped).
+and the host keeps O(N x C) work a layer, as that op table counts it (the reductions of APPLY's
+plane statistics, the bounds and weight refresh around the conv calls, the classifier, the loss,
+the parameters' SGD; two per-element passes: the images' quantization, the pooled gradient's
+broadcast). contract/bncoef.py's rules around each call (the moments, the coefficients and
+shifts) are counted from their code (host/train/hostops.py's ``bncoef_work``) and printed apart;
+the host's time holds them once the op table's ``work`` counts them. The convs' engine cycles are
+unchanged; every STATS and APPLY call adds contract/cycles.py's cycles, as the kernel runs it (per
+plane: bursts in, sweep, bursts out, in series) and, in a third column, at its beat bound (the
+busier bundle's beats: a pass whose loads, sweep and stores overlapped).
 The time is energy/steptime.py's schedule, the joules energy/wholeboard.py's, both as ``e2t
 estimate`` uses them. Every figure is modeled; what the model leaves out is printed with it.
 """
@@ -37,25 +39,22 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from contract import cycles, opcount, regmap  # noqa: E402
+from contract import cycles, opcount  # noqa: E402
 from energy import model as energy_model, steptime, wholeboard  # noqa: E402
 from hls import boards, estimate as est, resources  # noqa: E402
 from host.data.datasets import shape_of  # noqa: E402
 from host.plan import planbuild  # noqa: E402
 from host.train import hostops, hostwork, intops  # noqa: E402
+from host.train.elementwise import elementwise_calls, elementwise_counts  # noqa: E402
 
-# contract/bncoef.py's cost in small numpy calls (host.call_s each): its functions timed on an x86 core in units
-# of one small ufunc call (0.67 us), at ResNet-20's channel counts; apply_plan's per-channel part is its exact
-# corners (Python integers) and its per-channel loops, with and without a second source's range
-BNCOEF_CALLS = {"bn_forward": 35, "bn_backward": 43, "apply_plan": 250}
-APPLY_PLAN_PER_CHANNEL = (6, 9)
-PRICE = {"stats": "int18x18", "apply": "int32x24"}  # their products' widths in the energy model (opcount.py)
+RULES = {("stats", "fwd"): "bn_forward", ("apply", "fwd"): "apply_plan, relu", ("stats", "bwd_data"): "bn_backward",
+         ("apply", "bwd_data"): "apply_plan"}  # contract/bncoef.py's rule around each call (hostops.BNCOEF)
 COLUMNS = ("today", "v2", "v2_beats")
 COLUMN_NAMES = {"today": "today (host float32)", "v2": "v2, kernel as written", "v2_beats": "v2, at its beat bound"}
 LEAVES_OUT = ("the driver's register writes, cache maintenance and Python between engine calls, in every column "
               "(v2 adds its STATS / APPLY calls to the convs')",
-              "contract/bncoef.py's calls as code: timed on an x86 core in small numpy calls (BNCOEF_CALLS), each "
-              "priced at host.call_s",
+              "in contract/bncoef.py's rules, apply_plan's second round where a rounded coefficient clips at a "
+              "corner, and host/train/intops.py's own small calls around them (host/train/hostops.py, bncoef_work)",
               "DDR contention between the engine's two bundles and the ARM beyond the shared floor",
               "in the beat-bound column, the STATS / APPLY calls' checks and setup (under 1 % of a pass)",
               "v2's accuracy: integer statistics and fused rounding instead of float32 (docs/numerics.md, section 9)")
@@ -67,81 +66,11 @@ def resnet20_plan(board: str, batch: int):
     return planbuild.from_model("resnet20", c, k, size, board, batch, 0, False, None, "cifar10")[0]
 
 
-def schedule(plan) -> list[dict]:
-    """Contract v2's STATS and APPLY calls of one step: its BatchNorm ``bn``, ``phase``, ``role``
-    (forward "stats", "apply"; backward "mask", "stats", "input grad"), ``op``, ``shape`` (N, C, H,
-    W), ``mode``, ``src2`` (APPLY's second source) and ``products`` (M1 a, M2 b where there is a b;
-    a_t b_t)."""
-    r, n = regmap.load(), plan.batch
-    made = {op["output"]: op for op in plan.ops}
-    users: dict = {}
-    for op in plan.ops:
-        for t in op["inputs"]:
-            users.setdefault(t, []).append(op)
-    calls = []
-
-    def call(bn, phase, role, op, shape, mode, src2="none"):
-        terms = 1 + (src2 != "none") if op == "apply" else 1
-        calls.append({"bn": bn["name"], "phase": phase, "role": role, "op": op, "shape": shape, "mode": mode,
-                      "src2": src2, "products": terms * shape[0] * shape[1] * shape[2] * shape[3]})
-
-    for bn in (op for op in plan.ops if op["type"] == "batchnorm"):
-        conv = made[bn["inputs"][0]]
-        shape = (n, conv["c_out"], conv["ho"], conv["wo"])
-        after = users[bn["output"]][0]
-        folded = after["type"] == "add" and after["inputs"][1] == bn["output"]  # a projection's BatchNorm
-        call(bn, "fwd", "stats", "stats", shape, r.stats_modes["SQUARE"])
-        if not folded:
-            src2 = "none"
-            if after["type"] == "add":
-                src2 = "int32" if made[after["inputs"][1]]["type"] == "batchnorm" else "int8"
-                after = users[after["output"]][0]
-            call(bn, "fwd", "apply", "apply", shape, r.apply_mode(src2, relu=True, out_bits=8), src2)
-            two = "int32" if len(users[after["output"]]) > 1 else "none"  # two consumers' gradients, aligned
-            call(bn, "bwd_data", "mask", "apply", shape, r.apply_mode(two, mask=True, out_bits=32), two)
-        call(bn, "bwd_data", "stats", "stats", shape, r.stats_modes["PRODUCT"])
-        call(bn, "bwd_data", "input grad", "apply", shape, r.apply_mode("int32", out_bits=16), "int32")
-    return calls
-
-
-def coefficient_calls(k: dict) -> int:
-    """The host's contract/bncoef.py work around one STATS or APPLY call ``k`` of ``schedule``,
-    in small numpy calls: the moments and affine (bn_forward) after the forward STATS, the
-    backward's (bn_backward) after STATS PRODUCT, apply_plan before every APPLY that has
-    coefficients to choose (a mask alone has none: M1 = 1 at shift 0)."""
-    if k["role"] == "stats":
-        return BNCOEF_CALLS["bn_forward" if k["phase"] == "fwd" else "bn_backward"]
-    if k["role"] == "mask" and k["src2"] == "none":
-        return 0
-    return BNCOEF_CALLS["apply_plan"] + APPLY_PLAN_PER_CHANNEL[k["src2"] != "none"] * k["shape"][1]
-
-
-def engine_v2(plan, convs: dict, beats: bool) -> dict:
-    """The engine's count slots of a v2 step: the convs' (``convs``, unchanged) and per BatchNorm
-    its STATS and APPLY calls (cycles as the kernel runs them, or their beat bound; their bytes;
-    their products at ``PRICE``'s widths)."""
-    per, b = dict(convs), plan.board
-    for k in schedule(plan):
-        rd, wr = cycles.elementwise_bytes(k["op"], *k["shape"], k["mode"])
-        cyc = (cycles.elementwise_beats if beats else cycles.elementwise_cycles)(k["op"], *k["shape"], k["mode"], b)
-        opcount.add_count(per.setdefault(k["bn"], {}), k["phase"], PRICE[k["op"]], k["products"], rd + wr, cyc)
-    return per
-
-
-def coefficient_work(k: dict) -> dict:
-    """``coefficient_calls`` of call ``k`` as a host slot: calls over C float64 values."""
-    return hostops.passes(k["shape"][1], *[hostops.F64_BIN] * coefficient_calls(k))
-
-
-def host_v2(plan) -> dict:
-    """The host's count slots of a v2 step, every plan op in order: the on-engine trainer's
-    contract v2 op table's (host/train/intops.py: O(N x C) a layer but the images' quantization
-    and the pooled gradient's broadcast) and, on each BatchNorm, contract/bncoef.py's calls around
-    its STATS and APPLY calls, which that table does not count."""
-    per = hostwork.step_work(plan, psg=True, table=intops.INT_OPS)["per_layer"]
-    for k in schedule(plan):
-        opcount.add_host(per[k["bn"]], k["phase"], coefficient_work(k))
-    return per
+def rules_work(call: dict) -> dict:
+    """The host slot of contract/bncoef.py's rule around one STATS or APPLY call of
+    elementwise_calls: bn_forward after the forward STATS, bn_backward after STATS PRODUCT,
+    apply_plan before every APPLY (a forward one's, into a ReLU: the box's top alone)."""
+    return hostops.bncoef_work(call["shape"][1], RULES[call["op"], call["phase"]])
 
 
 def conv_streams(s: cycles.ConvShape, op: str) -> tuple[int, int]:
@@ -177,18 +106,20 @@ def board_model(name: str, batch: int) -> dict:
     """Today's step and v2's (the kernel as written, and at its beat bound) on board ``name``."""
     plan = resnet20_plan(name, batch)
     em = energy_model.load(name)
-    today = est.estimate(plan)
-    convs = today["per_layer"]
-    host2 = {"per_layer": host_v2(plan)}
-    rules_s = sum(steptime.host_seconds(coefficient_work(k), em.host) for k in schedule(plan))
-    cols, per_element, hz = {"today": today["whole_board"]}, {}, plan.board.clock_mhz * 1e6
-    for col, beats in (("v2", False), ("v2_beats", True)):
-        per = engine_v2(plan, convs, beats)
-        cols[col] = wholeboard.epoch({"per_layer": per, "total": opcount.sum_layers(per), "host": host2}, em,
-                                     plan.board.clock_mhz)
-        per_element[col] = sum(s.get("cycles", 0) for k, ph in per.items() if k not in convs for s in ph.values()) / hz
+    today, v2 = est.estimate(plan), est.estimate(plan, elementwise="engine")
+    calls = elementwise_calls(plan)
+    beats = [{**k, "cycles": cycles.elementwise_beats(k["op"], *k["shape"], k["mode"], plan.board)} for k in calls]
+    per = {**v2["per_layer"], **elementwise_counts(beats)}
+    host = hostwork.step_work(plan, psg=True, table=intops.INT_OPS)
+    cols = {"today": today["whole_board"], "v2": v2["whole_board"],
+            "v2_beats": wholeboard.epoch({"per_layer": per, "total": opcount.sum_layers(per), "host": host}, em,
+                                         plan.board.clock_mhz)}
+    hz = plan.board.clock_mhz * 1e6
+    rules_s = sum(steptime.host_seconds(rules_work(k), em.host) for k in calls)
     out = {"board": name, "clock_mhz": plan.board.clock_mhz, "batch": batch, "host_cpu": em.host["cpu"],
-           "per_element_s": {"today": 0.0, **per_element}, "calls": len(schedule(plan)), "columns": {},
+           "per_element_s": {"today": 0.0, "v2": sum(k["cycles"] for k in calls) / hz,
+                             "v2_beats": sum(k["cycles"] for k in beats) / hz},
+           "calls": len(calls), "columns": {},
            "bn_rules_s": {"today": 0.0, "v2": rules_s, "v2_beats": rules_s},
            "roofline": roofline(plan.board, batch, em),
            "resources": {u.resource: (u.used, u.budget) for u in resources.totals(plan.board)},
@@ -251,7 +182,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"kind": "modeled", "models": models, "leaves_out": LEAVES_OUT,
-                       "bncoef_calls": BNCOEF_CALLS}, f, indent=1)
+                       "bncoef_calls": {rule: len(passes) for rule, passes in hostops.BNCOEF.items()}}, f, indent=1)
     return 0
 
 

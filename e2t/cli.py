@@ -207,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--slu", action="store_true", help="with SLU gates (their 1x1 convs run on the engine too)")
     es.add_argument("--plan", metavar="DIR", help="estimate this plan (e2t plan / e2t export) instead of --model")
     es.add_argument("--energy-model", metavar="FILE", help="an energy model file (default: the board's)")
+    es.add_argument("--elementwise", metavar="WHERE", default=d.elementwise,
+                    help="where BatchNorm, ReLU, the residual add and the quantization run in the modeled step: host "
+                         "(float32 numpy on the board's CPU) or engine (the engine's STATS and APPLY, contract v2, as "
+                         "e2t train --elementwise engine; with --slu every gate on)")
 
     dp = sub.add_parser("deploy", help="a bundle (folder + tarball) that installs and trains on a board")
     dp.add_argument("--board", default=DEFAULT_BOARD, help="a board of bitstreams/<board>/board.json")

@@ -116,3 +116,68 @@ def test_batchnorm_backward_through_stats_and_apply_matches_float():
     assert np.abs(ref).max() * 2.0 ** -e > 2 ** 13  # the bound leaves at most two bits unused
     np.testing.assert_allclose(bwd["dgamma"], dgamma, rtol=1e-4, atol=1e-6 * np.abs(dgamma).max())
     np.testing.assert_allclose(bwd["dbeta"], dbeta, rtol=1e-4)
+
+
+def _corners_in_python_integers(coef, shift, a_range, b_range=None):
+    """The definition, the independent model of bncoef.corners: every corner of every channel's box
+    rounded by ``shift`` in Python integers, then the least and the greatest."""
+    b_range = [(0, 0)] * len(coef) if b_range is None else b_range
+    z = [(m1 * int(a) + m2 * int(b) + c + ((1 << shift) >> 1)) >> shift
+         for (m1, m2, c), ar, br in zip(np.asarray(coef).tolist(), a_range, b_range)
+         for a in ar for b in br]
+    return min(z), max(z)
+
+
+def _box(rng, c, lo, hi):
+    return np.sort(rng.integers(lo, hi, (c, 2), endpoint=True), 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_corners_are_the_python_integer_definition(seed):
+    """int64 corners against Python integers: random coefficients of every magnitude up to the
+    bounds (|M| < 2^24, |B| < 2^56), int32 and int8 boxes, shifts 0..62, and the extremes where
+    the corners come nearest 2^57."""
+    rng = np.random.default_rng(seed)
+    m_max, b_max, lo32, hi32 = 2 ** nx.COEF_M_BITS - 1, 2 ** nx.COEF_B_BITS - 1, -2 ** 31, 2 ** 31 - 1
+    for _ in range(150):
+        c = int(rng.integers(1, 65))
+        coef = np.stack([rng.integers(-m_max, m_max, c, endpoint=True) >> rng.integers(0, 24, c),
+                         rng.integers(-m_max, m_max, c, endpoint=True) >> rng.integers(0, 24, c),
+                         rng.integers(-b_max, b_max, c, endpoint=True) >> rng.integers(0, 56, c)], 1)
+        a = _box(rng, c, lo32, hi32) >> int(rng.integers(0, 31))
+        b = [None, _box(rng, c, -128, 127), _box(rng, c, lo32, hi32)][int(rng.integers(0, 3))]
+        s = int(rng.choice([0, 1, 2, 61, 62, int(rng.integers(0, 63))]))
+        assert bncoef.corners(coef, s, a, b) == _corners_in_python_integers(coef, s, a, b)
+    full = np.array([[lo32, hi32]] * 4)
+    coef = np.array([[m_max, m_max, b_max], [-m_max, -m_max, -b_max], [m_max, -m_max, 1 - b_max], [0, 0, 0]])
+    for s in (0, 1, 31, 62):
+        for b in (None, full, np.array([[-128, 127]] * 4)):
+            got = bncoef.corners(coef, s, full, b)
+            assert got == _corners_in_python_integers(coef, s, full, b)
+    lo, hi = bncoef.corners(coef, 0, full, full)  # 2 |M| 2^31 + |B|: past int64 / 2^7
+    assert 2 ** 56 < -lo < 2 ** 57 and 2 ** 56 < hi < 2 ** 57
+
+
+def test_the_shift_is_the_scan_from_62_down():
+    """coefficients' shift (from the operands' exponents, then one exact test) against the scan
+    from S = 62 down, at the limits, just below and above them, and far from them."""
+    def scan(tm, tb):
+        s = nx.SHIFT_MAX
+        with np.errstate(over="ignore"):  # 1e300 2^62: infinite, past the limit as it should be
+            while s >= 0 and (np.ldexp(tm, s) >= bncoef.M_LIMIT or np.ldexp(tb, s) >= bncoef.B_LIMIT):
+                s -= 1
+        return s
+
+    tops = [0.0, 5e-324, 1e-300, 2.0 ** -40, 0.25, 1.0, 3.0, 2.0 ** 30, 1e300]
+    for limit in (bncoef.M_LIMIT, bncoef.B_LIMIT):
+        for k in (-62, -40, -1, 0, 1, 7):
+            x = math.ldexp(limit, k)
+            tops += [x, math.nextafter(x, 0.0), math.nextafter(x, math.inf)]
+    for tm in tops:
+        for tb in tops:
+            want = scan(tm, tb)
+            if want < 0:
+                with pytest.raises(E2TError, match="do not fit"):
+                    bncoef.coefficients(np.array([tm]), np.array([-tm / 2]), np.array([tb]), 0)
+            else:
+                assert bncoef.coefficients(np.array([tm]), np.array([-tm / 2]), np.array([tb]), 0)[1] == want

@@ -353,3 +353,44 @@ def refresh_work(weights: int) -> dict:
     weights_for_use (to int64 again, abs and the row maxima, rshift_round) and the int8 store."""
     return passes(weights, (4, 8, 0, "int"), (8, 8, 1, "int"), (8, 0, 1, "int"), (4, 8, 0, "int"), (8, 8, 1, "int"),
                   (8, 0, 1, "int"), *RSHIFT_ROUND, (8, 1, 0, "int"))
+
+
+# -- contract v2's O(channels) rules (contract/bncoef.py), per element of their C-vectors -----------
+# Each numpy call of the code as written, a C-vector's bytes and flops per channel ([C][2] ranges,
+# [C][3] coefficients, [C][2][2] corners: 2, 3, 4 values a channel); an ``asarray`` of an array
+# already of its dtype and a ``tolist`` of a few values are a call and no bytes (``VIEW``).
+# stat_shift is Python integers (none); apply_plan's loop that raises the exponent runs once (a
+# second round, a rounded coefficient clipping at a corner, is rare and left out).
+VIEW = (0, 0, 0, "int")
+_BOX = ((24, 24, 0, "f64"), (24, 24, 0, "f64"), VIEW, VIEW,  # apply_plan: the map [C][3], the int64 boxes
+        (24, 16, 2, "f64"), (24, 16, 2, "f64"), (32, 32, 4, "f64"), (40, 32, 4, "f64"),  # its corners
+        (32, 0, 4, "f64"), VIEW)  # their top (and its tolist)
+_COEFFICIENTS = ((24, 24, 3, "f64"), (24, 24, 3, "f64"), (24, 0, 3, "f64"), VIEW, (24, 24, 3, "f64"),  # 2^-e, |.|,
+                 VIEW, (24, 24, 3, "f64"), (48, 24, 3, "f64"), (24, 3, 3, "f64"), (27, 24, 3, "f64"),  # tops, 2^S;
+                 (24, 24, 0, "int"))  # round_half_up
+_CORNERS = ((24, 16, 2, "int"), (24, 16, 2, "int"), (32, 32, 4, "int"), (40, 32, 4, "int"), (32, 0, 4, "int"),
+            (32, 0, 4, "int"))  # the integer corners, their least and greatest
+BNCOEF = {
+    "bn_forward": (VIEW, (16, 16, 0, "f64"), (16, 16, 2, "f64"), F64_MAP, F64_BIN, F64_MAP, F64_MAP, F64_MAP,  # moments
+                   VIEW, F64_MAP, F64_BIN, F64_BIN, F64_BIN, F64_MAP, F64_MAP, F64_MAP,  # 2^e_y, mean, var, invstd
+                   CAST_64, F64_BIN, F64_BIN, CAST_64, F64_BIN, F64_BIN),  # m1, b0
+    "bn_backward": (VIEW, (16, 16, 0, "f64"), (16, 16, 2, "f64"), VIEW, F64_MAP, F64_BIN, F64_BIN,  # G, 2^e_y, centred
+                    CAST_64, F64_BIN, F64_MAP, *[F64_BIN] * 5, F64_MAP, F64_MAP, F64_MAP,  # p, k, q
+                    F64_BIN, F64_BIN, F64_MAP, F64_BIN, F64_BIN, F64_BIN, F64_MAP, F64_MAP),  # r, dgamma, dbeta
+    "apply_plan": _BOX + ((32, 0, 4, "f64"), VIEW) + _COEFFICIENTS + _CORNERS,  # both ends of the box
+    "apply_plan, relu": _BOX + _COEFFICIENTS + _CORNERS,  # its top alone
+    # host/train/intops.py's BatchNorm in inference: 1 / sqrt(running_var + eps), m1 = gamma invstd, the
+    # per-channel scale 2^e_y and m1 times it, b0 = beta - m1 running_mean
+    "running_affine": (CAST_64, F64_MAP, F64_MAP, F64_MAP, CAST_64, F64_BIN, F64_MAP, F64_BIN, CAST_64, CAST_64,
+                       F64_BIN, F64_BIN),
+}
+BNCOEF_KINDS = {"fwd": ("bn_forward", "apply_plan, relu"), "bwd": ("bn_backward", "apply_plan"),
+                "relu_bwd": ("apply_plan",), "eval": ("running_affine", "apply_plan, relu")}
+
+
+def bncoef_work(c: int, kind: str) -> dict:
+    """The coefficient rules of one BatchNorm pass over ``c`` channels (contract/bncoef.py), by
+    ``kind``: "fwd" (stat_shift, bn_forward, apply_plan of its ReLU), "bwd" (stat_shift,
+    bn_backward, apply_plan to int16), "relu_bwd" (apply_plan of the gradients' alignment), "eval"
+    (inference: the running statistics' affine, apply_plan); or one rule of ``BNCOEF`` alone."""
+    return passes(c, *(p for rule in BNCOEF_KINDS.get(kind, (kind,)) for p in BNCOEF[rule]))

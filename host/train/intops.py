@@ -269,8 +269,15 @@ class IntBatchNorm(Op):
         return [_written(s, out, np.int16, shape, n, e, s.apply(op, "bwd_data", n, g.name, coef, shift, out, b=y.name))]
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
-        """O(channels) only (the coefficients): nothing counted."""
-        return {}
+        """The coefficient rules (hostops.bncoef_work): fwd, the batch statistics; bwd_data, the
+        backward's and, where the input gets a gradient, its APPLY's plan."""
+        c = plan.tensors[op["output"]][0]
+        if phase == "fwd":
+            return hostops.bncoef_work(c, "bn_forward")
+        if phase != "bwd_data":
+            return {}
+        return merge_host(hostops.bncoef_work(c, "bn_backward"),
+                          hostops.bncoef_work(c, "apply_plan") if trainable.wants(op["inputs"][0]) else {})
 
 
 class IntAdd(Op):
@@ -337,8 +344,15 @@ class IntReLU(Op):
         return [_written(s, out, np.int32, shape, n, e, planes)]
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
-        """The output's (or its gradient's) per-channel range from the plane statistics."""
-        return _box_work(n, plan.tensors[op["output"]][0]) if phase in ("fwd", "bwd_data") else {}
+        """Its APPLY's plan (hostops.bncoef_work; a gated block's output also its shortcut's
+        exponent: a BatchNorm's is an APPLY plan) and the per-channel range from the plane statistics."""
+        c = plan.tensors[op["output"]][0]
+        if phase == "fwd":
+            mix = _mix_after(plan, op["output"])
+            short = mix is not None and plan_producer(plan, mix["inputs"][2]) == "batchnorm"
+            return merge_host(hostops.bncoef_work(c, "apply_plan, relu"), _box_work(n, c),
+                              hostops.bncoef_work(c, "apply_plan") if short else {})
+        return merge_host(hostops.bncoef_work(c, "apply_plan"), _box_work(n, c)) if phase == "bwd_data" else {}
 
 
 class IntAvgPool(Op):
@@ -441,7 +455,9 @@ class IntMix(Op):
         c = plan.tensors[op["output"]][0]
         if phase == "fwd":
             parts = [passes(k * size, (1, 1, 0, "int"), (1, 1, 0, "int")), passes(k * c, (24, 24, 0, "int"))]
-            if plan_producer(plan, op["inputs"][2]) != "batchnorm":
+            if plan_producer(plan, op["inputs"][2]) == "batchnorm":  # its exponent's plan and coefficients
+                parts.append(hostops.bncoef_work(c, "apply_plan"))
+            else:
                 parts.append(passes(n * size, (1, 2, 0, "int"), (2, 2, 1, "int"), (2, 2, 1, "int"), (2, 1, 0, "int"),
                                     (1, 0, 1, "int"), (1, 0, 1, "int"), (1, 0, 1, "int")))
             return merge_host(*parts)

@@ -1,0 +1,94 @@
+"""Contract v2's engine calls of one training step from a plan, without running it (``e2t estimate
+--elementwise engine``, bench/per_element_model.py): the STATS and APPLY calls host/train/intops.py's
+op table makes beside the convs, each with what EngineSession records of it (host/engine/session.py:
+its products at the op's multiplier width, its DDR bytes, its modeled cycles; in its layer and phase).
+
+The walk is the op table's, on shapes: forward, each BatchNorm's STATS (SQUARE) of its conv's int32
+output and each ReLU's APPLY of the affine map before it (the residual add's second term, an int8
+shortcut or a projection's int32 output, is APPLY's second source), ReLU, int8 out; backward, each
+ReLU's APPLY of the gradients that reach its output (masked, int32 out, two in one call; a third and
+more joined first by APPLYs without a mask), each BatchNorm's STATS (PRODUCT) of its gradient and its
+input and, where its input gets a gradient, its APPLY to int16 (of one gradient: more joined first).
+SLU: a gated block's calls on the images its gate lets through; its mix writes a projection's
+shortcut by an APPLY (an int8 shortcut the host shifts) and joins its gradients into one.
+"""
+from __future__ import annotations
+
+import math
+
+from contract import cycles, regmap
+from contract.opcount import add_count
+from host.engine.session import ELEMENT_MACS
+
+from .intops import INT_OPS
+from .trainable import EVERYTHING
+from .walk import gathered
+
+KEEP = {"relu": 2, "batchnorm": 1, "mix": 1}  # the gradients the op's backward takes in one call (intops' _reduce)
+
+
+def elementwise_calls(plan, n: int | None = None, trainable=EVERYTHING, executed: dict | None = None) -> list[dict]:
+    """The STATS and APPLY calls of one training step at batch ``n`` (default the plan's) of what
+    ``trainable`` trains (host/train/trainable.py; default everything), an op of gate j on the
+    ``executed[j]`` images its gate let through (every gate on where absent), in the order they run, each
+    ``{"layer", "phase", "op", "mode", "shape", "src2", "width", "macs", "bytes", "cycles"}``: the plan op
+    whose work it is, its accounting phase ("fwd", "bwd_data"), "stats" or "apply", its mode
+    register, (N, C, H, W), APPLY's second source ("none", "int8", "int32"), and its counts
+    (contract/cycles.py on the plan's board)."""
+    r, n, executed = regmap.load(), plan.batch if n is None else n, executed or {}
+    out = []
+
+    def rows(op: dict) -> int:
+        return executed.get(op["gate"], n) if gathered(op, INT_OPS[op["type"]]) else n
+
+    def call(op: dict, phase: str, kind: str, tensor: str, mode: int, src2: str = "none") -> None:
+        shape = (rows(op), *plan.tensors[tensor])
+        read, written = cycles.elementwise_bytes(kind, *shape, mode)
+        out.append({"layer": op["name"], "phase": phase, "op": kind, "mode": mode, "shape": shape, "src2": src2,
+                    "width": ELEMENT_MACS[kind.upper()], "macs": (1 + (src2 != "none")) * math.prod(shape),
+                    "bytes": read + written, "cycles": cycles.elementwise_cycles(kind, *shape, mode, plan.board)})
+
+    terms: dict = {}  # an affine map's tensor (a BatchNorm's, an add's) -> its terms' dtypes, the int32 first
+    empty = {op["name"] for op in plan.ops if not rows(op)}  # a gated block no image took: nothing runs
+    for op in plan.ops:
+        if op["name"] in empty:
+            continue
+        if op["type"] == "batchnorm":
+            call(op, "fwd", "stats", op["inputs"][0], r.stats_modes["SQUARE"])
+            terms[op["output"]] = ["int32"]
+        elif op["type"] == "add":
+            joined = [d for t in op["inputs"] for d in terms.get(t, ["int8"])]  # a ReLU's output: int8
+            terms[op["output"]] = sorted(joined, key=lambda d: d != "int32")
+        elif op["type"] == "relu":
+            src2 = (terms[op["inputs"][0]] + ["none"])[1]
+            call(op, "fwd", "apply", op["output"], r.apply_mode(src2, relu=True, out_bits=8), src2)
+        elif op["type"] == "mix" and op["inputs"][2] in terms:  # a projection's BatchNorm: its shortcut
+            call(op, "fwd", "apply", op["output"], r.apply_mode(out_bits=8))
+    grads = {plan.ops[-1]["output"]: 1}  # tensor -> the gradients that reach it
+    for op in reversed(plan.ops):
+        k = grads.pop(op["output"], 0)
+        if not k or op["name"] in empty:
+            continue
+        if op["type"] in KEEP:
+            for _ in range(k - KEEP[op["type"]]):
+                call(op, "bwd_data", "apply", op["output"], r.apply_mode("int32", out_bits=32), "int32")
+            if op["type"] == "relu":
+                src2 = "int32" if k > 1 else "none"
+                call(op, "bwd_data", "apply", op["output"], r.apply_mode(src2, mask=True, out_bits=32), src2)
+            elif op["type"] == "batchnorm":
+                call(op, "bwd_data", "stats", op["output"], r.stats_modes["PRODUCT"])
+                if trainable.wants(op["inputs"][0]):
+                    call(op, "bwd_data", "apply", op["output"], r.apply_mode("int32", out_bits=16), "int32")
+        for name in op["inputs"]:
+            if name != plan.data["input"] and op.get("input_grad", True) and trainable.wants(name):
+                grads[name] = grads.get(name, 0) + 1
+    return out
+
+
+def elementwise_counts(calls: list[dict]) -> dict:
+    """``calls``' counts by layer and phase (contract/opcount.py's slots), as EngineSession.per_layer
+    holds them."""
+    per: dict = {}
+    for k in calls:
+        add_count(per.setdefault(k["layer"], {}), k["phase"], k["width"], k["macs"], k["bytes"], k["cycles"])
+    return per

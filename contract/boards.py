@@ -98,10 +98,18 @@ def _check(d: dict, path: str) -> Board:
     return Board(**d)
 
 
+def pixel_lanes_built(b: Board) -> bool:
+    """Whether the engine on ``b`` has the pixel-lane weight gradient (the stem's, E2T_WGP_PIX): on the
+    boards with a 128-bit port (UltraScale+). On a 64-bit port the stem's g stream bounds it anyway,
+    and the XC7Z020 has no LUTs for it beside the per-element unit: the channel sweep runs instead
+    (the same numbers; docs/engine.md, "The XC7Z020's trim")."""
+    return b.axi_bits >= 128
+
+
 def wgp_pack(b: Board) -> bool:
     """Whether the pixel-lane weight gradient's predictor packs two entries a DSP (E2T_WGP_PACK):
-    on the boards with a 128-bit port (UltraScale+). On a 64-bit port the stem's predictor pass
-    waits on its g stream either way, and the XC7Z020 has no LUTs to spare (docs/engine.md)."""
+    on the boards with a 128-bit port (UltraScale+), where the lanes are built. On a 64-bit port
+    the stem's predictor pass waits on its g stream either way (docs/engine.md)."""
     return b.axi_bits >= 128
 
 

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from . import regmap
-from .boards import DEFAULT_BOARD, Board, board as get_board, names, wgp_pack
+from .boards import DEFAULT_BOARD, Board, board as get_board, names, pixel_lanes_built, wgp_pack
 from .errors import E2TError
 
 # Pipeline depths (cycles) by loop kind; "rd" loops read DDR, "wr" loops write it.
@@ -308,9 +308,10 @@ def tiles(s: ConvShape, b: Board) -> int:
 
 
 def pixel_lanes(s: ConvShape, b: Board) -> bool:
-    """Whether CONV_WGRAD runs the pixel-lane sweep (the kernel's k.pix): stride 1, C <= AI / 2
-    input channels, an output row of Wo >= AI / 2 pixels."""
-    return s.stride == 1 and 2 * s.c <= b.array_i and 2 * s.wo >= b.array_i
+    """Whether CONV_WGRAD runs the pixel-lane sweep (the kernel's k.pix): on a board that builds it
+    (``pixel_lanes_built``: 128-bit ports), at stride 1, C <= AI / 2 input channels, an output row
+    of Wo >= AI / 2 pixels."""
+    return pixel_lanes_built(b) and s.stride == 1 and 2 * s.c <= b.array_i and 2 * s.wo >= b.array_i
 
 
 def _ck(s: ConvShape) -> tuple[int, int]:
@@ -489,8 +490,8 @@ def _plane_run(p: int, size: int, b: Board) -> int:
 def elementwise_beats(op: str, n: int, c: int, h: int, w: int, mode: int, b: Board) -> int:
     """The streams' bound on a STATS or APPLY pass: the beats of the busier bundle (gmem_rd's
     streams add up, gmem_wr's too, the two run at once; APPLY's plane statistics on gmem_wr):
-    what a pass whose loads, sweep and stores overlapped would take. The kernel runs them in
-    series (``elementwise_cycles``)."""
+    what a pass whose loads, sweep and stores all overlapped would take. The kernel overlaps a
+    plane's loads with the previous plane's sweep and store (``elementwise_cycles``)."""
     reads, writes = elementwise_streams(op, mode)
     planes, p = n * c, h * w
     rd = planes * sum(_plane_run(p, size, b) for size in reads)
@@ -501,31 +502,36 @@ def elementwise_beats(op: str, n: int, c: int, h: int, w: int, mode: int, b: Boa
 def elementwise_cycles(op: str, n: int, c: int, h: int, w: int, mode: int, b: Board,
                        tr: Trace | None = None) -> int:
     """STATS (``op`` "stats") or APPLY ("apply") on N x C x H x W with register ``mode``, as
-    per_element runs it: the checks (APPLY: coef_ok, its 3 C coefficients one a cycle), the sizes
-    (make_call, P = H W), APPLY's coefficients (COEF_LOAD, one int64 a trip); then per plane, in
-    series: the bursts in (ELEM_LOAD32: src1, an int32 src2; ELEM_LOAD8: act, mask), the array's
-    sweep (ELEM_SWEEP, AXI / 32 lanes a trip) and the plane's state (its coefficients, STATS's
-    channel sums: a STEP), APPLY's output (ELEM_STORE) and its three plane sums (single writes);
-    after the last plane STATS writes its C x 4 sums (STATS_OUT). A plane's elements are in
-    beats where the plane fills them, one a trip otherwise, as the kernel's DDR loops."""
+    per_element runs it: the checks (APPLY: coef_ok, its 3 C coefficients one a cycle), APPLY's
+    coefficients (COEF_LOAD, one int64 a trip), the plane's size P = H W (kmul); the first plane's
+    loads (elem_load: ELEM_LOAD32, src1 and an int32 src2; ELEM_LOAD8, act and mask; one after the
+    other on the read bundle); then a step a plane: the next plane's loads into the idle copy at
+    the same time as this plane's sweep (elem_plane: ELEM_SWEEP, AXI / 32 lanes a trip) and, APPLY,
+    its store (elem_store: ELEM_STORE and the three plane sums, single writes) after it, the step
+    as long as the longer of the two plus the plane's state (its coefficients, STATS's channel
+    sums: ``STEP``); after the last plane STATS writes its C x 4 sums (STATS_OUT). A plane's
+    elements are in beats where the plane fills them, one a trip otherwise, as the kernel's DDR
+    loops."""
     tr, g = tr or Trace(), _Geo(b)
     reads, writes = elementwise_streams(op, mode)
     p, apply = h * w, op == "apply"
-    cycles = CHECK_TOP + _make_call(tr)
+    cycles = CHECK_TOP
     if apply:
         cycles += COEFS * c + DEPTH["rd"]  # e2t_checks.h's coef_ok, before anything is written
         cycles += tr.loop("COEF_LOAD", COEFS * c, "rd") + CALL
     cycles += _kmul(tr)
 
-    def plane(t: Trace) -> int:
-        cyc = sum(t.loop("ELEM_LOAD32" if size == 4 else "ELEM_LOAD8", _plane_run(p, size, b), "rd")
-                  for size in reads)
-        cyc += t.loop("ELEM_SWEEP", _ceil(p, g.bw32), "elem") + CALL + STEP
-        if apply:
-            cyc += t.loop("ELEM_STORE", _plane_run(p, writes[0], b), "wr") + PLANE_STATS + DEPTH["wr"]
-        return cyc
+    def load(t: Trace) -> int:
+        return sum(t.loop("ELEM_LOAD32" if size == 4 else "ELEM_LOAD8", _plane_run(p, size, b), "rd")
+                   for size in reads) + CALL
 
-    cycles += tr.repeat(plane, n * c)
+    def plane(t: Trace, nxt: bool) -> int:
+        cyc = t.loop("ELEM_SWEEP", _ceil(p, g.bw32), "elem") + CALL
+        if apply:
+            cyc += t.loop("ELEM_STORE", _plane_run(p, writes[0], b), "wr") + PLANE_STATS + DEPTH["wr"] + CALL
+        return max(load(t) if nxt else 0, cyc) + STEP
+
+    cycles += load(tr) + tr.repeat(lambda t: plane(t, True), n * c - 1) + plane(tr, False)
     if not apply:
         cycles += tr.loop("STATS_OUT", CHANNEL_STATS * c, "wr")
     return cycles

@@ -5,8 +5,9 @@
 
 A board fixes the FPGA part and clock for Vitis HLS, the weight-gradient and conv tiles
 (how many channel pairs the fabric multiplies per cycle, which the XC7Z020's 220 DSPs
-bound), the compile-time maxima that size the on-chip buffers, and the accumulator widths
-docs/numerics.md asks for. The CPU builds (hls/csim.py) use the same file, so an emulated
+bound), the compile-time maxima that size the on-chip buffers, the accumulator widths
+docs/numerics.md asks for, and which optional units are built (the pixel-lane weight gradient and
+its packed predictor: 128-bit boards only). The CPU builds (hls/csim.py) use the same file, so an emulated
 board counts PSG tiles exactly as its fabric would.
 """
 from __future__ import annotations
@@ -14,10 +15,10 @@ from __future__ import annotations
 import sys
 
 from contract import numerics as nx
-from contract.boards import DEFAULT_BOARD, Board, board, names, wgp_pack
+from contract.boards import DEFAULT_BOARD, Board, board, names, pixel_lanes_built, wgp_pack
 
 BOARDS = {n: board(n) for n in names()}
-__all__ = ["BOARDS", "DEFAULT_BOARD", "Board", "board", "config_header", "depths", "wgp_pack"]
+__all__ = ["BOARDS", "DEFAULT_BOARD", "Board", "board", "config_header", "depths", "pixel_lanes_built", "wgp_pack"]
 
 
 def depths(b: Board, batch: int = 2) -> dict[str, int]:
@@ -38,7 +39,8 @@ def config_header(b: Board, origin: str | None = None) -> str:
     for key in ("tile_o", "tile_i", "array_o", "array_i", "max_c", "max_h", "max_w", "max_ho", "max_wo", "max_k", "max_pad", "max_batch",
                 "acc_fwd_bits", "acc_wide_bits", "axi_bits"):
         L.append(f"#define E2T_{key.upper()} {getattr(b, key)}")
-    L += [f"#define E2T_WGP_PACK {int(wgp_pack(b))}", f"#define E2T_ALIGN_BITS {nx.ALIGN_BITS}", ""]
+    L += [f"#define E2T_WGP_PIX {int(pixel_lanes_built(b))}", f"#define E2T_WGP_PACK {int(wgp_pack(b))}",
+          f"#define E2T_ALIGN_BITS {nx.ALIGN_BITS}", ""]
     L += [f"#define E2T_DEPTH_{k.upper()} {v}" for k, v in depths(b).items()]
     L += ["", "#endif  // E2T_ENGINE_CONFIG_H", ""]
     return "\n".join(L)

@@ -4,9 +4,10 @@ It reads the kernel as written (hls/src/e2t_engine.cpp, docs/engine.md) with the
 (``array_o x array_i``), maxima and AXI width:
 
 - DSP: the one multiplier array, ``pe_array``: array_o x array_i products of 25 x 18 bits (one
-  DSP48E1 / DSP48E2 slice each), shared by every op through one ``array_unit`` (ALLOCATION). The
-  update's 64-bit products are pieces on that array, and so are the per-element unit's (STATS,
-  APPLY: ``elementwise_dsp_choice``), the PSG ratio R max|G| and the per-call sizes are
+  DSP48E1 / DSP48E2 slice each), shared by the conv ops and UPDATE through one ``array_unit``
+  (ALLOCATION); the update's 64-bit products are pieces on that array. The per-element unit
+  (STATS, APPLY) has five slices a lane of its own (``elementwise_dsp_choice``: fewer LUTs than
+  muxing its operands onto the array). The PSG ratio R max|G| and the per-call sizes are
   shift-and-add loops, addresses are shifts and additions: no other multiplier.
 - BRAM: every on-chip buffer as the kernel partitions and binds it (x and g images twice, the
   weight rows, the G store; the per-element unit's per-channel arrays); a bank takes the fewest
@@ -15,7 +16,8 @@ It reads the kernel as written (hls/src/e2t_engine.cpp, docs/engine.md) with the
 - LUT / FF: the operand muxes of the array, the forward adder trees (the backward column sums
   run down the DSP cascade), the weight-gradient lane adders and their shift chain, the
   pixel-lane weight gradient's g registers, per-lane x reads and copy adders (it sums on the
-  forward's trees; on 128-bit ports only, ``pixel_lanes_built``), the banks' rotations, LUT-RAM, the update and PSG datapaths, the per-element
+  forward's trees; built on 128-bit ports only: contract/boards.py's ``pixel_lanes_built``, the
+  kernel's E2T_WGP_PIX), the banks' rotations, LUT-RAM, the update and PSG datapaths, the per-element
   unit (``elementwise_unit``), the AXI adapters and the control, with
   per-unit figures that are estimates (one LUT per adder bit, a 4:1 mux per LUT6, a 64 x 1
   LUT-RAM per LUT, two for a dual-port one).
@@ -30,7 +32,7 @@ from contract.boards import Board
 from contract.errors import E2TError
 
 from contract import numerics as nx
-from contract.boards import wgp_pack
+from contract.boards import pixel_lanes_built, wgp_pack
 from contract.cycles import GS_DEPTH, PB  # the kernel's block and G store sizes, one Python source
 
 DSP_PORTS = {"zynq7": (25, 18), "zynqmp": (27, 18)}       # DSP48E1, DSP48E2 multiplier ports
@@ -43,6 +45,7 @@ BRAM18_PER_M_AXI = 2          # read and write burst buffers of one adapter
 LUT_PER_M_AXI, FF_PER_M_AXI = 1200, 1800
 LUT_CONTROL, FF_CONTROL = 6000, 8000   # AXI-Lite registers, checks, the ops' sequencing
 PIPELINED_LOOPS = 32          # the kernel's pipelined loops (its E2T_LOOPS labels; tests/test_estimate.py counts them)
+PIXEL_LANE_LOOPS = 3          # of them the pixel-lane weight gradient's (WGP_GPRE, WGP_SWEEP, WGP_COPY)
 LUT_PER_LOOP, FF_PER_LOOP = 150, 100   # counters, address arithmetic and exit test of one loop
 UPDATE_LUT, UPDATE_FF = 1500, 600      # UPDATE's 64-bit sums, rounding shifts and saturations
 PSG_LUT = 400                 # PSG: |G| >= T and |G| 2^16 >= R max|G| per entry, signs
@@ -50,6 +53,8 @@ PSG_LUT = 400                 # PSG: |G| >= T and |G| 2^16 >= R max|G| per entry
 # (|v| < 2^57), the int64 rounding shifts, STATS's channel sums (|sum a_t| <= 2^35, |sum a_t b_t| <= 2^52) and
 # raw int32 extremes, APPLY's plane sum of H W outputs
 ELEM_V_BITS, ELEM_ROUND_BITS = nx.COEF_B_BITS + 2, 64
+ELEM_FORMATS = (8, 16, nx.STAT_BITS, 32)     # the lane's saturation: APPLY's outputs and STATS's a_t
+STAT_SHIFT_BITS = 33                         # STATS's b_t shift: an int32 and its rounding half (u <= 32)
 ELEM_STAT_BITS = (36, 54, 32, 32)            # a channel's sum a_t, sum a_t b_t, min a, max a
 ELEM_PLANE_SUM_BITS = 42
 ELEM_NEW_PORTS, ELEM_NEW_WORDS = 7, 15       # src1, src2, mask, coef, dst8, dst16, stats; shift2 + 7 64-bit pointers
@@ -142,17 +147,18 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
                                 # two lane sums a DSP (full: one), the flush chain's load mux, flush adders, x_msb
                                 "lut": dsps * (sweep + sweep - 4) + ao * 2 * ai * sweep // 2 + ao * wide + 2 * ai * 8,
                                 "ff": dsps * (sweep + sweep - 4) + ao * 2 * ai * sweep}
-    pack = wgp_pack(b)  # the pixel-lane predictor's two entries a DSP (the kernel's WGP_PACK)
+    built = pixel_lanes_built(b)  # the kernel's WGP_PIX (hls/boards.py)
+    pack = built and wgp_pack(b)  # its predictor's two entries a DSP (WGP_PACK)
     ports = 2 if pack else 1
-    built = pixel_lanes_built(b)
     parts["wgrad, pixel lanes"] = {
         "dsp": 0, "bram18": 0,
         # per lane an ai:1 bank mux of x (one a read port in use), its bounds checks and address adder;
         # the next group's g, two lanes a cycle from ao banks; the copy's rest 2^16 + low; packed, a
-        # third (4-bit) tree a row
+        # third (4-bit) tree a row; its three loops
         "lut": built * (ports * ai * (_mux(ai, 8) + 40) + 2 * ao * _mux(ao, 16) + ao * wide
-                        + (ao * (ai - 1) * (4 + _log2_ceil(ai)) if pack else 0)),
-        "ff": built * (2 * ao * ai * 16 + ai * 24)}  # both groups' g, lane validity and addresses
+                        + (ao * (ai - 1) * (4 + _log2_ceil(ai)) if pack else 0) + PIXEL_LANE_LOOPS * LUT_PER_LOOP),
+        # both groups' g, lane validity and addresses
+        "ff": built * (2 * ao * ai * 16 + ai * 24 + PIXEL_LANE_LOOPS * FF_PER_LOOP)}
     parts["bank rotations"] = {"dsp": 0, "bram18": 0,
                                "lut": 2 * ai * _mux(ai, 8) + ao * _mux(ao, 16) + ai * _mux(bw8, 8) + ao * _mux(bw16, 16),
                                "ff": 0}
@@ -166,17 +172,11 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
     parts["update and PSG"] = {"dsp": 0, "bram18": 0, "lut": UPDATE_LUT + PSG_LUT,
                                "ff": UPDATE_FF + (-(-b.max_c // b.tile_o)) * (-(-b.max_c // b.tile_i))}
     parts["per-element unit"] = elementwise_unit(b)
+    loops = PIPELINED_LOOPS - PIXEL_LANE_LOOPS  # the pixel lanes' are theirs
     parts["AXI and control"] = {"dsp": 0, "bram18": M_AXI_BUNDLES * BRAM18_PER_M_AXI,
-                                "lut": M_AXI_BUNDLES * LUT_PER_M_AXI + LUT_CONTROL + PIPELINED_LOOPS * LUT_PER_LOOP,
-                                "ff": M_AXI_BUNDLES * FF_PER_M_AXI + FF_CONTROL + PIPELINED_LOOPS * FF_PER_LOOP}
+                                "lut": M_AXI_BUNDLES * LUT_PER_M_AXI + LUT_CONTROL + loops * LUT_PER_LOOP,
+                                "ff": M_AXI_BUNDLES * FF_PER_M_AXI + FF_CONTROL + loops * FF_PER_LOOP}
     return parts
-
-
-def pixel_lanes_built(b: Board) -> bool:
-    """Whether the engine on ``b`` has the pixel-lane weight gradient (the stem's): on the boards
-    with a 128-bit port. On a 64-bit port the per-element unit takes its LUTs (the XC7Z020 holds
-    one or the other, docs/engine.md): the trim this model makes there."""
-    return b.axi_bits >= 128
 
 
 def elementwise_lanes(b: Board) -> int:
@@ -186,13 +186,14 @@ def elementwise_lanes(b: Board) -> int:
 
 
 def elementwise_dsp_choice(b: Board) -> dict[str, dict[str, int]]:
-    """The per-element unit's products two ways, DSP slices and LUTs: ``shared``, as the kernel
-    does, on the array (idle while STATS and APPLY run: ops are serial): per lane four slices of
-    an array row (M1 and M2, 25 bits whole on the A port, times a and b in 17-bit pieces on the B
-    port), STATS's a_t b_t on the first of them, whose port muxes take a 4th and 5th way (the
-    other three a 4th: still one LUT6 a bit), the pieces recombined in fabric, (M1 a_hi + M2 b_hi)
-    2^17 + M1 a_lo + M2 b_lo; ``added``, slices of its own, each 25 x 32 product whole out of two
-    slices chained with the cascade's 17-bit shift, STATS's operands muxed onto the first."""
+    """The per-element unit's products two ways, DSP slices and LUTs: ``shared``, on the array (idle
+    while STATS and APPLY run: ops are serial): per lane four slices of an array row (M1 and M2,
+    25 bits whole on the A port, times a and b in 17-bit pieces on the B port), STATS's a_t b_t on
+    the first of them, whose port muxes take a 4th and 5th way (the other three a 4th: still one
+    LUT6 a bit), the pieces recombined in fabric, (M1 a_hi + M2 b_hi) 2^17 + M1 a_lo + M2 b_lo;
+    ``added``, as the kernel does (elem_plane), slices of its own: each 25 x 32 product whole out of
+    two slices chained with the cascade's 17-bit shift, M1 a + M2 b summed in fabric, and STATS's
+    a_t b_t on a fifth (it comes after the lane's one rounding shift, APPLY's products before it)."""
     lanes, port = elementwise_lanes(b), sum(PRODUCT)
     big, small = DSP_PORTS[b.family]
     assert nx.COEF_M_BITS + 1 <= big, "a coefficient fits the A port whole"
@@ -200,43 +201,69 @@ def elementwise_dsp_choice(b: Board) -> dict[str, dict[str, int]]:
     hi, lo = nx.COEF_M_BITS + 1 + 32 - (small - 1), nx.COEF_M_BITS + 1 + small - 1  # the pieces' sums' bits
     return {"shared": {"dsp": 0, "lut": lanes * (_mux(ARRAY_WAYS + 2, port) - _mux(ARRAY_WAYS, port)
                                                  + hi + lo + ELEM_V_BITS)},
-            "added": {"dsp": lanes * slices, "lut": lanes * (_mux(2, port) + ELEM_V_BITS)}}
+            "added": {"dsp": lanes * (slices + 1), "lut": lanes * ELEM_V_BITS}}
 
 
 def _round_shift(bits: int) -> int:
-    """LUTs of rshift_round on ``bits`` bits by a register 0..62: the half's one-hot, the add, the
-    arithmetic shift (4:1 mux stages)."""
+    """LUTs of rshift_round on ``bits`` bits by a register 0..62 (or 0..32: six bits either way): the
+    half's one-hot, the add, the arithmetic shift (4:1 mux stages)."""
     return bits + bits + bits * -(-nx.SHIFT_MAX.bit_length() // 2)
+
+
+def _fits(bits: int, formats: tuple) -> int:
+    """LUTs of the test whether a ``bits``-bit value lies in a signed format of ``formats``, by the
+    bits above the format (all equal to its sign bit) rather than by compares with its range: an
+    all-ones and an all-zeros detector (six inputs a LUT) on each run of bits between two formats'
+    sign bits, and with several formats a LUT each to combine its runs and the select among them."""
+    edges = sorted(f - 1 for f in formats) + [bits]
+    runs = sum(2 * -(-(top - low) // 6) for low, top in zip(edges, edges[1:]))
+    return runs + (len(formats) + _mux(len(formats), 1) if len(formats) > 1 else 0)
 
 
 def elementwise_lane_luts() -> dict[str, int]:
     """LUTs of one lane of the per-element unit as elem_plane computes it (int64 where it is
     int64): its operands (b from the int32 or the int8 buffer, the mask's test); APPLY's v = the
-    products + B and its rounding shift, RELU / MASK's zero and the saturation to the output's
-    range (two compares with the range registers); STATS's a_t and b_t, each a rounding shift
-    and a saturation to 18 bits; the sums (APPLY's plane sum, STATS's sum a_t, sum a_t b_t) and
-    the minimum and maximum of the raw a or of the output."""
+    products + B; the lane's one rounding shift, of APPLY's v or of STATS's a (a 2:1 mux before
+    it); RELU / MASK's zero and the one saturation, to APPLY's output format or to STATS's 18 bits
+    (``_fits`` over ``ELEM_FORMATS``, then the clamp); STATS's b_t, its own rounding shift on 33
+    bits (u clamped at 32, where every int32 rounds to 0 already), its 18-bit test and clamp, and
+    the mux of b_t or a_t (SQUARE) onto its slice; the sums (APPLY's plane sum, STATS's sum a_t,
+    sum a_t b_t) and the minimum and maximum of the raw a or of the output."""
     return {"operands": _mux(2, 32) + 8, "apply v": ELEM_V_BITS,
-            "apply round": _round_shift(ELEM_ROUND_BITS),
-            "apply zero, saturate": ELEM_ROUND_BITS + 2 * ELEM_ROUND_BITS + 32,
-            "stats a_t, b_t": 2 * (_round_shift(ELEM_ROUND_BITS) + 2 * -(-ELEM_ROUND_BITS // 6) + nx.STAT_BITS),
+            "round": _mux(2, ELEM_ROUND_BITS) + _round_shift(ELEM_ROUND_BITS),
+            "zero, saturate": ELEM_ROUND_BITS + _fits(ELEM_ROUND_BITS, ELEM_FORMATS) + 32,
+            "stats b_t": _round_shift(STAT_SHIFT_BITS) + _fits(STAT_SHIFT_BITS, (nx.STAT_BITS,)) + nx.STAT_BITS
+            + _mux(2, nx.STAT_BITS),
             "statistics": ELEM_PLANE_SUM_BITS + sum(ELEM_STAT_BITS[:2]) + 2 * (32 + 32) + _mux(2, 32)}
+
+
+def elementwise_streaming(b: Board) -> int:
+    """LUTs of the per-element ops' streaming (per_element: a plane loads into one copy of the
+    buffers it borrows while the other is swept and stored): the muxes the second copies add, one
+    LUT6 a bit up to four sources. Write ports: ac1's banks (nacc x BW32 of acc_wide bits) take the
+    plane's load and the sweep's outputs beside the array's sums, xb1 the int8 b, gb1 the mask and
+    an int32 b's halves; read side: each lane's a, b (two halves), int8 b and mask from either copy,
+    and the store's beat."""
+    nacc, lanes = max(2 * b.array_o, b.array_i), elementwise_lanes(b)
+    return (nacc * lanes * b.acc_wide_bits + b.array_i * 8 + b.array_o * 16 + lanes * (32 + 32 + 8 + 16)
+            + b.axi_bits)
 
 
 def elementwise_unit(b: Board) -> dict[str, int]:
     """STATS and APPLY's datapath (hls/src/e2t_engine.cpp, elem_plane and per_element):
-    ``elementwise_lanes`` lanes (``elementwise_lane_luts``), the products on the array
-    (``elementwise_dsp_choice``'s shared way: its muxes and the pieces' sums), the plane sums'
-    writes, the saturation counter, the new registers (AXI-Lite words, each new m_axi port's
-    address adder), and the per-channel arrays of max_c entries in BRAM: M1, M2, B and STATS's
-    running sums and extremes. The loops' counters are "AXI and control"'s (PIPELINED_LOOPS)."""
-    lanes, shared = elementwise_lanes(b), elementwise_dsp_choice(b)["shared"]
+    ``elementwise_lanes`` lanes (``elementwise_lane_luts``), their products on slices of their own
+    (``elementwise_dsp_choice``'s added way: fewer LUTs than the shared one on every board), the
+    plane sums' writes, the saturation counter, the new registers (AXI-Lite words, each new m_axi
+    port's address adder), the second copies' muxes (``elementwise_streaming``), and the per-channel
+    arrays of max_c entries in BRAM: M1, M2, B and STATS's running sums and extremes. The loops'
+    counters are "AXI and control"'s (PIPELINED_LOOPS)."""
+    lanes, own = elementwise_lanes(b), elementwise_dsp_choice(b)["added"]
     arrays = (nx.COEF_M_BITS + 1, nx.COEF_M_BITS + 1, nx.COEF_B_BITS + 1) + ELEM_STAT_BITS
-    lane_ff = 32 + 32 + 8 + ELEM_V_BITS + 2 * ELEM_ROUND_BITS + 32 + 2 * nx.STAT_BITS + ELEM_PLANE_SUM_BITS \
-        + sum(ELEM_STAT_BITS)
-    return {"dsp": shared["dsp"], "bram18": sum(bram18(b.max_c, w) for w in arrays),
-            "lut": lanes * sum(elementwise_lane_luts().values()) + shared["lut"] + _mux(3, 64) + 32 + lanes
-            + _mux(ELEM_NEW_WORDS, 32) + ELEM_NEW_PORTS * 32,
+    lane_ff = 32 + 32 + 8 + ELEM_V_BITS + ELEM_ROUND_BITS + STAT_SHIFT_BITS + 32 + 2 * nx.STAT_BITS \
+        + ELEM_PLANE_SUM_BITS + sum(ELEM_STAT_BITS)
+    return {"dsp": own["dsp"], "bram18": sum(bram18(b.max_c, w) for w in arrays),
+            "lut": lanes * sum(elementwise_lane_luts().values()) + own["lut"] + _mux(3, 64) + 32 + lanes
+            + _mux(ELEM_NEW_WORDS, 32) + ELEM_NEW_PORTS * 32 + elementwise_streaming(b),
             "ff": lanes * lane_ff + sum(arrays[:3]) + 32 + ELEM_NEW_WORDS * 32}
 
 

@@ -119,10 +119,10 @@ def test_model_scales_with_the_work():
 def test_resnet20_keeps_the_array_busy(name):
     """Issue 14's targets, modeled: >= 85 % of the array's peak on ResNet-20's 3 x 3 layers for the
     forward, backward-data and weight-gradient (PSG worst case) ops. The stem (3 input channels)
-    is bound by DDR bandwidth: its forward's int32 outputs need 4 bytes per 27 MACs, and its
-    weight gradient (pixel lanes) reads 2 bytes of g per 27 MACs, which a 64-bit port gives at
-    most 58 % of the array's PSG worst case; it has no backward-data pass. The 1 x 1 projections
-    are not 3 x 3."""
+    is bound by DDR bandwidth: its forward's int32 outputs need 4 bytes per 27 MACs; its weight
+    gradient runs the pixel lanes where they are built (128-bit ports: >= 85 %) and elsewhere the
+    channel sweep, whose 3 channels fill 3 of the 16 lanes (the XC7Z020's trim, docs/engine.md);
+    it has no backward-data pass. The 1 x 1 projections are not 3 x 3."""
     b = boards.board(name)
     for i, (label, _, s, ests) in enumerate(cycles.resnet20(b)):
         util = {e.op: e.utilization for e in ests}
@@ -130,7 +130,11 @@ def test_resnet20_keeps_the_array_busy(name):
             assert min(util["conv_fwd"], util["conv_bwd_data"], util["conv_wgrad"]) >= 0.85, (label, util)
         if i == 0:  # the stem
             assert s.c == 3 and "conv_bwd_data" not in util and util["conv_fwd"] < 0.25, (label, util)
-            assert util["conv_wgrad"] >= (0.85 if b.axi_bits >= 128 else 0.54), (label, util)
+            assert cycles.pixel_lanes(s, b) == boards.pixel_lanes_built(b) == (b.axi_bits >= 128)
+            if boards.pixel_lanes_built(b):
+                assert util["conv_wgrad"] >= 0.85, (label, util)
+            else:
+                assert 0.15 < util["conv_wgrad"] < 3 / 16, (label, util)
 
 
 def test_resnet20_iteration_five_times_faster_on_the_pynq_z2():

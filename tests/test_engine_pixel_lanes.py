@@ -1,9 +1,12 @@
 """CONV_WGRAD's pixel-lane sweep (hls/src/e2t_engine.cpp, wgp_tile: stride 1, C <= AI / 2 input
 channels, output rows of Wo >= AI / 2 pixels; the stem's shape) in the kernel builds, against the
 numeric contract: integers only, on both sides of every condition and at the largest sums. The
-default board (64-bit port) runs the predictor one entry a DSP; the ZCU104 (128-bit port) packs two
-entries a DSP (WGP_PACK), whose field split the extreme operands test. The fast build has its own
-weight gradient (tests/test_engine.py covers it)."""
+lanes are built on the 128-bit boards (contract/boards.py, pixel_lanes_built: the kernel's
+E2T_WGP_PIX): the ZCU104 runs them, its predictor packing two entries a DSP (WGP_PACK), whose field
+split the extreme operands test; the PYNQ-Z2 (64-bit port, the XC7Z020's trim) runs the channel
+sweep on the same shapes, to the same integers; and a PYNQ-Z2 build with the lanes forced on (no
+board's configuration today) keeps the unpacked predictor, one entry a DSP, tested. The fast build
+has its own weight gradient (tests/test_engine.py covers it)."""
 import numpy as np
 import pytest
 
@@ -11,7 +14,8 @@ from contract import cycles, numerics as nx
 from hls import boards
 from hls.csim import Engine
 
-KERNEL_ENGINES = [(v, b) for b in ("pynq-z2", "zcu104") for v in ("native", "ap")]
+LANES_ON = "pynq-z2+lanes"  # the PYNQ-Z2's configuration with E2T_WGP_PIX 1
+KERNEL_ENGINES = [(v, b) for b in ("pynq-z2", "zcu104") for v in ("native", "ap")] + [("native", LANES_ON)]
 HALF = boards.board("pynq-z2").array_i // 2
 assert HALF == boards.board("zcu104").array_i // 2 == 8
 
@@ -35,8 +39,13 @@ EDGES = [
 @pytest.fixture(scope="module", params=KERNEL_ENGINES, ids=[f"{b}-{v}" for v, b in KERNEL_ENGINES])
 def engine(request):
     variant, board = request.param
-    e = Engine(variant, board=board, log=lambda m: None)
-    e.board_name = board
+    with pytest.MonkeyPatch.context() as mp:
+        if board == LANES_ON:
+            header = boards.config_header
+            mp.setattr(boards, "config_header", lambda b, origin=None: header(b, origin).replace(
+                "#define E2T_WGP_PIX 0", "#define E2T_WGP_PIX 1"))
+        e = Engine(variant, board=board.split("+")[0], log=lambda m: None)
+    e.board_name = e.board.name
     return e
 
 
@@ -70,9 +79,26 @@ def test_pixel_lanes_and_their_edges_equal_the_contract(engine, shape):
     b = boards.board(engine.board_name)
     s_ = cycles.ConvShape(n, c, h, w, o, k, s, p)
     # the condition as the kernel states it (the model's pixel_lanes follows the kernel, tests/test_cycles.py)
-    assert cycles.pixel_lanes(s_, b) == (s == 1 and c <= HALF and s_.wo >= HALF)
+    lanes = s == 1 and c <= HALF and s_.wo >= HALF
+    assert cycles.pixel_lanes(s_, b) == (lanes and boards.pixel_lanes_built(b))
     x, g = operands(np.random.default_rng(sum(shape)), *shape)
     check_every_mode(engine, x, g, k, s, p)
+
+
+def test_the_switch_changes_cycles_not_numbers(monkeypatch):
+    """The stem's weight gradient with and without the lanes (the ZCU104's native build and the
+    PYNQ-Z2's): the same G and signs in every mode; the channel sweep costs the PYNQ-Z2 three times
+    the lanes' cycles (modeled: 36.9 ms a step instead of 11.8)."""
+    pix, chan = (Engine("native", board=name, log=lambda m: None) for name in ("zcu104", "pynq-z2"))
+    x, g = operands(np.random.default_rng(7), 2, 3, 16, 32, 32, 3, 1, 1)
+    for mode, thr in (("full", 0), ("abs", 0), ("ratio", nx.ratio_fixed(0.3))):
+        a, b = pix.conv_wgrad(x, g, 3, 1, 1, mode, thr), chan.conv_wgrad(x, g, 3, 1, 1, mode, thr)
+        assert np.array_equal(a[0], b[0]) and (a[1] is b[1] is None or np.array_equal(a[1], b[1])), mode
+    s, p = cycles.ConvShape(128, 3, 32, 32, 16, 3, 1, 1), boards.board("pynq-z2")
+    assert not cycles.pixel_lanes(s, p) and cycles.pixel_lanes(s, boards.board("zcu104"))
+    channel = cycles.conv_wgrad(s, p, psg=True)
+    monkeypatch.setattr(cycles, "pixel_lanes_built", lambda b: True)
+    assert cycles.pixel_lanes(s, p) and channel > 3 * cycles.conv_wgrad(s, p, psg=True)
 
 
 def test_pixel_lanes_at_the_largest_sums(engine):

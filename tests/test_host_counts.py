@@ -53,28 +53,31 @@ def test_host_ops_count_what_their_numpy_passes_read_write_and_compute(plan):
     x = y = e
     w = 16 * 16 * 3 * 3
     # forward: quantize to int8 (max, min, scale, floor, fraction, int8 store, >= 1/2, int8 add), the copy
-    # into the act buffer, the output bound over the int8 weights (int64 copy, abs, sums), dequantize
-    # (float32 cast of the int32 y, scale)
+    # into the act buffer, dequantize (float32 cast of the int32 y, scale); the output bound is the
+    # weights' (EngineSession.weight_bounds), kept from the last update
     quantize_r, quantize_w = 4 + 4 + 4 + 4 + 8 + 4 + 4 + (1 + 1), 4 + 4 + 4 + 1 + 1 + 1
     assert _work(plan, "blocks.0.conv1", "fwd") == slot(
-        quantize_r * x + 1 * x + (1 + 8 + 8) * w + (4 + 4) * y, quantize_w * x + 1 * x + (8 + 8) * w + (4 + 4) * y,
-        f32=6 * x + y, int_=x + 2 * w, calls=8 + 1 + 3 + 2)
-    # backward: quantize g to int16, its copy into grad; the aligned weights (int64 copy, + half, >>, <<,
-    # where) and the bound (abs, transposed copy, sums; g's min and max); dequantize the input gradient
+        quantize_r * x + 1 * x + (4 + 4) * y, quantize_w * x + 1 * x + (4 + 4) * y,
+        f32=6 * x + y, int_=x, calls=8 + 1 + 2)
+    # backward: quantize g to int16, its copy into grad; the bound (g's min and max, times the weights'
+    # kept bound); dequantize the input gradient
     g_r, g_w = 4 + 4 + 4 + 4 + 8 + 4 + 4 + (2 + 1), 4 + 4 + 4 + 2 + 1 + 2
-    weights_r, weights_w = 1 + 8 + 8 + 8 + 16 + 8 + 8 + 8, 8 + 8 + 8 + 8 + 8 + 8 + 8
-    bwd = slot(g_r * y + 2 * y + weights_r * w + (2 + 2) * y + (4 + 4) * x,
-               g_w * y + 2 * y + weights_w * w + (4 + 4) * x,
-               f32=6 * y + x, int_=y + 6 * w + 2 * y, calls=8 + 1 + 8 + 2 + 2)
+    bwd = slot(g_r * y + 2 * y + (2 + 2) * y + (4 + 4) * x,
+               g_w * y + 2 * y + (4 + 4) * x,
+               f32=6 * y + x, int_=y + 2 * y, calls=8 + 1 + 2 + 2)
     assert _work(plan, "blocks.0.conv1", "bwd_data") == bwd
     # without PSG the host takes the signs of the int64 G_full and stores them as int8
     assert _work(plan, "blocks.0.conv1", "bwd_data", psg=False) == {
         **bwd, "read": bwd["read"] + 16 * w, "written": bwd["written"] + 9 * w, "bytes": bwd["bytes"] + 25 * w,
         "flops": {**bwd["flops"], "int": bwd["flops"]["int"] + w}, "calls": bwd["calls"] + 2}
     # update: renormalize (int64 copy of the int32 master, abs, max), weights_for_use (copy, abs, row
-    # maxima, + half, >>, <<, where), the int8 store
+    # maxima, + half, >>, <<, where), the int8 store; then the new weights' bounds: the forward's (int64
+    # copy, abs, sums), the aligned weights (int64 copy, + half, >>, <<, where) and the backward's (abs,
+    # transposed copy, sums)
+    weights_r, weights_w = 1 + 8 + 8 + 1 + 8 + 8 + 8 + 16 + 8 + 8 + 8, 8 + 8 + 8 + 8 + 8 + 8 + 8 + 8 + 8
     assert _work(plan, "blocks.0.conv1", "update") == slot(
-        (4 + 8 + 8 + 4 + 8 + 8 + 8 + 8 + 8 + 16 + 8) * w, (8 + 8 + 8 + 8 + 8 + 8 + 8 + 8 + 1) * w, int_=8 * w, calls=11)
+        (4 + 8 + 8 + 4 + 8 + 8 + 8 + 8 + 8 + 16 + 8) * w + weights_r * w,
+        (8 + 8 + 8 + 8 + 8 + 8 + 8 + 8 + 1) * w + weights_w * w, int_=8 * w + 8 * w, calls=11 + 11)
 
     s, nc = N * 64 * 8 * 8, N * 64  # the pooled tensor, its means; one chunk of images
     assert _work(plan, "blocks.2.bn2.add.relu.avgpool", "fwd") == slot(

@@ -10,8 +10,9 @@
 //   CONV_WGRAD full    x_q                                 g_q          1 MAC     AO x AI, taps in time
 //   CONV_WGRAD PSG     x_msb[tap a] * 2^20 + x_msb[tap b]   g_q          2 MACs    AO x AI, two taps at once
 //   UPDATE             pieces of the int32 operands        pieces       10 products per element, 2 calls
-//   STATS              a_t (18 bit)                        b_t          1 product per element (1 DSP)
-//   APPLY              M1[c], M2[c] (25 bit)               a, b pieces  M1 a, M2 b: 2 DSPs each
+//
+// STATS and APPLY multiply on slices of their own, five a lane (elem_plane): fewer LUTs than muxing
+// their operands onto the array's ports would take.
 //
 // Two products that share an operand come out of one DSP and are split exactly: the low field is
 // the sign-extended low 16 (20) bits, the high one the rest (docs/engine.md, "packing").
@@ -107,13 +108,15 @@ const int DMIN = 16;                     // shortest forward / backward sweep: c
 const int DMIN_W = 2 * AI;               // shortest weight-gradient sweep: the flush of 2 AI lanes a row
 const int HALF = AI / 2;                 // pixel-lane weight gradient: the largest C, the shortest Wo, and
                                          // the cycles of one group (prefetch of AI lanes of g, two a cycle)
-// The pixel-lane predictor packs two entries a DSP (about half the cycles) where the engine has the
-// LUTs for the wider adder trees it needs and a read port fast enough for it to pay: the board
-// data decides (hls/boards.py, wgp_pack).
-#ifndef E2T_WGP_PACK
-#error "engine_config.h predates E2T_WGP_PACK: generate it again (python -m hls.boards BOARD)"
+// The pixel-lane weight gradient (the stem's) is built, and its predictor packs two entries a DSP
+// (about half the cycles), where the engine has the LUTs for them and a read port fast enough for
+// them to pay: the board data decides (hls/boards.py, pixel_lanes_built, wgp_pack). Without the
+// lanes the channel sweep computes the same sums.
+#if !defined(E2T_WGP_PACK) || !defined(E2T_WGP_PIX)
+#error "engine_config.h predates E2T_WGP_PIX: generate it again (python -m hls.boards BOARD)"
 #endif
-const bool WGP_PACK = E2T_WGP_PACK;
+const bool WGP_PIX = E2T_WGP_PIX;
+const bool WGP_PACK = E2T_WGP_PIX && E2T_WGP_PACK;
 const int GS_DEPTH = 1024;               // G store entries per array row (weight-gradient partial sums)
 const int UCH = NACC * PB < AI * XDEPTH ? NACC * PB : AI * XDEPTH;  // UPDATE chunk (elements): what the
                                          // output block, G store and x buffer it borrows hold
@@ -136,8 +139,8 @@ static_assert(2 * AO <= NACC, "a pixel-lane tile's two sums a row have their own
 static_assert(SWEEP_BITS <= 48 && E2T_ACC_WIDE_BITS <= 64, "sums fit the widths");
 static_assert(E2T_MAX_BATCH * XPLANE <= (1 << MBITS) && e2t::COEF_M_BITS + 31 <= e2t::COEF_B_BITS,
               "the per-element ops' sums fit their widths");
-static_assert(XPLANE <= UCH && XPLANE <= AO * GDEPTH && BW32 <= AO && AI >= 4 && BW8 <= NACC,
-              "a plane fits the buffers UPDATE borrows (and gb); a lane's four products sit in one array row");
+static_assert(XPLANE <= NACC * PB && 3 * XPLANE <= AO * GDEPTH && BW8 <= NACC,
+              "a plane fits each copy of the buffers STATS and APPLY borrow (gb: the mask and an int32 b's halves)");
 
 #ifdef E2T_AP_TYPES
 typedef ap_int<25> mul_a_t;   // DSP48 A / pre-adder port
@@ -156,7 +159,8 @@ typedef int64_t sweep_t;
 // STATS and APPLY at the widths of docs/numerics.md, section 9: operands a_t, b_t and their
 // products; the channel sums over m <= 2^18 elements, |sum a_t| <= 2^35 and |sum a_t b_t| <= 2^52
 // (+2^52, at a_t = b_t = -2^17 throughout, takes a 54th bit); APPLY's coefficients M1, M2 and B,
-// its sum v = M1 a + M2 b + B (|v| < 2^57), and a plane's sum of H W output values.
+// its sum v = M1 a + M2 b + B (|v| < 2^57), a plane's sum of H W output values, and an int32 plus
+// its rounding half (at most 2^31: STATS's b by u <= 32).
 #ifdef E2T_AP_TYPES
 typedef ap_int<e2t::STAT_BITS> stat_t;
 typedef ap_int<2 * e2t::STAT_BITS> stat_prod_t;
@@ -166,6 +170,7 @@ typedef ap_int<e2t::COEF_M_BITS + 1> coef_m_t;
 typedef ap_int<e2t::COEF_B_BITS + 1> coef_b_t;
 typedef ap_int<e2t::COEF_B_BITS + 2> apply_v_t;
 typedef ap_int<32 + XPIXBITS> plane_sum_t;
+typedef ap_int<33> stat_in_t;
 #else
 typedef int32_t stat_t;
 typedef int64_t stat_prod_t;
@@ -175,6 +180,7 @@ typedef int32_t coef_m_t;
 typedef int64_t coef_b_t;
 typedef int64_t apply_v_t;
 typedef int64_t plane_sum_t;
+typedef int64_t stat_in_t;
 #endif
 
 using e2t::Shape;
@@ -191,6 +197,18 @@ inline int64_t round_shift(int64_t v, int s) { return s > 0 ? (v + ((int64_t)1 <
 inline int64_t low_field(int64_t v, int bits) {
     const int64_t m = ((int64_t)1 << bits) - 1, h = (int64_t)1 << (bits - 1);
     return ((v & m) ^ h) - h;
+}
+// rshift_round of an int32 by s in 0..32, on 33 bits. Every shift past 32 gives 0 for every int32,
+// as 32 does (v + 2^(s-1) lies in [0, 2^s)), so STATS clamps its shift there (per_element).
+inline int64_t round_shift32(int32_t v, int s) {
+    const stat_in_t w = (stat_in_t)v + (s > 0 ? (stat_in_t)((stat_in_t)1 << (s - 1)) : (stat_in_t)0);
+    return E2T_I64((stat_in_t)(w >> s));
+}
+// Whether v lies in `bits` signed bits, bits one of the formats of STATS and APPLY (8, 16, 18, 32):
+// the bits above the format all equal its sign, tested on fixed bit ranges, not by 64-bit compares.
+inline bool fits(int64_t v, int bits) {
+    const int64_t t = bits == 8 ? v >> 7 : bits == 16 ? v >> 15 : bits == 18 ? v >> 17 : v >> 31;
+    return t == 0 || t == -1;
 }
 // d * v for a small |d| <= 3 (tap offsets): shifts and adds.
 inline int small_mul(int d, int v) {
@@ -273,7 +291,7 @@ Call make_call(const Shape &sh) {
     return k;
 }
 
-// The sizes of an op that uses no conv shape (UPDATE, STATS, APPLY): all 0.
+// The sizes of an op that uses no conv shape (UPDATE): all 0.
 Call no_call() {
     Shape zero;
     zero.n = zero.c = zero.h = zero.w = zero.o = zero.k = zero.s = zero.p = zero.ho = zero.wo = 0;
@@ -325,8 +343,9 @@ void plan_bwd(Call &k) {
 
 // -- the multiplier array ----------------------------------------------------------------------
 
-// AO x AI products of 25 x 18 bits, one DSP slice each. The only multiplier of the engine: every
-// op reaches it through array_unit (one instance), the operands muxed in by the op that runs.
+// AO x AI products of 25 x 18 bits, one DSP slice each. The only multiplier of the conv ops and
+// UPDATE: each reaches it through array_unit (one instance), the operands muxed in by the op that
+// runs (STATS and APPLY have their own few, elem_plane).
 // `chain`: each column's products are summed down the rows (the DSP cascade, PCIN + A x B), so
 // p[AO - 1][l] is column l's sum (CONV_BWD_DATA); else p holds the plain products.
 void pe_array(const mul_a_t a[AO][AI], const mul_b_t b[AO][AI], mul_p_t p[AO][AI], bool chain) {
@@ -467,13 +486,13 @@ void row_sums(const mul_p_t P[AO][AI], int32_t lo[AO], int32_t hi[AO], int32_t n
 
 // -- the ops on the array ----------------------------------------------------------------------
 
-enum { U_FWD, U_BWD, U_WG, U_WGP, U_UPD, U_ELEM };
+enum { U_FWD, U_BWD, U_WG, U_WGP, U_UPD };
 
 // What one array_unit call computes. Forward: output group og, rows [y0, y0 + rows) (npix
 // pixels, `total` sweep trips), base = (y0 s - pad) W; backward: input group cg, rows [y0,
 // y0 + rows) of g_x, f = 0 full band / 1 last, base = (y0 / s) Wo; weight gradient: tile (og
 // local to the G store group, cg), predictor or full, first image of the group, G store base;
-// update, STATS, APPLY: len elements.
+// update: len elements.
 struct Job {
     int mode, og, cg, y0, rows, npix, total, base, f, gsbase, len;
     bool pred, first, flush_only;
@@ -483,8 +502,9 @@ struct Job {
 // (out): STATS sum a_t, sum a_t b_t, min a, max a; APPLY the sum, min and max of the outputs.
 struct Elem {
     bool apply, product, relu, mask;  // APPLY, or STATS (PRODUCT: b from src2); APPLY's RELU and MASK
-    int t, u, src2;                   // shifts (STATS t, u; APPLY S in t), APPLY's second source
-    int64_t lo, hi;                   // APPLY: the output format's range
+    int t, u, src2;                   // shifts (STATS t, u clamped at 32; APPLY S in t), APPLY's second source
+    int bits;                         // the format of the shift's result: APPLY's output, STATS's a_t (18)
+    int64_t lo, hi;                   // its range
     coef_m_t m1, m2;
     coef_b_t b;
     stat_sum_t s1;
@@ -1023,100 +1043,18 @@ UPD_STEP:
     sat += n_sat;
 }
 
-// STATS or APPLY on one plane of j.len elements: a in ac[e mod NACC][e / NACC], an int32 b in
-// gs[e mod AO][e / AO], an int8 b in xb[e mod AI][e / AI], the mask in gb[e mod AO][e / AO]; APPLY
-// writes its outputs back over a. BW32 lanes a cycle (one int32 beat of a), lane l in array row l:
-// STATS a_t b_t, 18 x 18 bits, one DSP slice; APPLY M1 a and M2 b (the int8 b through the same
-// multiplier as the int32 one), 25 x 32 bits each, two DSP slices each (x = x1 2^17 + x0: 25 x 18).
-void elem_plane(const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH], acc_wide_t ac[NACC][PB],
-                const acc_wide_t gs[AO][GS_DEPTH], const Job &j, Elem &el, uint32_t &sat) {
-#pragma HLS INLINE
-    const int64_t lo18 = -((int64_t)1 << (e2t::STAT_BITS - 1)), hi18 = -lo18 - 1;
-    uint32_t n_sat = 0;
-    stat_sum_t s1 = 0;
-    stat_sq_t s2 = 0;
-    plane_sum_t sz = 0;
-    int32_t mn = INT32_MAX, mx = INT32_MIN;
-    mul_a_t A[AO][AI];
-    mul_b_t B[AO][AI];
-    mul_p_t P[AO][AI];
-    for (int r = 0; r < AO; r++)
-        for (int l = 0; l < AI; l++) {
-            A[r][l] = 0;
-            B[r][l] = 0;
-        }
-    E2T_ENTER(ELEM_SWEEP);
-ELEM_SWEEP:
-    for (int e0 = 0; e0 < j.len; e0 += BW32) {
-#pragma HLS PIPELINE II = 1
-#pragma HLS LOOP_TRIPCOUNT max = XPLANE / BW32
-#pragma HLS DEPENDENCE variable = ac inter false
-        E2T_TRIP(ELEM_SWEEP);
-        int32_t av[BW32];
-        int64_t at[BW32];
-        uint32_t clips[BW32];
-        for (int l = 0; l < BW32; l++) {
-            const int e = e0 + l;
-            const int32_t a = (int32_t)E2T_I64(ac[e & (NACC - 1)][e / NACC]);
-            const int32_t b = el.src2 == E2T_APPLY_SRC2_INT8 ? E2T_INT(xb[e & (AI - 1)][e >> LOG_AI])
-                                                               : (int32_t)E2T_I64(gs[e & (AO - 1)][e >> LOG_AO]);
-            av[l] = a;
-            clips[l] = 0;
-            if (el.apply) {
-                const int32_t bs = el.src2 == E2T_APPLY_SRC2_NONE ? 0 : b;
-                A[l][0] = (mul_a_t)el.m1; B[l][0] = (mul_b_t)(a >> 17);
-                A[l][1] = (mul_a_t)el.m1; B[l][1] = (mul_b_t)(a & 0x1FFFF);
-                A[l][2] = (mul_a_t)el.m2; B[l][2] = (mul_b_t)(bs >> 17);
-                A[l][3] = (mul_a_t)el.m2; B[l][3] = (mul_b_t)(bs & 0x1FFFF);
-            } else {
-                at[l] = e2t::saturate(round_shift(a, el.t), lo18, hi18, clips[l]);
-                A[l][0] = (mul_a_t)at[l];
-                B[l][0] = (mul_b_t)(el.product ? e2t::saturate(round_shift(b, el.u), lo18, hi18, clips[l]) : at[l]);
-            }
-        }
-        pe_array(A, B, P, false);
-        for (int l = 0; l < BW32; l++) {
-            const int e = e0 + l;
-            if (e >= j.len) continue;
-            int32_t m = av[l];
-            if (el.apply) {
-                const apply_v_t v = (apply_v_t)(shl64(E2T_I64(P[l][0]) + E2T_I64(P[l][2]), 17) + E2T_I64(P[l][1]) +
-                                                E2T_I64(P[l][3])) + el.b;
-                int64_t z = round_shift(E2T_I64(v), el.t);
-                if ((el.relu && z < 0) || (el.mask && E2T_INT(gb[e & (AO - 1)][e >> LOG_AO]) <= 0)) z = 0;
-                m = (int32_t)e2t::saturate(z, el.lo, el.hi, clips[l]);
-                ac[e & (NACC - 1)][e / NACC] = (acc_wide_t)m;
-                sz += m;
-            } else {
-                s1 += (stat_t)at[l];
-                s2 += (stat_prod_t)P[l][0];
-            }
-            n_sat += clips[l];
-            mn = m < mn ? m : mn;
-            mx = m > mx ? m : mx;
-        }
-    }
-    el.s1 = s1;
-    el.s2 = s2;
-    el.sz = sz;
-    el.mn = mn;
-    el.mx = mx;
-    sat += n_sat;
-}
-
-// The array and its sequencers: one instance serves every op (ALLOCATION in the top), and
-// pe_array is its only multiplier (ALLOCATION here), so the engine's DSP slices are AO x AI.
+// The array and its sequencers: one instance serves the conv ops and UPDATE (ALLOCATION in the
+// top), and pe_array is its only multiplier (ALLOCATION here): AO x AI DSP slices.
 void array_unit(const Job &j, const Call &k, const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH],
                 const wgt_t wm[AI][WDEPTH], const int8_t dsh[E2T_MAX_C], acc_wide_t ac[NACC][PB],
-                acc_wide_t gs[AO][GS_DEPTH], int e_w, uint64_t lr, uint64_t wd, uint32_t mu, uint32_t &sat, Elem &el) {
+                acc_wide_t gs[AO][GS_DEPTH], int e_w, uint64_t lr, uint64_t wd, uint32_t mu, uint32_t &sat) {
 #pragma HLS INLINE off
 #pragma HLS ALLOCATION function instances = pe_array limit = 1
 #pragma HLS ALLOCATION function instances = row_sums limit = 1
     if (j.mode == U_FWD) fwd_block(xb, wm, ac, k, j);
     else if (j.mode == U_BWD) bwd_block(gb, wm, dsh, ac, k, j);
     else if (j.mode == U_WG) wg_tile(xb, gb, gs, k, j);
-    else if (j.mode == U_WGP) wgp_tile(xb, gb, ac, k, j);
-    else if (j.mode == U_ELEM) elem_plane(xb, gb, ac, gs, j, el, sat);
+    else if (WGP_PIX && j.mode == U_WGP) wgp_tile(xb, gb, ac, k, j);
     else upd_chunk(xb, ac, gs, j, e_w, lr, wd, mu, sat);
 }
 
@@ -1135,12 +1073,11 @@ void array_and_drain(int pa, bool dr, const act_t xb[AI][XDEPTH], const grad_t g
                      acc_wide_t ac1[NACC][PB], acc_wide_t gs[AO][GS_DEPTH], const int8_t dsh[E2T_MAX_C]) {
 #pragma HLS INLINE
     uint32_t none = 0;
-    Elem idle;
     if (pa == 0) {
-        array_unit(j, k, xb, gb, wm, dsh, ac0, gs, 0, 0, 0, 0, none, idle);
+        array_unit(j, k, xb, gb, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
         if (dr) drain(ac1, out, d_at, plane, d_nch, d_npix, r, beats, sat);
     } else {
-        array_unit(j, k, xb, gb, wm, dsh, ac1, gs, 0, 0, 0, 0, none, idle);
+        array_unit(j, k, xb, gb, wm, dsh, ac1, gs, 0, 0, 0, 0, none);
         if (dr) drain(ac0, out, d_at, plane, d_nch, d_npix, r, beats, sat);
     }
 }
@@ -1304,7 +1241,6 @@ WG_COUNT:
     load_x(act, 0, 0, k.c, k, xb0);
     load_g(grad, g_first, 0, gch, k, gb0);
     uint32_t img_x = 0, img_g = g_first, none = 0;
-    Elem idle;
 WG_IMAGE:
     for (int n = 0; n < k.n; n++) {
 #pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
@@ -1323,11 +1259,11 @@ WG_IMAGE:
                     if ((n & 1) == 0) {
                         if (ldx) load_x(act, slx, cx, cx1, k, xb1);
                         if (ldg) load_g(grad, slg, cl, cl1, k, gb1);
-                        array_unit(j, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none, idle);
+                        array_unit(j, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
                     } else {
                         if (ldx) load_x(act, slx, cx, cx1, k, xb0);
                         if (ldg) load_g(grad, slg, cl, cl1, k, gb0);
-                        array_unit(j, k, xb1, gb1, wm, dsh, ac0, gs, 0, 0, 0, 0, none, idle);
+                        array_unit(j, k, xb1, gb1, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
                     }
                     if (ldx) slx += psx_e;
                     if (ldg) slg += psg_e;
@@ -1339,9 +1275,9 @@ WG_IMAGE:
         img_x += k.img_x;
         img_g += k.img_g;
     }
-    if (!k.pix) {  // the last tile's last sweep, into the G store
+    if (!WGP_PIX || !k.pix) {  // the last tile's last sweep, into the G store
         const Job fl = {U_WG, 0, 0, 0, 0, 0, pred ? 2 * AI : AI, 0, 0, 0, 0, pred, false, true};
-        array_unit(fl, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none, idle);
+        array_unit(fl, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
         return;
     }
     // pixel lanes: the tiles' sums (entry j = c k^2 + t of tile i at ac0[r][i C k^2 + j] and
@@ -1430,11 +1366,11 @@ void conv_wgrad(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
     const bool psg = mode != E2T_WGRAD_FULL;
     const int row_e = k.ncg * (k.kk << LOG_AI);
     int gr = imin(k.nog, kdiv_ceil(GS_DEPTH - row_e + 1, row_e));  // output groups a G store group
-    // the pixel-lane sweep where the input channels fill at most half the lanes and an output row
-    // at least half (so it never uses fewer lanes than the channel sweep), at stride 1 (AI
-    // consecutive input pixels of a channel: AI banks); its groups of output channels also fit the
-    // output block (floor(PB / (C k^2)) of them)
-    k.pix = k.s == 1 && (k.c << 1) <= AI && (k.wo << 1) >= AI;
+    // the pixel-lane sweep, where it is built, when the input channels fill at most half the lanes
+    // and an output row at least half (so it never uses fewer lanes than the channel sweep), at
+    // stride 1 (AI consecutive input pixels of a channel: AI banks); its groups of output channels
+    // also fit the output block (floor(PB / (C k^2)) of them)
+    k.pix = WGP_PIX && k.s == 1 && (k.c << 1) <= AI && (k.wo << 1) >= AI;
     if (k.pix) {
         k.ck = (int)kmul(k.c, k.kk);
         k.ckh = (k.ck + 1) >> 1;
@@ -1626,7 +1562,6 @@ void update(int32_t *master, int32_t *mom, const int8_t *sgn, uint32_t count, in
     (void)gb1;
     (void)ac1;
     const Call none = no_call();
-    Elem idle;
 UPDATE:
     for (uint32_t a0 = 0; a0 < count; a0 += UCH) {
 #pragma HLS LOOP_TRIPCOUNT max = E2T_DEPTH_MASTER / UCH
@@ -1636,7 +1571,7 @@ UPDATE:
         load32_gs(mom, a0, len, b32, gs);
         load_signs(sgn, a0, len, b8, xb0);
         const Job j = {U_UPD, 0, 0, 0, 0, 0, 0, 0, 0, 0, len, false, false, false};
-        array_unit(j, none, xb0, gb0, wm, dsh, ac0, gs, e_w, lr, wd, mu, sat, idle);
+        array_unit(j, none, xb0, gb0, wm, dsh, ac0, gs, e_w, lr, wd, mu, sat);
         store32_ac(master, a0, len, b32, ac0);
         store32_gs(mom, a0, len, b32, gs);
     }
@@ -1664,20 +1599,126 @@ COEF_LOAD:
     }
 }
 
+// STATS or APPLY on one plane of len elements in one copy of the buffers: a in ac[e mod NACC][e /
+// NACC], the mask at entry e and an int32 b's halves at entries XPLANE + 2 e (low) and + 1 (high)
+// of gb (entry i at gb[i mod AO][i / AO]), an int8 b in xb[e mod AI][e / AI]; APPLY writes its
+// outputs back over a. BW32 lanes a cycle (one int32 beat of a), each with DSP slices of its own
+// (the array's ports take no more sources; hls/resources.py, elementwise_dsp_choice): APPLY's M1 a
+// and M2 b, 25 x 32 bits, two slices each, and STATS's a_t b_t, 18 x 18 bits, one. A lane has one
+// rounding shift, by `shift`: APPLY's of v, STATS's of a; then one saturation, to APPLY's output
+// format or to STATS's 18 bits, by the bits above the format. STATS's b_t has a shift of its own,
+// on 33 bits (u <= 32).
+void elem_plane(const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH], acc_wide_t ac[NACC][PB], int len, Elem &el,
+                uint32_t &sat) {
+#pragma HLS INLINE off
+    uint32_t n_sat = 0;
+    stat_sum_t s1 = 0;
+    stat_sq_t s2 = 0;
+    plane_sum_t sz = 0;
+    int32_t mn = INT32_MAX, mx = INT32_MIN;
+    E2T_ENTER(ELEM_SWEEP);
+ELEM_SWEEP:
+    for (int e0 = 0; e0 < len; e0 += BW32) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = XPLANE / BW32
+#pragma HLS DEPENDENCE variable = ac inter false
+        E2T_TRIP(ELEM_SWEEP);
+        for (int l = 0; l < BW32; l++) {
+            const int e = e0 + l, h = XPLANE + (e << 1);
+            if (e >= len) continue;
+            const int32_t a = (int32_t)E2T_I64(ac[e & (NACC - 1)][e / NACC]);
+            const uint32_t b32 = ((uint32_t)E2T_INT(gb[(h + 1) & (AO - 1)][(h + 1) >> LOG_AO]) << 16) |
+                                 ((uint32_t)E2T_INT(gb[h & (AO - 1)][h >> LOG_AO]) & 0xFFFF);
+            const int32_t b = el.src2 == E2T_APPLY_SRC2_INT8 ? E2T_INT(xb[e & (AI - 1)][e >> LOG_AI])
+                            : el.src2 == E2T_APPLY_SRC2_INT32 || el.product ? (int32_t)b32 : 0;
+            const apply_v_t v = el.apply ? (apply_v_t)(E2T_MUL(el.m1, a) + E2T_MUL(el.m2, b) + el.b) : (apply_v_t)a;
+            int64_t y = round_shift(E2T_I64(v), el.t);
+            if ((el.relu && y < 0) || (el.mask && E2T_INT(gb[e & (AO - 1)][e >> LOG_AO]) <= 0)) y = 0;
+            const bool in = fits(y, el.bits);
+            const int32_t z = (int32_t)(in ? y : y < 0 ? el.lo : el.hi);
+            n_sat += in ? 0 : 1;
+            int32_t m = a;
+            if (el.apply) {
+                ac[e & (NACC - 1)][e / NACC] = (acc_wide_t)z;
+                sz += z;
+                m = z;
+            } else {
+                const int64_t ub = round_shift32(b, el.u);
+                const bool bin = !el.product || fits(ub, e2t::STAT_BITS);
+                const int32_t bt = !el.product ? z : (int32_t)(bin ? ub : ub < 0 ? el.lo : el.hi);
+                n_sat += bin ? 0 : 1;
+                s1 += (stat_t)z;
+                s2 += (stat_prod_t)E2T_MUL((stat_t)z, (stat_t)bt);
+            }
+            mn = m < mn ? m : mn;
+            mx = m > mx ? m : mx;
+        }
+    }
+    el.s1 = s1;
+    el.s2 = s2;
+    el.sz = sz;
+    el.mn = mn;
+    el.mx = mx;
+    sat += n_sat;
+}
+
+// A plane's inputs (DDR elements [a0, a0 + len)) into one copy of the buffers, in elem_plane's
+// layout: src1 into ac, an int32 b (src2: `b32`) into gb as halves, an int8 b (act: `b8`) into xb,
+// the mask (`bm`) into gb; bursts on the read bundle, one after the other, whole beats where the
+// plane fills them (`w32`, `w8`).
+void elem_load(const int32_t *src1, const int32_t *src2, const int8_t *act, const int8_t *mask, uint32_t a0, int len,
+               bool b32, bool b8, bool bm, bool w32, bool w8, act_t xb[AI][XDEPTH], grad_t gb[AO][GDEPTH],
+               acc_wide_t ac[NACC][PB]) {
+#pragma HLS INLINE off
+    chunk_in<L_ELEM_LOAD32, int32_t, acc_wide_t, NACC, PB, BW32>(src1, a0, len, w32, ac);
+    if (b32) {
+        const int per = w32 ? BW32 : 1;
+        E2T_ENTER(ELEM_LOAD32);
+    HALVES_IN:
+        for (int e0 = 0; e0 < len; e0 += per) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = XPLANE / BW32
+            E2T_TRIP(ELEM_LOAD32);
+            for (int e = 0; e < per; e++) {
+                const int32_t v = src2[a0 + e0 + e];
+                const int h = XPLANE + ((e0 + e) << 1);
+                gb[h & (AO - 1)][h >> LOG_AO] = (grad_t)(int16_t)(uint16_t)v;
+                gb[(h + 1) & (AO - 1)][(h + 1) >> LOG_AO] = (grad_t)(int16_t)(v >> 16);
+            }
+        }
+    }
+    if (b8) chunk_in<L_ELEM_LOAD8, int8_t, act_t, AI, XDEPTH, BW8>(act, a0, len, w8, xb);
+    if (bm) chunk_in<L_ELEM_LOAD8, int8_t, grad_t, AO, GDEPTH, BW8>(mask, a0, len, w8, gb);
+}
+
+// APPLY's plane out of one copy: its outputs into DDR elements [a0, a0 + len) (int8, int16 or
+// int32 by `of`, whole beats where the plane fills them), then its sum, min and max at stats[s0].
+void elem_store(int8_t *dst8, int16_t *dst16, int32_t *out, int64_t *stats, uint32_t a0, uint32_t s0, int len,
+                uint32_t of, bool w8, bool w16, bool w32, const Elem &el, const acc_wide_t ac[NACC][PB]) {
+#pragma HLS INLINE off
+    if (of == E2T_APPLY_OUT_INT8) chunk_out<L_ELEM_STORE, int8_t, NACC, PB, BW8>(dst8, a0, len, w8, ac);
+    else if (of == E2T_APPLY_OUT_INT16) chunk_out<L_ELEM_STORE, int16_t, NACC, PB, BW16>(dst16, a0, len, w16, ac);
+    else chunk_out<L_ELEM_STORE, int32_t, NACC, PB, BW32>(out, a0, len, w32, ac);
+    stats[s0] = E2T_I64(el.sz);
+    stats[s0 + 1] = el.mn;
+    stats[s0 + 2] = el.mx;
+}
+
 // STATS (apply false) or APPLY over the N x C planes of P = H W elements, in DDR order: plane
-// (n, c) is elements [(n C + c) P, (n C + c + 1) P) of every tensor, read once. Per plane: bursts
-// of a (src1) and of the buffers the mode reads onto the chip (a into ac0, an int32 b into gs, an
-// int8 b into xb0, the mask into gb0), the array's sweep, then APPLY's outputs and its plane sums
-// stats[n][c] out; STATS adds the sweep's sums to channel c's (C x 4 on chip) and writes stats[c]
-// after the last image. The rest of the on-chip state: the C x 3 coefficients.
+// (n, c) is elements [(n C + c) P, (n C + c + 1) P) of every tensor, read once. The planes stream
+// through two copies of the buffers they borrow (ac0 / ac1, gb0 / gb1, xb0 / xb1): after the first
+// plane's loads, each step loads the next plane into the idle copy while the current one is swept
+// and (APPLY) stored with its plane sums; the load and the sweep touch disjoint copies and ports
+// (read bundle; sweep, write bundle), so the schedule overlaps them, as the conv ops' steps. STATS
+// adds each plane's sums to its channel's (C x 4 on chip) and writes stats[c] after the last one.
+// The rest of the on-chip state: the C x 3 coefficients.
 void per_element(bool apply, const int32_t *src1, const int32_t *src2, const int8_t *act, const int8_t *mask,
                  const int64_t *coef, int8_t *dst8, int16_t *dst16, int32_t *out, int64_t *stats, const Shape &sh,
                  uint32_t mode, int t, int u, uint32_t &sat, E2T_BUF_PARAMS) {
 #pragma HLS INLINE
-    (void)xb1;
-    (void)gb1;
-    (void)ac1;
-    const Call none = no_call();
+    (void)wm;
+    (void)gs;
+    (void)dsh;
     const uint32_t of = (mode >> E2T_APPLY_OUT_SHIFT) & E2T_APPLY_OUT_MASK;
     Elem el;
     el.apply = apply;
@@ -1686,9 +1727,11 @@ void per_element(bool apply, const int32_t *src1, const int32_t *src2, const int
     el.mask = apply && ((mode >> E2T_APPLY_MASK_SHIFT) & E2T_APPLY_MASK_MASK);
     el.src2 = apply ? (int)((mode >> E2T_APPLY_SRC2_SHIFT) & E2T_APPLY_SRC2_MASK) : E2T_APPLY_SRC2_NONE;
     el.t = t;
-    el.u = u;
-    el.lo = of == E2T_APPLY_OUT_INT8 ? e2t::ACT_LO : of == E2T_APPLY_OUT_INT16 ? e2t::GRAD_LO : e2t::OUT_LO;
-    el.hi = of == E2T_APPLY_OUT_INT8 ? e2t::ACT_HI : of == E2T_APPLY_OUT_INT16 ? e2t::GRAD_HI : e2t::OUT_HI;
+    el.u = u < 32 ? u : 32;
+    el.bits = !apply ? e2t::STAT_BITS : of == E2T_APPLY_OUT_INT8 ? 8 : of == E2T_APPLY_OUT_INT16 ? 16 : 32;
+    el.lo = !apply ? -((int64_t)1 << (e2t::STAT_BITS - 1)) : of == E2T_APPLY_OUT_INT8 ? e2t::ACT_LO
+          : of == E2T_APPLY_OUT_INT16 ? e2t::GRAD_LO : e2t::OUT_LO;
+    el.hi = -el.lo - 1;
     el.m1 = el.m2 = 0;
     el.b = 0;
     coef_m_t m1[E2T_MAX_C], m2[E2T_MAX_C];
@@ -1698,44 +1741,42 @@ void per_element(bool apply, const int32_t *src1, const int32_t *src2, const int
     int32_t mn[E2T_MAX_C], mx[E2T_MAX_C];
     if (apply) load_coef(coef, sh.c, m1, m2, cb);
     const int np = (int)kmul(sh.h, sh.w);
-    const bool b32 = np % BW32 == 0, b16 = np % BW16 == 0, b8 = np % BW8 == 0;
-    const bool b2_32 = el.product || el.src2 == E2T_APPLY_SRC2_INT32, b2_8 = el.src2 == E2T_APPLY_SRC2_INT8;
-    const Job j = {U_ELEM, 0, 0, 0, 0, 0, 0, 0, 0, 0, np, false, false, false};
+    const bool w32 = np % BW32 == 0, w16 = np % BW16 == 0, w8 = np % BW8 == 0;
+    const bool b32 = el.product || el.src2 == E2T_APPLY_SRC2_INT32, b8 = el.src2 == E2T_APPLY_SRC2_INT8;
+    elem_load(src1, src2, act, mask, 0, np, b32, b8, el.mask, w32, w8, xb0, gb0, ac0);
     uint32_t a0 = 0, s0 = 0;
+    int p = 0;  // the copy of the current plane
 PLANES_N:
     for (int n = 0; n < sh.n; n++) {
 #pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
     PLANES_C:
         for (int c = 0; c < sh.c; c++) {
 #pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_C
-            chunk_in<L_ELEM_LOAD32, int32_t, acc_wide_t, NACC, PB, BW32>(src1, a0, np, b32, ac0);
-            if (b2_32) chunk_in<L_ELEM_LOAD32, int32_t, acc_wide_t, AO, GS_DEPTH, BW32>(src2, a0, np, b32, gs);
-            if (b2_8) chunk_in<L_ELEM_LOAD8, int8_t, act_t, AI, XDEPTH, BW8>(act, a0, np, b8, xb0);
-            if (el.mask) chunk_in<L_ELEM_LOAD8, int8_t, grad_t, AO, GDEPTH, BW8>(mask, a0, np, b8, gb0);
+            const bool ld = n + 1 < sh.n || c + 1 < sh.c;
+            const uint32_t next = a0 + (uint32_t)np;
             if (apply) {
                 el.m1 = m1[c];
                 el.m2 = m2[c];
                 el.b = cb[c];
             }
-            array_unit(j, none, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, sat, el);
-            if (apply) {
-                if (of == E2T_APPLY_OUT_INT8)
-                    chunk_out<L_ELEM_STORE, int8_t, NACC, PB, BW8>(dst8, a0, np, b8, ac0);
-                else if (of == E2T_APPLY_OUT_INT16)
-                    chunk_out<L_ELEM_STORE, int16_t, NACC, PB, BW16>(dst16, a0, np, b16, ac0);
-                else
-                    chunk_out<L_ELEM_STORE, int32_t, NACC, PB, BW32>(out, a0, np, b32, ac0);
-                stats[s0] = E2T_I64(el.sz);
-                stats[s0 + 1] = el.mn;
-                stats[s0 + 2] = el.mx;
-                s0 += 3;
+            if (p == 0) {
+                if (ld) elem_load(src1, src2, act, mask, next, np, b32, b8, el.mask, w32, w8, xb1, gb1, ac1);
+                elem_plane(xb0, gb0, ac0, np, el, sat);
+                if (apply) elem_store(dst8, dst16, out, stats, a0, s0, np, of, w8, w16, w32, el, ac0);
             } else {
+                if (ld) elem_load(src1, src2, act, mask, next, np, b32, b8, el.mask, w32, w8, xb0, gb0, ac0);
+                elem_plane(xb1, gb1, ac1, np, el, sat);
+                if (apply) elem_store(dst8, dst16, out, stats, a0, s0, np, of, w8, w16, w32, el, ac1);
+            }
+            if (!apply) {
                 s1[c] = (n == 0 ? (stat_sum_t)0 : s1[c]) + el.s1;
                 s2[c] = (n == 0 ? (stat_sq_t)0 : s2[c]) + el.s2;
                 mn[c] = n == 0 || el.mn < mn[c] ? el.mn : mn[c];
                 mx[c] = n == 0 || el.mx > mx[c] ? el.mx : mx[c];
             }
-            a0 += np;
+            a0 = next;
+            s0 += 3;
+            p ^= 1;
         }
     }
     if (apply) return;
@@ -1852,6 +1893,9 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
 #pragma HLS ALLOCATION function instances = load_w limit = 1
 #pragma HLS ALLOCATION function instances = kmul limit = 1
 #pragma HLS ALLOCATION function instances = kdiv_ceil limit = 1
+#pragma HLS ALLOCATION function instances = elem_load limit = 1
+#pragma HLS ALLOCATION function instances = elem_plane limit = 1
+#pragma HLS ALLOCATION function instances = elem_store limit = 1
     uint32_t sat = 0, sure = 0, tiles = 0, recomputed = 0;
     Shape sh;
     const uint32_t st = e2t::check_call(op, mode, batch, c_in, h_in, w_in, c_out, kernel, stride, pad, shift, threshold,

@@ -56,6 +56,7 @@ class EngineSession:
         self.counts = defaultdict(int)
         self.seconds = defaultdict(float)
         self.per_layer = {}  # op name -> contract/opcount.py's per-phase MACs by width, bytes and cycles
+        self._bounds = {}  # op name -> weight_bounds of its weights as used (until they change)
         self._cycles = {}  # (op kind, shape, PSG, recomputed tiles) -> modeled cycles of one call
         self._pending = None  # the call started without waiting: its finish and what follows it
 
@@ -129,6 +130,16 @@ class EngineSession:
         self.wait()
         return self.v[op["buffers"][role]]
 
+    def weight_bounds(self, op: dict) -> tuple[int, int, int]:
+        """(forward bound, backward bound per unit of |g|, e_ref') of the layer's weights as used
+        (docs/numerics.md, section 4), computed once per change of the weights."""
+        b = self._bounds.get(op["name"])
+        if b is None:
+            wgt, s = self.buffer(op, "wgt"), self.buffer(op, "wshift")
+            w_al, e_ref = nx.aligned_weights(wgt, s.astype(np.int64))
+            b = self._bounds[op["name"]] = (nx.fwd_bound(wgt), nx.bwd_data_bound(np.ones(1, np.int64), w_al), e_ref)
+        return b
+
     # -- the ops --------------------------------------------------------------------------
     def conv_fwd(self, op: dict, x_q: np.ndarray | None, *, n: int | None = None, act: str | None = None,
                  out: str | None = None) -> tuple[np.ndarray, int]:
@@ -139,7 +150,7 @@ class EngineSession:
         regs = self._shape(op, n)
         if x_q is not None:
             self.buffer(op, "act")[:n] = x_q
-        r = nx.out_shift(nx.fwd_bound(self.buffer(op, "wgt")))
+        r = nx.out_shift(self.weight_bounds(op)[0])
         size = n * op["c_out"] * op["ho"] * op["wo"]
         macs = size * op["c_in"] * op["k"] ** 2
         self._run("forward", "CONV_FWD", op, {**regs, "shift": r}, self._addr(op, "act", "wgt", "out", act=act, out=out),
@@ -194,9 +205,11 @@ class EngineSession:
         step tensor ``out``."""
         regs = self._shape(op, n)
         wgt, s = self.buffer(op, "wgt"), self.buffer(op, "wshift")
-        w_al, e_ref = nx.aligned_weights(wgt, s.astype(np.int64))
-        g_q = self.buffer(op, "grad")[:n * op["c_out"] * op["ho"] * op["wo"]] if g_range is None else np.array(g_range)
-        r = nx.out_shift(nx.bwd_data_bound(g_q, w_al))
+        _, per_g, e_ref = self.weight_bounds(op)
+        if g_range is None:
+            g_q = self.buffer(op, "grad")[:n * op["c_out"] * op["ho"] * op["wo"]]
+            g_range = (int(g_q.min()), int(g_q.max())) if g_q.size else (0, 0)
+        r = nx.out_shift(max(-g_range[0], g_range[1]) * per_g)
         size = n * op["c_in"] * op["h"] * op["w"]
         macs = n * op["c_out"] * op["ho"] * op["wo"] * op["c_in"] * op["k"] ** 2
         self._run("backward_data", "CONV_BWD_DATA", op, {**regs, "shift": r},
@@ -287,6 +300,8 @@ class EngineSession:
         self.buffer(op, "wgt")[...] = wq
         self.buffer(op, "wshift")[...] = s
         op["wq_exp"] = e_w
+        self._bounds.pop(op["name"], None)
+        self.weight_bounds(op)
 
     def arrays(self) -> dict:
         """The persistent engine arrays (what weights.bin holds), copied out of DDR."""

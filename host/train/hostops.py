@@ -339,13 +339,17 @@ def fwd_bound_work(weights: int) -> dict:
     return passes(weights, (1, 8, 0, "int"), (8, 8, 1, "int"), (8, 0, 1, "int"))
 
 
-def bwd_data_bound_work(g: int, weights: int) -> dict:
-    """EngineSession.conv_bwd_data's host side: numerics.aligned_weights of the int8 weights (to
-    int64, rshift_round), then bwd_data_bound: abs, the transposed copy, its sums, and the int16
-    gradient's min and max."""
-    return merge_host(passes(weights, (1, 8, 0, "int"), *RSHIFT_ROUND, (8, 8, 1, "int"), (8, 8, 0, "int"),
-                             (8, 0, 1, "int")),
-                      passes(g, (2, 0, 1, "int"), (2, 0, 1, "int")))
+def weight_bounds_work(weights: int) -> dict:
+    """EngineSession.weight_bounds, once the weights change: fwd_bound, numerics.aligned_weights of
+    the int8 weights (to int64, rshift_round), then bwd_data_bound's abs, transposed copy and sums."""
+    return merge_host(fwd_bound_work(weights),
+                      passes(weights, (1, 8, 0, "int"), *RSHIFT_ROUND, (8, 8, 1, "int"), (8, 8, 0, "int"),
+                             (8, 0, 1, "int")))
+
+
+def grad_range_work(g: int) -> dict:
+    """EngineSession.conv_bwd_data's bound: the int16 gradient's min and max."""
+    return passes(g, (2, 0, 1, "int"), (2, 0, 1, "int"))
 
 
 def refresh_work(weights: int) -> dict:

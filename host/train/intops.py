@@ -164,7 +164,7 @@ class IntConv(Op):
             w.record[op["name"]] = y
         e = x.exponent + op["wq_exp"] + s.buffer(op, "wshift").astype(np.int64) + r
         w.cache[op["name"]] = (n, x)
-        return Ints(out, y, e, bound=int(nx.rshift_round(nx.fwd_bound(s.buffer(op, "wgt")), r)))
+        return Ints(out, y, e, bound=int(nx.rshift_round(s.weight_bounds(op)[0], r)))
 
     def backward(self, w, op, g):
         if op["role"] == "gate":
@@ -180,8 +180,8 @@ class IntConv(Op):
             s.tensor(out, np.int32, (op["c_in"], op["h"], op["w"]), n)
             g_range = (int(g.lo.min()), int(g.hi.max()))
             q, r, e_ref = s.conv_bwd_data(op, n, grad=g.name, out=out, g_range=g_range)
-            w_al = nx.aligned_weights(s.buffer(op, "wgt"), s.buffer(op, "wshift").astype(np.int64))[0]
-            top = np.full(op["c_in"], int(nx.rshift_round(nx.bwd_data_bound(np.array(g_range), w_al), r)), np.int64)
+            bound = max(-g_range[0], g_range[1]) * s.weight_bounds(op)[1]
+            top = np.full(op["c_in"], int(nx.rshift_round(bound, r)), np.int64)
             gx = Ints(out, q, np.full(op["c_in"], e_g + op["wq_exp"] + e_ref + r, np.int64), -top, top)
         if not w.trainable.trains(op):
             return [gx]
@@ -198,26 +198,21 @@ class IntConv(Op):
         return [gx]
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
-        """fwd: the stem's images quantized and stored, the output's bound; bwd_data: the input
-        gradient's weights and bound, without PSG the signs of G_full; update: the weights' refresh.
-        A gate's conv: contract v1's."""
+        """fwd: the stem's images quantized and stored; bwd_data: without PSG the signs of G_full
+        (the bounds come from the weights' kept bounds and the gradient's known range); update: the
+        weights' refresh and their bounds. A gate's conv: contract v1's."""
         if op["role"] == "gate":
             return OPS["conv"].work(plan, op, n, phase, psg=psg, on=on, trainable=trainable)
         weights = op["c_out"] * op["c_in"] * op["k"] ** 2
         if phase == "fwd":
-            parts = [hostops.fwd_bound_work(weights)]
-            if op["inputs"][0] == plan.data["input"]:
-                x = n * op["c_in"] * op["h"] * op["w"]
-                parts += [hostops.quantize_work(x, 1), passes(x, (1, 1, 0, "int"))]
-            return merge_host(*parts)
+            if op["inputs"][0] != plan.data["input"]:
+                return {}
+            x = n * op["c_in"] * op["h"] * op["w"]
+            return merge_host(hostops.quantize_work(x, 1), passes(x, (1, 1, 0, "int")))
         trains = trainable.trains(op)
         if phase == "bwd_data":
-            parts = [hostops.bwd_data_bound_work(0, weights)] * 2 if op["input_grad"] and trainable.wants(
-                op["inputs"][0]) else []
-            if not psg and trains:
-                parts.append(passes(weights, (8, 8, 1, "int"), (8, 1, 0, "int")))
-            return merge_host(*parts)
-        return hostops.refresh_work(weights) if trains else {}
+            return passes(weights, (8, 8, 1, "int"), (8, 1, 0, "int")) if not psg and trains else {}
+        return merge_host(hostops.refresh_work(weights), hostops.weight_bounds_work(weights)) if trains else {}
 
 
 class IntBatchNorm(Op):

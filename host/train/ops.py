@@ -109,24 +109,23 @@ class Conv(Op):
         return [gx]
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
-        """fwd: quantize x, its copy into act, the output's bound, dequantize y; bwd_data: quantize
-        g, its copy into grad, the input gradient's weights and bound and its dequantize, without
-        PSG the signs of G_full; update: the weights' refresh (EngineSession.refresh_weights).
+        """fwd: quantize x, its copy into act, dequantize y; bwd_data: quantize g, its copy into grad,
+        the input gradient's bound (g's range) and its dequantize, without PSG the signs of G_full;
+        update: the weights' refresh and their bounds (EngineSession.refresh_weights, weight_bounds).
         A frozen conv: no signs, no refresh; an input that gets no gradient: no input gradient."""
         x, y = n * op["c_in"] * op["h"] * op["w"], n * op["c_out"] * op["ho"] * op["wo"]
         weights = op["c_out"] * op["c_in"] * op["k"] ** 2
         if phase == "fwd":
-            return merge_host(hostops.quantize_work(x, 1), passes(x, (1, 1, 0, "int")), hostops.fwd_bound_work(weights),
-                              hostops.dequantize_work(y))
+            return merge_host(hostops.quantize_work(x, 1), passes(x, (1, 1, 0, "int")), hostops.dequantize_work(y))
         trains = trainable.trains(op)
         if phase == "bwd_data":
             parts = [hostops.quantize_work(y, 2), passes(y, (2, 2, 0, "int"))]
             if op["input_grad"] and trainable.wants(op["inputs"][0]):
-                parts += [hostops.bwd_data_bound_work(y, weights), hostops.dequantize_work(x)]
+                parts += [hostops.grad_range_work(y), hostops.dequantize_work(x)]
             if not psg and trains:
                 parts.append(passes(weights, (8, 8, 1, "int"), (8, 1, 0, "int")))
             return merge_host(*parts)
-        return hostops.refresh_work(weights) if trains else {}
+        return merge_host(hostops.refresh_work(weights), hostops.weight_bounds_work(weights)) if trains else {}
 
 
 @register("batchnorm")

@@ -10,6 +10,7 @@ the same code here and on a board.
 """
 from __future__ import annotations
 
+import bisect
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,19 +46,22 @@ class EmulatedMemory:
     """Allocations at increasing page-aligned addresses, found again by address."""
 
     def __init__(self):
-        self.blocks, self.next = [], MEMORY_BASE
+        self.blocks, self.starts, self.next = [], [], MEMORY_BASE
 
     def allocate(self, shape, dtype=np.uint8) -> EmulatedBuffer:
         a = np.zeros(shape, dtype).view(EmulatedBuffer)
         a.physical_address = self.next
         self.blocks.append((self.next, self.next + a.nbytes, a))
+        self.starts.append(self.next)
         self.next += -(-max(a.nbytes, 1) // PAGE) * PAGE
         return a
 
     def view(self, address: int, dtype, what: str) -> np.ndarray:
         """The memory from ``address`` to the end of its allocation, as ``dtype``."""
-        for start, end, block in self.blocks:
-            if start <= address < end:
+        i = bisect.bisect_right(self.starts, address) - 1  # the allocations lie at increasing addresses
+        if i >= 0:
+            start, end, block = self.blocks[i]
+            if address < end:
                 raw = block.reshape(-1).view(np.uint8)[address - start:]
                 if (address - start) % np.dtype(dtype).itemsize:
                     raise EngineError(f"emulated engine: {what} address 0x{address:x} is not aligned to "

@@ -406,7 +406,10 @@ class IntMix(Op):
             coef, shift = bncoef.coefficients(m1, np.zeros(len(m1)), short.b0, e)
             planes = s.apply(op, "fwd", n, a.name, coef, shift, out)
         else:
-            buf[...] = nx.rshift_round(short.q.astype(np.int16), e - short.exponent)
+            # round half up by e - e_x >= 0 (the block's APPLY took at least the shortcut's exponent), in
+            # int32; from 9 bits on every int8 rounds to 0, so the shift stops there
+            shift = min(e - short.exponent, 9)
+            buf[...] = (short.q.astype(np.int32) + ((1 << shift) >> 1)) >> shift
             flat = buf.reshape(n, shape[0], -1)
             planes = np.stack([flat.sum(2, dtype=np.int64), flat.min(2), flat.max(2)], 2).astype(np.int64)
         kept = np.take(buf, picks, axis=0)  # the shortcut of the block's images, for dL/dm
@@ -442,7 +445,7 @@ class IntMix(Op):
         return [dm, g_on if into_block else None, g_short]
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
-        """fwd: an int8 shortcut shifted (int16: cast, round, shift, store) and its plane sums, the
+        """fwd: an int8 shortcut shifted (int32: cast, round, shift, store) and its plane sums, the
         shortcut's rows of the block's images kept, the block's rows put in; bwd_data: the gradient
         copied and its block rows zeroed (the shortcut's), its block rows taken, dL/dm's
         difference, products and sums."""
@@ -453,7 +456,7 @@ class IntMix(Op):
             if plan_producer(plan, op["inputs"][2]) == "batchnorm":  # its exponent's plan and coefficients
                 parts.append(hostops.bncoef_work(c, "apply_plan"))
             else:
-                parts.append(passes(n * size, (1, 2, 0, "int"), (2, 2, 1, "int"), (2, 2, 1, "int"), (2, 1, 0, "int"),
+                parts.append(passes(n * size, (1, 4, 0, "int"), (4, 4, 1, "int"), (4, 4, 1, "int"), (4, 1, 0, "int"),
                                     (1, 0, 1, "int"), (1, 0, 1, "int"), (1, 0, 1, "int")))
             return merge_host(*parts)
         if phase != "bwd_data":

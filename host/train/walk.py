@@ -75,10 +75,20 @@ def scatter_work(k: int, n: int, size: int) -> dict:
     return merge_host(passes(n * size, (0, 4, 0, "f32")), passes(k * size, COPY_32))
 
 
-class OpTable(dict):
-    """An op table (plan op type -> Op) with the rules around its ops: how the gradients that
-    reach one tensor join (``gradient_sum``), how a gated block's inputs are taken for its images
-    and their gradients scattered back (``take``, ``scatter``), and the host work of each."""
+class OpTable:
+    """An op table (``ops``: plan op type -> Op, read as it stands: a type registered later is in it)
+    with the rules around its ops: how the gradients that reach one tensor join (``gradient_sum``),
+    how a gated block's inputs are taken for its images and their gradients scattered back
+    (``take``, ``scatter``), and the host work of each."""
+
+    def __init__(self, ops: dict):
+        self.ops = ops
+
+    def __getitem__(self, kind: str):
+        return self.ops[kind]
+
+    def get(self, kind: str):
+        return self.ops.get(kind)
 
     def gradient_sum(self, parts: list | None):
         return gradient_sum(parts)

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # The main job: E2-Train (SMD + SLU + PSG) on the emulated engine, ResNet-20 on the built-in MNIST-5k.
-RUN_ARGS ?= --preset e2train --backend emu --model resnet20 --dataset mnist5k --epochs 15 --out runs/make-run
+RUN_ARGS ?= --preset e2train --backend emu --model resnet20 --dataset mnist5k --epochs 15 --elementwise engine --out runs/make-run
 RUN_OUT := runs/make-run
 
 .PHONY: run test bench venv clean test-tools bitstream

@@ -165,7 +165,7 @@ def text(m: dict) -> str:
         L.append(f"    {r['layer'] + ' x' + str(r['count']):<22}{cells}")
     res = ", ".join(f"{k.upper()} {u:,} / {b:,} ({100 * u / b:.0f} %)" for k, (u, b) in m["resources"].items())
     L.append(f"  the engine with the per-element unit (hls/resources.py, modeled): {res}; the unit "
-             f"{m['unit']['lut']:,} LUTs, {m['unit']['bram18']} BRAM18, no DSP of its own"
+             f"{m['unit']['lut']:,} LUTs, {m['unit']['bram18']} BRAM18, {m['unit']['dsp']} DSP"
              + ("" if m["pixel_lanes"] else "; no pixel-lane weight gradient (the trim that makes room, docs/engine.md)"))
     L += ["  the model leaves out:"] + [f"    - {x}" for x in LEAVES_OUT]
     return "\n".join(L)

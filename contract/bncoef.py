@@ -119,13 +119,19 @@ def apply_plan(m1, m2, b0, fmt: nx.Fmt, a_range, b_range=None, relu: bool = Fals
     """(e_out, coef, S): the output exponent, coefficients and shift of an APPLY of the real map
     ``m1 a + m2 b + b0`` (then ReLU when ``relu``) into ``fmt`` with no clip. ``a_range``, ``b_range``:
     each channel's (min, max) of the operands, from STATS or APPLY's plane statistics. The exponent
-    is the section-3 rule applied to the map's largest magnitude over the box, then raised while the
-    rounded integer coefficients would still clip at a corner."""
+    is the section-3 rule applied to the map's largest magnitude over the box, raised where a
+    multiplier would not fit in 24 bits at it (operands whose exponents lie far apart), then while
+    the rounded integer coefficients would still clip at a corner. A channel whose operand is 0
+    throughout (its box) takes multiplier 0 for it."""
     x = _map(m1, m2, b0)
     a, b = _boxes(a_range, b_range)
+    x[:, :2] *= np.stack([a.any(1), b.any(1)], 1)  # an operand that is 0 in a channel adds nothing: no multiplier
     z = _at_corners(x, a, b).reshape(-1, 4)
     top = max(z.max(0).tolist())  # each corner's extreme over the channels, then the corners' (a NaN as Python sees it)
     e = nx.exponent_for(max(top, 0.0) if relu else max(top, -min(z.min(0).tolist())), fmt)
+    tops = np.abs(x).max(0, initial=0.0).tolist()  # |m1|, |m2|, |b0| at their largest
+    while math.isfinite(sum(tops)) and _shift(math.ldexp(max(tops[:2]), -e), math.ldexp(tops[2], -e)) < 0:
+        e += 1  # no finer than the multipliers allow (operands of very different exponents): the fine ones round
     while True:
         coef, s = _coefficients(x, e)
         lo, hi = _extremes(coef, s, a, b)

@@ -181,3 +181,25 @@ def test_the_shift_is_the_scan_from_62_down():
                     bncoef.coefficients(np.array([tm]), np.array([-tm / 2]), np.array([tb]), 0)
             else:
                 assert bncoef.coefficients(np.array([tm]), np.array([-tm / 2]), np.array([tb]), 0)[1] == want
+
+
+def test_apply_plan_joins_operands_of_far_apart_exponents():
+    """A gradient at exponent 0 beside one 2^40 finer: the output exponent is raised until the
+    coarse one's multiplier fits 24 bits, and the fine one's, below 2^-24 of it, rounds (to 0 here:
+    its contribution is lost, at most its own largest value); an operand that is 0 throughout a
+    channel takes multiplier 0 whatever its exponent (a training run once stopped there)."""
+    rng = np.random.default_rng(3)
+    fine = rng.integers(-2 ** 20, 2 ** 20, (2, 3, 4, 4)).astype(np.int32)
+    coarse = rng.integers(-3, 4, (2, 3, 4, 4)).astype(np.int32)
+    box = lambda v: np.stack([v.min((0, 2, 3)), v.max((0, 2, 3))], 1)  # noqa: E731
+    m1, m2 = np.full(3, 2.0 ** -40), np.full(3, 1.0)
+    e, coef, s = bncoef.apply_plan(m1, m2, np.zeros(3), nx.OUT, box(fine), box(coarse))
+    assert np.abs(coef[:, :2]).max() < 2 ** nx.COEF_M_BITS
+    z, _, sat = nx.apply_elementwise(fine, coef, s, b=coarse, out_bits=32)
+    want = fine * 2.0 ** -40 + coarse
+    assert sat == 0 and np.abs(z * 2.0 ** e - want).max() <= np.abs(fine).max() * 2.0 ** -40 + 2.0 ** e
+    zero = np.zeros_like(coarse)
+    e, coef, s = bncoef.apply_plan(m1, np.full(3, 2.0 ** 40), np.zeros(3), nx.OUT, box(fine), box(zero))
+    assert (coef[:, 1] == 0).all()
+    z, _, sat = nx.apply_elementwise(fine, coef, s, b=zero, out_bits=32)
+    assert sat == 0 and np.abs(z * 2.0 ** e - fine * 2.0 ** -40).max() <= 2.0 ** e

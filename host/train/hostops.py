@@ -368,7 +368,9 @@ def refresh_work(weights: int) -> dict:
 VIEW = (0, 0, 0, "int")
 _BOX = ((24, 24, 0, "f64"), (24, 24, 0, "f64"), VIEW, VIEW,  # apply_plan: the map [C][3], the int64 boxes
         (24, 16, 2, "f64"), (24, 16, 2, "f64"), (32, 32, 4, "f64"), (40, 32, 4, "f64"),  # its corners
-        (32, 0, 4, "f64"), VIEW)  # their top (and its tolist)
+        (32, 0, 4, "f64"), VIEW,  # their top (and its tolist)
+        (16, 1, 2, "int"), (16, 1, 2, "int"), (2, 2, 0, "int"), (18, 16, 2, "f64"),  # a 0 operand's multiplier to 0
+        (24, 24, 3, "f64"), (24, 0, 3, "f64"), VIEW)  # the largest |m|, |b0| (the exponent the multipliers allow)
 _COEFFICIENTS = ((24, 24, 3, "f64"), (24, 24, 3, "f64"), (24, 0, 3, "f64"), VIEW, (24, 24, 3, "f64"),  # 2^-e, |.|,
                  VIEW, (24, 24, 3, "f64"), (48, 24, 3, "f64"), (24, 3, 3, "f64"), (27, 24, 3, "f64"),  # tops, 2^S;
                  (24, 24, 0, "int"))  # round_half_up

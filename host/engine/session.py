@@ -239,7 +239,7 @@ class EngineSession:
 
     def _elem(self, kind: str, op: dict, phase: str, a: str, scalars: dict, addresses: dict, products: int) -> np.ndarray:
         """One STATS or APPLY call over step tensor ``a``, counted in ``op``'s ``phase``."""
-        n, c, h, w = self._tensors[a][:1].shape
+        _, c, h, w = self._tensors[a].shape
         n = scalars["batch"]
         shape = (n, c, h, w, scalars["mode"])
         read, written = cycle_model.elementwise_bytes(kind.lower(), *shape)
@@ -257,7 +257,6 @@ class EngineSession:
             addr["src2"] = self._tensors[b].physical_address
         mode = self.ip.regs.stats_modes["PRODUCT" if b else "SQUARE"]
         out = self._elem("STATS", op, phase, a, {"batch": n, "mode": mode, "shift": t, "shift2": u}, addr, 1)
-        self.wait()
         return out[:4 * c].reshape(c, 4).copy()
 
     def apply(self, op: dict, phase: str, n: int, a: str, coef: np.ndarray, shift: int, out: str,
@@ -278,7 +277,6 @@ class EngineSession:
         if mask:
             addr["mask"] = self._tensors[mask].physical_address
         res = self._elem("APPLY", op, phase, a, {"batch": n, "mode": mode, "shift": shift}, addr, 1 + bool(b))
-        self.wait()
         return res[:3 * n * c].reshape(n, c, 3).copy()
 
     def update(self, op: dict, k: nx.UpdateConstants) -> int:

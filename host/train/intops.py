@@ -33,7 +33,7 @@ from contract.opcount import merge_host
 
 from . import hostops
 from .hostops import passes
-from .ops import OPS, Op, per_image
+from .ops import OPS, Op, per_image, start_wgrad, update_running
 from .trainable import EVERYTHING
 from .walk import OpTable
 
@@ -105,19 +105,25 @@ def _aligned(parts: list) -> tuple:
     return m[0], m[1] if len(m) > 1 else np.zeros(c)
 
 
+def _join(w, op, parts: list, out: str, mask: Ints | None = None) -> Ints:
+    """One or two gradients at their exponents added by an APPLY (``mask``: 0 where it is <= 0)
+    into int32 step tensor ``out``, at the exponent their ranges need."""
+    s, (a, b) = w.layers, (parts + [None])[:2]
+    m1, m2 = _aligned(parts)
+    e, coef, shift = bncoef.apply_plan(m1, m2, np.zeros(len(m1)), nx.OUT, a.box(), b.box() if b else None)
+    shape, n = a.q.shape[1:], len(a)
+    s.tensor(out, np.int32, shape, n)
+    planes = s.apply(op, "bwd_data", n, a.name, coef, shift, out, b=b.name if b else None,
+                     mask=mask.name if mask else None)
+    return _written(s, out, np.int32, shape, n, e, planes)
+
+
 def _reduce(w, op, g, keep: int) -> list:
-    """The gradients ``g`` (an Ints or a GradSum) joined by APPLYs (no mask, int32) until at most
+    """The gradients ``g`` (an Ints or a GradSum) joined two at a time (``_join``) until at most
     ``keep`` remain."""
     parts = list(g) if isinstance(g, GradSum) else [g]
-    s = w.layers
     while len(parts) > keep:
-        a, b = parts[0], parts[1]
-        m1, m2 = _aligned([a, b])
-        e, coef, shift = bncoef.apply_plan(m1, m2, np.zeros(len(m1)), nx.OUT, a.box(), b.box())
-        out, shape, n = f"{a.name}.join", a.q.shape[1:], len(a)
-        s.tensor(out, np.int32, shape, n)
-        parts = [_written(s, out, np.int32, shape, n, e, s.apply(op, "bwd_data", n, a.name, coef, shift, out,
-                                                                   b=b.name))] + parts[2:]
+        parts = [_join(w, op, parts[:2], f"{parts[0].name}.join")] + parts[2:]
     return parts
 
 
@@ -153,8 +159,9 @@ class IntConv(Op):
         if isinstance(x, np.ndarray):  # the images: quantized here
             q, e_x, _ = nx.quantize_tensor(x, nx.ACT, np.int8)
             name = f"{op['inputs'][0]}.q"
-            s.tensor(name, np.int8, x.shape[1:], n)[...] = q
-            x = Ints(name, s.tensor(name, np.int8, x.shape[1:], n), np.full(x.shape[1], e_x, np.int64))
+            buf = s.tensor(name, np.int8, x.shape[1:], n)
+            buf[...] = q
+            x = Ints(name, buf, np.full(x.shape[1], e_x, np.int64))
         elif x.q.dtype != np.int8:
             raise E2TError(f"{op['name']}: contract v2 takes an int8 input (a ReLU's output), not {x.q.dtype}")
         out = f"{op['output']}.y"
@@ -169,7 +176,7 @@ class IntConv(Op):
     def backward(self, w, op, g):
         if op["role"] == "gate":
             return OPS["conv"].backward(w, op, g)
-        s, psg = w.layers, w.psg
+        s = w.layers
         n, x = w.cache[op["name"]]
         if not isinstance(g, Ints) or g.q.dtype != np.int16:
             raise E2TError(f"{op['name']}: contract v2 needs BatchNorm after every conv (its gradient arrives as "
@@ -183,18 +190,8 @@ class IntConv(Op):
             bound = max(-g_range[0], g_range[1]) * s.weight_bounds(op)[1]
             top = np.full(op["c_in"], int(nx.rshift_round(bound, r)), np.int64)
             gx = Ints(out, q, np.full(op["c_in"], e_g + op["wq_exp"] + e_ref + r, np.int64), -top, top)
-        if not w.trainable.trains(op):
-            return [gx]
-        if psg is None:
-            def signs():
-                s.buffer(op, "sgn")[...] = np.sign(s.wgrad_result(op))
-            s.conv_wgrad(op, n, "full", then=signs, wait=False, act=x.name, grad=g.name)
-        elif psg["ratio"] is not None:
-            s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(psg["ratio"]), wait=False, act=x.name, grad=g.name)
-        else:
-            s.conv_wgrad(op, n, "abs", nx.threshold_abs(psg["tau"], x.exponent, e_g), wait=False, act=x.name,
-                         grad=g.name)
-        w.updated.add(op["name"])
+        if w.trainable.trains(op):
+            start_wgrad(w, op, n, x.exponent, e_g, act=x.name, grad=g.name)
         return [gx]
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
@@ -236,11 +233,7 @@ class IntBatchNorm(Op):
             return Affine([(y, m1 * np.ldexp(1.0, y.e))], beta.astype(F64) - m1 * w.p[p["running_mean"]].astype(F64))
         m = y.q.size // y.q.shape[1]
         f = bncoef.bn_forward(st, t, m, y.e, gamma, beta, op["eps"])
-        if m > 1:
-            mom = F32(op["momentum"])
-            w.p[p["running_mean"]] = ((1 - mom) * w.p[p["running_mean"]] + mom * f["mean"].astype(F32)).astype(F32)
-            unbiased = (f["var"] * m / (m - 1)).astype(F32)
-            w.p[p["running_var"]] = ((1 - mom) * w.p[p["running_var"]] + mom * unbiased).astype(F32)
+        update_running(w, op, f["mean"], f["var"], m)
         w.cache[op["name"]] = (y, t, f, m)
         return Affine([(y, f["m1"])], f["b0"])
 
@@ -326,17 +319,7 @@ class IntReLU(Op):
         return z
 
     def backward(self, w, op, g):
-        s, z = w.layers, w.cache[op["name"]]
-        parts = _reduce(w, op, g, 2)
-        n, shape, c = len(z), z.q.shape[1:], z.q.shape[1]
-        m1, m2 = _aligned(parts)
-        e, coef, shift = bncoef.apply_plan(m1, m2, np.zeros(c), nx.OUT, parts[0].box(),
-                                           parts[1].box() if len(parts) > 1 else None)
-        out = f"{op['inputs'][0]}.g"
-        s.tensor(out, np.int32, shape, n)
-        planes = s.apply(op, "bwd_data", n, parts[0].name, coef, shift, out,
-                         b=parts[1].name if len(parts) > 1 else None, mask=z.name)
-        return [_written(s, out, np.int32, shape, n, e, planes)]
+        return [_join(w, op, _reduce(w, op, g, 2), f"{op['inputs'][0]}.g", mask=w.cache[op["name"]])]
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
         """Its APPLY's plan (hostops.bncoef_work; a gated block's output also its shortcut's

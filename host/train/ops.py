@@ -69,6 +69,32 @@ def per_image(plan, tensor: str) -> int:
     return int(np.prod(plan.tensors[tensor]))
 
 
+def start_wgrad(w, op: dict, n: int, e_x: int, e_g: int, **tensors: str) -> None:
+    """The conv's CONV_WGRAD on ``n`` images, started while the host goes on: PSG's mode (its
+    threshold from the input's and gradient's exponents ``e_x``, ``e_g``) or, without PSG, the full
+    gradient whose signs the host then takes. ``tensors``: contract v2's step tensors ``act``, ``grad``."""
+    s, psg = w.layers, w.psg
+    if psg is None:
+        def signs():
+            s.buffer(op, "sgn")[...] = np.sign(s.wgrad_result(op))
+        s.conv_wgrad(op, n, "full", then=signs, wait=False, **tensors)
+    elif psg["ratio"] is not None:
+        s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(psg["ratio"]), wait=False, **tensors)
+    else:
+        s.conv_wgrad(op, n, "abs", nx.threshold_abs(psg["tau"], e_x, e_g), wait=False, **tensors)
+    w.updated.add(op["name"])
+
+
+def update_running(w, op: dict, mean, var, m: int) -> None:
+    """A BatchNorm's running statistics after a batch of ``m`` elements a channel with (float64)
+    ``mean`` and biased ``var``, in float32 as PyTorch's are."""
+    if m > 1:
+        p, mom = op["params"], F32(op["momentum"])
+        w.p[p["running_mean"]] = ((1 - mom) * w.p[p["running_mean"]] + mom * mean.astype(F32)).astype(F32)
+        unbiased = (var * m / (m - 1)).astype(F32)
+        w.p[p["running_var"]] = ((1 - mom) * w.p[p["running_var"]] + mom * unbiased).astype(F32)
+
+
 @register("conv")
 class Conv(Op):
     """On the engine: the int8 input's per-tensor exponent e_x, CONV_FWD's shift r, the
@@ -87,7 +113,7 @@ class Conv(Op):
         """The input gradient first (where the input gets one), then the weight gradient (where
         the conv trains), which the engine computes while the host goes on with the layers below
         (the next engine call or DDR access waits)."""
-        s, psg = w.layers, w.psg
+        s = w.layers
         n, e_x = w.cache[op["name"]]
         g_q, e_g, _ = nx.quantize_tensor(g, nx.GRAD, np.int16)
         s.set_grad(op, g_q)
@@ -95,17 +121,8 @@ class Conv(Op):
         if op["input_grad"] and w.trainable.wants(op["inputs"][0]):
             q, r, e_ref = s.conv_bwd_data(op, n)
             gx = nx.dequantize(q, e_g + op["wq_exp"] + e_ref + r)
-        if not w.trainable.trains(op):
-            return [gx]
-        if psg is None:
-            def signs():
-                s.buffer(op, "sgn")[...] = np.sign(s.wgrad_result(op))
-            s.conv_wgrad(op, n, "full", then=signs, wait=False)
-        elif psg["ratio"] is not None:
-            s.conv_wgrad(op, n, "ratio", nx.ratio_fixed(psg["ratio"]), wait=False)
-        else:
-            s.conv_wgrad(op, n, "abs", nx.threshold_abs(psg["tau"], e_x, e_g), wait=False)
-        w.updated.add(op["name"])
+        if w.trainable.trains(op):
+            start_wgrad(w, op, n, e_x, e_g)
         return [gx]
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
@@ -138,12 +155,7 @@ class BatchNorm(Op):
             return hostops.batchnorm_eval(x, w.p[p["weight"]], w.p[p["bias"]], w.p[p["running_mean"]],
                                           w.p[p["running_var"]], op["eps"])
         out, xhat, invstd, mean, var = hostops.bn_train(x, w.p[p["weight"]], w.p[p["bias"]], op["eps"])
-        m = x.size // x.shape[1]
-        if m > 1:
-            mom = F32(op["momentum"])
-            w.p[p["running_mean"]] = ((1 - mom) * w.p[p["running_mean"]] + mom * mean.astype(F32)).astype(F32)
-            unbiased = (var * m / (m - 1)).astype(F32)
-            w.p[p["running_var"]] = ((1 - mom) * w.p[p["running_var"]] + mom * unbiased).astype(F32)
+        update_running(w, op, mean, var, x.size // x.shape[1])
         w.cache[op["name"]] = (xhat, invstd)
         return out
 

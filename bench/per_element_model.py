@@ -19,7 +19,8 @@ too, as the on-engine trainer's op table (host/train/intops.py) calls them
   CONV_BWD_DATA and CONV_WGRAD);
 
 and the host keeps O(N x C) work a layer, as that op table counts it (the reductions of APPLY's
-plane statistics, the bounds and weight refresh around the conv calls, the classifier, the loss,
+plane statistics, the O(channels) rules of the weights' refresh, which the engine runs after each
+UPDATE as one STATS and three APPLY calls (contract/weightrefresh.py), the classifier, the loss,
 the parameters' SGD; two per-element passes: the images' quantization, the pooled gradient's
 broadcast). contract/bncoef.py's rules around each call (the moments, the coefficients and
 shifts) are counted from their code (host/train/hostops.py's ``bncoef_work``) and printed apart;
@@ -69,7 +70,8 @@ def resnet20_plan(board: str, batch: int):
 def rules_work(call: dict) -> dict:
     """The host slot of contract/bncoef.py's rule around one STATS or APPLY call of
     elementwise_calls: bn_forward after the forward STATS, bn_backward after STATS PRODUCT,
-    apply_plan before every APPLY (a forward one's, into a ReLU: the box's top alone)."""
+    apply_plan before every APPLY (a forward one's, into a ReLU: the box's top alone); not for the
+    update's weight-refresh calls, whose rules are their conv's work (hostops.refresh_on_engine_work)."""
     return hostops.bncoef_work(call["shape"][1], RULES[call["op"], call["phase"]])
 
 
@@ -109,13 +111,13 @@ def board_model(name: str, batch: int) -> dict:
     today, v2 = est.estimate(plan), est.estimate(plan, elementwise="engine")
     calls = elementwise_calls(plan)
     beats = [{**k, "cycles": cycles.elementwise_beats(k["op"], *k["shape"], k["mode"], plan.board)} for k in calls]
-    per = {**v2["per_layer"], **elementwise_counts(beats)}
+    per = elementwise_counts(beats, est.conv_counts(plan, opcount.Precision("fixed", psg=True)))
     host = hostwork.step_work(plan, psg=True, table=intops.INT_OPS)
     cols = {"today": today["whole_board"], "v2": v2["whole_board"],
             "v2_beats": wholeboard.epoch({"per_layer": per, "total": opcount.sum_layers(per), "host": host}, em,
                                          plan.board.clock_mhz)}
     hz = plan.board.clock_mhz * 1e6
-    rules_s = sum(steptime.host_seconds(rules_work(k), em.host) for k in calls)
+    rules_s = sum(steptime.host_seconds(rules_work(k), em.host) for k in calls if k["phase"] != "update")
     out = {"board": name, "clock_mhz": plan.board.clock_mhz, "batch": batch, "host_cpu": em.host["cpu"],
            "per_element_s": {"today": 0.0, "v2": sum(k["cycles"] for k in calls) / hz,
                              "v2_beats": sum(k["cycles"] for k in beats) / hz},

@@ -202,8 +202,13 @@ def renormalize(w, e_w: int) -> tuple[np.ndarray, int]:
 def weight_shifts(w) -> np.ndarray:
     """Per output channel, the smallest s >= 0 with ``rshift_round(max|w[o]|, s) <= 127``."""
     w = np.asarray(w, dtype=np.int64)
-    amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-    s = np.array([max(0, bitlen(a) - (WGT.bits - 1)) for a in amax], dtype=np.int64)
+    return shifts_for(np.abs(w.reshape(w.shape[0], -1)).max(axis=1))
+
+
+def shifts_for(amax) -> np.ndarray:
+    """``weight_shifts`` from each output channel's largest magnitude ``amax``."""
+    amax = np.asarray(amax, dtype=np.int64)  # below 2**53: frexp's exponent of an integer is its bit length
+    s = np.maximum(np.frexp(amax.astype(np.float64))[1].astype(np.int64) - (WGT.bits - 1), 0)
     s += rshift_round(amax, s) > WGT.hi
     return s
 

@@ -87,5 +87,5 @@ def step_time(engine: dict, host_work: dict, host: dict, ddr_bytes_per_s: float,
     seconds = max(schedule_s, ddr_s)
     bound = "DDR" if ddr_s > schedule_s else "engine" if engine_s >= host_s else "host"
     return {"seconds": seconds, "bound": bound, "schedule_s": schedule_s, "ddr_s": ddr_s, "engine_s": engine_s,
-            "host_s": host_s, "overlap_s": engine_s + host_s - schedule_s, "by_phase": by_phase,
+            "host_s": host_s, "overlap_s": max(0.0, engine_s + host_s - schedule_s), "by_phase": by_phase,
             "bytes": {"engine": engine_bytes, "host": host_bytes}}

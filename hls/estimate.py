@@ -28,7 +28,7 @@ from host.train.elementwise import elementwise_calls, elementwise_counts
 from . import export, resources
 
 
-def _step_counts(plan: planmod.Plan, precision: opcount.Precision) -> dict:
+def conv_counts(plan: planmod.Plan, precision: opcount.Precision) -> dict:
     """contract/opcount.py's counts of one training step at the plan's batch, per conv in plan
     order (PSG's worst case: every tile recomputed), each slot with its modeled engine ``cycles``
     (contract/cycles.py, as hls/export.py's layer costs: the weight gradient's in its first phase)."""
@@ -64,9 +64,9 @@ def estimate(plan: planmod.Plan, energy_file: str | None = None, elementwise: st
     joules, per_layer = {}, {}
     for name, prec in (("engine, fixed point + PSG", opcount.Precision("fixed", psg=True)),
                        ("fp32 training, same counts", opcount.Precision("fp32"))):
-        per_layer[name] = _step_counts(plan, prec)
+        per_layer[name] = conv_counts(plan, prec)
         if prec.mode == "fixed":
-            per_layer[name].update(elementwise_counts(calls))
+            elementwise_counts(calls, per_layer[name])
         total = opcount.sum_layers(per_layer[name])
         joules[name] = sum(em.price(slot)["j"] for phase, slot in total.items() if phase != "all") / plan.batch
     return {"board": b.name, "part": b.part, "clock_mhz": b.clock_mhz, "tile": f"{b.tile_o}x{b.tile_i} PSG tile, {b.array_o}x{b.array_i} DSP array",

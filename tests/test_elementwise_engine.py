@@ -66,8 +66,9 @@ def test_a_step_runs_stats_and_apply_and_records_its_plans_host_work(tmp_path, p
     counts = r["engine"]
     bns = sum(op["type"] == "batchnorm" for op in t.plan.ops)
     relus = sum(op["type"] == "relu" for op in t.plan.ops)
-    assert counts["ops_stats"] == 2 * bns  # forward SQUARE and backward PRODUCT of each BatchNorm
-    assert counts["ops_apply"] == 2 * relus + bns  # each ReLU forward and backward, each BatchNorm's backward
+    convs = len(t.plan.convs())  # each conv's weights refreshed: one STATS and three APPLY calls
+    assert counts["ops_stats"] == 2 * bns + convs  # forward SQUARE and backward PRODUCT of each BatchNorm
+    assert counts["ops_apply"] == 2 * relus + bns + 3 * convs  # each ReLU forward and backward, each BatchNorm's backward
     total = r["ops"]["total"]
     assert total["fwd"]["macs"]["int18x18"] > 0 and total["bwd_data"]["macs"]["int32x24"] > 0
     elementwise = [op["name"] for op in t.plan.ops if op["type"] in ("batchnorm", "relu")]

@@ -67,12 +67,12 @@ def test_the_estimate_s_per_layer_cycles_are_the_export_s():
     """Per conv in plan order, at the plan's batch, PSG's worst case: the layer costs of
     hls/export.py, and in all export.engine_cycles."""
     plan = planbuild.from_model("resnet8", 1, 10, 8, "zcu104", 16, 0)[0]
-    per = est._step_counts(plan, opcount.Precision("fixed", psg=True))
+    per = est.conv_counts(plan, opcount.Precision("fixed", psg=True))
     assert list(per) == [op["name"] for op in plan.convs()]
     layer_cycles = [sum(slot["cycles"] for slot in phases.values()) for phases in per.values()]
     assert layer_cycles == [row["cycles"] for row in export.layer_costs(plan)]
     assert opcount.sum_layers(per)["all"]["cycles"] == export.engine_cycles(plan)[1]
     stem = per[plan.convs()[0]["name"]]
     assert "bwd_data" not in stem and stem["bwd_w_full"]["cycles"] == 0 < stem["bwd_w_pred"]["cycles"]
-    no_psg = est._step_counts(plan, opcount.Precision("fixed"))
+    no_psg = est.conv_counts(plan, opcount.Precision("fixed"))
     assert opcount.sum_layers(no_psg)["all"]["cycles"] == export.engine_cycles(plan, psg=False)[1]

@@ -121,7 +121,7 @@ def test_a_plan_s_speed_and_energy():
     macs, cycles = export.engine_cycles(plan)
     assert e["cycles_per_step"] == cycles and e["images_per_s"] == pytest.approx(16 * 200e6 / cycles)
     fwd = sum(16 * o["ho"] * o["wo"] * o["c_out"] * o["c_in"] * o["k"] ** 2 for o in plan.convs())
-    counts = opcount.sum_layers(est._step_counts(plan, opcount.Precision("fixed", psg=True)))
+    counts = opcount.sum_layers(est.conv_counts(plan, opcount.Precision("fixed", psg=True)))
     assert counts["fwd"]["macs"] == {"int8x8": fwd} and counts["bwd_w_pred"]["macs"] == {"int4x16": fwd}
     j = e["joules_per_image"]
     assert 0 < j["engine, fixed point + PSG"] < j["fp32 training, same counts"]

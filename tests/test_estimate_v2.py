@@ -4,7 +4,7 @@ records (frozen layers and SLU gates too), the estimate counts them with the con
 work from the v2 op table, and the command prints them; without the flag nothing changes."""
 import pytest
 
-from contract import opcount, regmap
+from contract import cycles, opcount, regmap
 from e2t.cli import main
 from energy import model as energy_model, steptime
 from hls import estimate as est
@@ -36,11 +36,13 @@ def test_the_calls_of_resnet20():
     STATS and APPLY backward."""
     r = regmap.load()
     plan = planbuild.from_model("resnet20", 3, 10, 32, "pynq-z2", 128, 0, False, None, "cifar10")[0]
-    calls = elementwise_calls(plan)
+    every = elementwise_calls(plan)
+    calls = [k for k in every if k["phase"] != "update"]
     by = {}
     for k in calls:
         by.setdefault(k["layer"], []).append((k["phase"], k["op"], k["mode"]))
     assert len(calls) == 21 * 3 + 19 * 2 and len(by) == 21 + 19
+    assert every[:len(calls)] == calls and len(every) == len(calls) + 4 * len(plan.convs())
     tail = [("bwd_data", "stats", 1), ("bwd_data", "apply", r.apply_mode("int32", out_bits=16))]
     assert by["bn1"] == [("fwd", "stats", 0)] + tail and by["blocks.3.downsample.1"] == by["bn1"]
     assert by["bn1.relu"] == [("fwd", "apply", r.apply_mode(relu=True)),
@@ -53,6 +55,25 @@ def test_the_calls_of_resnet20():
     assert stem["shape"] == (128, 16, 32, 32) and stem["macs"] == 128 * 16 * 32 * 32 and stem["width"] == "int32x24"
     assert [k["layer"] for k in calls[:3]] == ["bn1", "bn1.relu", "blocks.0.bn1"]  # in the order they run
     assert calls[-2:] == [dict(calls[-2], layer="bn1", op="stats"), dict(calls[-1], layer="bn1", op="apply")]
+
+
+def test_the_weights_refresh_calls():
+    """The update: per trained conv, in plan order, STATS of the master's rows (the widest plane that
+    holds a row) and APPLY to the int8 weights, then the two bound passes over them as [O][C][k][k]."""
+    r = regmap.load()
+    plan = planbuild.from_model("resnet20", 3, 10, 32, "pynq-z2", 128, 0, False, None, "cifar10")[0]
+    update = [k for k in elementwise_calls(plan) if k["phase"] == "update"]
+    assert [k["layer"] for k in update[::4]] == [op["name"] for op in plan.convs()]
+    by = {k["layer"]: [] for k in update}
+    for k in update:
+        by[k["layer"]].append((k["op"], k["mode"], k["shape"], k["src2"]))
+    bound = ("apply", r.apply_mode("int8", relu=True), (64, 64, 3, 3), "int8")
+    assert by["blocks.8.conv2"] == [("stats", 0, (1, 64, 18, 32), "none"), ("apply", r.apply_mode(), (1, 64, 18, 32), "none"),
+                                    bound, bound]
+    assert by["conv1"][0][2] == (1, 16, 1, 27) and by["conv1"][2][2] == (16, 3, 3, 3)
+    assert by["blocks.6.downsample.0"][0][2] == (1, 64, 1, 32) and by["blocks.6.downsample.0"][3][2] == (64, 32, 1, 1)
+    frozen = elementwise_calls(plan, trainable=Trainable(plan.ops, "blocks.8"))
+    assert {k["layer"] for k in frozen if k["phase"] == "update"} == {"blocks.8.conv1", "blocks.8.conv2"}
 
 
 @pytest.mark.parametrize("kw", [{}, {"train_from": "blocks.1"}, {"train_from": "blocks.2", "train": "bn"},
@@ -68,12 +89,22 @@ def test_a_one_step_run_records_what_the_estimate_counts(tmp_path, kw):
     assert 0 in executed.values() or "slu_gate_init" not in kw
     calls = elementwise_calls(t.plan, N, t.trainable, executed)
     mine, got = elementwise_counts(calls), r["ops"]["per_layer"]
+    for op in filter(t.trainable.trains, t.plan.convs()):  # its update slot: UPDATE's counts and the refresh's
+        count = op["c_out"] * op["c_in"] * op["k"] ** 2
+        update = {"macs": {"int32": 3 * count}, "bytes": 17.0 * count, "cycles": cycles.update(count, t.plan.board)}
+        refresh = mine.pop(op["name"])["update"]
+        assert got[op["name"]]["update"] == {"macs": {**update["macs"], **refresh["macs"]},
+                                             "bytes": update["bytes"] + refresh["bytes"],
+                                             "cycles": update["cycles"] + refresh["cycles"]}, op["name"]
     assert mine == {name: got[name] for name in got if name in mine} and mine
     assert all(op["type"] == "conv" for op in t.plan.ops if op["name"] in got and op["name"] not in mine)
     assert r["engine"]["ops_stats"] + r["engine"]["ops_apply"] == len(calls)
     if not kw:
         e = est.estimate(t.plan, elementwise="engine")
         assert {name: e["per_layer"][name] for name in mine} == mine
+        for op in t.plan.convs():  # (bytes: the estimate's UPDATE reads 2-bit signs, the emulated sgn buffer is int8)
+            mod, run = e["per_layer"][op["name"]]["update"], got[op["name"]]["update"]
+            assert (mod["macs"], mod["cycles"]) == (run["macs"], run["cycles"]), op["name"]
         assert e["elementwise"] == {"calls": len(calls), "cycles": sum(k["cycles"] for k in calls),
                                     "macs": sum(k["macs"] for k in calls)}
         assert r["ops"]["host"] == step_work(t.plan, N, table=intops.INT_OPS)
@@ -121,7 +152,7 @@ def test_gated_blocks_with_every_gate_on(capsys):
     first = "blocks.1.bn2.add.relu.mix"  # into the next gate's pool, the next block's conv1 and its projection
     assert mixes == [(first, "fwd", "none", N), (first.replace("1", "2"), "fwd", "none", N)] + [
         (first, "bwd_data", "int32", N)] * 2
-    fewer = elementwise_calls(plan, executed={0: 0, 1: 3})
+    fewer = [k for k in elementwise_calls(plan, executed={0: 0, 1: 3}) if k["phase"] != "update"]  # (every conv's refresh)
     assert {k["layer"] for k in fewer if k["layer"].startswith("blocks.1.")} == {"blocks.1.downsample.1", first}
     assert {k["shape"][0] for k in fewer if k["layer"].startswith("blocks.2.bn") and "mix" not in k["layer"]} == {3}
     assert main(["estimate", "--model", "resnet8", "--dataset", "digits", "--batch", str(N), "--slu",

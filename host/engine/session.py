@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from contract import cycles as cycle_model, numerics as nx
+from contract import cycles as cycle_model, numerics as nx, weightrefresh as wr
 from contract.opcount import TIMED_PHASES, add_count
 
 from .driver import DDR, EngineError
@@ -237,47 +237,64 @@ class EngineSession:
             buf = self._tensors[name] = self._allocate((max(count, 3 * self.plan.board.max_c),), np.int64)
         return buf
 
-    def _elem(self, kind: str, op: dict, phase: str, a: str, scalars: dict, addresses: dict, products: int) -> np.ndarray:
-        """One STATS or APPLY call over step tensor ``a``, counted in ``op``'s ``phase``."""
-        _, c, h, w = self._tensors[a].shape
-        n = scalars["batch"]
-        shape = (n, c, h, w, scalars["mode"])
+    def _elem(self, kind: str, op: dict, phase: str, shape: tuple, scalars: dict, addresses: dict,
+              products: int) -> np.ndarray:
+        """One STATS or APPLY call over an N x C x H x W ``shape`` (``addresses``: src1 and the rest),
+        counted in ``op``'s ``phase``."""
+        n, c, h, w = shape
+        shape = (*shape, scalars["mode"])
         read, written = cycle_model.elementwise_bytes(kind.lower(), *shape)
-        self._run(TIMED[phase], kind, op, {**scalars, "c_in": c, "h_in": h, "w_in": w},
-                  {"src1": self._tensors[a].physical_address, **addresses}, read + written,
-                  {(phase, ELEMENT_MACS[kind]): products * n * c * h * w}, shape=shape)
+        self._run(TIMED[phase], kind, op, {**scalars, "batch": n, "c_in": c, "h_in": h, "w_in": w}, addresses,
+                  read + written, {(phase, ELEMENT_MACS[kind]): products * n * c * h * w}, shape=shape)
         return self._tensors["stats"]
+
+    def _stats(self, op: dict, phase: str, shape: tuple, src1: int, t: int, src2: int | None = None,
+               u: int = 0) -> np.ndarray:
+        """STATS of the int32 tensor at ``src1`` (and ``src2``: PRODUCT): a copy of the int64 [C][4] sums."""
+        c = shape[1]
+        self._small("stats", 4 * c)
+        addr = {"src1": src1, "stats": self._tensors["stats"].physical_address}
+        if src2 is not None:
+            addr["src2"] = src2
+        mode = self.ip.regs.stats_modes["PRODUCT" if src2 is not None else "SQUARE"]
+        out = self._elem("STATS", op, phase, shape, {"mode": mode, "shift": t, "shift2": u}, addr, 1)
+        return out[:4 * c].reshape(c, 4).copy()
+
+    def _apply(self, op: dict, phase: str, shape: tuple, src1: int, coef: np.ndarray, shift: int,
+               out: tuple[int, int], b: tuple[int, str] | None = None, relu: bool = False,
+               mask: int | None = None) -> np.ndarray:
+        """APPLY of the int32 tensor at ``src1`` into ``out`` (address, bits), ``b`` its second source
+        (address, "int32" or "int8"), ``mask`` an int8 tensor's address: a copy of the int64
+        [N][C][3] plane statistics."""
+        n, c = shape[:2]
+        self._small("coef", 3 * c)[:3 * c] = np.asarray(coef, np.int64).reshape(-1)
+        self._small("stats", 3 * n * c)
+        (dst, bits), src2 = out, b[1] if b else "none"
+        mode = self.ip.regs.apply_mode(src2=src2, relu=relu, mask=mask is not None, out_bits=bits)
+        addr = {"src1": src1, "coef": self._tensors["coef"].physical_address,
+                "stats": self._tensors["stats"].physical_address, {8: "dst8", 16: "dst16", 32: "out"}[bits]: dst}
+        if b:
+            addr["act" if src2 == "int8" else "src2"] = b[0]
+        if mask is not None:
+            addr["mask"] = mask
+        res = self._elem("APPLY", op, phase, shape, {"mode": mode, "shift": shift}, addr, 1 + bool(b))
+        return res[:3 * n * c].reshape(n, c, 3).copy()
 
     def stats(self, op: dict, phase: str, n: int, a: str, t: int, b: str | None = None, u: int = 0) -> np.ndarray:
         """STATS of step tensor ``a`` (and ``b``: PRODUCT) on ``n`` images: a copy of the int64 [C][4] sums."""
-        c = self._tensors[a].shape[1]
-        self._small("stats", 4 * c)
-        addr = {"stats": self._tensors["stats"].physical_address}
-        if b:
-            addr["src2"] = self._tensors[b].physical_address
-        mode = self.ip.regs.stats_modes["PRODUCT" if b else "SQUARE"]
-        out = self._elem("STATS", op, phase, a, {"batch": n, "mode": mode, "shift": t, "shift2": u}, addr, 1)
-        return out[:4 * c].reshape(c, 4).copy()
+        src2 = self._tensors[b].physical_address if b else None
+        return self._stats(op, phase, (n, *self._tensors[a].shape[1:]), self._tensors[a].physical_address, t, src2, u)
 
     def apply(self, op: dict, phase: str, n: int, a: str, coef: np.ndarray, shift: int, out: str,
               b: str | None = None, relu: bool = False, mask: str | None = None) -> np.ndarray:
         """APPLY to step tensor ``a`` (``b``: its int32 or int8 second source, ``mask``: an int8
         step tensor) into step tensor ``out`` (int8, int16 or int32: the output field), ``n``
         images: a copy of the int64 [N][C][3] plane statistics."""
-        c = self._tensors[a].shape[1]
-        self._small("coef", 3 * c)[:3 * c] = np.asarray(coef, np.int64).reshape(-1)
-        self._small("stats", 3 * n * c)
-        bits = self._tensors[out].dtype.itemsize * 8
-        src2 = "none" if not b else "int8" if self._tensors[b].dtype == np.int8 else "int32"
-        mode = self.ip.regs.apply_mode(src2=src2, relu=relu, mask=bool(mask), out_bits=bits)
-        addr = {"coef": self._tensors["coef"].physical_address, "stats": self._tensors["stats"].physical_address,
-                {8: "dst8", 16: "dst16", 32: "out"}[bits]: self._tensors[out].physical_address}
-        if b:
-            addr["act" if src2 == "int8" else "src2"] = self._tensors[b].physical_address
-        if mask:
-            addr["mask"] = self._tensors[mask].physical_address
-        res = self._elem("APPLY", op, phase, a, {"batch": n, "mode": mode, "shift": shift}, addr, 1 + bool(b))
-        return res[:3 * n * c].reshape(n, c, 3).copy()
+        t = self._tensors
+        second = (t[b].physical_address, "int8" if t[b].dtype == np.int8 else "int32") if b else None
+        return self._apply(op, phase, (n, *t[a].shape[1:]), t[a].physical_address, coef, shift,
+                           (t[out].physical_address, t[out].dtype.itemsize * 8), second, relu,
+                           t[mask].physical_address if mask else None)
 
     def update(self, op: dict, k: nx.UpdateConstants) -> int:
         """UPDATE of the layer's master and momentum with its ``sgn``; returns saturations."""
@@ -287,8 +304,11 @@ class EngineSession:
                        shape=count)
         return st["saturations"]
 
-    def refresh_weights(self, op: dict) -> None:
-        """After an update: renormalize the master (host) and recompute the weights as used."""
+    def refresh_weights(self, op: dict, on_engine: bool = False) -> None:
+        """After an update: renormalize the master and recompute the weights as used and their
+        bounds, on the host, or (``on_engine``, contract v2) by ``refresh_on_engine`` where it can."""
+        if on_engine and self.refresh_on_engine(op):
+            return
         master = self.buffer(op, "master")
         w, e_w = nx.renormalize(master, op["w_exp"])
         if e_w != op["w_exp"]:
@@ -300,6 +320,33 @@ class EngineSession:
         op["wq_exp"] = e_w
         self._bounds.pop(op["name"], None)
         self.weight_bounds(op)
+
+    def refresh_on_engine(self, op: dict) -> bool:
+        """The weights' refresh as one STATS and three APPLY calls in the update phase
+        (contract/weightrefresh.py): the same weights, shifts and bounds as ``refresh_weights`` on
+        the host. False, nothing written, where the engine cannot take the layer or its master
+        must be renormalized (the host then does it)."""
+        views, master = wr.views(op, self.plan.board), self.ddr.address(op["buffers"]["master"])
+        if views is None:
+            return False
+        rows, taps = views
+        st = self._stats(op, "update", rows, master, wr.STAT_T)
+        plan = None if wr.needs_renormalize(st[:, 2], st[:, 3]) else wr.row_coefficients(st[:, 2], st[:, 3])
+        if plan is None:
+            return False
+        s, shift, coef = plan
+        wgt = self.ddr.address(op["buffers"]["wgt"])
+        self._apply(op, "update", rows, master, coef, shift, (wgt, 8))
+        scratch = self._tensors.get("wabs")
+        if scratch is None or scratch.size < self.v[op["buffers"]["wgt"]].size:
+            scratch = self._tensors["wabs"] = self._allocate((self.v[op["buffers"]["wgt"]].size,), np.int8)
+        sums = sum(self._apply(op, "update", taps, master, wr.abs_coefficients(op["c_in"], sign), 0,
+                               (scratch.physical_address, 8), (wgt, "int8"), relu=True)[:, :, 0]
+                   for sign in wr.ABS_SIGNS)
+        self.buffer(op, "wshift")[...] = s
+        op["wq_exp"] = op["w_exp"]
+        self._bounds[op["name"]] = wr.bounds(sums, s, self.buffer(op, "wgt"))
+        return True
 
     def arrays(self) -> dict:
         """The persistent engine arrays (what weights.bin holds), copied out of DDR."""

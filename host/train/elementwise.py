@@ -10,13 +10,15 @@ ReLU's APPLY of the gradients that reach its output (masked, int32 out, two in o
 more joined first by APPLYs without a mask), each BatchNorm's STATS (PRODUCT) of its gradient and its
 input and, where its input gets a gradient, its APPLY to int16 (of one gradient: more joined first).
 SLU: a gated block's calls on the images its gate lets through; its mix writes a projection's
-shortcut by an APPLY (an int8 shortcut the host shifts) and joins its gradients into one.
+shortcut by an APPLY (an int8 shortcut the host shifts) and joins its gradients into one. The
+update: each trained conv's weights refreshed by one STATS and three APPLY calls
+(contract/weightrefresh.py).
 """
 from __future__ import annotations
 
 import math
 
-from contract import cycles, regmap
+from contract import cycles, regmap, weightrefresh
 from contract.opcount import add_count
 from host.engine.session import ELEMENT_MACS
 
@@ -41,8 +43,8 @@ def elementwise_calls(plan, n: int | None = None, trainable=EVERYTHING, executed
     def rows(op: dict) -> int:
         return executed.get(op["gate"], n) if gathered(op, INT_OPS[op["type"]]) else n
 
-    def call(op: dict, phase: str, kind: str, tensor: str, mode: int, src2: str = "none") -> None:
-        shape = (rows(op), *plan.tensors[tensor])
+    def call(op: dict, phase: str, kind: str, tensor: str | tuple, mode: int, src2: str = "none") -> None:
+        shape = tensor if isinstance(tensor, tuple) else (rows(op), *plan.tensors[tensor])
         read, written = cycles.elementwise_bytes(kind, *shape, mode)
         out.append({"layer": op["name"], "phase": phase, "op": kind, "mode": mode, "shape": shape, "src2": src2,
                     "width": ELEMENT_MACS[kind.upper()], "macs": (1 + (src2 != "none")) * math.prod(shape),
@@ -82,13 +84,20 @@ def elementwise_calls(plan, n: int | None = None, trainable=EVERYTHING, executed
         for name in op["inputs"]:
             if name != plan.data["input"] and op.get("input_grad", True) and trainable.wants(name):
                 grads[name] = grads.get(name, 0) + 1
+    for op in filter(trainable.trains, plan.convs()):  # the update: each conv's weights refreshed
+        views = weightrefresh.views(op, plan.board)
+        if views:
+            call(op, "update", "stats", views[0], r.stats_modes["SQUARE"])
+            call(op, "update", "apply", views[0], r.apply_mode(out_bits=8))
+            for _ in weightrefresh.ABS_SIGNS:
+                call(op, "update", "apply", views[1], r.apply_mode("int8", relu=True, out_bits=8), "int8")
     return out
 
 
-def elementwise_counts(calls: list[dict]) -> dict:
+def elementwise_counts(calls: list[dict], per: dict | None = None) -> dict:
     """``calls``' counts by layer and phase (contract/opcount.py's slots), as EngineSession.per_layer
-    holds them."""
-    per: dict = {}
+    holds them, added to ``per`` (the convs' counts, say) where given."""
+    per = {} if per is None else per
     for k in calls:
         add_count(per.setdefault(k["layer"], {}), k["phase"], k["width"], k["macs"], k["bytes"], k["cycles"])
     return per

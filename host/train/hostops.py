@@ -352,6 +352,24 @@ def grad_range_work(g: int) -> dict:
     return passes(g, (2, 0, 1, "int"), (2, 0, 1, "int"))
 
 
+def refresh_on_engine_work(c_out: int, c_in: int) -> dict:
+    """EngineSession.refresh_on_engine's host side (contract/weightrefresh.py) for a layer of
+    ``c_out`` x ``c_in`` channels: per output channel, the renormalization test, the shifts
+    (numerics.shifts_for) and the coefficients; per channel pair, the two bound passes' plane sums
+    copied out and added, the row sums, the aligned column sums and their maxima; per input channel,
+    the bound passes' coefficients."""
+    pairs = c_out * c_in
+    return merge_host(
+        passes(c_out, (8, 0, 1, "int"), (8, 0, 1, "int"), (8, 8, 1, "int"), (16, 8, 1, "int"), (8, 8, 0, "f64"),
+               (8, 16, 1, "f64"), (8, 8, 1, "int"), (8, 8, 1, "int"), *RSHIFT_ROUND, (8, 1, 1, "int"),
+               (9, 8, 1, "int"), (8, 0, 1, "int"), (8, 0, 1, "int"), (0, 24, 0, "int"), (8, 8, 1, "int"),
+               (8, 8, 0, "int"), (8, 0, 1, "int"), (8, 8, 1, "int"), (8, 8, 1, "int"), (8, 0, 1, "int"),
+               (8, 8, 0, "int")),
+        passes(pairs, (24, 24, 0, "int"), (24, 24, 0, "int"), (16, 8, 1, "int"), (8, 0, 1, "int"), (8, 8, 1, "int"),
+               (8, 0, 1, "int")),
+        passes(c_in, (0, 24, 0, "int"), (0, 8, 0, "int"), (0, 24, 0, "int"), (0, 8, 0, "int"), (8, 0, 1, "int")))
+
+
 def refresh_work(weights: int) -> dict:
     """EngineSession.refresh_weights: numerics.renormalize (the int32 master to int64, abs, max),
     weights_for_use (to int64 again, abs and the row maxima, rshift_round) and the int8 store."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contract import bncoef, numerics as nx, parallel
+from contract import bncoef, numerics as nx, parallel, weightrefresh
 from contract.errors import E2TError
 from contract.opcount import merge_host
 
@@ -197,10 +197,15 @@ class IntConv(Op):
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
         """fwd: the stem's images quantized and stored; bwd_data: without PSG the signs of G_full
         (the bounds come from the weights' kept bounds and the gradient's known range); update: the
-        weights' refresh and their bounds. A gate's conv: contract v1's."""
+        weights' refresh on the engine and its O(channels) rules (the host's refresh where the engine
+        cannot take the layer: contract/weightrefresh.py). A gate's conv: contract v1's, but its refresh."""
+        weights = op["c_out"] * op["c_in"] * op["k"] ** 2
+        if phase == "update" and trainable.trains(op):
+            if weightrefresh.views(op, plan.board):
+                return hostops.refresh_on_engine_work(op["c_out"], op["c_in"])
+            return merge_host(hostops.refresh_work(weights), hostops.weight_bounds_work(weights))
         if op["role"] == "gate":
             return OPS["conv"].work(plan, op, n, phase, psg=psg, on=on, trainable=trainable)
-        weights = op["c_out"] * op["c_in"] * op["k"] ** 2
         if phase == "fwd":
             if op["inputs"][0] != plan.data["input"]:
                 return {}
@@ -209,7 +214,7 @@ class IntConv(Op):
         trains = trainable.trains(op)
         if phase == "bwd_data":
             return passes(weights, (8, 8, 1, "int"), (8, 1, 0, "int")) if not psg and trains else {}
-        return merge_host(hostops.refresh_work(weights), hostops.weight_bounds_work(weights)) if trains else {}
+        return {}
 
 
 class IntBatchNorm(Op):

@@ -219,7 +219,7 @@ class EngineTrainer:
             if step is None or op["name"] not in step.updated:
                 self.session.buffer(op, "sgn")[...] = 0
             saturations += self.session.update(op, k)
-            self.session.refresh_weights(op)
+            self.session.refresh_weights(op, on_engine=self.cfg.elementwise == "engine")
         grads = step.grads if step is not None else {}
         for name in [n for n in self.params if n in self.trainable.params and f"{n}.momentum_buffer" in self.params]:
             buf = f"{name}.momentum_buffer"

@@ -36,7 +36,7 @@ test-tools:
 	else echo "make: missing Debian packages$$missing (apt-get install$$missing); the tests that need them will be skipped"; fi
 
 test: $(STAMP) test-tools
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # The overlay (e2t.bit + e2t.hwh in bitstreams/$(BOARD)/) with Vitis HLS and Vivado (docs/bitstream.md).
 BOARD ?= pynq-z2

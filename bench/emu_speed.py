@@ -11,9 +11,12 @@ The emulated rows run a whole epoch (after the warm-up), so their epoch time cou
 iteration, the ones SMD drops included, with SMD's drops as drawn for the epoch; the last lines
 compare the E2-Train rows' epochs with the no-savings ones, as measured (SMD's draws of that
 epoch) and at SMD's rate (the kept steps' time times 1 - p: a dropped batch costs its data
-only). The epoch is the run's second: SLU's gates still run about 95 % of the blocks there (they
-start open), so SLU saves little yet. Each runs ``--iterations`` iterations per round,
-after one warm-up iteration (the emulated rows: a whole epoch), in a process of its own (the emulated rows without torch, as
+only). An E2-Train row's warm-up is ``--warm-epochs`` whole epochs of training (default 2), as a
+run's first epochs: SLU's gates start open (95 % of the blocks run) and reach the target's 60 %
+within them, so the epoch measured is one of the run's steady ones; its executed fraction is
+printed with it (``--warm-epochs 0``: one iteration, the gates still open). The other rows warm
+up with one iteration (their steps cost the same in every epoch). Each runs ``--iterations``
+iterations per round (the emulated rows: a whole epoch), in a process of its own (the emulated rows without torch, as
 ``e2t train --backend emu`` runs: torch's OpenMP runtime would otherwise serve the engine's CPU
 build too); rounds alternate the trainers, and the best round counts. Ratios are against the
 PyTorch float trainer of the same run, so machines compare by ratio.
@@ -48,6 +51,7 @@ ROWS = {
 FLOAT = "PyTorch float"
 EPOCHS = (("emu E2-Train (SMD+SLU+PSG)", "emu, no savings (fixed, full gradient)"),
           ("emu v2 E2-Train (elementwise engine)", "emu v2, no savings (elementwise engine)"))
+E2T_ROWS = {e2t for e2t, _ in EPOCHS}
 
 
 def make(name: str, args, folder: str):
@@ -61,35 +65,45 @@ def make(name: str, args, folder: str):
     return Trainer(cfg, folder, data_dir=args.data_dir, progress=False, log=lambda m: None, device="cpu")
 
 
-def measure(name: str, args, root: str, round_: int) -> tuple[float, float | None, float, float]:
-    """(images per second, share of the time in engine calls: None for the PyTorch trainers,
-    seconds per iteration, dropped ones included, the share of iterations kept) of one row, measured in a
-    fresh process (``--row``)."""
+def measure(name: str, args, root: str, round_: int) -> dict:
+    """Of one row, measured in a fresh process (``--row``): ``images_per_s``, ``engine`` (the share of
+    the time in engine calls: None for the PyTorch trainers), ``s_per_iteration`` (dropped ones
+    included), ``kept`` (the share of iterations kept), ``executed`` (SLU's executed fraction) and the
+    ``epoch`` measured."""
     cmd = [sys.executable, os.path.abspath(__file__), "--row", name, "--root", root, "--round", str(round_),
            "--model", args.model, "--dataset", args.dataset, "--batch", str(args.batch),
-           "--iterations", str(args.iterations)] + (["--data-dir", args.data_dir] if args.data_dir else [])
+           "--iterations", str(args.iterations), "--warm-epochs", str(args.warm_epochs)] + (
+        ["--data-dir", args.data_dir] if args.data_dir else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"emu_speed: the row '{name}' failed:\n{done.stderr[-3000:]}")
-    got = json.loads(done.stdout.strip().splitlines()[-1])
-    return got["images_per_s"], got["engine"], got["s_per_iteration"], got["kept"]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_here(name: str, args, root: str, round_: int) -> tuple[float, float | None, float, float]:
-    """``measure`` in this process: ``args.iterations`` iterations after one warm-up iteration."""
+def measure_here(name: str, args, root: str, round_: int) -> dict:
+    """``measure`` in this process: an epoch (the PyTorch rows: ``args.iterations`` iterations) after
+    the warm-up."""
     folder = os.path.join(root, f"{round_}-{len(os.listdir(root))}")
     t = make(name, args, folder)
-    t.iters_per_epoch = 1
-    t.train_epoch()  # warm-up: builds, caches, first-call costs
     whole = batches_per_epoch(t.ds, args.batch) if ROWS[name][0] == "emu" else args.iterations
-    t.epoch, t.iters_per_epoch = 1, whole  # epoch 1's data order and SMD draws
+    warm = args.warm_epochs if name in E2T_ROWS else 0
+    if warm:  # the run's first epochs: the gates learn to skip (builds, caches, first calls too)
+        t.total_iterations = whole * (warm + 1)
+        for _ in range(warm):
+            t.train_epoch()
+    else:
+        t.iters_per_epoch = 1
+        t.train_epoch()  # warm-up: builds, caches, first-call costs
+        t.epoch, t.iters_per_epoch = 1, whole  # epoch 1's data order and SMD draws
     start = time.perf_counter()
     record = t.train_epoch()
     seconds = time.perf_counter() - start
     seen = record["kept_iterations"] * args.batch
     shutil.rmtree(folder, ignore_errors=True)
     engine = sum(record["engine_seconds"].values()) / seconds if "engine_seconds" in record else None
-    return (seen / seconds if seen else 0.0), engine, seconds / whole, record["kept_iterations"] / whole
+    return {"images_per_s": seen / seconds if seen else 0.0, "engine": engine, "s_per_iteration": seconds / whole,
+            "kept": record["kept_iterations"] / whole, "executed": record.get("executed_fraction"),
+            "epoch": record["epoch"]}
 
 
 def main() -> None:
@@ -100,27 +114,28 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--iterations", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--warm-epochs", type=int, default=2, help="whole epochs an E2-Train row trains before the one "
+                   "measured (default 2: SLU's gates have reached their target by then)")
     p.add_argument("--json", help="also write the figures here")
     p.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)  # one row, in its own process
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.row:
-        speed, share, per_it, kept = measure_here(args.row, args, args.root, args.round)
-        print(json.dumps({"images_per_s": speed, "engine": share, "s_per_iteration": per_it, "kept": kept}))
+        print(json.dumps(measure_here(args.row, args, args.root, args.round)))
         return
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.model} on {args.dataset}, "
           f"batch {args.batch}, {args.iterations} iterations per round, best of {args.rounds} rounds, each row "
           f"in a process of its own", flush=True)
     best, engine, per_it = {n: 0.0 for n in ROWS}, {n: None for n in ROWS}, {n: float("inf") for n in ROWS}
-    kept = {}
+    got = {}
     with tempfile.TemporaryDirectory() as root:
         for r in range(args.rounds):
             for name in ROWS:
-                speed, share, s_it, kept[name] = measure(name, args, root, r)
-                if speed > best[name]:
-                    best[name], engine[name] = speed, share
-                per_it[name] = min(per_it[name], s_it)
+                got[name] = m = measure(name, args, root, r)
+                if m["images_per_s"] > best[name]:
+                    best[name], engine[name] = m["images_per_s"], m["engine"]
+                per_it[name] = min(per_it[name], m["s_per_iteration"])
                 print(f"  round {r + 1}: {name}: {best[name]:.1f} img/s", flush=True)
     print(f"\n{'trainer':<42}{'img/s':>9}{'x float':>9}{'s/iteration':>13}{'engine calls':>14}{'host':>8}")
     for name, v in best.items():
@@ -135,13 +150,15 @@ def main() -> None:
     print(f"emulated with no savings, elementwise engine / PyTorch float: {v2 / best[FLOAT]:.2f}x (target >= 1.0x)")
     smd = E2TRAIN["smd"]
     for e2t_row, plain in EPOCHS:
-        at_rate = (1 - smd) * args.batch / best[e2t_row] / per_it[plain]
+        at_rate, m = (1 - smd) * args.batch / best[e2t_row] / per_it[plain], got[e2t_row]
         print(f"E2-Train epoch / no-savings epoch ({e2t_row} / {plain}): {per_it[e2t_row] / per_it[plain]:.2f}x "
-              f"measured ({100 * (1 - kept[e2t_row]):.0f} % of the epoch's batches dropped), {at_rate:.2f}x at SMD's "
-              f"rate {smd:g} (target <= 0.6x)")
+              f"measured ({100 * (1 - m['kept']):.0f} % of the epoch's batches dropped), {at_rate:.2f}x at SMD's "
+              f"rate {smd:g} (target <= 0.6x; epoch {m['epoch']}, SLU executing {100 * m['executed']:.0f} % of "
+              f"the gated blocks)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"images_per_s": best, "engine_share": engine, "s_per_iteration": per_it, "args": vars(args)},
+            json.dump({"images_per_s": best, "engine_share": engine, "s_per_iteration": per_it, "last_round": got,
+                       "args": vars(args)},
                       f, indent=1)
 
 

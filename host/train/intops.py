@@ -427,8 +427,8 @@ class IntMix(Op):
             return [None, g_on if into_block else None, g_short]
         dm = np.zeros((n, 1), F32)
         if k:  # sum over an image of g (block - shortcut): |g| < 2^31, |difference| < 2^8, below 2^55 summed
-            diff = block.q.astype(np.int16) - kept
-            sums = (g_on.q.astype(np.int64) * diff).reshape(k, -1).sum(1)
+            diff = np.subtract(block.q, kept, dtype=np.int16).reshape(k, -1)
+            sums = np.einsum("ij,ij->i", g_on.q.reshape(k, -1), diff, dtype=np.int64)
             dm[picks, 0] = np.ldexp(sums.astype(F64), g.exponent + e)
         return [dm, g_on if into_block else None, g_short]
 
@@ -454,7 +454,7 @@ class IntMix(Op):
         if k and (into_block or into_mask):
             parts.append(passes(k * size, (4, 4, 0, "int")))
         if k and into_mask:
-            parts.append(passes(k * size, (2, 2, 1, "int"), (4, 8, 0, "int"), (10, 8, 1, "int"), (8, 0, 1, "int")))
+            parts.append(passes(k * size, (2, 2, 1, "int"), (6, 0, 2, "int")))  # the difference; einsum's products and sums
         return merge_host(*parts)
 
 

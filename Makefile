@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(PY) bench/engine_dataflow.py --json bench/out/engine_dataflow.json
 	$(PY) bench/per_element_model.py --json bench/out/per_element_model.json
 	$(PY) bench/emu_speed.py --json bench/out/emu_speed.json
+	$(PY) bench/call_overhead.py --json bench/out/call_overhead.json
 	$(PY) bench/ablation.py --out bench/out/ablation
 	$(PY) bench/finetune.py --out bench/out/finetune
 

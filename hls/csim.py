@@ -199,11 +199,21 @@ _MODES = {"full": regmap.WGRAD_MODES["FULL"], "abs": regmap.WGRAD_MODES["PSG_ABS
 _MAP = RegMap(regmap.regmap_json())  # the live definition's map: APPLY's mode fields
 
 
+_PORT_TYPES = {r.name: np.dtype(nx.C_TYPES[r.ctype]) for r in regmap.REGISTERS if r.kind == "ptr"}
+_REG_NAMES, _STATUS_FIELDS = frozenset(f for f, _ in Regs._fields_), tuple(f for f, _ in Status._fields_)
+
+
 def _buffer(name: str, a) -> np.ndarray:
-    want = nx.C_TYPES[next(r.ctype for r in regmap.REGISTERS if r.name == name)]
-    if not isinstance(a, np.ndarray) or a.dtype != want or not a.flags.c_contiguous or not a.flags.writeable:
-        raise EngineError(f"buffer '{name}' must be a writeable C-contiguous numpy array of {np.dtype(want).name}")
+    want = _PORT_TYPES[name]
+    if not isinstance(a, np.ndarray) or a.dtype != want or not (a.flags.c_contiguous and a.flags.writeable):
+        raise EngineError(f"buffer '{name}' must be a writeable C-contiguous numpy array of {want.name}")
     return a
+
+
+def _address(a: np.ndarray) -> int:
+    """The address of a checked buffer's first element, through ctypes' view of its memory (in
+    under half the time of ``a.ctypes.data``; an empty array has no byte to view)."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(a)) if a.nbytes else a.ctypes.data
 
 
 def _ints(name: str, a, fmt: nx.Fmt, dtype) -> np.ndarray:
@@ -224,7 +234,7 @@ def _nchw(name: str, a, like: np.ndarray | None, fmt: nx.Fmt, dtype) -> np.ndarr
 
 def _marshal(regs: dict, ports: dict) -> tuple[dict, "Regs"]:
     """Checked buffers and the register struct of one call (both Engine kinds)."""
-    unknown = set(regs) - {f for f, _ in Regs._fields_} | set(ports) - {f for f, _ in Ports._fields_}
+    unknown = regs.keys() - _REG_NAMES | ports.keys() - _PORT_TYPES.keys()
     if unknown:
         raise EngineError(f"unknown register(s): {', '.join(sorted(unknown))}")
     return {k: _buffer(k, v) for k, v in ports.items()}, Regs(**{k: int(v) for k, v in regs.items()})
@@ -285,10 +295,23 @@ class Engine:
         maps buffer names to numpy arrays of the register map's element types. Returns the
         status registers. The GIL is released while the engine runs."""
         held, r = _marshal(regs, ports)
-        p = Ports(**{k: v.ctypes.data for k, v in held.items()})
         s = Status()
-        self._fn(ctypes.byref(r), ctypes.byref(p), ctypes.byref(s))
-        return {f: getattr(s, f) for f, _ in Status._fields_}
+        self._fn(ctypes.byref(r), ctypes.byref(self._ports(held)), ctypes.byref(s))
+        return {f: getattr(s, f) for f in _STATUS_FIELDS}
+
+    _last_ports = None  # ((names, array ids), arrays, Ports) of the last call
+
+    def _ports(self, held: dict) -> "Ports":
+        """The Ports struct of the checked buffers ``held``: the last call's again when the same
+        array objects come back, as the emulated overlay hands over the views of every address
+        its registers hold, call after call (the memo keeps them alive, so no other array has
+        their ids and their memory stays put)."""
+        key, last = (tuple(held), tuple(map(id, held.values()))), self._last_ports
+        if last is not None and last[0] == key:
+            return last[2]
+        p = Ports(**{k: _address(v) for k, v in held.items()})
+        self._last_ports = (key, held, p)
+        return p
 
     def _run(self, what: str, regs: dict, ports: dict) -> dict:
         st = self.call(regs, ports)
@@ -440,5 +463,5 @@ class RunnerEngine(Engine):
             data = read(size)
             if name in held:
                 held[name][...] = np.frombuffer(data, held[name].dtype).reshape(held[name].shape)
-        return {f: getattr(st, f) for f, _ in Status._fields_}
+        return {f: getattr(st, f) for f in _STATUS_FIELDS}
 

@@ -48,6 +48,31 @@ def read_word(read, offset: int, width: int) -> int:
     return lo | (int(read(offset + 4)) & 0xFFFFFFFF) << 32 if width == 64 else lo
 
 
+class Layout:
+    """A register map as every call uses it, worked out once per map (``layout``; the map stays
+    the one source): each register's (offset, width) by name, the status registers' (name,
+    offset, width) in map order, the control register's offset and its bits' masks."""
+
+    def __init__(self, rm: regmap.RegMap):
+        self.rm = rm
+        self.at = {name: (r["offset"], r["width"]) for name, r in rm.regs.items()}
+        self.status = tuple((name, *self.at[name]) for name in rm.names("status"))
+        c = rm.control
+        self.ctrl = c["offset"]
+        self.start, self.done, self.idle = (1 << c[bit] for bit in ("ap_start", "ap_done", "ap_idle"))
+
+    def find(self, name: str) -> tuple[int, int]:
+        """(offset, width) of register ``name``; the map refuses an unknown name (E2TError)."""
+        if name not in self.at:
+            self.rm.offset(name)  # raises: the engine has no such register
+        return self.at[name]
+
+
+@functools.lru_cache(maxsize=None)
+def layout(rm: regmap.RegMap) -> Layout:
+    return Layout(rm)
+
+
 class EngineCalls:
     """The engine's calling convention (docs/numerics.md, section 8.1) over read/write."""
 
@@ -59,15 +84,20 @@ class EngineCalls:
         return regmap.load()
 
     def write_reg(self, name: str, value: int) -> None:
-        off, value = self.regs.offset(name), int(value)
-        if self.regs.width(name) == 64:
-            self.write(off, value & 0xFFFFFFFF)
-            self.write(off + 4, (value >> 32) & 0xFFFFFFFF)
-        else:
-            self.write(off, value & 0xFFFFFFFF)
+        self._write_regs(layout(self.regs), {name: value})
+
+    def _write_regs(self, lay: Layout, values: dict) -> None:
+        """Write registers by name: a 64-bit one as two words, low word first."""
+        write, at = self.write, lay.at
+        for name, value in values.items():
+            off, width = at.get(name) or lay.find(name)
+            value = int(value)
+            write(off, value & 0xFFFFFFFF)
+            if width == 64:
+                write(off + 4, (value >> 32) & 0xFFFFFFFF)
 
     def read_reg(self, name: str) -> int:
-        return read_word(self.read, self.regs.offset(name), self.regs.width(name))
+        return read_word(self.read, *layout(self.regs).find(name))
 
     def run(self, what: str, scalars: dict, addresses: dict, flush=(), invalidate=()) -> dict:
         """One call: ``scalars`` and ``addresses`` by register name, ``flush`` the buffers the
@@ -79,25 +109,23 @@ class EngineCalls:
     def start(self, what: str, scalars: dict, addresses: dict, flush=()) -> None:
         """The first half of ``run``: check the engine is idle, write the registers, flush,
         set ``ap_start`` and return while the engine works (the CPU is free meanwhile)."""
-        ctrl = self.regs.control
-        state = int(self.read(ctrl["offset"]))
-        if not state >> ctrl["ap_idle"] & 1:
+        lay = layout(self.regs)
+        state = int(self.read(lay.ctrl))
+        if not state & lay.idle:
             raise EngineError(f"{what}: the engine is not idle (control register 0x{state:x}) before the start: "
                               f"an earlier call did not finish")
-        for name, value in scalars.items():
-            self.write_reg(name, value)
-        for name, address in addresses.items():
-            self.write_reg(name, address)
+        self._write_regs(lay, scalars)
+        self._write_regs(lay, addresses)
         for buf in flush:
             buf.flush()
-        self.write(ctrl["offset"], 1 << ctrl["ap_start"])
+        self.write(lay.ctrl, lay.start)
 
     def wait(self, what: str, scalars: dict, invalidate=()) -> dict:
         """The second half of ``run``: wait for ``ap_done`` (the timeout counts from here),
         invalidate, read and decode the status registers."""
-        ctrl = self.regs.control
+        lay, read = layout(self.regs), self.read
         start = time.monotonic()
-        while not int(self.read(ctrl["offset"])) >> ctrl["ap_done"] & 1:
+        while not int(read(lay.ctrl)) & lay.done:
             waited = time.monotonic() - start
             if waited > self.timeout_s:
                 raise EngineTimeout(f"{what}: no ap_done after {waited:.1f} s (timeout {self.timeout_s:g} s): the "
@@ -105,10 +133,10 @@ class EngineCalls:
             time.sleep(self.poll_s)
         for buf in invalidate:
             buf.invalidate()
-        status = {name: self.read_reg(name) for name in self.regs.names("status")}
+        status = {name: read_word(read, off, width) for name, off, width in lay.status}
         code = status["status"]
-        if code != self.regs.status["OK"]:
-            name = self.regs.status_names.get(code, f"status {code}")
+        if code != lay.rm.status["OK"]:
+            name = lay.rm.status_names.get(code, f"status {code}")
             raise STATUS_ERRORS.get(name, EngineError)(f"{what}: the engine refused the call with {name} "
                                                        f"(registers {scalars}; docs/numerics.md, section 8.5)")
         return status

@@ -18,7 +18,7 @@ import numpy as np
 
 from contract import backends, numerics as nx, regmap
 
-from .driver import EngineCalls, EngineError, read_word
+from .driver import EngineCalls, EngineError, layout
 
 BASE_ADDRESS = 0x4000_0000    # where the IP's AXI-Lite window would be
 MEMORY_BASE = 0x1000_0000     # first "physical" address of allocated buffers
@@ -28,9 +28,11 @@ VARIANTS = ("fast", "native", "ap")
 
 
 class EmulatedBuffer(np.ndarray):
-    """A numpy array at a physical address of the emulated memory (pynq's PynqBuffer shape)."""
+    """A numpy array at a physical address of the emulated memory (pynq's PynqBuffer shape):
+    coherent, as pynq calls a buffer whose ``flush`` and ``invalidate`` have nothing to do."""
 
     physical_address: int = 0
+    coherent = True
 
     def flush(self) -> None:
         """Caches are coherent in emulation: nothing to write back."""
@@ -47,6 +49,7 @@ class EmulatedMemory:
 
     def __init__(self):
         self.blocks, self.starts, self.next = [], [], MEMORY_BASE
+        self._views = {}  # (address, dtype) -> view: allocations never move or end
 
     def allocate(self, shape, dtype=np.uint8) -> EmulatedBuffer:
         a = np.zeros(shape, dtype).view(EmulatedBuffer)
@@ -58,6 +61,12 @@ class EmulatedMemory:
 
     def view(self, address: int, dtype, what: str) -> np.ndarray:
         """The memory from ``address`` to the end of its allocation, as ``dtype``."""
+        found = self._views.get((address, dtype))
+        if found is None:
+            found = self._views[address, dtype] = self._find(address, dtype, what)
+        return found
+
+    def _find(self, address: int, dtype, what: str) -> np.ndarray:
         i = bisect.bisect_right(self.starts, address) - 1  # the allocations lie at increasing addresses
         if i >= 0:
             start, end, block = self.blocks[i]
@@ -88,7 +97,15 @@ class EmulatedRegisters:
         self.memory, self.hang = memory, hang
         rm = regmap.load()
         self.register_map = {name: r["offset"] for name, r in rm.regs.items()}
-        self._ctrl, self._idle = rm.control["offset"], 1 << rm.control["ap_idle"]
+        lay = layout(rm)
+        self._ctrl, self._idle, self._finished = lay.ctrl, lay.idle, lay.done | lay.idle
+        # what a start decodes, from the map once: the (offset, width) of every scalar, then of
+        # every address; (name, signed) of the scalars, (name, element type) of the addresses
+        scalars, addresses = rm.names("scalar"), rm.names("address")
+        self._decoded = [lay.at[n] for n in scalars + addresses]
+        self._scalars = [(n, rm.regs[n]["type"] == "int32_t") for n in scalars]
+        self._ports = [(n, nx.C_TYPES[rm.regs[n]["type"]]) for n in addresses]
+        self._status = {name: off for name, off, _ in lay.status}
         self.words = {self._ctrl: self._idle}
         engine = backends.load("engine", "the emulated engine (--backend emu)")
         self.engine = engine(variant, board, log=log or (lambda m: None))
@@ -99,12 +116,12 @@ class EmulatedRegisters:
 
     def read(self, offset: int) -> int:
         if offset == self._ctrl:
-            self._ended.wait(POLL_S)  # a poll of a running op returns when it ends, or after POLL_S
-        value = self.words.get(offset, 0)
-        if offset == self._ctrl and self._error is not None:
-            error, self._error = self._error, None
-            raise error  # the CPU build's refusal, raised where the driver waits
-        return value
+            if self._worker is not None:
+                self._ended.wait(POLL_S)  # a poll of a running op returns when it ends, or after POLL_S
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error  # the CPU build's refusal, raised where the driver waits
+        return self.words.get(offset, 0)
 
     def write(self, offset: int, value: int) -> None:
         if offset == self._ctrl:
@@ -113,38 +130,35 @@ class EmulatedRegisters:
             return
         self.words[offset] = int(value) & 0xFFFFFFFF
 
-    def _word64(self, name: str, rm) -> int:
-        return read_word(self.read, rm.offset(name), rm.width(name))
-
     def _start(self) -> None:
         self.words[self._ctrl] = 1  # started, busy
         if self.hang:
             return
-        rm = regmap.load()
-        scalars = {}
-        for name in rm.names("scalar"):
-            v = self._word64(name, rm)
-            scalars[name] = v - (1 << 32) if rm.regs[name]["type"] == "int32_t" and v >= 1 << 31 else v
-        ports = {name: self.memory.view(self._word64(name, rm), nx.C_TYPES[rm.regs[name]["type"]], name)
-                 for name in rm.names("address") if self._word64(name, rm)}
-        self._ended.clear()
+        word = self.words.get  # a register's word, or two (low first) for 64 bits
+        values = [word(off, 0) | (word(off + 4, 0) << 32 if width == 64 else 0) for off, width in self._decoded]
+        scalars = {name: v - (1 << 32) if signed and v >= 1 << 31 else v
+                   for (name, signed), v in zip(self._scalars, values)}
+        view = self.memory.view
+        ports = {name: view(address, dtype, name)
+                 for (name, dtype), address in zip(self._ports, values[len(self._scalars):]) if address}
         if self._worker is None:
-            self._execute(scalars, ports, rm)
+            self._execute(scalars, ports)
         else:
-            self._worker.submit(self._execute, scalars, ports, rm)
+            self._ended.clear()
+            self._worker.submit(self._execute, scalars, ports)
 
-    def _execute(self, scalars: dict, ports: dict, rm) -> None:
+    def _execute(self, scalars: dict, ports: dict) -> None:
+        """Run the op and set the status and control registers (``_ended`` then, if threaded)."""
         try:
             status = self.engine.call(scalars, ports)  # the GIL is released while the op runs
             for name, value in status.items():
-                self.words[rm.offset(name)] = int(value) & 0xFFFFFFFF
+                self.words[self._status[name]] = int(value) & 0xFFFFFFFF
             self.calls += 1
         except Exception as e:  # noqa: BLE001 - handed to the thread that waits
             self._error = e
-        self.words[self._ctrl] = (1 << rm.control["ap_done"]) | self._idle
-        self._ended.set()
-
-
+        self.words[self._ctrl] = self._finished
+        if self._worker is not None:
+            self._ended.set()
 
 
 class EmulatedIP(EngineCalls, EmulatedRegisters):

@@ -31,14 +31,27 @@ ELEMENT_MACS = {"STATS": "int18x18", "APPLY": "int32x24"}  # the multiplier widt
 
 class StepTensors(dict):
     """Contract v2's step tensors by name (DDR buffers the session allocates as they are first
-    used), flushed and invalidated around every call like the plan's DDR."""
+    used), flushed and invalidated around every call like the plan's DDR: those that are not
+    ``coherent``, as pynq's buffers' ``flush`` and ``invalidate`` do (a coherent one's have
+    nothing to do; the emulated overlay's are all coherent), so that a step's hundreds of
+    coherent tensors cost nothing per call."""
+
+    def __init__(self):
+        super().__init__()
+        self._maintained = {}  # name -> buffer, of those not coherent
+
+    def __setitem__(self, name: str, buf) -> None:
+        super().__setitem__(name, buf)
+        self._maintained.pop(name, None)
+        if not getattr(buf, "coherent", False):
+            self._maintained[name] = buf
 
     def flush(self) -> None:
-        for buf in self.values():
+        for buf in self._maintained.values():
             buf.flush()
 
     def invalidate(self) -> None:
-        for buf in self.values():
+        for buf in self._maintained.values():
             buf.invalidate()
 
 
@@ -58,6 +71,7 @@ class EngineSession:
         self.per_layer = {}  # op name -> contract/opcount.py's per-phase MACs by width, bytes and cycles
         self._bounds = {}  # op name -> weight_bounds of its weights as used (until they change)
         self._cycles = {}  # (op kind, shape, PSG, recomputed tiles) -> modeled cycles of one call
+        self._bytes = {}  # (STATS or APPLY, shape and mode) -> DDR bytes of one call
         self._pending = None  # the call started without waiting: its finish and what follows it
 
     # -- helpers --------------------------------------------------------------------------
@@ -243,9 +257,11 @@ class EngineSession:
         counted in ``op``'s ``phase``."""
         n, c, h, w = shape
         shape = (*shape, scalars["mode"])
-        read, written = cycle_model.elementwise_bytes(kind.lower(), *shape)
+        key = (kind, shape)
+        if key not in self._bytes:
+            self._bytes[key] = sum(cycle_model.elementwise_bytes(kind.lower(), *shape))
         self._run(TIMED[phase], kind, op, {**scalars, "batch": n, "c_in": c, "h_in": h, "w_in": w}, addresses,
-                  read + written, {(phase, ELEMENT_MACS[kind]): products * n * c * h * w}, shape=shape)
+                  self._bytes[key], {(phase, ELEMENT_MACS[kind]): products * n * c * h * w}, shape=shape)
         return self._tensors["stats"]
 
     def _stats(self, op: dict, phase: str, shape: tuple, src1: int, t: int, src2: int | None = None,

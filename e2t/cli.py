@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--elementwise", metavar="WHERE",
                    help=f"emu, pynq: where BatchNorm, ReLU, the residual add and the quantization run: host (float32 "
                         f"numpy on the CPU) or engine (the engine's STATS and APPLY, contract v2, docs/numerics.md "
-                        f"sections 9-10) (default {d.elementwise})")
+                        f"sections 9-10; torch with --precision fixed: the reference's twin of it) "
+                        f"(default {d.elementwise})")
     t.add_argument("--out", help="run folder (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its saved config")

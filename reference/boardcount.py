@@ -9,6 +9,10 @@ each plan conv's calls on the images it ran on, PSG's recompute on the tiles the
 statistics say were recomputed. The plan is built for the run's model, board and batch as the
 engine trainer builds its own (planbuild.from_model); its convs are named as the model's modules.
 
+A contract v2 run (``--elementwise engine``, reference/intnet.py) is counted as the engine trainer
+runs contract v2: the host's work of its op table (host/train/intops.py) and the modeled counts of
+its STATS and APPLY calls (host/train/elementwise.py) in the layers and phases that make them.
+
 What trains (``--train-from``, ``--train``; host/train/trainable.py) is counted as the engine
 trainer runs it: ``trained_layers`` marks the layers that are frozen and those whose input gets no
 gradient, and the host's work and the cycles follow the same choice.
@@ -27,9 +31,11 @@ from contract import cycles as cycle_model
 from contract.errors import E2TError
 from contract.opcount import LayerGeom, OpCounter, Precision, add_host, host_slot, sum_host_layers
 from host.plan import planbuild
+from host.train.elementwise import elementwise_calls, elementwise_counts
 from host.train.hostwork import count_step, update_work
+from host.train.intops import INT_OPS
 from host.train.trainable import EVERYTHING
-from host.train.walk import HostTally
+from host.train.walk import TABLE, HostTally
 
 MODEL = {"fwd": cycle_model.conv_fwd, "bwd_data": cycle_model.conv_bwd_data, "wgrad": cycle_model.conv_wgrad,
          "update": cycle_model.update}  # each engine call's cycle model
@@ -38,9 +44,11 @@ MODEL = {"fwd": cycle_model.conv_fwd, "bwd_data": cycle_model.conv_bwd_data, "wg
 class BoardCounter(OpCounter):
     """OpCounter over ``layers`` that also counts the host's work and the engine's cycles of
     ``plan``'s ops for every step it counts (``record()["host"]``, ``cycles`` in the slots), of
-    what ``trainable`` trains (a trainable.Trainable; the layers' flags say the same)."""
+    what ``trainable`` trains (a trainable.Trainable; the layers' flags say the same); ``contract_v2``:
+    with the per-element work on the engine."""
 
-    def __init__(self, layers: list[LayerGeom], precision: Precision, plan, trainable=EVERYTHING):
+    def __init__(self, layers: list[LayerGeom], precision: Precision, plan, trainable=EVERYTHING,
+                 contract_v2: bool = False):
         self.plan, self.convs, self.trainable = plan, {op["name"]: op for op in plan.convs()}, trainable
         missing = sorted(set(self.convs) - {g.name for g in layers})
         unknown = [g.name for g in layers if g.name not in self.convs and g.name + ".weight" not in plan.params]
@@ -48,7 +56,9 @@ class BoardCounter(OpCounter):
             raise E2TError(f"the {plan.network['model']} plan does not match the model's layers: plan convs not "
                            f"among them {missing}, layers neither a plan conv nor a host parameter {unknown}")
         self.gates = {op["block"]: op["index"] for op in plan.ops if op["type"] == "gate"}  # block -> its gate
-        self.tally, self.update_slots, self._cycles = HostTally(plan), update_work(plan, trainable), {}
+        self.table = INT_OPS if contract_v2 else TABLE
+        self.tally, self.update_slots = HostTally(plan), update_work(plan, trainable, self.table)
+        self._cycles, self._elementwise = {}, {}
         super().__init__(layers, precision)
 
     def reset(self) -> None:
@@ -70,6 +80,17 @@ class BoardCounter(OpCounter):
             if g.name in self.convs:
                 n = 0 if not kept else executed.get(g.block, batch) if g.role == "residual" else batch
                 self._add_cycles(self.convs[g.name], g, n, psg_stats.get(g.name, {}))
+        if self.table is INT_OPS:
+            gated = {j: executed[b] for b, j in self.gates.items() if b in executed} if kept else {}
+            elementwise_counts(self._elementwise_calls(batch, gated, kept), self.per_layer)
+
+    def _elementwise_calls(self, batch: int, gated: dict, kept: bool) -> list[dict]:
+        """A step's STATS and APPLY calls (a coasted step: its update's), once per distinct step."""
+        key = (batch, tuple(sorted(gated.items())), kept)
+        if key not in self._elementwise:
+            calls = elementwise_calls(self.plan, batch, self.trainable, gated)
+            self._elementwise[key] = calls if kept else [c for c in calls if c["phase"] == "update"]
+        return self._elementwise[key]
 
     def _add_cycles(self, op: dict, g: LayerGeom, n: int, stats: dict) -> None:
         """The modeled cycles of ``op``'s engine calls on ``n`` images (none: its UPDATE only)
@@ -108,7 +129,7 @@ class BoardCounter(OpCounter):
         per_layer = {op["name"]: {} for op in self.plan.ops}
         for (n, gated), times in self.steps.items():
             self.tally.reset()  # its counts per op and size are kept
-            count_step(self.tally, n, self.precision.psg, dict(gated), self.trainable)
+            count_step(self.tally, n, self.precision.psg, dict(gated), self.trainable, self.table)
             for name, per in self.tally.per_layer.items():
                 for phase, slot in per.items():
                     add_host(per_layer[name], phase, _times(slot, times) if times > 1 else slot)
@@ -153,4 +174,4 @@ def counter(cfg, layers: list[LayerGeom], ds, log, trainable=EVERYTHING) -> OpCo
     except E2TError as e:
         log(f"no whole-board counts for this run (its records price its dynamic energy only): {e}")
         return OpCounter(layers, precision)
-    return BoardCounter(layers, precision, plan, trainable)
+    return BoardCounter(layers, precision, plan, trainable, cfg.elementwise == "engine")

@@ -46,15 +46,20 @@ class ExactBatchNorm2d(nn.BatchNorm2d):
         if not self.training:
             return super().forward(x)
         y, mean, var = _BNTrain.apply(x, self.weight, self.bias, self.eps)
-        m = x.numel() // x.shape[1]
-        with torch.no_grad():
-            self.num_batches_tracked += 1
-            if m > 1:
-                mom = torch.tensor(self.momentum, dtype=x.dtype)
-                keep = torch.tensor(1, dtype=x.dtype) - mom
-                self.running_mean.copy_(keep * self.running_mean + mom * mean.to(x.dtype))
-                self.running_var.copy_(keep * self.running_var + mom * (var * m / (m - 1)).to(x.dtype))
+        self.track(mean, var, x.numel() // x.shape[1])
         return y
+
+    @torch.no_grad()
+    def track(self, mean: torch.Tensor, var: torch.Tensor, m: int) -> None:
+        """The running statistics after a batch of ``m`` elements a channel of float64 ``mean`` and
+        biased ``var``, in float32 as the host updates them (host/train/ops.py, update_running)."""
+        self.num_batches_tracked += 1
+        if m > 1:
+            dtype = self.running_mean.dtype
+            mom = torch.tensor(self.momentum, dtype=dtype)
+            keep = torch.tensor(1, dtype=dtype) - mom
+            self.running_mean.copy_(keep * self.running_mean + mom * mean.to(dtype))
+            self.running_var.copy_(keep * self.running_var + mom * (var * m / (m - 1)).to(dtype))
 
 
 class _Linear(torch.autograd.Function):

@@ -74,7 +74,10 @@ def he_init(module: nn.Module) -> None:
 
 
 class CifarResNet(nn.Module):
-    """Stem conv (16 ch), 3 stages of ``blocks_per_stage`` BasicBlocks, avgpool, linear."""
+    """Stem conv (16 ch), 3 stages of ``blocks_per_stage`` BasicBlocks, avgpool, linear.
+    ``contract_v2``: reference/intnet.py's forward where set (``--elementwise engine``)."""
+
+    contract_v2 = None
 
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, conv=nn.Conv2d):
         super().__init__()
@@ -105,6 +108,8 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(global_avgpool(x), 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.contract_v2 is not None:
+            return self.contract_v2(self, x)
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
@@ -138,6 +143,8 @@ class GatedResNet(CifarResNet):
 
     def forward(self, x: torch.Tensor, gates: str | None = None) -> torch.Tensor:
         """``gates``: ``sampled`` or ``deterministic``; by default sampled in training, else deterministic."""
+        if self.contract_v2 is not None:
+            return self.contract_v2(self, x, gates)
         mode = gates or ("sampled" if self.training else "deterministic")
         gather = self.gather_rng is not None and self.training  # the engine's SLU (slu_exec gather)
         x = self.blocks[0](self.stem(x))

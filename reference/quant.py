@@ -75,8 +75,13 @@ def msb(x_q: torch.Tensor) -> torch.Tensor:
 
 # -- integer convolutions -----------------------------------------------------------------
 
+def fwd_bound(w_q: torch.Tensor) -> int:
+    """Largest possible |conv(x_q, W_q)| over int8 inputs: 128 max_o sum |W_q[o]|."""
+    return -nx.ACT.lo * int(w_q.abs().flatten(1).sum(1).max())
+
+
 def conv_fwd(x_q, w_q, stride, pad) -> tuple[torch.Tensor, int]:
-    bound = -nx.ACT.lo * int(w_q.abs().flatten(1).sum(1).max())
+    bound = fwd_bound(w_q)
     # float32 sums of integers are exact while every partial sum stays below 2**24
     dtype = torch.float32 if bound < 1 << 24 else F64
     acc = F.conv2d(x_q.to(dtype), w_q.to(dtype), stride=stride, padding=pad).to(torch.int64)
@@ -84,10 +89,20 @@ def conv_fwd(x_q, w_q, stride, pad) -> tuple[torch.Tensor, int]:
     return rshift_round(acc, r), r
 
 
-def conv_bwd_data(g_q, w_q, e, stride, pad, in_shape) -> tuple[torch.Tensor, int, int]:
+def aligned_weights(w_q, e) -> tuple[torch.Tensor, int]:
+    """Weights of per-channel exponents ``e`` on one exponent e_ref = max(e) - ALIGN_BITS: (W_al, e_ref)."""
     e_ref = int(e.max()) - nx.ALIGN_BITS
-    w_al = rshift_round(w_q, (e_ref - e).view(-1, 1, 1, 1))
-    bound = int(g_q.abs().max()) * int(w_al.abs().sum((0, 2, 3)).max())
+    return rshift_round(w_q, (e_ref - e).view(-1, 1, 1, 1)), e_ref
+
+
+def bwd_data_bound(g_max: int, w_al: torch.Tensor) -> int:
+    """Largest possible |conv_transpose(g, W_al)| for |g| <= ``g_max``: g_max max_c sum_{o, taps} |W_al[o, c]|."""
+    return g_max * int(w_al.abs().sum((0, 2, 3)).max())
+
+
+def conv_bwd_data(g_q, w_q, e, stride, pad, in_shape) -> tuple[torch.Tensor, int, int]:
+    w_al, e_ref = aligned_weights(w_q, e)
+    bound = bwd_data_bound(int(g_q.abs().max()), w_al)
     acc = conv2d_input(in_shape, w_al.to(F64), g_q.to(F64), stride=stride, padding=pad).to(torch.int64)
     r = nx.out_shift(bound)
     return rshift_round(acc, r), r, e_ref
@@ -146,11 +161,7 @@ class _IntConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, layer):
         x_q, e_x, sat_x = quantize_tensor(x, nx.ACT)
-        if layer.mode == "psg":
-            w_q, s = weights_for_use(layer.w_master)
-            e_o = layer.w_exp + s
-        else:
-            w_q, e_o = weights_for_use_from_float(weight)
+        w_q, e_o = layer.weights_q()
         y_q, r = conv_fwd(x_q, w_q, layer.stride[0], layer.padding[0])
         y = to_float(y_q, (e_x + e_o + r).view(1, -1, 1, 1))
         live = torch.ones((), dtype=torch.bool)
@@ -176,19 +187,7 @@ class _IntConv(torch.autograd.Function):
             g_x = to_float(gx_q, e_g + e_ref + r)
         if not ctx.needs_input_grad[1]:  # a frozen conv (--train-from, --train): no weight gradient
             return g_x, None, None
-        full = functools.partial(conv_wgrad, x_q, g_q, w_q.shape, stride, pad)
-        if layer.mode != "psg":
-            return g_x, to_float(full(), e_x + e_g), None
-        g_msb = conv_wgrad(msb(x_q), g_q, w_q.shape, stride, pad)
-        cfg = layer.psg
-        if cfg.ratio is None:
-            sign, sure = psg_select(g_msb, full, T=nx.threshold_abs(cfg.tau, e_x, e_g))
-        else:
-            sign, sure = psg_select(g_msb, full, R=nx.ratio_fixed(cfg.ratio))
-        tiles, recomputed, pairs = nx.uncertain_tiles(sure.numpy(), cfg.tile_o, cfg.tile_i)
-        layer.stats.update(entries=sure.numel(), predicted=int(sure.sum()), tiles=tiles,
-                           tiles_recomputed=recomputed, pairs_recomputed=pairs)
-        return g_x, sign.to(torch.float32), None
+        return g_x, layer.weight_grad(x_q, e_x, g_q, e_g), None
 
 
 class QConv2d(nn.Conv2d):
@@ -240,6 +239,33 @@ class QConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _IntConv.apply(x, self.weight, self)
+
+    def weights_q(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights as the engine uses them this step: (W_q, each output channel's exponent)."""
+        if self.mode == "psg":
+            w_q, s = weights_for_use(self.w_master)
+            return w_q, self.w_exp + s
+        return weights_for_use_from_float(self.weight)
+
+    def weight_grad(self, x_q, e_x: int, g_q, e_g: int) -> torch.Tensor:
+        """The weight's ``.grad`` from the step's int8 input ``x_q`` and int16 output gradient ``g_q``
+        (exponents ``e_x``, ``e_g``): in PSG mode sign(G) (the 4-bit predictor's where sure, the full
+        gradient's elsewhere; its statistics into ``stats``), in fixed mode the exact G as float."""
+        k, stride, pad = self.kernel_size[0], self.stride[0], self.padding[0]
+        shape = (self.out_channels, self.in_channels, k, k)
+        full = functools.partial(conv_wgrad, x_q, g_q, shape, stride, pad)
+        if self.mode != "psg":
+            return to_float(full(), e_x + e_g)
+        g_msb = conv_wgrad(msb(x_q), g_q, shape, stride, pad)
+        cfg = self.psg
+        if cfg.ratio is None:
+            sign, sure = psg_select(g_msb, full, T=nx.threshold_abs(cfg.tau, e_x, e_g))
+        else:
+            sign, sure = psg_select(g_msb, full, R=nx.ratio_fixed(cfg.ratio))
+        tiles, recomputed, pairs = nx.uncertain_tiles(sure.cpu().numpy(), cfg.tile_o, cfg.tile_i)
+        self.stats.update(entries=sure.numel(), predicted=int(sure.sum()), tiles=tiles,
+                          tiles_recomputed=recomputed, pairs_recomputed=pairs)
+        return sign.to(torch.float32)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mode={self.mode}"

@@ -43,7 +43,11 @@ class RecurrentGate(nn.Module):
 
     def forward(self, j: int, x: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
         """Gate ``j`` on feature map ``x``: (p per sample, LSTM state for gate j + 1)."""
-        e = torch.flatten(self.embeds[j](global_avgpool(x)), 1)
+        return self.step(j, global_avgpool(x), state)
+
+    def step(self, j: int, pooled: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
+        """Gate ``j`` on its feature map's average ``pooled`` (N x C x 1 x 1): ``forward``'s result."""
+        e = torch.flatten(self.embeds[j](pooled), 1)
         if self.exact:
             return gate_step(e, state, self.lstm, self.proj)
         out, state = self.lstm(e[None], state)

@@ -9,7 +9,10 @@ Runs on a GPU when one is present, and data-parallel under ``torchrun``.
 E2-Train's data and model levels are here: SMD (``cfg.smd``) drops whole iterations,
 SLU (``cfg.slu_target``) trains a ``GatedResNet`` with the cost loss of reference/slu.py,
 and the algorithm level, PSG (``cfg.psg``), swaps every conv for the integer ``QConv2d``
-of reference/quant.py with its sign-momentum ``PSGUpdater``. Every kept iteration is
+of reference/quant.py with its sign-momentum ``PSGUpdater``. ``cfg.elementwise`` engine (with
+``--precision fixed``) computes BatchNorm, ReLU, the residual add and the quantizations as the
+engine's STATS and APPLY do (contract v2, reference/intnet.py), the twin of the on-engine
+trainer's ``--elementwise engine``. Every kept iteration is
 counted per layer and phase (contract/opcount.py) into the epoch's ``ops`` record, with the
 host's work and the engine's modeled cycles of the same steps on the board (reference/boardcount.py).
 """
@@ -40,6 +43,7 @@ from . import boardcount
 from .distributed import World, close_world, init_world, use_global_batchnorm
 from .geometry import layer_geometry
 from .hostexact import cross_entropy as exact_cross_entropy, use_exact_host_ops
+from .intnet import use_contract_v2
 from .models import GatedResNet, build_model, residual_macs
 from .quant import PSGConfig, PSGUpdater, QConv2d, conv_factory, sync_masters
 from .slu import cost_loss, cost_weights
@@ -175,6 +179,10 @@ class Trainer:
         if cfg.psg and self.world.size > 1:
             raise E2TError("--psg is not supported under torchrun yet: averaging sign gradients "
                            "over processes is not the single-process update")
+        v2 = cfg.elementwise == "engine"
+        if v2 and (self.world.size > 1 or cfg.predictive_forward):
+            raise E2TError("--elementwise engine: the reference's twin runs in one process, without "
+                           "--predictive-forward (as the engine trainer)")
         torch.manual_seed(cfg.seed)
         psg = PSGConfig(cfg.psg_tau, cfg.psg_ratio, *cfg.psg_tiles(), cfg.predictive_forward) \
             if cfg.psg else None
@@ -184,6 +192,10 @@ class Trainer:
         sync_masters(self.model)
         if cfg.precision == "fixed":  # the host's float ops rounded as on the engine trainer
             use_exact_host_ops(self.model)
+        # gated blocks on their images as on the engine (slu_exec gather; always in contract v2), and
+        # evaluation in the engine trainer's batches (contract v2's exponents come from each batch)
+        self.gathered = cfg.slu_exec == "gather" or v2
+        self.eval_batch = cfg.batch_size if v2 else 500
         self.loss_fn = exact_cross_entropy if cfg.precision == "fixed" else F.cross_entropy
         size = self.ds.test_x.shape[2]
         self.trainable = Trainable(resnet_ops(cfg.model, self.ds.in_channels, self.ds.num_classes, size,
@@ -195,6 +207,8 @@ class Trainer:
         if cfg.slu_target is not None:
             gated_macs = residual_macs(self.model, self.ds.in_channels)[1:]
             self.slu_weights = cost_weights(gated_macs, cfg.slu_weighting).to(self.device)
+        if v2:  # after the layers' geometry, which hooks the modules' own forward passes
+            use_contract_v2(self.model)
         self.model.to(self.device)
         if self.world.size > 1:
             use_global_batchnorm(self.model)
@@ -293,7 +307,7 @@ class Trainer:
         """
         cfg, world = self.cfg, self.world
         torch.manual_seed(cfg.seed * 100_003 + self.epoch)  # torch-side randomness of this epoch
-        if isinstance(self.model, GatedResNet) and cfg.slu_exec == "gather":
+        if isinstance(self.model, GatedResNet) and self.gathered:
             self.model.gather_rng = gate_draws(cfg.seed, self.epoch)
         self.net.train()
         start = time.perf_counter()
@@ -323,7 +337,7 @@ class Trainer:
                 objective = loss + self._slu_cost() if gated else loss
                 self.opt.zero_grad(set_to_none=True)
                 objective.backward()
-                if cfg.slu_exec == "gather":  # as on the engine: a block no image ran still takes its SGD step
+                if self.gathered:  # as on the engine: a block no image ran still takes its SGD step
                     for q in (q for group in self.opt.param_groups for q in group["params"]):
                         if q.grad is None:
                             q.grad = torch.zeros_like(q)
@@ -373,7 +387,7 @@ class Trainer:
                 while self.epoch < self.cfg.epochs:
                     record = self.train_epoch()
                     if self.world.is_main:
-                        record.update(evaluate(self.model, self.ds, self.device))
+                        record.update(evaluate(self.model, self.ds, self.device, self.eval_batch))
                         self.run.append_metrics(record)
                     self._checkpoint()
                     if self.world.is_main:

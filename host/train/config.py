@@ -115,7 +115,7 @@ class TrainConfig:
     predictive_forward: bool = False  # PSG: zero outputs the MSB forward predicts negative
     train_from: str | None = None  # the layers below this block (blocks.N, or fc) are frozen; None: all train
     train: str = "all"  # what trains from the line up: all, or bn (BatchNorm scale and shift, and the classifier)
-    elementwise: str = "host"  # emu, pynq: host (float32 numpy) or engine (contract v2: STATS and APPLY)
+    elementwise: str = "host"  # host (float32) or engine (contract v2: STATS and APPLY; torch: its fixed-point twin)
 
     def __post_init__(self):
         self._check_types()
@@ -182,8 +182,11 @@ class TrainConfig:
             object.__setattr__(self, "train_from", trainable.check_name(self.train_from, blocks))
         if self.elementwise not in ELEMENTWISE:
             raise E2TError(f"unknown --elementwise '{self.elementwise}' (known: {', '.join(ELEMENTWISE)})")
-        if self.elementwise == "engine" and not engine:
-            raise E2TError(f"--elementwise engine runs on the engine: --backend emu or pynq, not {self.backend}")
+        if self.elementwise == "engine" and not engine and self.precision != "fixed":
+            raise E2TError(f"--elementwise engine runs on the engine (--backend emu or pynq) or as the reference's "
+                           f"twin of it (--backend {self.backend} --precision fixed), not in {self.precision}")
+        if self.elementwise == "engine" and self.slu_exec == "mask":
+            raise E2TError("--slu-exec mask: --elementwise engine runs a gated block on its images only (gather)")
         if self.train not in trainable.MODES:
             raise E2TError(f"unknown --train '{self.train}' (known: {', '.join(trainable.MODES)})")
 

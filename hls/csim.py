@@ -247,11 +247,14 @@ class Engine:
     def __init__(self, variant: str = "fast", board: str = boards.DEFAULT_BOARD, log=None, cpu_path: str | None = None):
         self.variant, self.board = variant, boards.board(board)
         self.path = build(variant, board, log)
-        if variant == "fast" and "OMP_WAIT_POLICY" not in os.environ:
-            # libgomp reads this when the library loads it: its threads spin a short while after
-            # an op, not the default ~300,000 turns, which took the core the host's second
-            # numpy thread (contract/parallel.py) works on between engine calls
-            os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+        if variant == "fast" and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+            # libgomp reads this when the library loads it: idle threads sleep at once rather than
+            # spin. Spinning takes the core the host's second numpy thread (contract/parallel.py)
+            # works on between engine calls, and on the 2-core virtual machine the next op then
+            # stalled: 4 empty parallel regions after 2 ms idle took a median 2.1 ms spinning
+            # 10,000 turns, 60 us passive. Small ops never wake the pool (PAR_* in
+            # hls/fast/e2t_fast_ops.cpp).
+            os.environ["OMP_WAIT_POLICY"] = "passive"
         self._lib = ctypes.CDLL(self.path)
         sig = [ctypes.POINTER(Regs), ctypes.POINTER(Ports), ctypes.POINTER(Status)]
         self.cpu_path = None

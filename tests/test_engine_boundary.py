@@ -620,7 +620,7 @@ def test_update_register_refusals(engine):
 def test_update_count(engine):
     """count 0 writes nothing; count 1; more weights than the board's largest layer (where the
     fast build threads); a count below the buffers' length."""
-    w, buf, sign = naive.update_operands(100, 70000)
+    w, buf, sign = naive.update_operands(100, 300000)
     k = (429496730, 429497, 58982)
     st, b = call(engine, {"op": UPDATE, "count": 0, "e_w": -24, "lr": k[0], "wd": k[1], "mu": k[2]},
                  {"sgn": np.full(8, 2)}, {"master": 0, "mom": 0})  # nothing read: signs 2 are not seen

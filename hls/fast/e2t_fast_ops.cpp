@@ -36,7 +36,8 @@
 //
 // Threads: OpenMP over output blocks (fwd, bwd), pixel blocks (wgrad: per-thread int64 sums
 // added at the end; integer sums do not depend on the order) or planes (STATS: per-plane sums
-// added per channel in image order). Copies live in grow-only buffers
+// added per channel in image order), for ops of at least PAR_* work; smaller ones run on the
+// calling thread alone. Copies live in grow-only buffers
 // per calling thread, reused across calls. No code here has external linkage except the entry
 // point in E2T_FAST_NS (no STL, static inline helpers), so copies built for different CPUs never
 // share a function: the build checks the objects for weak symbols.
@@ -114,6 +115,21 @@ class Arr {
 
 // ------------------------------------------------------------------------------------------
 // Threads and scratch memory.
+
+// An op forks OpenMP threads only from these sizes on. Each parallel region wakes the pool's
+// sleeping thread (hls/csim.py asks libgomp for the passive wait policy): on the 2-core virtual
+// machine 15 us to a few hundred, a scheduler slice when another process holds the other core,
+// and the other core's cache holds none of the operands. Measured there with calls alternating
+// one and two threads after 1 ms idle: two were slower up to 7.2 M MACs (3x3 and 1x1 convs,
+// every conv op) and took 0.6x the time at 12.8 M; STATS and APPLY broke even about 1 M
+// elements, UPDATE (heavier per element) about 256 K.
+const int64_t PAR_MACS = (int64_t)1 << 23;      // CONV_FWD, CONV_BWD_DATA, CONV_WGRAD: multiply-accumulates
+const int64_t PAR_ELEMENTS = (int64_t)1 << 20;  // STATS, APPLY: elements
+const int64_t PAR_UPDATES = (int64_t)1 << 18;   // UPDATE: weights
+
+inline bool conv_parallel(const Shape &sh) {
+    return (int64_t)sh.n * sh.o * sh.c * sh.k * sh.k * sh.ho * sh.wo >= PAR_MACS;
+}
 
 inline int max_threads() {
 #ifdef _OPENMP
@@ -523,7 +539,7 @@ void fwd_impl(const int8_t *act, const int8_t *wgt, int32_t *out, const Shape &s
     const int gy = ceil_div(Ho, R);  // packed: row groups per image
     const int64_t ngroups = packed ? (int64_t)N * gy : (int64_t)N * Ho * gx;
     const int64_t ntiles = (ngroups + FWD_NR - 1) / FWD_NR;
-#pragma omp parallel
+#pragma omp parallel if (conv_parallel(sh))
     {
         Arr<int32_t> tmp(s == 1 ? 0 : 2 * Wh + 16), row(packed ? rowlen : 0);
         // One row of the copy per iteration: a padded row (unpacked), or a prow and its k runs of
@@ -747,6 +763,7 @@ void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape
     const int N = sh.n, C = sh.c, H = sh.h, W = sh.w, O = sh.o, k = sh.k, s = sh.s, p = sh.p;
     const int taps = k * k, Op = (O + 1) / 2, Cpad = round_up(C, MR);
     const int sh0 = plan.parts == 1 ? plan.z : 10;  // a0 * 2^sh0 (+ a1)
+    const bool par = conv_parallel(sh);
     for (int py = 0; py < s; py++)
         for (int px = 0; px < s; px++) {
             const int nyi = (H - py + s - 1) / s, nxi = (W - px + s - 1) / s;
@@ -758,7 +775,7 @@ void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape
                 if (((px + p - kw) % s + s) % s == 0) kws[nkw++] = kw;
             const int ntaps = nkh * nkw, KP = Op * ntaps;
             if (ntaps == 0) {  // no tap reaches these pixels: rshift_round(0, r) = 0
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
                 for (int q = 0; q < N * C * nyi; q++) {
                     const int yi = q % nyi, c = q / nyi % C, n = q / nyi / C;
                     int32_t *d = out + (((int64_t)n * C + c) * H + s * yi + py) * W;
@@ -777,7 +794,7 @@ void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape
             const int32_t *Gp = Gc;
             if (packed) {
                 int32_t *P = tl_buf[7].get<int32_t>((size_t)N * gimgP);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
                 for (int64_t q = 0; q < (int64_t)N * Op * nkw; q++) {
                     const int b = (int)(q % nkw), op = (int)(q / nkw % Op), n = (int)(q / nkw / Op);
                     const int dx = (px + p - kws[b]) / s;
@@ -823,7 +840,7 @@ void bwd_phases(const int32_t *Gc, const int32_t *Wal, int32_t *out, const Shape
             const int gxi = ceil_div(nxi, L);
             const int64_t ngroups = packed ? (int64_t)N * gy : (int64_t)N * nyi * gxi, ntiles = (ngroups + NR - 1) / NR;
             uint32_t sat = 0;
-#pragma omp parallel for schedule(dynamic, 4) reduction(+ : sat)
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : sat) if (par)
             for (int64_t tq = 0; tq < ntiles; tq++) {
                 const int32_t *bp[NR];
                 int64_t obase[NR];
@@ -920,7 +937,7 @@ void bwd_impl(const int16_t *grad, const int8_t *wgt, const int8_t *wshift, int3
     const int Rg = T + ymax + 1, Cg = tmax(Lc + xmax + 1, Lc + Wo);
     const int64_t gplane = (int64_t)Rg * Cg, gimg = Op * gplane;
     int32_t *Gc = tl_buf[0].get<int32_t>((size_t)N * gimg);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (conv_parallel(sh))
     for (int64_t q = 0; q < (int64_t)N * Op * Rg; q++) {
         const int row = (int)(q % Rg), op = (int)(q / Rg % Op), n = (int)(q / Rg / Op);
         int32_t *d = Gc + n * gimg + op * gplane + (int64_t)row * Cg;
@@ -992,7 +1009,7 @@ void wg_copy_act(const int8_t *act, const Shape &sh, const WgLayout &Y, int16_t 
     int16_t *const dst[2] = {X, Xm};
     const int8_t *act_end = act + (int64_t)sh.n * C * H * W;
     (void)act_end;
-#pragma omp parallel
+#pragma omp parallel if (conv_parallel(sh))
     {
         Arr<int16_t> tmp(s == 1 ? 0 : 2 * Y.Wh + 16);
 #pragma omp for schedule(static)
@@ -1046,10 +1063,11 @@ void wg_compute(const int16_t *X, const int32_t *GP, const Shape &sh, const WgLa
     // are one int32 chunk each.
     const int B = tmin(F, 256);
     const int64_t total = (int64_t)sh.n * sh.ho * Wo2, nblk = (total + B - 1) / B;
-    const int nth = max_threads();
+    const bool par = conv_parallel(sh);
+    const int nth = par ? max_threads() : 1;
     int64_t *Gt = tl_buf[6].get<int64_t>((size_t)nth * K * OL);
     memset(Gt, 0, sizeof(int64_t) * nth * K * OL);
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
         int64_t *Gm = Gt + (size_t)thread_id() * K * OL;
         Arr<int32_t> xs(B);
@@ -1115,7 +1133,7 @@ void wgrad_impl(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
     (void)p;
     // Packed gradients: GP[n * Ho + yo][i][o] = (g[o][2i], g[o][2i + 1]) for o < OL (0 beyond O).
     int32_t *GP = tl_buf[1].get<int32_t>((size_t)N * Ho * Wo2 * OL);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (conv_parallel(sh))
     for (int64_t rr = 0; rr < (int64_t)N * Ho; rr++) {
         const int n = (int)(rr / Ho), yo = (int)(rr % Ho);
         int32_t *d = GP + (size_t)rr * Wo2 * OL;
@@ -1221,7 +1239,7 @@ void wgrad_impl(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
         F = tl_buf[3].get<int64_t>((size_t)K * OL);
         wg_compute(X, GP, sh, Y, 255, jobs, F);
     }
-#pragma omp parallel for schedule(static) if (O * K > 4096)
+    // the signs on the calling thread: O C k^2 <= 36,864 entries on every board, far below PAR_ELEMENTS
     for (int o = 0; o < O; o++)
         for (int c = 0; c < C; c++) {
             const bool u = unsure[(o / E2T_TILE_O) * nti + c / E2T_TILE_I];
@@ -1288,7 +1306,7 @@ void stats_impl(const int32_t *a, const int32_t *b, int64_t *stats, const Shape 
     const Round32 ra(t), rb(u);
     int64_t *part = tl_buf[0].get<int64_t>((size_t)N * C * 4);
     uint32_t sat = 0;
-#pragma omp parallel for schedule(static) reduction(+ : sat) if ((int64_t)N * C * P >= 65536)
+#pragma omp parallel for schedule(static) reduction(+ : sat) if ((int64_t)N * C * P >= PAR_ELEMENTS)
     for (int q = 0; q < N * C; q++) {
         const int64_t at = (int64_t)q * P;
         sat += b ? stats_plane<true>(a + at, b + at, P, ra, rb, part + 4 * q)
@@ -1456,7 +1474,7 @@ template <int SRC, bool MASK, class Z>
 void apply_planes(const ApplyArgs &g, Z *z, const Shape &sh, uint32_t &sat_out) {
     const int C = sh.c, P = sh.h * sh.w, NC = sh.n * sh.c;
     uint32_t sat = 0;
-#pragma omp parallel for schedule(static) reduction(+ : sat) if ((int64_t)NC * P >= 65536)
+#pragma omp parallel for schedule(static) reduction(+ : sat) if ((int64_t)NC * P >= PAR_ELEMENTS)
     for (int q = 0; q < NC; q++)
         sat += apply_plane<SRC, MASK, Z>(g, (int64_t)q * P, q % C, P, z + (int64_t)q * P, g.stats + 3 * q);
     sat_out = sat;
@@ -1504,7 +1522,7 @@ void update_impl(int32_t *master, int32_t *mom, const int8_t *sgn, uint32_t coun
                  uint32_t mu, uint32_t &sat_out) {
     uint32_t sat = 0;
     const int64_t n = count;
-#pragma omp parallel for schedule(static) reduction(+ : sat) if (n >= 65536)
+#pragma omp parallel for schedule(static) reduction(+ : sat) if (n >= PAR_UPDATES)
     for (int64_t i = 0; i < n; i++) {
         int32_t w = master[i], b = mom[i];
         e2t::sign_update(w, b, sgn[i], e_w, (int64_t)lr, (int64_t)wd, (int64_t)mu, sat);

@@ -71,7 +71,7 @@ def fake_epochs(monkeypatch, backend: str, stop_at: int, exc=KeyboardInterrupt):
     if backend == "emu":
         monkeypatch.setattr(cls, "evaluate", lambda self: {"test_acc": 0.1})
     else:
-        monkeypatch.setattr("reference.train.evaluate", lambda model, ds, device: {"test_acc": 0.1})
+        monkeypatch.setattr("reference.train.evaluate", lambda model, ds, device, batch_size=500: {"test_acc": 0.1})
 
 
 def no_training(monkeypatch, backend: str = "emu"):

@@ -244,11 +244,12 @@ class EngineSession:
                               f"it holds {len(buf)} of {buf.shape[1:]} {buf.dtype}")
         return buf[:n]
 
-    def _small(self, name: str, count: int) -> np.ndarray:
-        """A flat int64 buffer of at least ``count`` entries (coefficients, statistics)."""
+    def _small(self, name: str, count: int, dtype=np.int64) -> np.ndarray:
+        """A flat buffer of at least ``count`` entries (int64: coefficients, statistics), kept and
+        grown as calls need."""
         buf = self._tensors.get(name)
         if buf is None or len(buf) < count:
-            buf = self._tensors[name] = self._allocate((max(count, 3 * self.plan.board.max_c),), np.int64)
+            buf = self._tensors[name] = self._allocate((max(count, 3 * self.plan.board.max_c),), dtype)
         return buf
 
     def _elem(self, kind: str, op: dict, phase: str, shape: tuple, scalars: dict, addresses: dict,
@@ -353,9 +354,7 @@ class EngineSession:
         s, shift, coef = plan
         wgt = self.ddr.address(op["buffers"]["wgt"])
         self._apply(op, "update", rows, master, coef, shift, (wgt, 8))
-        scratch = self._tensors.get("wabs")
-        if scratch is None or scratch.size < self.v[op["buffers"]["wgt"]].size:
-            scratch = self._tensors["wabs"] = self._allocate((self.v[op["buffers"]["wgt"]].size,), np.int8)
+        scratch = self._small("wabs", self.v[op["buffers"]["wgt"]].size, np.int8)
         sums = sum(self._apply(op, "update", taps, master, wr.abs_coefficients(op["c_in"], sign), 0,
                                (scratch.physical_address, 8), (wgt, "int8"), relu=True)[:, :, 0]
                    for sign in wr.ABS_SIGNS)

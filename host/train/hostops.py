@@ -352,6 +352,11 @@ def grad_range_work(g: int) -> dict:
     return passes(g, (2, 0, 1, "int"), (2, 0, 1, "int"))
 
 
+def signs_work(weights: int) -> dict:
+    """Without PSG, the signs of G_full: np.sign of the int64 gradient, stored into the int8 sgn buffer."""
+    return passes(weights, (8, 8, 1, "int"), (8, 1, 0, "int"))
+
+
 def refresh_on_engine_work(c_out: int, c_in: int) -> dict:
     """EngineSession.refresh_on_engine's host side (contract/weightrefresh.py) for a layer of
     ``c_out`` x ``c_in`` channels: per output channel, the renormalization test, the shifts

@@ -199,12 +199,9 @@ class IntConv(Op):
         (the bounds come from the weights' kept bounds and the gradient's known range); update: the
         weights' refresh on the engine and its O(channels) rules (the host's refresh where the engine
         cannot take the layer: contract/weightrefresh.py). A gate's conv: contract v1's, but its refresh."""
-        weights = op["c_out"] * op["c_in"] * op["k"] ** 2
-        if phase == "update" and trainable.trains(op):
-            if weightrefresh.views(op, plan.board):
-                return hostops.refresh_on_engine_work(op["c_out"], op["c_in"])
-            return merge_host(hostops.refresh_work(weights), hostops.weight_bounds_work(weights))
-        if op["role"] == "gate":
+        if phase == "update" and trainable.trains(op) and weightrefresh.views(op, plan.board):
+            return hostops.refresh_on_engine_work(op["c_out"], op["c_in"])
+        if op["role"] == "gate" or phase == "update":  # (an update: the host's refresh, as contract v1's)
             return OPS["conv"].work(plan, op, n, phase, psg=psg, on=on, trainable=trainable)
         if phase == "fwd":
             if op["inputs"][0] != plan.data["input"]:
@@ -212,9 +209,7 @@ class IntConv(Op):
             x = n * op["c_in"] * op["h"] * op["w"]
             return merge_host(hostops.quantize_work(x, 1), passes(x, (1, 1, 0, "int")))
         trains = trainable.trains(op)
-        if phase == "bwd_data":
-            return passes(weights, (8, 8, 1, "int"), (8, 1, 0, "int")) if not psg and trains else {}
-        return {}
+        return hostops.signs_work(op["c_out"] * op["c_in"] * op["k"] ** 2) if not psg and trains else {}
 
 
 class IntBatchNorm(Op):

@@ -140,7 +140,7 @@ class Conv(Op):
             if op["input_grad"] and trainable.wants(op["inputs"][0]):
                 parts += [hostops.grad_range_work(y), hostops.dequantize_work(x)]
             if not psg and trains:
-                parts.append(passes(weights, (8, 8, 1, "int"), (8, 1, 0, "int")))
+                parts.append(hostops.signs_work(weights))
             return merge_host(*parts)
         return merge_host(hostops.refresh_work(weights), hostops.weight_bounds_work(weights)) if trains else {}
 

@@ -314,6 +314,19 @@ def pixel_lanes(s: ConvShape, b: Board) -> bool:
     return pixel_lanes_built(b) and s.stride == 1 and 2 * s.c <= b.array_i and 2 * s.wo >= b.array_i
 
 
+def tap_rows(s: ConvShape, b: Board) -> bool:
+    """Whether CONV_WGRAD folds the kernel rows into the lanes (the kernel's k.fold): where the
+    pixel lanes do not run, at k >= 2 and C k <= AI lanes. Lane c k + ky sweeps channel c's kernel
+    row ky, from a plane of x the loads shift by ky - pad rows: k sweeps a tile instead of k^2, x
+    read k times."""
+    return not pixel_lanes(s, b) and s.k >= 2 and s.c * s.k <= b.array_i
+
+
+def _load_x(tr: Trace, g: _Geo, s: ConvShape, c0: int, c1: int, fold: bool) -> int:
+    """load_x of channels [c0, c1): folded, each channel read k times (once a kernel row)."""
+    return _load(tr, "LOAD_X", (c1 - c0) * (s.k if fold else 1), s.h * s.w, g.bw8)
+
+
 def _ck(s: ConvShape) -> tuple[int, int]:
     """Entries C k^2 of one output channel, and their pairs (the predictor's steps)."""
     ck = s.c * s.k * s.k
@@ -329,10 +342,11 @@ def _wg_groups(g: _Geo, s: ConvShape, pix: bool = False):
     return [(og0, min(nog, og0 + gr)) for og0 in range(0, nog, gr)]
 
 
-def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, only=None, pix: bool = False) -> int:
+def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, only=None, pix: bool = False,
+             fold: bool = False) -> int:
     ncg = _ceil(s.c, g.ai)
     gch = min(s.o, og1 * g.ao) - og0 * g.ao
-    hw, howo = s.h * s.w, s.ho * s.wo
+    howo = s.ho * s.wo
     cycles = tr.loop("WG_COUNT", (og1 - og0) * ncg, "small")
     chosen = [(og, cg) for og in range(og0, og1) for cg in range(ncg) if only is None or (og, cg) in only]
     if not chosen:
@@ -340,8 +354,10 @@ def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, o
     ntile = len(chosen)
     psx, psg = _ceil(s.c, ntile), _ceil(gch, ntile)
     cycles += _kdiv(tr, 2) + _kmul(tr, 2) + _kmul(tr, 2)  # psx, psg; psx_e, psg_e; total, g_first
-    cycles += _load(tr, "LOAD_X", s.c, hw, g.bw8) + _load(tr, "LOAD_G", gch, howo, g.bw16)
-    steps = (s.k * s.k + 1) // 2 if pred else s.k * s.k
+    cycles += _kmul(tr) if fold else 0                   # the x planes of a slice
+    cycles += _load_x(tr, g, s, 0, s.c, fold) + _load(tr, "LOAD_G", gch, howo, g.bw16)
+    taps = s.k if fold else s.k * s.k                    # a lane's taps
+    steps = (taps + 1) // 2 if pred else taps
     total = steps * max(howo, g.dmin_w)
     if pix:  # groups of up to AI pixels of a row, max(entries or pairs, AI / 2) cycles each
         ck, ckh = _ck(s)
@@ -351,7 +367,7 @@ def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, o
         c = cx = cl = 0
         for _ in chosen:
             cx1, cl1 = min(s.c, cx + psx), min(gch, cl + psg)
-            load = ((_load(t, "LOAD_X", cx1 - cx, hw, g.bw8) if nxt and cx < cx1 else 0)
+            load = ((_load_x(t, g, s, cx, cx1, fold) if nxt and cx < cx1 else 0)
                     + (_load(t, "LOAD_G", cl1 - cl, howo, g.bw16) if nxt and cl < cl1 else 0))
             if pix:  # the first group's g, then the groups
                 comp = t.loop("WGP_GPRE", g.half, "wpre") + t.loop("WGP_SWEEP", total, "wgp") + CALL
@@ -396,14 +412,16 @@ def conv_wgrad(s: ConvShape, b: Board, psg: bool = False, recomputed: int | None
     ones row by row; all when not given: the worst case) and the signs."""
     tr, g = tr or Trace(), _Geo(b)
     nog, ncg = _ceil(s.o, g.ao), _ceil(s.c, g.ai)
-    pix = pixel_lanes(s, b)
+    pix, fold = pixel_lanes(s, b), tap_rows(s, b)
     cycles = _check("wgrad", s) + _make_call(tr) + _kdiv(tr)
     if pix:  # C k^2, the groups of the map; the tiles a pass
         cycles += _kmul(tr, 2) + _kdiv(tr)
+    if not pix and s.k >= 2:  # C k, and folded p W
+        cycles += _kmul(tr, 2 if fold else 1)
     groups = _wg_groups(g, s, pix)
     for og0, og1 in groups:
         rows_o = min(s.o, og1 * g.ao) - og0 * g.ao
-        cycles += _wg_pass(tr, g, s, og0, og1, psg, pix=pix)
+        cycles += _wg_pass(tr, g, s, og0, og1, psg, pix=pix, fold=fold)
         cycles += _kmul(tr, 3) + _entries_loop(tr, g, s, "WG_WRITEBACK", rows_o, "wr")
     if not psg:
         return cycles
@@ -414,7 +432,7 @@ def conv_wgrad(s: ConvShape, b: Board, psg: bool = False, recomputed: int | None
     cycles += _kmul(tr) + tr.loop("PSG_COUNT", tiles(s, b), "small") + tr.loop("PSG_AFLAG", nog * ncg, "small")
     for og0, og1 in groups:
         rows_o = min(s.o, og1 * g.ao) - og0 * g.ao
-        cycles += _wg_pass(tr, g, s, og0, og1, False, only, pix)
+        cycles += _wg_pass(tr, g, s, og0, og1, False, only, pix, fold)
         cycles += _kmul(tr, 2) + _entries_loop(tr, g, s, "PSG_SIGN", rows_o, "rd")
     return cycles
 

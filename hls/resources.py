@@ -14,7 +14,8 @@ It reads the kernel as written (hls/src/e2t_engine.cpp, docs/engine.md) with the
   18 Kb blocks of any aspect ratio (16K x 1 ... 512 x 36); each m_axi bundle buffers its bursts in
   BRAM. The output blocks are LUT-RAM.
 - LUT / FF: the operand muxes of the array, the forward adder trees (the backward column sums
-  run down the DSP cascade), the weight-gradient lane adders and their shift chain, the
+  run down the DSP cascade), the weight-gradient lane adders and their shift chain, its kernel
+  rows in lanes (the loads' shifted planes, per-lane row tests, the flush's entries), the
   pixel-lane weight gradient's g registers, per-lane x reads and copy adders (it sums on the
   forward's trees; built on 128-bit ports only: contract/boards.py's ``pixel_lanes_built``, the
   kernel's E2T_WGP_PIX), the banks' rotations, LUT-RAM, the update and PSG datapaths, the per-element
@@ -159,6 +160,16 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
                         + (ao * (ai - 1) * (4 + _log2_ceil(ai)) if pack else 0) + PIXEL_LANE_LOOPS * LUT_PER_LOOP),
         # both groups' g, lane validity and addresses
         "ff": built * (2 * ao * ai * 16 + ai * 24 + PIXEL_LANE_LOOPS * FF_PER_LOOP)}
+    xbits = _log2_ceil(b.max_h * b.max_w) + 1  # a pixel of a plane, signed
+    parts["wgrad, kernel rows in lanes"] = {
+        "dsp": 0, "bram18": 0,
+        # built on every board (the channel sweep's fold, k.fold): load_x's plane row and shift (p - ky) W,
+        # its pixel j + shift, the DDR address's return to the channel's start and a write enable a
+        # byte of the beat; the sweep's row tests (two compares a kernel row), a lane's row select and
+        # its two operands' gates (one LUT6 each: the lane's row is a constant of k); the flush's lane
+        # (c, ky) counters and G store entry
+        "lut": (2 + 2 * xbits + 32 + 2 * bw8) + (b.max_k * 2 * 3 + 3 * ai) + (2 * _log2_ceil(GS_DEPTH) + 10),
+        "ff": 32 + xbits + 2 + 9}
     parts["bank rotations"] = {"dsp": 0, "bram18": 0,
                                "lut": 2 * ai * _mux(ai, 8) + ao * _mux(ao, 16) + ai * _mux(bw8, 8) + ao * _mux(bw16, 16),
                                "ff": 0}

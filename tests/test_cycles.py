@@ -121,8 +121,9 @@ def test_resnet20_keeps_the_array_busy(name):
     forward, backward-data and weight-gradient (PSG worst case) ops. The stem (3 input channels)
     is bound by DDR bandwidth: its forward's int32 outputs need 4 bytes per 27 MACs; its weight
     gradient runs the pixel lanes where they are built (128-bit ports: >= 85 %) and elsewhere the
-    channel sweep, whose 3 channels fill 3 of the 16 lanes (the XC7Z020's trim, docs/engine.md);
-    it has no backward-data pass. The 1 x 1 projections are not 3 x 3."""
+    channel sweep with the kernel rows folded into the lanes (the XC7Z020's trim, docs/engine.md):
+    its 3 channels x 3 rows fill 9 of the 16 lanes, bound by the loads of g and of x's three
+    shifted planes; it has no backward-data pass. The 1 x 1 projections are not 3 x 3."""
     b = boards.board(name)
     for i, (label, _, s, ests) in enumerate(cycles.resnet20(b)):
         util = {e.op: e.utilization for e in ests}
@@ -131,10 +132,11 @@ def test_resnet20_keeps_the_array_busy(name):
         if i == 0:  # the stem
             assert s.c == 3 and "conv_bwd_data" not in util and util["conv_fwd"] < 0.25, (label, util)
             assert cycles.pixel_lanes(s, b) == boards.pixel_lanes_built(b) == (b.axi_bits >= 128)
+            assert cycles.tap_rows(s, b) != cycles.pixel_lanes(s, b)
             if boards.pixel_lanes_built(b):
                 assert util["conv_wgrad"] >= 0.85, (label, util)
             else:
-                assert 0.15 < util["conv_wgrad"] < 3 / 16, (label, util)
+                assert 0.4 < util["conv_wgrad"] < 9 / 16, (label, util)
 
 
 def test_resnet20_iteration_five_times_faster_on_the_pynq_z2():
@@ -182,7 +184,12 @@ TRIP_SHAPES = [  # (n, c, o, h, w, k, stride, pad): ResNet-like, odd, strided, e
     # stride 2, several passes over the batch (C k^2 = 72: three output groups a pass), batch 3
     (2, 1, 5, 4, 28, 3, 1, 1), (1, 2, 9, 3, 32, 1, 1, 0), (3, 3, 16, 6, 32, 3, 1, 1), (1, 8, 64, 3, 20, 3, 1, 1),
     (2, 9, 16, 4, 28, 3, 1, 1), (1, 3, 8, 5, 8, 3, 1, 1), (1, 3, 8, 5, 7, 3, 1, 1), (1, 3, 16, 9, 32, 3, 2, 1),
-    (2, 8, 20, 4, 17, 2, 1, 0), (1, 1, 1, 1, 8, 1, 1, 0)]
+    (2, 8, 20, 4, 17, 2, 1, 0), (1, 1, 1, 1, 8, 1, 1, 0),
+    # the kernel rows folded into the lanes (where no pixel lanes run: C k <= AI, k >= 2) at its edges:
+    # C k = 15, 16 (above, w = 17) and 18 (k = 3 and 2), maps of one and two rows (planes shifted off
+    # them), a map not of whole beats (w = 28 above, and 5 x 5), stride 2 (above)
+    (1, 5, 7, 5, 8, 3, 1, 1), (1, 6, 7, 5, 8, 3, 1, 1), (1, 9, 4, 5, 8, 2, 1, 0), (2, 3, 9, 1, 8, 3, 1, 1),
+    (2, 2, 4, 2, 16, 3, 1, 1), (1, 4, 3, 5, 5, 3, 1, 1)]
 PIXEL_SHAPES = [t for t in TRIP_SHAPES if t[6] == 1 and 2 * t[1] <= 16 and 2 * ((t[4] + 2 * t[7] - t[5]) + 1) >= 16]
 
 

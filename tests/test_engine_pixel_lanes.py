@@ -4,9 +4,10 @@ numeric contract: integers only, on both sides of every condition and at the lar
 lanes are built on the 128-bit boards (contract/boards.py, pixel_lanes_built: the kernel's
 E2T_WGP_PIX): the ZCU104 runs them, its predictor packing two entries a DSP (WGP_PACK), whose field
 split the extreme operands test; the PYNQ-Z2 (64-bit port, the XC7Z020's trim) runs the channel
-sweep on the same shapes, to the same integers; and a PYNQ-Z2 build with the lanes forced on (no
-board's configuration today) keeps the unpacked predictor, one entry a DSP, tested. The fast build
-has its own weight gradient (tests/test_engine.py covers it)."""
+sweep on the same shapes, with the kernel rows folded into the lanes where C k <= AI (wg_tile's
+k.fold: lane c k + ky, x's planes shifted by the loads), to the same integers; and a PYNQ-Z2 build
+with the lanes forced on (no board's configuration today) keeps the unpacked predictor, one entry a
+DSP, tested. The fast build has its own weight gradient (tests/test_engine.py covers it)."""
 import numpy as np
 import pytest
 
@@ -33,6 +34,12 @@ EDGES = [
     (1, 8, 64, 3, 20, 3, 1, 1),   # C k^2 = 72: one output group a pass, eight passes
     (1, 7, 24, 3, 16, 3, 1, 1),   # C k^2 = 63: two groups a pass (126 of the output block's 128 pixels)
     (1, 3, 16, 9, 32, 3, 2, 1),   # stride 2: the channel sweep
+    # the kernel rows in lanes where no pixel lanes run (C k <= AI = 16, k >= 2) and their edges
+    (2, 5, 9, 6, 6, 3, 1, 1),     # C k = 15, Wo = 6 (no lanes on any board)
+    (2, 6, 9, 6, 6, 3, 1, 1),     # C k = 18: the plain channel sweep
+    (1, 8, 9, 5, 5, 2, 2, 1),     # C k = 16 at k = 2, stride 2, pad 1 (a plane shifted one row down)
+    (3, 3, 17, 1, 7, 3, 1, 1),    # a one-row map: two of each channel's three planes shifted off it
+    (2, 1, 4, 28, 28, 3, 1, 1),   # MNIST's stem, 28 x 28 (shifted rows not whole beats on either board)
 ]
 
 
@@ -88,30 +95,37 @@ def test_pixel_lanes_and_their_edges_equal_the_contract(engine, shape):
 
 def test_the_switch_changes_cycles_not_numbers(monkeypatch):
     """The stem's weight gradient with and without the lanes (the ZCU104's native build and the
-    PYNQ-Z2's): the same G and signs in every mode; the channel sweep costs the PYNQ-Z2 three times
-    the lanes' cycles (modeled: 36.9 ms a step instead of 11.8)."""
+    PYNQ-Z2's): the same G and signs in every mode; the channel sweep with its kernel rows folded
+    into the lanes costs the PYNQ-Z2 1.26 times the lanes' cycles (modeled: 14.9 ms a step at batch
+    128 instead of 11.8), unfolded it would cost three times (36.9 ms)."""
     pix, chan = (Engine("native", board=name, log=lambda m: None) for name in ("zcu104", "pynq-z2"))
     x, g = operands(np.random.default_rng(7), 2, 3, 16, 32, 32, 3, 1, 1)
     for mode, thr in (("full", 0), ("abs", 0), ("ratio", nx.ratio_fixed(0.3))):
         a, b = pix.conv_wgrad(x, g, 3, 1, 1, mode, thr), chan.conv_wgrad(x, g, 3, 1, 1, mode, thr)
         assert np.array_equal(a[0], b[0]) and (a[1] is b[1] is None or np.array_equal(a[1], b[1])), mode
     s, p = cycles.ConvShape(128, 3, 32, 32, 16, 3, 1, 1), boards.board("pynq-z2")
-    assert not cycles.pixel_lanes(s, p) and cycles.pixel_lanes(s, boards.board("zcu104"))
-    channel = cycles.conv_wgrad(s, p, psg=True)
+    assert not cycles.pixel_lanes(s, p) and cycles.pixel_lanes(s, boards.board("zcu104")) and cycles.tap_rows(s, p)
+    folded = cycles.conv_wgrad(s, p, psg=True)
+    with monkeypatch.context() as m:
+        m.setattr(cycles, "tap_rows", lambda s, b: False)
+        unfolded = cycles.conv_wgrad(s, p, psg=True)
     monkeypatch.setattr(cycles, "pixel_lanes_built", lambda b: True)
-    assert cycles.pixel_lanes(s, p) and channel > 3 * cycles.conv_wgrad(s, p, psg=True)
+    lanes = cycles.conv_wgrad(s, p, psg=True)
+    assert cycles.pixel_lanes(s, p) and 1.2 * lanes < folded < 1.3 * lanes and unfolded > 3 * lanes
 
 
 def test_pixel_lanes_at_the_largest_sums(engine):
     """x = -128 or 127 and g = -32768 or alternating +-32767 over the largest batch at a 32 x 32 map,
     3 channels (the stem), and a checkerboard of x: full sums 2^40, predictor sums 2^36, in both
     fields of a packed DSP. The
-    ap build takes 8 images (the same fields, sums 2^35). On the builds with pixel lanes only: the
-    channel sweep's widest sums are tests/test_engine_boundary.py's."""
-    if not engine.lanes or engine.board_name != "zcu104":
-        pytest.skip("the largest sums on the boards that build pixel lanes (the PYNQ-Z2 with lanes forced on: its "
-                    "edges above; the channel sweep's widest sums: test_engine_boundary.py)")
-    n = 8 if engine.variant == "ap" else boards.board(engine.board_name).max_batch
+    ap build takes 8 images (the same fields, sums 2^35). The PYNQ-Z2 runs the stem with its kernel
+    rows in the lanes, whose packed predictor holds neighbouring columns kx, kx + 1 of one row: 8
+    images, the ap build 2 (an image's sweep sums are what the fields split; the widest sums over
+    the full batch are tests/test_engine_boundary.py's, folded too)."""
+    if engine.lanes != boards.pixel_lanes_built(engine.board):
+        pytest.skip("the PYNQ-Z2 with lanes forced on: its edges above")
+    zcu, ap = engine.board_name == "zcu104", engine.variant == "ap"
+    n = (8 if ap else boards.board(engine.board_name).max_batch) if zcu else (2 if ap else 8)
     c, o, h, w, k, s, p = 3, 16, 32, 32, 3, 1, 1
     alternating = np.where(np.arange(h * w).reshape(h, w) % 2, 32767, -32768) * np.ones((n, o, 1, 1), np.int64)
     # a checkerboard of -128 and 127: the two entries of a packed DSP (neighbouring taps) of opposite signs

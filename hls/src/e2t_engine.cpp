@@ -139,6 +139,8 @@ static_assert(2 * AO <= NACC, "a pixel-lane tile's two sums a row have their own
 static_assert(SWEEP_BITS <= 48 && E2T_ACC_WIDE_BITS <= 64, "sums fit the widths");
 static_assert(E2T_MAX_BATCH * XPLANE <= (1 << MBITS) && e2t::COEF_M_BITS + 31 <= e2t::COEF_B_BITS,
               "the per-element ops' sums fit their widths");
+static_assert(E2T_MAX_H * E2T_MAX_W + E2T_MAX_PAD * E2T_MAX_W <= XDEPTH,
+              "a folded plane's rows shifted past its end stay in the x buffer (load_planes)");
 static_assert(XPLANE <= NACC * PB && 3 * XPLANE <= AO * GDEPTH && BW8 <= NACC,
               "a plane fits each copy of the buffers STATS and APPLY borrow (gb: the mask and an int32 b's halves)");
 
@@ -266,6 +268,10 @@ struct Call {
     // and their pairs, groups of up to AI pixels of one output row in the map
     bool pix;
     int ck, ckh, ngr;
+    // CONV_WGRAD's kernel rows in lanes (fold: no pixel lanes, k >= 2, C k <= AI): lane c k + ky
+    // holds input channel c's kernel row ky; p W (the loads' shift), taps a lane (k, else k^2)
+    bool fold;
+    int pw, tl;
 };
 
 Call make_call(const Shape &sh) {
@@ -281,8 +287,9 @@ Call make_call(const Shape &sh) {
     k.img_x = (uint32_t)kmul(k.hw, sh.c);
     k.img_g = (uint32_t)kmul(k.howo, sh.o);
     k.smax = 0;
-    k.pix = false;
-    k.ck = k.ckh = k.ngr = 0;
+    k.pix = k.fold = false;
+    k.ck = k.ckh = k.ngr = k.pw = 0;
+    k.tl = k.kk;
     k.rb = k.nb = k.np_full = k.np_last = k.tot_full = k.tot_last = k.src_step = k.out_step = 0;
     for (int i = 0; i < 4; i++) {
         k.cl_steps[i] = 0;
@@ -387,18 +394,24 @@ LOAD_W:
     }
 }
 
-// Planes [c0, c1) of one image (n pixels a plane, the first at DDR element a0) into skewed banks:
-// channel c, pixel i in bank (c + i) mod BANKS at (c / BANKS) PLANE + i. Whole beats of BEAT
-// elements a cycle when n is a multiple of one. x (AI banks) and g (AO banks) through load_x and
-// load_g, one instance each (ALLOCATION in the top), so that both load at once.
+// Planes of channels [c0, c1) of one image (n elements a channel, channel c0 at DDR element a0)
+// into skewed banks: plane v, pixel i in bank (v + i) mod BANKS at (v / BANKS) PLANE + i. A plane
+// a channel (fk = 1, pw = 0: plane v = c), or for the weight gradient's folded sweep (wg_tile's
+// k.fold: fk = k kernel rows, pw = p W) k planes a channel, v = v0 + (c - c0) k + ky: the channel
+// read again for each row ky, its element j written to pixel i = j + (p - ky) W, the plane's rows
+// shifted by ky - p (those that leave it at the top are not written; those past its end land in
+// the slots above, unused by a fold's C k <= AI planes). Whole beats of BEAT elements a cycle when
+// n is a multiple of one. x (AI banks) and g (AO banks) through load_x and load_g, one instance
+// each (ALLOCATION in the top), so that both load at once.
 template <bool IS_X, typename S, typename T, int BANKS, int LOG_BANKS, int BEAT, int PLANE, int DEPTH>
-void load_planes(const S *src, uint32_t a0, int c0, int c1, int n, T buf[BANKS][DEPTH]) {
+void load_planes(const S *src, uint32_t a0, int c0, int c1, int v0, int n, int fk, int w, int pw,
+                 T buf[BANKS][DEPTH]) {
 #pragma HLS INLINE
     if (c0 >= c1) return;
     const bool beats = n % BEAT == 0;
     const int step = beats ? BEAT : 1;
-    int c = c0, i = 0;
-    uint32_t a = a0;
+    int c = c0, v = v0, ky = 0, j = 0, off = pw;  // element j of the channel, to pixel j + off
+    uint32_t a = a0, ac = a0;                     // DDR: the next element, the channel's first
     if (IS_X) E2T_ENTER(LOAD_X);
     else E2T_ENTER(LOAD_G);
 LOAD_PLANES:
@@ -407,29 +420,41 @@ LOAD_PLANES:
 #pragma HLS LOOP_TRIPCOUNT max = DEPTH / BEAT
         if (IS_X) E2T_TRIP(LOAD_X);
         else E2T_TRIP(LOAD_G);
-        const int base = (c >> LOG_BANKS) * PLANE + i;
+        const int i = j + off, base = (v >> LOG_BANKS) * PLANE + i;
         if (beats) {
-            for (int e = 0; e < BEAT; e++) buf[(c + i + e) & (BANKS - 1)][base + e] = src[a + e];
-        } else {
-            buf[(c + i) & (BANKS - 1)][base] = src[a];
+            for (int e = 0; e < BEAT; e++)
+                if (i + e >= 0) buf[(v + i + e) & (BANKS - 1)][base + e] = src[a + e];
+        } else if (i >= 0) {
+            buf[(v + i) & (BANKS - 1)][base] = src[a];
         }
         a += step;
-        i += step;
-        if (i == n) {
-            i = 0;
-            c++;
+        j += step;
+        if (j == n) {  // the channel's next kernel row (read again), or the next channel
+            j = 0;
+            v++;
+            if (++ky == fk) {
+                ky = 0;
+                c++;
+                ac = a;
+                off = pw;
+            } else {
+                a = ac;
+                off -= w;
+            }
         }
     }
 }
 
-// Planes [c0, c1) of one image of x (the first at DDR element a0).
-void load_x(const int8_t *act, uint32_t a0, int c0, int c1, const Call &k, act_t xb[AI][XDEPTH]) {
-    load_planes<true, int8_t, act_t, AI, LOG_AI, BW8, XPLANE, XDEPTH>(act, a0, c0, c1, k.hw, xb);
+// Channels [c0, c1) of one image of x (channel c0 at DDR element a0), as planes from v0: one a
+// channel, or k a channel in the weight gradient's folded sweep (k.fold).
+void load_x(const int8_t *act, uint32_t a0, int c0, int c1, int v0, const Call &k, act_t xb[AI][XDEPTH]) {
+    load_planes<true, int8_t, act_t, AI, LOG_AI, BW8, XPLANE, XDEPTH>(act, a0, c0, c1, v0, k.hw, k.fold ? k.k : 1,
+                                                                      k.w, k.fold ? k.pw : 0, xb);
 }
 
 // Planes [c0, c1) (relative to the buffer's first channel) of one image of g, from DDR element a0.
 void load_g(const int16_t *grad, uint32_t a0, int c0, int c1, const Call &k, grad_t gb[AO][GDEPTH]) {
-    load_planes<false, int16_t, grad_t, AO, LOG_AO, BW16, GPLANE, GDEPTH>(grad, a0, c0, c1, k.howo, gb);
+    load_planes<false, int16_t, grad_t, AO, LOG_AO, BW16, GPLANE, GDEPTH>(grad, a0, c0, c1, c0, k.howo, 1, 0, 0, gb);
 }
 
 // -- chip -> DDR -------------------------------------------------------------------------------
@@ -744,16 +769,28 @@ void wg_tile(const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH], acc_wide_t
 #pragma HLS ARRAY_PARTITION variable = lb complete dim = 0
 #pragma HLS ARRAY_PARTITION variable = sh complete dim = 0
     const bool pred = j.pred;
-    const int steps = j.flush_only ? 0 : pred ? (k.kk + 1) >> 1 : k.kk, L = imax(k.howo, DMIN_W);
+    const int steps = j.flush_only ? 0 : pred ? (k.tl + 1) >> 1 : k.tl, L = imax(k.howo, DMIN_W);
     const int FL = pred ? 2 * AI : AI;
     const int slot = j.cg * XPLANE;
+    // folded (k.fold): lane l is (c, ky) = (l / k, l mod k), its plane input channel c shifted by
+    // ky - p rows (load_planes), so the lanes read one address, the step's tap (p, kx) of a plane
+    // whose rows start at the output row's: lane l's own row is iy + ky - p
+    int lky[AI];
+#pragma HLS ARRAY_PARTITION variable = lky complete dim = 0
+    for (int l = 0, ky = 0; l < AI; l++) {
+        lky[l] = ky;
+        if (++ky == k.k) ky = 0;
+    }
     // where the chain's sums go: the previous sweep's tap(s) in this tile, or the pending ones
     int fl_base = pend_base, fl_tap = pend_tap;
     bool fl_on = pend, fl_first = pend_first;
-    // tap a (full: the step's; predictor: 2 st) and tap b = a + 1 (predictor only)
+    int fc = 0, fky = 0, fkk = 0;  // folded: the flushed lane's (c, ky) and ky k
+    // tap a (full: the step's; predictor: 2 st) and tap b = a + 1 (predictor only); folded, the
+    // kernel row stays p (the lanes hold the rows) and the taps are a row's kx
+    const int kh0 = k.fold ? k.p : 0;
     int st = 0, p = 0, xo = 0;
-    int kha = 0, kwa = 0, khb = k.k > 1 ? 0 : 1, kwb = k.k > 1 ? 1 : 0;
-    int iya = -k.p, ixa = -k.p, rba = small_mul(-k.p, k.w);
+    int kha = kh0, kwa = 0, khb = k.k > 1 ? kh0 : 1, kwb = k.k > 1 ? 1 : 0;
+    int iya = kha - k.p, ixa = -k.p, rba = small_mul(kha - k.p, k.w);
     int iyb = khb - k.p, ixb = kwb - k.p, rbb = small_mul(khb - k.p, k.w);
     E2T_ENTER(WG_SWEEP);
 WG_SWEEP:
@@ -762,22 +799,37 @@ WG_SWEEP:
 #pragma HLS LOOP_TRIPCOUNT max = KK * GPLANE
         E2T_TRIP(WG_SWEEP);
         if (fl_on && p < FL) {  // flush lane p of every row, from the previous sweep
-            const int tap = fl_tap + (pred && p >= AI ? 1 : 0);
-            const int idx = fl_base + (tap << LOG_AI) + (p & (AI - 1));
+            const int tap = fl_tap + (pred && p >= AI ? 1 : 0), q = p & (AI - 1);
+            if (q == 0) {
+                fc = 0;
+                fky = 0;
+                fkk = 0;
+            }
+            const int idx = fl_base + (k.fold ? ((fkk + tap) << LOG_AI) + fc : (tap << LOG_AI) + q);
             for (int r = 0; r < AO; r++) {
                 const sweep_t v = sh[r][0];
-                if (tap < k.kk) gs[r][idx] = fl_first ? (acc_wide_t)v : (acc_wide_t)(gs[r][idx] + v);
+                if (tap < k.tl) gs[r][idx] = fl_first ? (acc_wide_t)v : (acc_wide_t)(gs[r][idx] + v);
                 for (int e = 0; e + 1 < 2 * AI; e++) sh[r][e] = sh[r][e + 1];
+            }
+            if (++fky == k.k) {
+                fky = 0;
+                fkk = 0;
+                fc++;
+            } else {
+                fkk += k.k;
             }
         }
         if (st < steps && p < k.howo) {
-            const bool va = iya >= 0 && iya < k.h && ixa >= 0 && ixa < k.w;
-            const bool vb = pred && (st << 1) + 1 < k.kk && iyb >= 0 && iyb < k.h && ixb >= 0 && ixb < k.w;
+            bool rok[E2T_MAX_K];  // folded: the rows iy + ky - p of the lanes' kernel rows ky fall on x
+            for (int d = 0; d < E2T_MAX_K; d++) rok[d] = iya + d - k.p >= 0 && iya + d - k.p < k.h;
+            const bool ra = iya >= 0 && iya < k.h, rb = iyb >= 0 && iyb < k.h;
+            const bool ca = ixa >= 0 && ixa < k.w, cb = pred && (st << 1) + 1 < k.tl && ixb >= 0 && ixb < k.w;
             const int ia = rba + ixa, ib = rbb + ixb;
             mul_a_t A[AO][AI];
             mul_b_t B[AO][AI];
             mul_p_t P[AO][AI];
             for (int l = 0; l < AI; l++) {
+                const bool va = ca && (k.fold ? rok[lky[l]] : ra), vb = cb && (k.fold ? rok[lky[l]] : rb);
                 const int xa = va ? E2T_INT(xb[(l + ia) & (AI - 1)][slot + ia]) : 0;
                 const int xv = vb ? E2T_INT(xb[(l + ib) & (AI - 1)][slot + ib]) : 0;
                 const int av = pred ? e2t::msb((int8_t)xa) * (1 << 20) + e2t::msb((int8_t)xv) : xa;
@@ -813,11 +865,11 @@ WG_SWEEP:
             st++;
             for (int adv = 0; adv < 2; adv++) {
                 if (adv == 1 && !pred) break;
-                if (++kwa == k.k) {
+                if (++kwa == k.k && !k.fold) {
                     kwa = 0;
                     kha++;
                 }
-                if (++kwb == k.k) {
+                if (++kwb == k.k && !k.fold) {
                     kwb = 0;
                     khb++;
                 }
@@ -1094,11 +1146,11 @@ void band_step(int px, int pa, bool ld, bool dr, const int8_t *act, const int16_
 #pragma HLS INLINE
     const uint32_t plane = FWD ? (uint32_t)k.howo : (uint32_t)k.hw;
     if (px == 0) {
-        if (ld && FWD) load_x(act, sl, c0, c1, k, xb1);
+        if (ld && FWD) load_x(act, sl, c0, c1, c0, k, xb1);
         if (ld && !FWD) load_g(grad, sl, c0, c1, k, gb1);
         array_and_drain(pa, dr, xb0, gb0, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat, wm, ac0, ac1, gs, dsh);
     } else {
-        if (ld && FWD) load_x(act, sl, c0, c1, k, xb0);
+        if (ld && FWD) load_x(act, sl, c0, c1, c0, k, xb0);
         if (ld && !FWD) load_g(grad, sl, c0, c1, k, gb0);
         array_and_drain(pa, dr, FWD ? xb1 : xb0, FWD ? gb0 : gb1, j, k, out, d_at, plane, d_nch, d_npix, r, beats, sat,
                         wm, ac0, ac1, gs, dsh);
@@ -1131,7 +1183,7 @@ void band_steps(const int8_t *act, const int16_t *grad, int32_t *out, const Call
     const uint32_t in_img = FWD ? k.img_x : k.img_g, out_img = FWD ? k.img_g : k.img_x;
     const bool beats = (FWD ? k.wo : k.w) % BW32 == 0;
     const int base0 = FWD ? -(int)kmul(k.p, k.w) : 0;  // forward: (0 s - pad) W
-    if (FWD) load_x(act, 0, 0, k.c, k, xb0);
+    if (FWD) load_x(act, 0, 0, k.c, 0, k, xb0);
     else load_g(grad, 0, 0, k.o, k, gb0);
     uint32_t img_in = 0, img_out = 0, d_at = 0;
     int pa = 0, d_nch = 0, d_npix = 0;
@@ -1231,14 +1283,15 @@ WG_COUNT:
     if (ntile == 0) return;
     const int psx = kdiv_ceil(k.c, ntile), psg = kdiv_ceil(gch, ntile);
     const uint32_t psx_e = (uint32_t)kmul(psx, k.hw), psg_e = (uint32_t)kmul(psg, k.howo);
-    const int steps = pred ? (k.kk + 1) >> 1 : k.kk;
+    const int psv = k.fold ? (int)kmul(psx, k.k) : psx;  // x planes of a slice
+    const int steps = pred ? (k.tl + 1) >> 1 : k.tl;
     // sweep trips of a tile: taps x max(Ho Wo, DMIN_W), or (pixel lanes) groups x max(entries, HALF)
     const int total = k.pix ? (int)kmul(k.ngr, imax(WGP_PACK && pred ? k.ckh : k.ck, HALF))
                             : (int)kmul(steps, imax(k.howo, DMIN_W));
     const int tile_e = k.kk << LOG_AI;  // G store entries of one tile, in each row
     const int mode = k.pix ? U_WGP : U_WG, tstep = k.pix ? k.ck : tile_e;  // pixel lanes: sums in ac0
     const uint32_t g_first = (uint32_t)kmul(og0 * AO, k.howo);
-    load_x(act, 0, 0, k.c, k, xb0);
+    load_x(act, 0, 0, k.c, 0, k, xb0);
     load_g(grad, g_first, 0, gch, k, gb0);
     uint32_t img_x = 0, img_g = g_first, none = 0;
 WG_IMAGE:
@@ -1246,7 +1299,7 @@ WG_IMAGE:
 #pragma HLS LOOP_TRIPCOUNT max = E2T_MAX_BATCH
         const bool next = n + 1 < k.n;
         uint32_t slx = img_x + k.img_x, slg = img_g + k.img_g;
-        int cx = 0, cl = 0, gsbase = 0;
+        int cx = 0, cv = 0, cl = 0, gsbase = 0;
     WG_TILE_O:
         for (int og = og0; og < og1; og++)
         WG_TILE_C:
@@ -1257,17 +1310,18 @@ WG_IMAGE:
                     const int cx1 = imin(k.c, cx + psx), cl1 = imin(gch, cl + psg);
                     const bool ldx = next && cx < cx1, ldg = next && cl < cl1;
                     if ((n & 1) == 0) {
-                        if (ldx) load_x(act, slx, cx, cx1, k, xb1);
+                        if (ldx) load_x(act, slx, cx, cx1, cv, k, xb1);
                         if (ldg) load_g(grad, slg, cl, cl1, k, gb1);
                         array_unit(j, k, xb0, gb0, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
                     } else {
-                        if (ldx) load_x(act, slx, cx, cx1, k, xb0);
+                        if (ldx) load_x(act, slx, cx, cx1, cv, k, xb0);
                         if (ldg) load_g(grad, slg, cl, cl1, k, gb0);
                         array_unit(j, k, xb1, gb1, wm, dsh, ac0, gs, 0, 0, 0, 0, none);
                     }
                     if (ldx) slx += psx_e;
                     if (ldg) slg += psg_e;
                     cx = cx1;
+                    cv += psv;
                     cl = cl1;
                 }
                 gsbase += tstep;
@@ -1376,6 +1430,15 @@ void conv_wgrad(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
         k.ckh = (k.ck + 1) >> 1;
         k.ngr = (int)kmul(k.ho, (k.wo + AI - 1) >> LOG_AI);
         gr = imin(gr, kdiv_ceil(PB - k.ck + 1, k.ck));
+    }
+    // the kernel rows in lanes, where the pixel lanes do not run and C k lanes fit the array (the
+    // stem's on the 64-bit boards: 9 of 16 lanes, 3 sweeps instead of 9): lane c k + ky sweeps input
+    // channel c's kernel row ky, its plane shifted by the loads (load_planes), so that every lane
+    // still reads one address
+    if (!k.pix && k.k >= 2 && kmul(k.c, k.k) <= AI) {
+        k.fold = true;
+        k.pw = (int)kmul(k.p, k.w);
+        k.tl = k.k;
     }
     static bool none[GSLOTS][XSLOTS];
     int64_t gmax = 0;

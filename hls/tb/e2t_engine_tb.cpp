@@ -509,6 +509,7 @@ void conv_cases(Checker &ck, Buffers &b, Rng &rng) {
         {1, 5, 3, 8, 8, 1, 2, 0},    // 1x1, stride 2
         {1, 3, 4, 6, 5, 3, 1, 0},    // 3x3 without padding
         {2, 4, 3, 5, 6, 1, 1, 1},    // 1x1 with padding (a border of zeros in the output)
+        {2, 3, 16, 8, 8, 3, 1, 1},   // the stem's: C k <= AI, the weight gradient's kernel rows in lanes
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) shapes.push_back(fixed[i]);
     for (int i = 0; i < 2; i++) {  // random shapes

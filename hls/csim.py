@@ -15,6 +15,7 @@ load half a library. A refusal or a failed build is host.engine.driver's EngineE
 """
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import fcntl
 import functools
@@ -105,8 +106,10 @@ def _steps(variant: str, cfg_dir: str, out: str, cxx: str = CXX, exe_main: str |
         steps.append(base + ["-I", fast, "-O3", "-fopenmp", "-c", f"-DE2T_FAST_NS=e2t_fast_{name}", *flags, *tune,
                              os.path.join(fast, "e2t_fast_ops.cpp"), "-o", obj])
         objs.append(obj)
+    top = f"{out}.top.o"
+    steps.append(base + ["-O2", "-fopenmp", "-c", os.path.join(fast, "e2t_fast.cpp"), "-o", top])
     link = ["-shared"] if exe_main is None else [exe_main]
-    steps.append(base + ["-O2", "-fopenmp", *link, os.path.join(fast, "e2t_fast.cpp"), *objs, "-o", out])
+    steps.append(base + ["-O2", "-fopenmp", *link, top, *objs, "-o", out])
     return steps
 
 
@@ -136,11 +139,20 @@ def _native_target(steps: list[list[str]], cxx: str) -> bytes:
 
 
 def _run_steps(what: str, steps: list[list[str]], cxx: str) -> None:
-    for cmd in steps:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise EngineError(f"building {what} failed:\n{' '.join(cmd)}\n{done.stderr[-4000:]}")
-        if "-c" in cmd:
+    """Run a build's commands: the object compiles (``-c``) side by side, as many at once as this
+    machine has CPUs, then the rest in order; each CPU path's object is checked for shared code."""
+    objs, rest = [c for c in steps if "-c" in c], [c for c in steps if "-c" not in c]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(objs), os.cpu_count() or 1))) as pool:
+        done = list(pool.map(lambda cmd: (cmd, subprocess.run(cmd, capture_output=True, text=True)), objs))
+    for cmd in rest if all(run.returncode == 0 for _, run in done) else []:
+        done.append((cmd, subprocess.run(cmd, capture_output=True, text=True)))
+        if done[-1][1].returncode != 0:
+            break
+    for cmd, run in done:
+        if run.returncode != 0:
+            raise EngineError(f"building {what} failed:\n{' '.join(cmd)}\n{run.stderr[-4000:]}")
+    for cmd in objs:
+        if any(a.startswith("-DE2T_FAST_NS=") for a in cmd):
             _no_shared_code(cmd[-1], cxx)
 
 
@@ -428,6 +440,9 @@ class Engine:
         return z, ports["stats"], st
 
 
+RUNNER_MAIN = os.path.join(HERE, "fast", "e2t_fast_runner.cpp")  # RunnerEngine's program around the fast build
+
+
 class RunnerEngine(Engine):
     """The fast build as a separate program (hls/fast/e2t_fast_runner.cpp) driven over pipes,
     with Engine's interface: for a build Python cannot load, such as the aarch64 one under
@@ -436,8 +451,7 @@ class RunnerEngine(Engine):
     def __init__(self, cxx: str, prefix: list[str] = (), board: str = boards.DEFAULT_BOARD, log=None,
                  cpu_path: str = "auto"):
         self.variant, self.board, self.cpu_path = "fast", boards.board(board), cpu_path
-        runner = os.path.join(HERE, "fast", "e2t_fast_runner.cpp")
-        self.path = build("fast", board, log, cxx=cxx, exe_main=runner)
+        self.path = build("fast", board, log, cxx=cxx, exe_main=RUNNER_MAIN)
         names = ["auto", *FAST_PATHS.get(target_arch(cxx), {"scalar": []})]
         if cpu_path not in names:
             raise EngineError(f"CPU path '{cpu_path}' is unknown for {target_arch(cxx)} (known: {', '.join(names)})")

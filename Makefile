@@ -35,11 +35,9 @@ test-tools:
 	  || echo "make: could not install$$missing; the tests that need them will be skipped"; \
 	else echo "make: missing Debian packages$$missing (apt-get install$$missing); the tests that need them will be skipped"; fi
 
-# The engine builds the tests use compile in the background (tests/prebuild.py) while the first tests run.
+# Two workers (pytest-xdist), a test file each at a time: tests/conftest.py keeps each on one core.
 test: $(STAMP) test-tools
-	@$(PY) tests/prebuild.py & pre=$$!; \
-	$(PY) -m pytest -q --durations=15; rc=$$?; \
-	kill $$pre 2>/dev/null; wait $$pre 2>/dev/null; exit $$rc
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 # The overlay (e2t.bit + e2t.hwh in bitstreams/$(BOARD)/) with Vitis HLS and Vivado (docs/bitstream.md).
 BOARD ?= pynq-z2

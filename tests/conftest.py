@@ -6,6 +6,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# `make test` runs two pytest workers (pytest-xdist), one a core: each keeps torch's and the BLAS's
+# work on one thread, so that the two do not fight over the cores. The fast engine keeps its OpenMP
+# threads (its threaded paths are under test; idle ones sleep, hls/csim.py).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def kill_in_epoch_2(trainer_class, monkeypatch):
     """Make ``trainer_class``'s runs stop (KeyboardInterrupt) as their second epoch starts;

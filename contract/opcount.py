@@ -124,7 +124,8 @@ def layer_ops(g: LayerGeom, n: int, p: Precision, psg_stats: dict | None = None,
             add_count(acc, "bwd_w_full", conv.width("bwd_w_full"), macs,
                  x_el * conv.bytes_x() + y_el * conv.bytes_g() + g.weights * out_bytes)
     if update and g.trains:
-        per_weight = 16.0 + (0.25 if conv.psg else 4.0)  # master + momentum in and out, + gradient
+        # master + momentum in and out, + the gradient: PSG's signs as the engine's sgn port reads them (int8)
+        per_weight = 16.0 + (1.0 if conv.psg else 4.0)
         add_count(acc, "update", conv.width("update"), 3 * g.weights, g.weights * per_weight)
     return acc
 

@@ -778,6 +778,7 @@ void wg_tile(const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH], acc_wide_t
     int lky[AI];
 #pragma HLS ARRAY_PARTITION variable = lky complete dim = 0
     for (int l = 0, ky = 0; l < AI; l++) {
+#pragma HLS UNROLL
         lky[l] = ky;
         if (++ky == k.k) ky = 0;
     }

@@ -30,6 +30,8 @@ F64 = torch.float64
 
 def rshift_round(v: torch.Tensor, s) -> torch.Tensor:
     """floor(v / 2**s + 1/2) for s > 0, v * 2**-s for s <= 0 (s broadcasts)."""
+    if isinstance(s, int):  # one shift for the whole tensor: no shift tensors
+        return (v + (1 << (s - 1))) >> s if s > 0 else v << -s
     s = torch.as_tensor(s, dtype=torch.int64)
     pos = s.clamp(min=0)
     half = torch.where(pos > 0, torch.ones_like(pos) << (pos - 1).clamp(min=0), torch.zeros_like(pos))
@@ -109,12 +111,21 @@ def conv_bwd_data(g_q, w_q, e, stride, pad, in_shape) -> tuple[torch.Tensor, int
 
 
 def conv_wgrad(x_q, g_q, w_shape, stride, pad) -> torch.Tensor:
-    """Exact sum over batch and positions, as a batched im2col product in float64
-    (about 10x faster on CPU than torch's float64 conv weight gradient)."""
+    """Exact sum over batch and positions, a tap at a time: one float64 product of g (O x N Ho Wo)
+    and the tap's window of x (N Ho Wo x C). Every partial sum is an integer below 2**53 (|x g| <=
+    2**22, fewer than 2**31 terms), so any order of summation gives the same integers (on ResNet-8's
+    digits three times faster on CPU than a batched im2col product, which was ten times faster
+    than torch's float64 conv weight gradient)."""
     o, c, k, _ = w_shape
-    cols = F.unfold(x_q.to(F64), k, padding=pad, stride=stride)  # N, C*k*k, L
-    per_sample = torch.bmm(g_q.to(F64).flatten(2), cols.transpose(1, 2))  # N, O, C*k*k
-    return per_sample.sum(0).to(torch.int64).view(o, c, k, k)
+    ho, wo = g_q.shape[2], g_q.shape[3]
+    xp = F.pad(x_q.to(F64), (pad, pad, pad, pad))
+    g2 = g_q.to(F64).transpose(0, 1).reshape(o, -1)  # O, N Ho Wo
+    out = torch.empty(o, c, k, k, dtype=F64)
+    for ky in range(k):
+        for kx in range(k):
+            win = xp[:, :, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
+            out[:, :, ky, kx] = g2 @ win.transpose(0, 1).reshape(c, -1).T
+    return out.to(torch.int64)
 
 
 def psg_select(g_msb, full, T=None, R=None) -> tuple[torch.Tensor, torch.Tensor]:

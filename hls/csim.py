@@ -440,9 +440,6 @@ class Engine:
         return z, ports["stats"], st
 
 
-RUNNER_MAIN = os.path.join(HERE, "fast", "e2t_fast_runner.cpp")  # RunnerEngine's program around the fast build
-
-
 class RunnerEngine(Engine):
     """The fast build as a separate program (hls/fast/e2t_fast_runner.cpp) driven over pipes,
     with Engine's interface: for a build Python cannot load, such as the aarch64 one under
@@ -451,7 +448,8 @@ class RunnerEngine(Engine):
     def __init__(self, cxx: str, prefix: list[str] = (), board: str = boards.DEFAULT_BOARD, log=None,
                  cpu_path: str = "auto"):
         self.variant, self.board, self.cpu_path = "fast", boards.board(board), cpu_path
-        self.path = build("fast", board, log, cxx=cxx, exe_main=RUNNER_MAIN)
+        runner = os.path.join(HERE, "fast", "e2t_fast_runner.cpp")
+        self.path = build("fast", board, log, cxx=cxx, exe_main=runner)
         names = ["auto", *FAST_PATHS.get(target_arch(cxx), {"scalar": []})]
         if cpu_path not in names:
             raise EngineError(f"CPU path '{cpu_path}' is unknown for {target_arch(cxx)} (known: {', '.join(names)})")

@@ -75,20 +75,21 @@ def rules_work(call: dict) -> dict:
     return hostops.bncoef_work(call["shape"][1], RULES[call["op"], call["phase"]])
 
 
-def conv_streams(s: cycles.ConvShape, op: str) -> tuple[int, int]:
-    """DDR bytes (read on gmem_rd, written on gmem_wr) of one conv call as the kernel moves them:
-    forward x, W in and int32 y out; backward g, W, shifts in and int32 g_x out; the weight
-    gradient (PSG's worst case: the predictor's pass, then every tile again) x and g twice in,
-    its G (int64) written back twice and the signs out."""
+def conv_streams(s: cycles.ConvShape, op: str) -> tuple[int, int, int]:
+    """DDR bytes of one conv call as the kernel moves them, a channel each (hls/regmap.py's
+    bundles): read on gmem_rd, read on gmem_wr (x), written on gmem_wr. Forward: W in, x in, int32
+    y out; backward: g, W, shifts in, int32 g_x out; the weight gradient (PSG's worst case: the
+    predictor's pass, then every tile again): g twice in, x twice and its G (int64) read back twice
+    (decide, signs), G written twice and the signs out."""
     x, y, wts = s.n * s.c * s.h * s.w, s.n * s.o * s.ho * s.wo, s.o * s.c * s.k * s.k
-    return {"conv_fwd": (x + wts, 4 * y), "conv_bwd_data": (2 * y + wts + s.o, 4 * x),
-            "conv_wgrad": (2 * (x + 2 * y), 2 * 8 * wts + wts)}[op]
+    return {"conv_fwd": (wts, x, 4 * y), "conv_bwd_data": (2 * y + wts + s.o, 0, 4 * x),
+            "conv_wgrad": (2 * 2 * y, 2 * x + 2 * 8 * wts, 2 * 8 * wts + wts)}[op]
 
 
 def roofline(b, batch: int, em) -> list[dict]:
     """Each 3 x 3 conv shape's ops: their roofline (the array at its peak for the op; the DDR: the
-    busier bundle at a beat a cycle, all bytes at the board's sustained bandwidth; whichever is
-    slowest) as a share of their modeled cycles."""
+    busiest of the bundles' three channels at a beat a cycle, all bytes at the board's sustained
+    bandwidth; whichever is slowest) as a share of their modeled cycles."""
     per_cycle = em.ddr_bytes_per_s / (b.clock_mhz * 1e6)
     rows = []
     for label, count, s, ests in cycles.resnet20(b, batch):
@@ -97,8 +98,8 @@ def roofline(b, batch: int, em) -> list[dict]:
         row = {"layer": label, "count": count}
         for e in ests:
             if e.op != "update":
-                rd, wr = conv_streams(s, e.op)
-                ddr = max(max(rd, wr) / (b.axi_bits / 8), (rd + wr) / per_cycle)
+                streams = conv_streams(s, e.op)
+                ddr = max(max(streams) / (b.axi_bits / 8), sum(streams) / per_cycle)
                 row[e.op] = {"share": max(e.busy, ddr) / e.cycles, "bound": "array" if e.busy >= ddr else "DDR"}
         rows.append(row)
     return rows

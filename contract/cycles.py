@@ -322,6 +322,14 @@ def tap_rows(s: ConvShape, b: Board) -> bool:
     return not pixel_lanes(s, b) and s.k >= 2 and s.c * s.k <= b.array_i
 
 
+def spare_lanes(s: ConvShape, b: Board) -> bool:
+    """Whether the folded sweep's full pass puts kernel column k - 1 in its spare lanes (the
+    kernel's k.sp): lanes C k.. through the predictor's port B, m = floor((AI - C k) / k) channels'
+    k rows a sweep, enough for all C in the k - 1 sweeps of the other columns ((k - 1) m >= C)."""
+    m = (b.array_i - s.c * s.k) // s.k if tap_rows(s, b) else 0
+    return m >= 1 and (s.k - 1) * m >= s.c
+
+
 def _load_x(tr: Trace, g: _Geo, s: ConvShape, c0: int, c1: int, fold: bool) -> int:
     """load_x of channels [c0, c1): folded, each channel read k times (once a kernel row)."""
     return _load(tr, "LOAD_X", (c1 - c0) * (s.k if fold else 1), s.h * s.w, g.bw8)
@@ -343,7 +351,7 @@ def _wg_groups(g: _Geo, s: ConvShape, pix: bool = False):
 
 
 def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, only=None, pix: bool = False,
-             fold: bool = False) -> int:
+             fold: bool = False, spare: bool = False) -> int:
     ncg = _ceil(s.c, g.ai)
     gch = min(s.o, og1 * g.ao) - og0 * g.ao
     howo = s.ho * s.wo
@@ -355,9 +363,10 @@ def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, o
     psx, psg = _ceil(s.c, ntile), _ceil(gch, ntile)
     cycles += _kdiv(tr, 2) + _kmul(tr, 2) + _kmul(tr, 2)  # psx, psg; psx_e, psg_e; total, g_first
     cycles += _kmul(tr) if fold else 0                   # the x planes of a slice
-    cycles += _load_x(tr, g, s, 0, s.c, fold) + _load(tr, "LOAD_G", gch, howo, g.bw16)
+    # x on the write bundle's read channel, g on the read bundle: the two load at once
+    cycles += max(_load_x(tr, g, s, 0, s.c, fold), _load(tr, "LOAD_G", gch, howo, g.bw16))
     taps = s.k if fold else s.k * s.k                    # a lane's taps
-    steps = (taps + 1) // 2 if pred else taps
+    steps = (taps + 1) // 2 if pred else taps - 1 if spare else taps
     total = steps * max(howo, g.dmin_w)
     if pix:  # groups of up to AI pixels of a row, max(entries or pairs, AI / 2) cycles each
         ck, ckh = _ck(s)
@@ -367,8 +376,8 @@ def _wg_pass(tr: Trace, g: _Geo, s: ConvShape, og0: int, og1: int, pred: bool, o
         c = cx = cl = 0
         for _ in chosen:
             cx1, cl1 = min(s.c, cx + psx), min(gch, cl + psg)
-            load = ((_load_x(t, g, s, cx, cx1, fold) if nxt and cx < cx1 else 0)
-                    + (_load(t, "LOAD_G", cl1 - cl, howo, g.bw16) if nxt and cl < cl1 else 0))
+            load = max(_load_x(t, g, s, cx, cx1, fold) if nxt and cx < cx1 else 0,
+                       _load(t, "LOAD_G", cl1 - cl, howo, g.bw16) if nxt and cl < cl1 else 0)
             if pix:  # the first group's g, then the groups
                 comp = t.loop("WGP_GPRE", g.half, "wpre") + t.loop("WGP_SWEEP", total, "wgp") + CALL
             else:
@@ -412,16 +421,16 @@ def conv_wgrad(s: ConvShape, b: Board, psg: bool = False, recomputed: int | None
     ones row by row; all when not given: the worst case) and the signs."""
     tr, g = tr or Trace(), _Geo(b)
     nog, ncg = _ceil(s.o, g.ao), _ceil(s.c, g.ai)
-    pix, fold = pixel_lanes(s, b), tap_rows(s, b)
+    pix, fold, spare = pixel_lanes(s, b), tap_rows(s, b), spare_lanes(s, b)
     cycles = _check("wgrad", s) + _make_call(tr) + _kdiv(tr)
     if pix:  # C k^2, the groups of the map; the tiles a pass
         cycles += _kmul(tr, 2) + _kdiv(tr)
-    if not pix and s.k >= 2:  # C k, and folded p W
-        cycles += _kmul(tr, 2 if fold else 1)
+    if not pix and s.k >= 2:  # C k, and folded p W, the spare lanes' m (a division) and m k, (k - 1) m
+        cycles += _kmul(tr, 4 if fold else 1) + (_kdiv(tr) if fold else 0)
     groups = _wg_groups(g, s, pix)
     for og0, og1 in groups:
         rows_o = min(s.o, og1 * g.ao) - og0 * g.ao
-        cycles += _wg_pass(tr, g, s, og0, og1, psg, pix=pix, fold=fold)
+        cycles += _wg_pass(tr, g, s, og0, og1, psg, pix=pix, fold=fold, spare=spare)
         cycles += _kmul(tr, 3) + _entries_loop(tr, g, s, "WG_WRITEBACK", rows_o, "wr")
     if not psg:
         return cycles
@@ -429,10 +438,10 @@ def conv_wgrad(s: ConvShape, b: Board, psg: bool = False, recomputed: int | None
     only = _recomputed_tiles(g, s, b, recomputed)
     cycles += tr.loop("RATIO", 17, "small") + 1  # + the flags cleared (registers, one cycle)
     cycles += _kmul(tr, 2) + _entries_loop(tr, g, s, "PSG_DECIDE", s.o, "rd")
-    cycles += _kmul(tr) + tr.loop("PSG_COUNT", tiles(s, b), "small") + tr.loop("PSG_AFLAG", nog * ncg, "small")
+    cycles += _kmul(tr) + tr.loop("PSG_AFLAG", nog * ncg, "small")
     for og0, og1 in groups:
         rows_o = min(s.o, og1 * g.ao) - og0 * g.ao
-        cycles += _wg_pass(tr, g, s, og0, og1, False, only, pix, fold)
+        cycles += _wg_pass(tr, g, s, og0, og1, False, only, pix, fold, spare)
         cycles += _kmul(tr, 2) + _entries_loop(tr, g, s, "PSG_SIGN", rows_o, "rd")
     return cycles
 
@@ -475,9 +484,10 @@ def _apply_field(mode: int, name: str) -> str:
 
 
 def elementwise_streams(op: str, mode: int) -> tuple[tuple, tuple]:
-    """Bytes per element of each DDR stream of a STATS or APPLY call: (reads on gmem_rd, writes on
-    gmem_wr). STATS: src1 and, PRODUCT (mode 1), src2; APPLY: src1, its second source, MASK's
-    int8 mask, and the output the OUT field names."""
+    """Bytes per element of each DDR stream of a STATS or APPLY call: (reads, writes on gmem_wr).
+    STATS: src1 and, PRODUCT (mode 1), src2; APPLY: src1, its second source (src2, or act: on
+    gmem_wr's read channel), MASK's int8 mask, and the output the OUT field names. The other reads
+    are on gmem_rd."""
     if op == "stats":
         if mode not in (0, 1):
             raise E2TError(f"STATS mode {mode}: the engine refuses it (0 SQUARE, 1 PRODUCT)")
@@ -506,15 +516,18 @@ def _plane_run(p: int, size: int, b: Board) -> int:
 
 
 def elementwise_beats(op: str, n: int, c: int, h: int, w: int, mode: int, b: Board) -> int:
-    """The streams' bound on a STATS or APPLY pass: the beats of the busier bundle (gmem_rd's
-    streams add up, gmem_wr's too, the two run at once; APPLY's plane statistics on gmem_wr):
-    what a pass whose loads, sweep and stores all overlapped would take. The kernel overlaps a
-    plane's loads with the previous plane's sweep and store (``elementwise_cycles``)."""
+    """The streams' bound on a STATS or APPLY pass: the beats of the busiest channel (gmem_rd's
+    reads add up; gmem_wr's reads, act, and its writes, the output and APPLY's plane statistics;
+    the three run at once): what a pass whose loads, sweep and stores all overlapped would take.
+    The kernel overlaps a plane's loads with the previous plane's sweep and store
+    (``elementwise_cycles``)."""
     reads, writes = elementwise_streams(op, mode)
     planes, p = n * c, h * w
-    rd = planes * sum(_plane_run(p, size, b) for size in reads)
+    act = op == "apply" and _apply_field(mode, "SRC2") == "INT8"  # reads[1]: act, on gmem_wr
+    rd = planes * sum(_plane_run(p, size, b) for i, size in enumerate(reads) if not (act and i == 1))
+    rd_wr = planes * _plane_run(p, 1, b) if act else 0
     wr = planes * (sum(_plane_run(p, size, b) for size in writes) + (PLANE_STATS if op == "apply" else 0))
-    return max(rd, wr)
+    return max(rd, rd_wr, wr)
 
 
 def elementwise_cycles(op: str, n: int, c: int, h: int, w: int, mode: int, b: Board,
@@ -523,7 +536,7 @@ def elementwise_cycles(op: str, n: int, c: int, h: int, w: int, mode: int, b: Bo
     per_element runs it: the checks (APPLY: coef_ok, its 3 C coefficients one a cycle), APPLY's
     coefficients (COEF_LOAD, one int64 a trip), the plane's size P = H W (kmul); the first plane's
     loads (elem_load: ELEM_LOAD32, src1 and an int32 src2; ELEM_LOAD8, act and mask; one after the
-    other on the read bundle); then a step a plane: the next plane's loads into the idle copy at
+    other); then a step a plane: the next plane's loads into the idle copy at
     the same time as this plane's sweep (elem_plane: ELEM_SWEEP, AXI / 32 lanes a trip) and, APPLY,
     its store (elem_store: ELEM_STORE and the three plane sums, single writes) after it, the step
     as long as the longer of the two plus the plane's state (its coefficients, STATS's channel

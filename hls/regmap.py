@@ -109,11 +109,13 @@ def offsets() -> dict[str, int]:
     return out
 
 
-# The engine's two AXI masters (docs/engine.md): what the kernel reads (activations, weights,
-# shifts, gradients, master weights) on one, what it writes (outputs, signs, weight gradients,
-# momentum) on the other, each one HP port's worth of beats (board axi_bits). A buffer an op both
-# reads and writes stays on one bundle (master and mom in place, scratch and sgn read back).
-M_AXI_BUNDLES = {"act": "gmem_rd", "wgt": "gmem_rd", "wshift": "gmem_rd", "grad": "gmem_rd", "master": "gmem_rd",
+# The engine's two AXI masters (docs/engine.md): what the kernel reads (weights, shifts,
+# gradients, master weights, the per-element sources) on one, what it writes (outputs, signs,
+# weight gradients, momentum) on the other, each one HP port's worth of beats (board axi_bits)
+# a direction. A buffer an op both reads and writes stays on one bundle (master and mom in place,
+# scratch and sgn read back). The activations are read on the write bundle's read channel, idle
+# but for PSG's and UPDATE's read-backs: CONV_WGRAD loads x and g at once, each on its own port.
+M_AXI_BUNDLES = {"act": "gmem_wr", "wgt": "gmem_rd", "wshift": "gmem_rd", "grad": "gmem_rd", "master": "gmem_rd",
                  "out": "gmem_wr", "sgn": "gmem_wr", "scratch": "gmem_wr", "mom": "gmem_wr",
                  "src1": "gmem_rd", "src2": "gmem_rd", "mask": "gmem_rd", "coef": "gmem_rd",
                  "dst8": "gmem_wr", "dst16": "gmem_wr", "stats": "gmem_wr"}

@@ -41,11 +41,11 @@ BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 LUTRAM_BITS = 1024            # banks below this go to LUT-RAM or registers
 PRODUCT = (25, 18)            # pe_array's operands: A / pre-adder port x B port
 ARRAY_WAYS = 3                # sources a port bit of the array muxes: weights / activations / update pieces
-M_AXI_BUNDLES = 2             # gmem_rd (reads, in-place master) and gmem_wr (writes, mom, scratch, sgn)
+M_AXI_BUNDLES = 2             # gmem_rd (reads, in-place master) and gmem_wr (writes, mom, scratch, sgn; reads act)
 BRAM18_PER_M_AXI = 2          # read and write burst buffers of one adapter
 LUT_PER_M_AXI, FF_PER_M_AXI = 1200, 1800
 LUT_CONTROL, FF_CONTROL = 6000, 8000   # AXI-Lite registers, checks, the ops' sequencing
-PIPELINED_LOOPS = 32          # the kernel's pipelined loops (its E2T_LOOPS labels; tests/test_estimate.py counts them)
+PIPELINED_LOOPS = 31          # the kernel's pipelined loops (its E2T_LOOPS labels; tests/test_estimate.py counts them)
 PIXEL_LANE_LOOPS = 3          # of them the pixel-lane weight gradient's (WGP_GPRE, WGP_SWEEP, WGP_COPY)
 LUT_PER_LOOP, FF_PER_LOOP = 150, 100   # counters, address arithmetic and exit test of one loop
 UPDATE_LUT, UPDATE_FF = 1500, 600      # UPDATE's 64-bit sums, rounding shifts and saturations
@@ -167,9 +167,14 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
         # its pixel j + shift, the DDR address's return to the channel's start and a write enable a
         # byte of the beat; the sweep's row tests (two compares a kernel row), a lane's row select and
         # its two operands' gates (one LUT6 each: the lane's row is a constant of k); the flush's lane
-        # (c, ky) counters and G store entry
-        "lut": (2 + 2 * xbits + 32 + 2 * bw8) + (b.max_k * 2 * 3 + 3 * ai) + (2 * _log2_ceil(GS_DEPTH) + 10),
-        "ff": 32 + xbits + 2 + 9}
+        # (c, ky) counters and G store entry. Its spare lanes (k.sp): a lane's operand from port B in
+        # the full pass (a 2:1 mux, two bits a LUT6) and its lane test l >= C k (one LUT6: l is a
+        # constant); port B's bank offset and its step, the spare lanes' channel base; in the flush
+        # the spare lane test, the counters' restart at the channel base, the tap k - 1 and the write
+        # test (c < C, lane < C k + m k); the call's (k - 1) m >= C
+        "lut": (2 + 2 * xbits + 32 + 2 * bw8) + (b.max_k * 2 * 3 + 3 * ai) + (2 * _log2_ceil(GS_DEPTH) + 10)
+               + ai * (8 // 2 + 1) + (2 * _log2_ceil(ai) + 6) + (3 + 6 + 3 + 3 + 8) + 6,
+        "ff": 32 + xbits + 2 + 9 + (_log2_ceil(ai) + 3 * 6 + 16)}
     parts["bank rotations"] = {"dsp": 0, "bram18": 0,
                                "lut": 2 * ai * _mux(ai, 8) + ao * _mux(ao, 16) + ai * _mux(bw8, 8) + ao * _mux(bw16, 16),
                                "ff": 0}
@@ -180,8 +185,11 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
         else:
             lutram += banks * width * 2 * -(-depth // 64)  # simple dual port: two 64 x 1 per bit
     parts["on-chip buffers"] = {"dsp": 0, "bram18": bram, "lut": lutram, "ff": 0}
-    parts["update and PSG"] = {"dsp": 0, "bram18": 0, "lut": UPDATE_LUT + PSG_LUT,
-                               "ff": UPDATE_FF + (-(-b.max_c // b.tile_o)) * (-(-b.max_c // b.tile_i))}
+    flags = (-(-b.max_c // b.tile_o)) * (-(-b.max_c // b.tile_i))  # PSG tiles: a flag register each
+    parts["update and PSG"] = {"dsp": 0, "bram18": 0,
+                               # + the decide's count of first-flagged tiles: a flag read (flags:1) and its counter
+                               "lut": UPDATE_LUT + PSG_LUT + _mux(flags, 1) + _log2_ceil(flags + 1),
+                               "ff": UPDATE_FF + flags + _log2_ceil(flags + 1)}
     parts["per-element unit"] = elementwise_unit(b)
     loops = PIPELINED_LOOPS - PIXEL_LANE_LOOPS  # the pixel lanes' are theirs
     parts["AXI and control"] = {"dsp": 0, "bram18": M_AXI_BUNDLES * BRAM18_PER_M_AXI,

@@ -47,7 +47,7 @@
 // E2T_TRIP_AT: the loop's L_ id, for a loop whose template parameter names it).
 #define E2T_LOOPS(X)                                                                                                 \
     X(MUL16) X(DIV16) X(WG_COUNT) X(LOAD_W) X(BWD_SMAX) X(LOAD_X) X(LOAD_G) X(FWD_WPRE) X(FWD_SWEEP) X(BWD_WPRE) X(BWD_SWEEP) \
-    X(DRAIN) X(WG_SWEEP) X(WGP_GPRE) X(WGP_SWEEP) X(WGP_COPY) X(WG_WRITEBACK) X(PSG_DECIDE) X(PSG_COUNT) X(PSG_AFLAG) X(PSG_SIGN) X(RATIO)              \
+    X(DRAIN) X(WG_SWEEP) X(WGP_GPRE) X(WGP_SWEEP) X(WGP_COPY) X(WG_WRITEBACK) X(PSG_DECIDE) X(PSG_AFLAG) X(PSG_SIGN) X(RATIO)              \
     X(UPD_LOAD32) X(UPD_LOADSGN) X(UPD_STORE32) X(UPD_STEP)                                                          \
     X(COEF_LOAD) X(ELEM_LOAD32) X(ELEM_LOAD8) X(ELEM_SWEEP) X(ELEM_STORE) X(STATS_OUT)
 #define E2T_LOOP_ID(name) L_##name,
@@ -269,9 +269,12 @@ struct Call {
     bool pix;
     int ck, ckh, ngr;
     // CONV_WGRAD's kernel rows in lanes (fold: no pixel lanes, k >= 2, C k <= AI): lane c k + ky
-    // holds input channel c's kernel row ky; p W (the loads' shift), taps a lane (k, else k^2)
-    bool fold;
-    int pw, tl;
+    // holds input channel c's kernel row ky; p W (the loads' shift), taps a lane (k, else k^2).
+    // Its spare lanes (sp): in the full pass the last column k - 1 rides in lanes C k.. (port B),
+    // so the lanes sweep k - 1 columns: tf, taps a lane in the full pass; spq = C k, the first spare
+    // lane; spc = m, the channels the spare lanes advance a sweep, spm = m k their planes
+    bool fold, sp;
+    int pw, tl, tf, spq, spc, spm;
 };
 
 Call make_call(const Shape &sh) {
@@ -287,9 +290,9 @@ Call make_call(const Shape &sh) {
     k.img_x = (uint32_t)kmul(k.hw, sh.c);
     k.img_g = (uint32_t)kmul(k.howo, sh.o);
     k.smax = 0;
-    k.pix = k.fold = false;
-    k.ck = k.ckh = k.ngr = k.pw = 0;
-    k.tl = k.kk;
+    k.pix = k.fold = k.sp = false;
+    k.ck = k.ckh = k.ngr = k.pw = k.spq = k.spc = k.spm = 0;
+    k.tl = k.tf = k.kk;
     k.rb = k.nb = k.np_full = k.np_last = k.tot_full = k.tot_last = k.src_step = k.out_step = 0;
     for (int i = 0; i < 4; i++) {
         k.cl_steps[i] = 0;
@@ -764,17 +767,20 @@ void wg_tile(const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH], acc_wide_t
     sweep_t la[AO][AI], lb[AO][AI];
     static sweep_t sh[AO][2 * AI];
     static bool pend = false, pend_first = false;
-    static int pend_base = 0, pend_tap = 0;
+    static int pend_base = 0, pend_tap = 0, pend_bc = 0;
 #pragma HLS ARRAY_PARTITION variable = la complete dim = 0
 #pragma HLS ARRAY_PARTITION variable = lb complete dim = 0
 #pragma HLS ARRAY_PARTITION variable = sh complete dim = 0
-    const bool pred = j.pred;
-    const int steps = j.flush_only ? 0 : pred ? (k.tl + 1) >> 1 : k.tl, L = imax(k.howo, DMIN_W);
+    const bool pred = j.pred, spare = !pred && k.sp;
+    const int steps = j.flush_only ? 0 : pred ? (k.tl + 1) >> 1 : k.tf, L = imax(k.howo, DMIN_W);
     const int FL = pred ? 2 * AI : AI;
     const int slot = j.cg * XPLANE;
     // folded (k.fold): lane l is (c, ky) = (l / k, l mod k), its plane input channel c shifted by
     // ky - p rows (load_planes), so the lanes read one address, the step's tap (p, kx) of a plane
-    // whose rows start at the output row's: lane l's own row is iy + ky - p
+    // whose rows start at the output row's: lane l's own row is iy + ky - p. Its spare lanes
+    // (spare: k.sp, the full pass): lane l >= C k of sweep t reads column k - 1 of plane
+    // l - C k + t m k through port B (bank offset db), channel l / k - C + t m (bc + (l - C k) / k),
+    // row ky = l mod k as the lanes below; those past m k lanes or C channels are not flushed
     int lky[AI];
 #pragma HLS ARRAY_PARTITION variable = lky complete dim = 0
     for (int l = 0, ky = 0; l < AI; l++) {
@@ -783,14 +789,15 @@ void wg_tile(const act_t xb[AI][XDEPTH], const grad_t gb[AO][GDEPTH], acc_wide_t
         if (++ky == k.k) ky = 0;
     }
     // where the chain's sums go: the previous sweep's tap(s) in this tile, or the pending ones
-    int fl_base = pend_base, fl_tap = pend_tap;
+    int fl_base = pend_base, fl_tap = pend_tap, fl_bc = pend_bc;
     bool fl_on = pend, fl_first = pend_first;
     int fc = 0, fky = 0, fkk = 0;  // folded: the flushed lane's (c, ky) and ky k
+    int bc = 0, db = spare ? (AI - k.spq) & (AI - 1) : 0;  // spare lanes: this sweep's first channel, bank offset
     // tap a (full: the step's; predictor: 2 st) and tap b = a + 1 (predictor only); folded, the
     // kernel row stays p (the lanes hold the rows) and the taps are a row's kx
     const int kh0 = k.fold ? k.p : 0;
     int st = 0, p = 0, xo = 0;
-    int kha = kh0, kwa = 0, khb = k.k > 1 ? kh0 : 1, kwb = k.k > 1 ? 1 : 0;
+    int kha = kh0, kwa = 0, khb = k.k > 1 ? kh0 : 1, kwb = spare ? k.k - 1 : k.k > 1 ? 1 : 0;
     int iya = kha - k.p, ixa = -k.p, rba = small_mul(kha - k.p, k.w);
     int iyb = khb - k.p, ixb = kwb - k.p, rbb = small_mul(khb - k.p, k.w);
     E2T_ENTER(WG_SWEEP);
@@ -800,16 +807,18 @@ WG_SWEEP:
 #pragma HLS LOOP_TRIPCOUNT max = KK * GPLANE
         E2T_TRIP(WG_SWEEP);
         if (fl_on && p < FL) {  // flush lane p of every row, from the previous sweep
-            const int tap = fl_tap + (pred && p >= AI ? 1 : 0), q = p & (AI - 1);
-            if (q == 0) {
-                fc = 0;
+            const bool bl = spare && p >= k.spq;  // a spare lane: column k - 1
+            const int tap = bl ? k.k - 1 : fl_tap + (pred && p >= AI ? 1 : 0), q = p & (AI - 1);
+            if (q == 0 || (spare && p == k.spq)) {
+                fc = q == 0 ? 0 : fl_bc;
                 fky = 0;
                 fkk = 0;
             }
             const int idx = fl_base + (k.fold ? ((fkk + tap) << LOG_AI) + fc : (tap << LOG_AI) + q);
+            const bool wr = tap < k.tl && (!bl || (fc < k.c && p < k.spq + k.spm));
             for (int r = 0; r < AO; r++) {
                 const sweep_t v = sh[r][0];
-                if (tap < k.tl) gs[r][idx] = fl_first ? (acc_wide_t)v : (acc_wide_t)(gs[r][idx] + v);
+                if (wr) gs[r][idx] = fl_first ? (acc_wide_t)v : (acc_wide_t)(gs[r][idx] + v);
                 for (int e = 0; e + 1 < 2 * AI; e++) sh[r][e] = sh[r][e + 1];
             }
             if (++fky == k.k) {
@@ -824,7 +833,8 @@ WG_SWEEP:
             bool rok[E2T_MAX_K];  // folded: the rows iy + ky - p of the lanes' kernel rows ky fall on x
             for (int d = 0; d < E2T_MAX_K; d++) rok[d] = iya + d - k.p >= 0 && iya + d - k.p < k.h;
             const bool ra = iya >= 0 && iya < k.h, rb = iyb >= 0 && iyb < k.h;
-            const bool ca = ixa >= 0 && ixa < k.w, cb = pred && (st << 1) + 1 < k.tl && ixb >= 0 && ixb < k.w;
+            const bool ca = ixa >= 0 && ixa < k.w;
+            const bool cb = (pred ? (st << 1) + 1 < k.tl : spare) && ixb >= 0 && ixb < k.w;
             const int ia = rba + ixa, ib = rbb + ixb;
             mul_a_t A[AO][AI];
             mul_b_t B[AO][AI];
@@ -832,8 +842,9 @@ WG_SWEEP:
             for (int l = 0; l < AI; l++) {
                 const bool va = ca && (k.fold ? rok[lky[l]] : ra), vb = cb && (k.fold ? rok[lky[l]] : rb);
                 const int xa = va ? E2T_INT(xb[(l + ia) & (AI - 1)][slot + ia]) : 0;
-                const int xv = vb ? E2T_INT(xb[(l + ib) & (AI - 1)][slot + ib]) : 0;
-                const int av = pred ? e2t::msb((int8_t)xa) * (1 << 20) + e2t::msb((int8_t)xv) : xa;
+                const int xv = vb ? E2T_INT(xb[(l + ib + db) & (AI - 1)][slot + ib]) : 0;
+                const int av = pred ? e2t::msb((int8_t)xa) * (1 << 20) + e2t::msb((int8_t)xv)
+                                    : spare && l >= k.spq ? xv : xa;
                 for (int r = 0; r < AO; r++) A[r][l] = (mul_a_t)av;
             }
             for (int r = 0; r < AO; r++) {
@@ -861,16 +872,21 @@ WG_SWEEP:
             fl_base = j.gsbase;
             fl_tap = pred ? st << 1 : st;
             fl_first = j.first;
+            fl_bc = bc;
             p = 0;
             xo = 0;
             st++;
+            if (spare) {  // the spare lanes' next planes; their column stays k - 1
+                bc += k.spc;
+                db = (db + k.spm) & (AI - 1);
+            }
             for (int adv = 0; adv < 2; adv++) {
                 if (adv == 1 && !pred) break;
                 if (++kwa == k.k && !k.fold) {
                     kwa = 0;
                     kha++;
                 }
-                if (++kwb == k.k && !k.fold) {
+                if (!spare && ++kwb == k.k && !k.fold) {
                     kwb = 0;
                     khb++;
                 }
@@ -902,6 +918,7 @@ WG_SWEEP:
     pend_base = fl_base;
     pend_tap = fl_tap;
     pend_first = fl_first;
+    pend_bc = fl_bc;
 }
 
 // CONV_WGRAD tile of one image in the pixel-lane sweep (k.pix: stride 1, C <= AI / 2, Wo >= AI / 2),
@@ -1285,7 +1302,7 @@ WG_COUNT:
     const int psx = kdiv_ceil(k.c, ntile), psg = kdiv_ceil(gch, ntile);
     const uint32_t psx_e = (uint32_t)kmul(psx, k.hw), psg_e = (uint32_t)kmul(psg, k.howo);
     const int psv = k.fold ? (int)kmul(psx, k.k) : psx;  // x planes of a slice
-    const int steps = pred ? (k.tl + 1) >> 1 : k.tl;
+    const int steps = pred ? (k.tl + 1) >> 1 : k.tf;
     // sweep trips of a tile: taps x max(Ho Wo, DMIN_W), or (pixel lanes) groups x max(entries, HALF)
     const int total = k.pix ? (int)kmul(k.ngr, imax(WGP_PACK && pred ? k.ckh : k.ck, HALF))
                             : (int)kmul(steps, imax(k.howo, DMIN_W));
@@ -1436,10 +1453,20 @@ void conv_wgrad(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
     // stem's on the 64-bit boards: 9 of 16 lanes, 3 sweeps instead of 9): lane c k + ky sweeps input
     // channel c's kernel row ky, its plane shifted by the loads (load_planes), so that every lane
     // still reads one address
-    if (!k.pix && k.k >= 2 && kmul(k.c, k.k) <= AI) {
+    const int ck1 = k.pix || k.k < 2 ? 0 : (int)kmul(k.c, k.k);
+    if (!k.pix && k.k >= 2 && ck1 <= AI) {
         k.fold = true;
         k.pw = (int)kmul(k.p, k.w);
-        k.tl = k.k;
+        k.tl = k.tf = k.k;
+        // the spare lanes: m = floor((AI - C k) / k) channels' k rows a sweep cover column k - 1
+        // of all C channels in the k - 1 sweeps of columns 0 .. k - 2 ((k - 1) m >= C; the
+        // stem: lanes 9-14, 2 sweeps instead of 3), read through the predictor's port B
+        const int m = kdiv_ceil(AI - ck1 + 1, k.k) - 1;
+        k.sp = kmul(k.k - 1, m) >= k.c && m >= 1;
+        k.spm = (int)kmul(m, k.k);
+        k.spq = ck1;
+        k.spc = m;
+        if (k.sp) k.tf = k.k - 1;
     }
     static bool none[GSLOTS][XSLOTS];
     int64_t gmax = 0;
@@ -1476,7 +1503,7 @@ PSG_CLEAR:
     const int per = BW64 > 1 && ck % BW64 == 0 ? BW64 : 1;
     {
         int c = 0, t = 0, a = 0, b = 0, ot = 0, ct = 0;
-        uint32_t n_sure = 0;
+        uint32_t n_sure = 0, n_rec = 0;
         E2T_ENTER(PSG_DECIDE);
     PSG_DECIDE:
         for (int e0 = 0; e0 < count; e0 += per) {
@@ -1487,7 +1514,10 @@ PSG_CLEAR:
                 const int64_t v = abs64(scratch[e0 + e]);
                 const bool ok = use_abs ? v >= T : shl64(v, e2t::RATIO_FRAC) >= rg;
                 n_sure += ok ? 1 : 0;
-                if (!ok) flag[a][b] = true;
+                if (!ok && !flag[a][b]) {  // the PSG tile's first unsure entry: one more to recompute
+                    flag[a][b] = true;
+                    n_rec++;
+                }
                 if (++t == k.kk) {
                     t = 0;
                     if (++ct == E2T_TILE_I) {
@@ -1507,18 +1537,9 @@ PSG_CLEAR:
             }
         }
         sure = n_sure;
+        recomputed = n_rec;
     }
     tiles = (uint32_t)kmul(na, nbt);
-    uint32_t nrec = 0;
-    E2T_ENTER(PSG_COUNT);
-PSG_COUNT:
-    for (int a = 0; a < na; a++)
-        for (int b = 0; b < nbt; b++) {
-#pragma HLS PIPELINE II = 1
-            E2T_TRIP(PSG_COUNT);
-            nrec += flag[a][b] ? 1 : 0;
-        }
-    recomputed = nrec;
     // the array tiles to recompute: those meeting a PSG tile with an unsure entry
     static bool only[GSLOTS][XSLOTS];
     E2T_ENTER(PSG_AFLAG);
@@ -1728,8 +1749,8 @@ ELEM_SWEEP:
 
 // A plane's inputs (DDR elements [a0, a0 + len)) into one copy of the buffers, in elem_plane's
 // layout: src1 into ac, an int32 b (src2: `b32`) into gb as halves, an int8 b (act: `b8`) into xb,
-// the mask (`bm`) into gb; bursts on the read bundle, one after the other, whole beats where the
-// plane fills them (`w32`, `w8`).
+// the mask (`bm`) into gb; bursts one after the other (act on the write bundle's read channel,
+// the rest on the read bundle), whole beats where the plane fills them (`w32`, `w8`).
 void elem_load(const int32_t *src1, const int32_t *src2, const int8_t *act, const int8_t *mask, uint32_t a0, int len,
                bool b32, bool b8, bool bm, bool w32, bool w8, act_t xb[AI][XDEPTH], grad_t gb[AO][GDEPTH],
                acc_wide_t ac[NACC][PB]) {
@@ -1884,7 +1905,7 @@ void e2t_engine(uint32_t op, uint32_t mode, uint32_t batch, uint32_t c_in, uint3
     #pragma HLS INTERFACE mode=s_axilite port=lr offset=0x084 bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=wd offset=0x090 bundle=control
     #pragma HLS INTERFACE mode=s_axilite port=mu offset=0x09C bundle=control
-    #pragma HLS INTERFACE mode=m_axi port=act offset=slave bundle=gmem_rd depth=E2T_DEPTH_ACT max_widen_bitwidth=E2T_AXI_BITS
+    #pragma HLS INTERFACE mode=m_axi port=act offset=slave bundle=gmem_wr depth=E2T_DEPTH_ACT max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=act offset=0x0A4 bundle=control
     #pragma HLS INTERFACE mode=m_axi port=wgt offset=slave bundle=gmem_rd depth=E2T_DEPTH_WGT max_widen_bitwidth=E2T_AXI_BITS
     #pragma HLS INTERFACE mode=s_axilite port=wgt offset=0x0B0 bundle=control

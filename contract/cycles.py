@@ -425,8 +425,8 @@ def conv_wgrad(s: ConvShape, b: Board, psg: bool = False, recomputed: int | None
     cycles = _check("wgrad", s) + _make_call(tr) + _kdiv(tr)
     if pix:  # C k^2, the groups of the map; the tiles a pass
         cycles += _kmul(tr, 2) + _kdiv(tr)
-    if not pix and s.k >= 2:  # C k, and folded p W, the spare lanes' m (a division) and m k, (k - 1) m
-        cycles += _kmul(tr, 4 if fold else 1) + (_kdiv(tr) if fold else 0)
+    if not pix and s.k >= 2:  # C k, and folded p W, the spare lanes' m (a division) and m k
+        cycles += _kmul(tr, 3 if fold else 1) + (_kdiv(tr) if fold else 0)
     groups = _wg_groups(g, s, pix)
     for og0, og1 in groups:
         rows_o = min(s.o, og1 * g.ao) - og0 * g.ao

@@ -171,7 +171,7 @@ def engine(b: Board) -> dict[str, dict[str, int]]:
         # the full pass (a 2:1 mux, two bits a LUT6) and its lane test l >= C k (one LUT6: l is a
         # constant); port B's bank offset and its step, the spare lanes' channel base; in the flush
         # the spare lane test, the counters' restart at the channel base, the tap k - 1 and the write
-        # test (c < C, lane < C k + m k); the call's (k - 1) m >= C
+        # test (c < C, lane < C k + m k); the call's m k - m >= C
         "lut": (2 + 2 * xbits + 32 + 2 * bw8) + (b.max_k * 2 * 3 + 3 * ai) + (2 * _log2_ceil(GS_DEPTH) + 10)
                + ai * (8 // 2 + 1) + (2 * _log2_ceil(ai) + 6) + (3 + 6 + 3 + 3 + 8) + 6,
         "ff": 32 + xbits + 2 + 9 + (_log2_ceil(ai) + 3 * 6 + 16)}

@@ -1462,8 +1462,8 @@ void conv_wgrad(const int8_t *act, const int16_t *grad, int8_t *sgn, int64_t *sc
         // of all C channels in the k - 1 sweeps of columns 0 .. k - 2 ((k - 1) m >= C; the
         // stem: lanes 9-14, 2 sweeps instead of 3), read through the predictor's port B
         const int m = kdiv_ceil(AI - ck1 + 1, k.k) - 1;
-        k.sp = kmul(k.k - 1, m) >= k.c && m >= 1;
         k.spm = (int)kmul(m, k.k);
+        k.sp = m >= 1 && k.spm - m >= k.c;  // (k - 1) m = m k - m
         k.spq = ck1;
         k.spc = m;
         if (k.sp) k.tf = k.k - 1;

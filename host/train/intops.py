@@ -146,6 +146,36 @@ def _box_work(n: int, c: int) -> dict:
     return passes(n * c, (8, 0, 1, "int"), (8, 0, 1, "int"))
 
 
+def _others(picks: np.ndarray, n: int) -> list:
+    """The runs [i, j) of the rows of a batch of ``n`` that the sorted ``picks`` leave out."""
+    left = np.zeros(n + 2, np.int8)
+    left[1:-1] = 1
+    left[np.asarray(picks) + 1] = 0
+    edges = np.flatnonzero(np.diff(left))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+
+
+def _shifted_shortcut(short: Ints, shift: int, buf: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """An int8 shortcut rounded half up by ``shift`` >= 0 bits into ``buf``, and its plane
+    statistics ([N][C][3]) on the rows the block's ``picks`` leave (theirs are the block's).
+    The least and greatest follow from the shortcut's own (rounding by a shift is monotone), the
+    sums are taken anew where the shift is not 0; int16 holds every step (|q| + 2^8 < 2^15)."""
+    n, c = short.q.shape[:2]
+    if shift == 0:
+        buf[...] = short.q
+    else:
+        np.right_shift(short.q.astype(np.int16) + ((1 << shift) >> 1), shift, out=buf, casting="unsafe")
+    if short.planes is None:
+        flat = buf.reshape(n, c, -1)
+        return np.stack([flat.sum(2, dtype=np.int64), flat.min(2), flat.max(2)], 2).astype(np.int64)
+    planes = short.planes.copy()
+    if shift:
+        planes[:, :, 1:] = (planes[:, :, 1:] + ((1 << shift) >> 1)) >> shift
+        for i, j in _others(picks, n):
+            planes[i:j, :, 0] = buf[i:j].reshape(j - i, c, -1).sum(2, dtype=np.int64)
+    return planes
+
+
 class IntConv(Op):
     """CONV_FWD on the int8 step tensor of its input (the images, quantized by the host, for the
     stem) into an int32 step tensor; backward, CONV_BWD_DATA of BatchNorm's int16 gradient into
@@ -354,18 +384,19 @@ class IntAvgPool(Op):
         q = np.floor(np.ldexp(gv, -e) + 0.5).astype(np.int64)
         name = f"{op['inputs'][0]}.g.pool"
         buf = w.layers.tensor(name, np.int32, (c, h, wd), n)
-        buf[...] = q.reshape(n, c, 1, 1)
+        buf[...] = q.astype(np.int32).reshape(n, c, 1, 1)  # |q| < 2^31: OUT's range
         return [Ints(name, buf, np.full(c, e, np.int64), q.min(0), q.max(0))]
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
-        """fwd: the plane sums scaled and rounded; bwd_data: g / (h w), its quantization, the broadcast."""
+        """fwd: the plane sums scaled and rounded; bwd_data: g / (h w), its quantization, its int32
+        cast, the broadcast."""
         c, h, wd = plan.tensors[op["inputs"][0]]
         if phase == "fwd":
             return passes(n * c, (8, 8, 0, "f64"), (8, 8, 1, "f64"), (8, 8, 1, "f64"), (8, 4, 0, "f64"))
         if phase != "bwd_data":
             return {}
         return merge_host(passes(n * c, (4, 8, 0, "f64"), (8, 8, 1, "f64"), (8, 0, 1, "f64"), (8, 8, 1, "f64"),
-                                 (8, 8, 1, "f64"), (8, 8, 0, "int"), (8, 0, 1, "int"), (8, 0, 1, "int")),
+                                 (8, 8, 1, "f64"), (8, 8, 0, "int"), (8, 0, 1, "int"), (8, 0, 1, "int"), (8, 4, 0, "int")),
                           passes(n * c * h * wd, (0, 4, 0, "int")))
 
 
@@ -389,12 +420,7 @@ class IntMix(Op):
             coef, shift = bncoef.coefficients(m1, np.zeros(len(m1)), short.b0, e)
             planes = s.apply(op, "fwd", n, a.name, coef, shift, out)
         else:
-            # round half up by e - e_x >= 0 (the block's APPLY took at least the shortcut's exponent), in
-            # int32; from 9 bits on every int8 rounds to 0, so the shift stops there
-            shift = min(e - short.exponent, 9)
-            buf[...] = (short.q.astype(np.int32) + ((1 << shift) >> 1)) >> shift
-            flat = buf.reshape(n, shape[0], -1)
-            planes = np.stack([flat.sum(2, dtype=np.int64), flat.min(2), flat.max(2)], 2).astype(np.int64)
+            planes = _shifted_shortcut(short, min(e - short.exponent, 9), buf, picks)
         kept = np.take(buf, picks, axis=0)  # the shortcut of the block's images, for dL/dm
         if k:
             buf[picks] = block.q
@@ -411,7 +437,8 @@ class IntMix(Op):
         g_on = g_short = None
         if into_short:
             buf = s.tensor(f"{g.name}.short", np.int32, shape, n)
-            buf[...] = g.q
+            for i, j in _others(picks, n):
+                buf[i:j] = g.q[i:j]
             buf[picks] = 0
             g_short = Ints(f"{g.name}.short", buf, g.e, np.minimum(g.lo, 0), np.maximum(g.hi, 0))
         if k and (into_block or into_mask):
@@ -428,10 +455,12 @@ class IntMix(Op):
         return [dm, g_on if into_block else None, g_short]
 
     def work(self, plan, op, n, phase, *, psg=True, on=None, trainable=EVERYTHING):
-        """fwd: an int8 shortcut shifted (int32: cast, round, shift, store) and its plane sums, the
-        shortcut's rows of the block's images kept, the block's rows put in; bwd_data: the gradient
-        copied and its block rows zeroed (the shortcut's), its block rows taken, dL/dm's
-        difference, products and sums."""
+        """fwd: an int8 shortcut shifted (int16: cast, round, shift into int8; counted so, though
+        a shift of 0 is a copy), its plane statistics from the shortcut's (the least and greatest
+        shifted, the sums of the rows the block leaves), the shortcut's rows of the block's images
+        kept, the block's rows put in; bwd_data: the gradient's rows the block leaves copied and
+        the block's zeroed (the shortcut's), its block rows taken, dL/dm's difference, products
+        and sums."""
         size, k = per_image(plan, op["output"]), n if on is None else on
         c = plan.tensors[op["output"]][0]
         if phase == "fwd":
@@ -439,13 +468,13 @@ class IntMix(Op):
             if plan_producer(plan, op["inputs"][2]) == "batchnorm":  # its exponent's plan and coefficients
                 parts.append(hostops.bncoef_work(c, "apply_plan"))
             else:
-                parts.append(passes(n * size, (1, 4, 0, "int"), (4, 4, 1, "int"), (4, 4, 1, "int"), (4, 1, 0, "int"),
-                                    (1, 0, 1, "int"), (1, 0, 1, "int"), (1, 0, 1, "int")))
+                parts += [passes(n * size, (1, 2, 0, "int"), (2, 2, 1, "int"), (2, 1, 1, "int")),
+                          passes(n * c, (24, 24, 0, "int"), (16, 16, 2, "int")), passes((n - k) * size, (1, 0, 1, "int"))]
             return merge_host(*parts)
         if phase != "bwd_data":
             return {}
         into_mask, into_block, into_short = map(trainable.wants, op["inputs"])
-        parts = [passes(n * size, (4, 4, 0, "int")), passes(k * size, (0, 4, 0, "int"))] if into_short else []
+        parts = [passes((n - k) * size, (4, 4, 0, "int")), passes(k * size, (0, 4, 0, "int"))] if into_short else []
         if k and (into_block or into_mask):
             parts.append(passes(k * size, (4, 4, 0, "int")))
         if k and into_mask:
@@ -501,13 +530,14 @@ class IntTable(OpTable):
             return parallel.scatter(value, picks, n)
         out = f"{value.name}.scatter"
         buf = w.layers.tensor(out, value.q.dtype, value.q.shape[1:], n)
-        buf[...] = 0
+        for i, j in _others(picks, n):
+            buf[i:j] = 0
         buf[picks] = value.q
         return Ints(out, buf, value.e, np.minimum(value.lo, 0), np.maximum(value.hi, 0))
 
     def scatter_work(self, plan, name, k, n):
         size = per_image(plan, name)
-        return merge_host(passes(n * size, (0, 4, 0, "int")), passes(k * size, (4, 4, 0, "int")))
+        return merge_host(passes((n - k) * size, (0, 4, 0, "int")), passes(k * size, (4, 4, 0, "int")))
 
 
 INT_OPS = IntTable({**OPS, "conv": IntConv(), "batchnorm": IntBatchNorm(), "add": IntAdd(), "relu": IntReLU(),

@@ -22,11 +22,9 @@ from contract import cycles, regmap, weightrefresh
 from contract.opcount import add_count
 from host.engine.session import ELEMENT_MACS
 
-from .intops import INT_OPS
+from .intops import INT_OPS, KEEP, join_steps
 from .trainable import EVERYTHING
 from .walk import gathered
-
-KEEP = {"relu": 2, "batchnorm": 1, "mix": 1}  # the gradients the op's backward takes in one call (intops' _reduce)
 
 
 def elementwise_calls(plan, n: int | None = None, trainable=EVERYTHING, executed: dict | None = None) -> list[dict]:
@@ -52,7 +50,10 @@ def elementwise_calls(plan, n: int | None = None, trainable=EVERYTHING, executed
 
     terms: dict = {}  # an affine map's tensor (a BatchNorm's, an add's) -> its terms' dtypes, the int32 first
     empty = {op["name"] for op in plan.ops if not rows(op)}  # a gated block no image took: nothing runs
+    block = {}  # tensor -> the gate whose gathered op made it
     for op in plan.ops:
+        if gathered(op, INT_OPS[op["type"]]):
+            block[op["output"]] = op["gate"]
         if op["name"] in empty:
             continue
         if op["type"] == "batchnorm":
@@ -66,24 +67,29 @@ def elementwise_calls(plan, n: int | None = None, trainable=EVERYTHING, executed
             call(op, "fwd", "apply", op["output"], r.apply_mode(src2, relu=True, out_bits=8), src2)
         elif op["type"] == "mix" and op["inputs"][2] in terms:  # a projection's BatchNorm: its shortcut
             call(op, "fwd", "apply", op["output"], r.apply_mode(out_bits=8))
-    grads = {plan.ops[-1]["output"]: 1}  # tensor -> the gradients that reach it
+    grads = {plan.ops[-1]["output"]: [("ints",)]}  # tensor -> the gradient parts that reach it (intops.part_kind)
     for op in reversed(plan.ops):
-        k = grads.pop(op["output"], 0)
-        if not k or op["name"] in empty:
+        kinds = tuple(grads.pop(op["output"], ()))
+        if not kinds or op["name"] in empty:
             continue
         if op["type"] in KEEP:
-            for _ in range(k - KEEP[op["type"]]):
-                call(op, "bwd_data", "apply", op["output"], r.apply_mode("int32", out_bits=32), "int32")
-            if op["type"] == "relu":
-                src2 = "int32" if k > 1 else "none"
-                call(op, "bwd_data", "apply", op["output"], r.apply_mode(src2, mask=True, out_bits=32), src2)
-            elif op["type"] == "batchnorm":
+            for step in join_steps(kinds, KEEP[op["type"]]):
+                if step[0] == "apart":  # a Masked and a Spread: an APPLY of each on its own rows
+                    mode = r.apply_mode(mask=step[2], out_bits=32)
+                    call(op, "bwd_data", "apply", op["output"], mode)
+                    call(op, "bwd_data", "apply", (step[1], *plan.tensors[op["output"]]), mode)
+                elif step[0] == "join":
+                    src2 = "int32" if step[1] == 2 else "none"
+                    call(op, "bwd_data", "apply", op["output"], r.apply_mode(src2, mask=step[2], out_bits=32), src2)
+            if op["type"] == "batchnorm":
                 call(op, "bwd_data", "stats", op["output"], r.stats_modes["PRODUCT"])
                 if trainable.wants(op["inputs"][0]):
                     call(op, "bwd_data", "apply", op["output"], r.apply_mode("int32", out_bits=16), "int32")
-        for name in op["inputs"]:
+        for i, name in enumerate(op["inputs"]):
             if name != plan.data["input"] and op.get("input_grad", True) and trainable.wants(name):
-                grads[name] = grads.get(name, 0) + 1
+                spread = gathered(op, INT_OPS[op["type"]]) and block.get(name) != op.get("gate")
+                on = executed.get(op["gate"], n) if op.get("gate") is not None else None
+                grads.setdefault(name, []).append(INT_OPS.part_kind(op, i, spread, on))
     for op in filter(trainable.trains, plan.convs()):  # the update: each conv's weights refreshed
         views = weightrefresh.views(op, plan.board)
         if views:

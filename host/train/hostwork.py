@@ -65,22 +65,26 @@ def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None
             empty.add(op["name"])
             continue
         count(op, "fwd", (rows, on, psg), lambda: kind.work(plan, op, rows, "fwd", psg=psg, on=on))
-    parts = {plan.ops[-1]["output"]: 1}  # tensor -> the gradients it gets
+    parts = {plan.ops[-1]["output"]: [("ints",)]}  # tensor -> the gradients it gets (table.part_kind)
     for op in reversed(plan.ops):
-        k = parts.pop(op["output"], 0)
+        kinds = tuple(parts.pop(op["output"], ()))
+        k = len(kinds)
         if not k or op["name"] in empty:
             continue
         kind, gate = table[op["type"]], op.get("gate")
         rows, on = sizes(op, kind)
         count(op, "bwd_data", ("sum", k, rows), lambda: table.gradient_sum_work(k, rows * per_image(plan, op["output"])))
+        if any(p != ("ints",) for p in kinds):
+            count(op, "bwd_data", ("parts", kinds, rows), lambda: table.parts_work(plan, op, kinds, rows))
         count(op, "bwd_data", (rows, on, psg),
               lambda: kind.work(plan, op, rows, "bwd_data", psg=psg, on=on, trainable=trainable))
-        for name in op["inputs"]:
+        for i, name in enumerate(op["inputs"]):
             if name == plan.data["input"] or not trainable.wants(name):
                 continue  # the image (its conv passes no gradient, input_grad), a tensor frozen layers made
-            if gathered(op, kind) and block.get(name) != gate:
+            spread = gathered(op, kind) and block.get(name) != gate
+            if spread:
                 count(op, "bwd_data", ("scatter", name, on, n), lambda: table.scatter_work(plan, name, on, n))
-            parts[name] = parts.get(name, 0) + 1
+            parts.setdefault(name, []).append(table.part_kind(op, i, spread, on))
 
 
 def step_work(plan, n: int | None = None, psg: bool = True, executed: dict | None = None,

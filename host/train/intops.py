@@ -14,10 +14,13 @@ loss in float32; two per-element passes stay on it: the quantization of the inpu
 the broadcast of the pooled gradient to the last block's pixels.
 
 SLU: a gated block's inputs are taken for its images as int8 (activations) or int32 (a
-projection's conv output under its BatchNorm) rows, its input gradients scattered back as int32;
-the mix writes the shortcut (a projection's BatchNorm by APPLY; an int8 shortcut shifted to the
-mix's exponent by the host) and puts the block's rows in, at one exponent that the block's last
-APPLY is given as its least; dL/dm is each image's exact integer sum. The gates' 1x1 convs run
+projection's conv output under its BatchNorm) rows; the mix writes the shortcut (a projection's
+BatchNorm by APPLY; an int8 shortcut shifted to the mix's exponent by the host) and puts the
+block's rows in, at one exponent that the block's last APPLY is given as its least; dL/dm is each
+image's exact integer sum. Backward, the block's input gradients (``Spread``: its rows in a
+batch of zeros) and the shortcut's (``Masked``: the mix's gradient with the block's rows zeroed)
+are not written: where the two meet, no row has both, so one APPLY of each on its own rows gives
+the join; a lazy part any other join takes is written whole first. The gates' 1x1 convs run
 as on contract v1 (float features in, float out). Not on contract v2: a conv whose output does
 not go to BatchNorm (other than a gate's), inference's ``slu="mask"``.
 """
@@ -87,6 +90,80 @@ class GradSum(list):
         return len(self[0]) if list.__len__(self) else 0
 
 
+@dataclass
+class Spread:
+    """A gated block's input gradient ``rows`` (an Ints of its images) in a batch of ``n``: its
+    rows at the sorted ``picks``, 0 in the others. Not written: a join with the mix's shortcut
+    gradient (``Masked``) reads the rows where they are, any other join has it written whole."""
+
+    rows: Ints
+    picks: np.ndarray
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def exponent(self) -> int:
+        return self.rows.exponent
+
+    def box(self) -> np.ndarray:
+        return np.stack([np.minimum(self.rows.lo, 0), np.maximum(self.rows.hi, 0)], 1)
+
+
+@dataclass
+class Masked:
+    """A mix's gradient ``full`` (an Ints of the whole batch) as its shortcut gets it: 0 in the
+    rows at ``picks`` (the images the block took). Not written, as ``Spread``."""
+
+    full: Ints
+    picks: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.full)
+
+    @property
+    def exponent(self) -> int:
+        return self.full.exponent
+
+    def box(self) -> np.ndarray:
+        return np.stack([np.minimum(self.full.lo, 0), np.maximum(self.full.hi, 0)], 1)
+
+
+KEEP = {"relu": 2, "batchnorm": 1, "mix": 1}  # the gradients the op's backward takes in its last APPLY (_reduce)
+
+
+def join_steps(kinds: tuple, keep: int) -> list[tuple]:
+    """How an op's backward joins the gradient parts ``kinds`` (``part_kind``'s; ``_reduce`` two at a
+    time to ``keep``, then ReLU's masked join of the rest): ("apart", k, last) for a Masked and a
+    Spread of one gate's k images, ("whole", kind) for a part written whole (an Ints: as it is), ("join", sources, last)
+    for an APPLY of one or two whole parts; ``last``: ReLU's masked join."""
+    steps, parts = [], list(kinds)
+
+    def join(two: list, last: bool) -> None:
+        if len(two) == 2 and {two[0][0], two[1][0]} == {"masked", "spread"} and two[0][1] == two[1][1]:
+            steps.append(("apart", two[0][1], last))
+        else:
+            steps.extend(("whole", p) for p in two)
+            steps.append(("join", len(two), last))
+
+    while len(parts) > keep:
+        join(parts[:2], False)
+        parts = [("ints",)] + parts[2:]
+    if keep == 2 and parts:
+        join(parts, True)
+    elif parts:
+        steps.append(("whole", parts[0]))
+    return steps
+
+
+def part_kind(part) -> tuple:
+    """What a gradient part is, for the host's count: ("ints",), ("spread", k) or ("masked", k)."""
+    if isinstance(part, (Spread, Masked)):
+        return ("spread" if isinstance(part, Spread) else "masked", len(part.picks))
+    return ("ints",)
+
+
 def _planes_box(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel least and greatest of an APPLY output from its plane statistics."""
     return planes[:, :, 1].min(0), planes[:, :, 2].max(0)
@@ -100,17 +177,62 @@ def _written(s, name: str, dtype, shape: tuple, n: int, e: int, planes: np.ndarr
 
 def _aligned(parts: list) -> tuple:
     """(m1, m2) of gradients at their per-tensor exponents joined by one APPLY."""
-    c = parts[0].q.shape[1]
+    c = len(parts[0].box())
     m = [np.full(c, np.ldexp(1.0, p.exponent)) for p in parts]
     return m[0], m[1] if len(m) > 1 else np.zeros(c)
 
 
+def _whole(w, part) -> Ints:
+    """A gradient part written whole: a Spread's rows into zeros, a Masked's others with its
+    picked rows zeroed (each row written once)."""
+    if not isinstance(part, (Spread, Masked)):
+        return part
+    name = _name(part)
+    v, src, fill = (part.rows, None, part.rows.q) if isinstance(part, Spread) else (part.full, part.full.q, 0)
+    buf = w.layers.tensor(name, v.q.dtype, v.q.shape[1:], len(part))
+    for i, j in _others(part.picks, len(part)):
+        buf[i:j] = 0 if src is None else src[i:j]
+    buf[part.picks] = fill
+    lo, hi = part.box().T
+    return Ints(name, buf, v.e, lo, hi)
+
+
+def _apart(w, op, parts: list, e: int, coef: np.ndarray, shift: int, out: str, mask: Ints | None) -> Ints:
+    """The join of a Masked and a Spread of the same picks, which no row has both of: an APPLY of
+    the Masked's whole gradient with its multiplier (right in the rows it does not zero) and one
+    of the Spread's rows with theirs, put in at the picks. The same integers, planes and
+    saturations as the APPLY of both written whole: a row's missing term is 0."""
+    s = w.layers
+    (i_m, masked), (i_s, spread) = [(i, p) for i, p in enumerate(parts) if isinstance(p, Masked)] + \
+        [(i, p) for i, p in enumerate(parts) if isinstance(p, Spread)]
+    c = np.zeros_like(coef)
+    c[:, 2] = coef[:, 2]
+    shape, n, k = masked.full.q.shape[1:], len(masked), len(spread.picks)
+    buf = s.tensor(out, np.int32, shape, n)
+    planes = s.apply(op, "bwd_data", n, masked.full.name, np.column_stack([coef[:, i_m], c[:, 1:]]), shift, out,
+                     mask=mask.name if mask else None)
+    rows_mask = None
+    if mask is not None:
+        rows_mask = f"{mask.name}.rows"
+        np.take(mask.q, spread.picks, axis=0, out=s.tensor(rows_mask, np.int8, shape, k))
+    rows = f"{out}.rows"
+    s.tensor(rows, np.int32, shape, k)
+    planes[spread.picks] = s.apply(op, "bwd_data", k, spread.rows.name, np.column_stack([coef[:, i_s], c[:, 1:]]),
+                                   shift, rows, mask=rows_mask)
+    buf[spread.picks] = s.tensor(rows, np.int32, shape, k)
+    return _written(s, out, np.int32, shape, n, e, planes)
+
+
 def _join(w, op, parts: list, out: str, mask: Ints | None = None) -> Ints:
     """One or two gradients at their exponents added by an APPLY (``mask``: 0 where it is <= 0)
-    into int32 step tensor ``out``, at the exponent their ranges need."""
+    into int32 step tensor ``out``, at the exponent their ranges need; a Masked and a Spread of
+    the same picks by ``_apart``, other lazy parts written whole first."""
     s, (a, b) = w.layers, (parts + [None])[:2]
     m1, m2 = _aligned(parts)
     e, coef, shift = bncoef.apply_plan(m1, m2, np.zeros(len(m1)), nx.OUT, a.box(), b.box() if b else None)
+    if {type(a), type(b)} == {Masked, Spread} and np.array_equal(a.picks, b.picks):
+        return _apart(w, op, parts, e, coef, shift, out, mask)
+    a, b = _whole(w, a), _whole(w, b) if b else None
     shape, n = a.q.shape[1:], len(a)
     s.tensor(out, np.int32, shape, n)
     planes = s.apply(op, "bwd_data", n, a.name, coef, shift, out, b=b.name if b else None,
@@ -119,12 +241,19 @@ def _join(w, op, parts: list, out: str, mask: Ints | None = None) -> Ints:
 
 
 def _reduce(w, op, g, keep: int) -> list:
-    """The gradients ``g`` (an Ints or a GradSum) joined two at a time (``_join``) until at most
-    ``keep`` remain."""
+    """The gradients ``g`` (one part or a GradSum) joined two at a time (``_join``) until at most
+    ``keep`` remain (one of them written whole where ``keep`` is 1)."""
     parts = list(g) if isinstance(g, GradSum) else [g]
     while len(parts) > keep:
-        parts = [_join(w, op, parts[:2], f"{parts[0].name}.join")] + parts[2:]
-    return parts
+        parts = [_join(w, op, parts[:2], f"{_name(parts[0])}.join")] + parts[2:]
+    return [_whole(w, parts[0])] if keep == 1 else parts
+
+
+def _name(part) -> str:
+    """The name of a part's step tensor (a lazy part's where it is written whole)."""
+    if isinstance(part, Spread):
+        return f"{part.rows.name}.scatter"
+    return f"{part.full.name}.short" if isinstance(part, Masked) else part.name
 
 
 def _shortcut_exponent(short) -> int:
@@ -434,13 +563,7 @@ class IntMix(Op):
         into_mask, into_block, into_short = map(w.trainable.wants, op["inputs"])
         (g,) = _reduce(w, op, g, 1)
         n, k, shape = len(g), len(picks), g.q.shape[1:]
-        g_on = g_short = None
-        if into_short:
-            buf = s.tensor(f"{g.name}.short", np.int32, shape, n)
-            for i, j in _others(picks, n):
-                buf[i:j] = g.q[i:j]
-            buf[picks] = 0
-            g_short = Ints(f"{g.name}.short", buf, g.e, np.minimum(g.lo, 0), np.maximum(g.hi, 0))
+        g_on, g_short = None, Masked(g, picks) if into_short else None
         if k and (into_block or into_mask):
             buf = s.tensor(f"{g.name}.on", np.int32, shape, k)
             np.take(g.q, picks, axis=0, out=buf)
@@ -458,8 +581,7 @@ class IntMix(Op):
         """fwd: an int8 shortcut shifted (int16: cast, round, shift into int8; counted so, though
         a shift of 0 is a copy), its plane statistics from the shortcut's (the least and greatest
         shifted, the sums of the rows the block leaves), the shortcut's rows of the block's images
-        kept, the block's rows put in; bwd_data: the gradient's rows the block leaves copied and
-        the block's zeroed (the shortcut's), its block rows taken, dL/dm's difference, products
+        kept, the block's rows put in; bwd_data: its block rows taken, dL/dm's difference, products
         and sums."""
         size, k = per_image(plan, op["output"]), n if on is None else on
         c = plan.tensors[op["output"]][0]
@@ -474,7 +596,7 @@ class IntMix(Op):
         if phase != "bwd_data":
             return {}
         into_mask, into_block, into_short = map(trainable.wants, op["inputs"])
-        parts = [passes((n - k) * size, (4, 4, 0, "int")), passes(k * size, (0, 4, 0, "int"))] if into_short else []
+        parts = []  # the shortcut's gradient is a Masked: written where it is joined (IntTable.parts_work)
         if k and (into_block or into_mask):
             parts.append(passes(k * size, (4, 4, 0, "int")))
         if k and into_mask:
@@ -493,7 +615,9 @@ BYTES = {"relu": 1, "mix": 1}  # int8 step tensors by producer; conv outputs and
 class IntTable(OpTable):
     """Contract v2's rules around its ops: the gradients reaching a tensor join in the APPLY that
     takes them; a gated block's inputs are taken as int8 / int32 rows into step tensors, its
-    input gradients scattered back as int32."""
+    input gradients scattered back as Spreads (written where they are joined)."""
+
+    kind_of = staticmethod(part_kind)
 
     def gradient_sum(self, parts):
         if not parts:
@@ -528,16 +652,36 @@ class IntTable(OpTable):
     def scatter(self, w, name, value, picks, n):
         if isinstance(value, np.ndarray):
             return parallel.scatter(value, picks, n)
-        out = f"{value.name}.scatter"
-        buf = w.layers.tensor(out, value.q.dtype, value.q.shape[1:], n)
-        for i, j in _others(picks, n):
-            buf[i:j] = 0
-        buf[picks] = value.q
-        return Ints(out, buf, value.e, np.minimum(value.lo, 0), np.maximum(value.hi, 0))
+        return Spread(value, picks, n)
 
     def scatter_work(self, plan, name, k, n):
-        size = per_image(plan, name)
-        return merge_host(passes((n - k) * size, (0, 4, 0, "int")), passes(k * size, (4, 4, 0, "int")))
+        return {}  # a Spread is written where it is joined (parts_work)
+
+    def part_kind(self, op, index: int, spread: bool, on: int | None) -> tuple:
+        """The part that input ``index`` of ``op`` gets (``spread``: scattered from the op's gated
+        block, ``on``: its gate's images): a Spread, a mix's shortcut's Masked, or an Ints."""
+        if spread:
+            return ("spread", on)
+        return ("masked", on) if op["type"] == "mix" and index == 2 else ("ints",)
+
+    def parts_work(self, plan, op, kinds: tuple, n: int) -> dict:
+        """The host's work on the lazy parts ``kinds`` (``part_kind``) that reach ``op``'s output as
+        its backward joins them (``join_steps``): a Masked and a Spread joined apart (the Spread's
+        rows put in with their planes; in ReLU's masked join the mask's rows taken), a lazy part
+        written whole (a Spread: the others zeroed, its rows put in; a Masked: the others copied,
+        the picked rows zeroed)."""
+        size, c, work = per_image(plan, op["output"]), plan.tensors[op["output"]][0], []
+        for step in join_steps(kinds, KEEP.get(op["type"], 1)):
+            if step[0] == "apart":
+                k = step[1]
+                work += [passes(k * size, (4, 4, 0, "int")), passes(k * c, (24, 24, 0, "int"))]
+                if step[2]:
+                    work.append(passes(k * size, (1, 1, 0, "int")))
+            elif step[0] == "whole" and step[1][0] != "ints":
+                k, spread = step[1][1], step[1][0] == "spread"
+                work += [passes((n - k) * size, (0 if spread else 4, 4, 0, "int")),
+                         passes(k * size, (4 if spread else 0, 4, 0, "int"))]
+        return merge_host(*work)
 
 
 INT_OPS = IntTable({**OPS, "conv": IntConv(), "batchnorm": IntBatchNorm(), "add": IntAdd(), "relu": IntReLU(),

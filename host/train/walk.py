@@ -84,6 +84,11 @@ class OpTable:
     def __init__(self, ops: dict):
         self.ops = ops
 
+    @staticmethod
+    def kind_of(part) -> tuple:
+        """``part_kind``'s answer for a part as it arrives."""
+        return ("ints",)
+
     def __getitem__(self, kind: str):
         return self.ops[kind]
 
@@ -109,6 +114,15 @@ class OpTable:
 
     def scatter_work(self, plan, name: str, k: int, n: int) -> dict:
         return scatter_work(k, n, per_image(plan, name))
+
+    def part_kind(self, op: dict, index: int, spread: bool, on: int | None) -> tuple:
+        """What input ``index`` of ``op`` gets as a gradient part, for ``parts_work`` (``spread``:
+        scattered from its gated block, ``on``: the gate's images); here every part is written."""
+        return ("ints",)
+
+    def parts_work(self, plan, op: dict, kinds: tuple, n: int) -> dict:
+        """The host's work on parts not yet written (``part_kind``) as ``op``'s backward joins them."""
+        return {}
 
 
 TABLE = OpTable(OPS)  # the host path's: float32 tensors between the engine's convs
@@ -223,6 +237,10 @@ class Walk:
             m, size = len(parts), np.size(g) if isinstance(g, (np.ndarray, np.generic)) else len(g)
             self._count(op, "bwd_data", ("sum", m, size),
                         lambda: self.table.gradient_sum_work(m, size))
+            kinds = tuple(map(self.table.kind_of, parts))
+            if any(k != ("ints",) for k in kinds):  # parts not yet written: their work where they join
+                rows = len(self.t[op["output"]])
+                self._count(op, "bwd_data", ("parts", kinds, rows), lambda: self.table.parts_work(self.plan, op, kinds, rows))
             back = kind.backward(self, op, g)
             self._count_op(kind, op, len(self.t[op["output"]]), "bwd_data")
             for name, gi in zip(op["inputs"], back):

@@ -244,12 +244,13 @@ def _nchw(name: str, a, like: np.ndarray | None, fmt: nx.Fmt, dtype) -> np.ndarr
     return a
 
 
-def _marshal(regs: dict, ports: dict) -> tuple[dict, "Regs"]:
-    """Checked buffers and the register struct of one call (both Engine kinds)."""
-    unknown = regs.keys() - _REG_NAMES | ports.keys() - _PORT_TYPES.keys()
+def _marshal(regs: dict, ports: dict | None) -> tuple[dict, "Regs"]:
+    """Checked buffers (none where ``ports`` is None) and the register struct of one call (both
+    Engine kinds)."""
+    unknown = regs.keys() - _REG_NAMES | (ports or {}).keys() - _PORT_TYPES.keys()
     if unknown:
         raise EngineError(f"unknown register(s): {', '.join(sorted(unknown))}")
-    return {k: _buffer(k, v) for k, v in ports.items()}, Regs(**{k: int(v) for k, v in regs.items()})
+    return {k: _buffer(k, v) for k, v in (ports or {}).items()}, Regs(**{k: int(v) for k, v in regs.items()})
 
 
 class Engine:
@@ -268,6 +269,7 @@ class Engine:
             # hls/fast/e2t_fast_ops.cpp).
             os.environ["OMP_WAIT_POLICY"] = "passive"
         self._lib = ctypes.CDLL(self.path)
+        self._kept_ports, self._kept_arrays = {}, []  # call(..., persistent=True)'s Ports by array ids
         sig = [ctypes.POINTER(Regs), ctypes.POINTER(Ports), ctypes.POINTER(Status)]
         self.cpu_path = None
         if variant == "fast":
@@ -305,13 +307,22 @@ class Engine:
             return self.cpu_path
         return self._lib.e2t_fast_path_name(self._lib.e2t_fast_path_chosen(ctypes.byref(Regs(**regs)))).decode()
 
-    def call(self, regs: dict, ports: dict) -> dict:
+    def call(self, regs: dict, ports: dict, persistent: bool = False) -> dict:
         """Run one op: ``regs`` maps register names to integers (missing ones are 0), ``ports``
         maps buffer names to numpy arrays of the register map's element types. Returns the
-        status registers. The GIL is released while the engine runs."""
-        held, r = _marshal(regs, ports)
+        status registers. The GIL is released while the engine runs. ``persistent``: the arrays
+        live as long as this engine and come back (the emulated overlay's views of its memory),
+        so each set's checked Ports struct is kept by their ids and found again."""
+        key = (tuple(ports), tuple(map(id, ports.values()))) if persistent else None
+        p = self._kept_ports.get(key) if persistent else None
+        held, r = _marshal(regs, None if p is not None else ports)
+        if p is None:
+            p = self._ports(held)
+            if persistent:
+                self._kept_ports[key] = p
+                self._kept_arrays.append(held)  # alive, so that no other array takes their ids
         s = Status()
-        self._fn(ctypes.byref(r), ctypes.byref(self._ports(held)), ctypes.byref(s))
+        self._fn(ctypes.byref(r), ctypes.byref(p), ctypes.byref(s))
         return {f: getattr(s, f) for f in _STATUS_FIELDS}
 
     _last_ports = None  # ((names, array ids), arrays, Ports) of the last call
@@ -461,7 +472,8 @@ class RunnerEngine(Engine):
             self._proc.stdin.close()
             self._proc.wait(timeout=30)
 
-    def call(self, regs: dict, ports: dict) -> dict:
+    def call(self, regs: dict, ports: dict, persistent: bool = False) -> dict:
+        """Engine.call through the runner (``persistent`` has nothing to keep: the buffers go by value)."""
         held, r = _marshal(regs, ports)
         msg = [np.int32(self._index).tobytes(), np.uint32(ctypes.sizeof(Regs)).tobytes(), bytes(r)]
         for name, _ in Ports._fields_:

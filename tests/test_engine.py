@@ -158,3 +158,24 @@ def test_narrow_maps_equal_the_contract(engine):
             shifts = rng.integers(0, 5, o)
             gx, _, _ = engine.conv_bwd_data(g, wq, shifts, stride, pad, (h_in, w_in))
             assert np.array_equal(gx, nx.conv_bwd_data(g, wq, shifts, stride, pad, (h_in, w_in))[0])
+
+
+def test_persistent_ports_are_checked_once_and_found_again_by_their_arrays(engine):
+    """``call(..., persistent=True)`` (the emulated overlay's views): the first call checks the
+    buffers as any call does; the same arrays again run on their kept Ports (new contents, the
+    same answer as a plain call); another array is a new set."""
+    regs = {"op": regmap.OPS["UPDATE"], "count": 8, "e_w": -30, "lr": 1 << 10, "wd": 0, "mu": 1 << 14}
+    master, mom, sgn = np.zeros(8, np.int32), np.zeros(8, np.int32), np.ones(8, np.int8)
+    with pytest.raises(EngineError, match="buffer 'master'"):
+        engine.call(regs, {"master": master.astype(np.int64), "mom": mom, "sgn": sgn}, persistent=True)
+    ports = {"master": master, "mom": mom, "sgn": sgn}
+    engine.call(regs, ports, persistent=True)
+    sgn[:] = -1
+    engine.call(regs, ports, persistent=True)
+    w2, m2 = np.zeros(8, np.int32), np.zeros(8, np.int32)
+    engine.call(regs, {"master": w2, "mom": m2, "sgn": np.ones(8, np.int8)})
+    engine.call(regs, {"master": w2, "mom": m2, "sgn": -np.ones(8, np.int8)})
+    assert np.array_equal(master, w2) and np.array_equal(mom, m2) and master.any()
+    other = {"master": master.copy(), "mom": mom.copy(), "sgn": sgn}
+    engine.call(regs, other, persistent=True)
+    assert not np.array_equal(other["master"], master)  # its own arrays were updated, not the first set's

@@ -86,10 +86,10 @@ class _HeldEngine:
         import threading
         self.engine, self.go, self.entered = engine, threading.Event(), threading.Event()
 
-    def call(self, regs, ports):
+    def call(self, regs, ports, **kw):
         self.entered.set()
         assert self.go.wait(10)
-        return self.engine.call(regs, ports)
+        return self.engine.call(regs, ports, **kw)
 
 
 def test_a_weight_gradient_runs_while_the_host_works_and_any_engine_access_waits_for_it(small, cpu):

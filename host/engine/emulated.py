@@ -150,7 +150,7 @@ class EmulatedRegisters:
     def _execute(self, scalars: dict, ports: dict) -> None:
         """Run the op and set the status and control registers (``_ended`` then, if threaded)."""
         try:
-            status = self.engine.call(scalars, ports)  # the GIL is released while the op runs
+            status = self.engine.call(scalars, ports, persistent=True)  # views of the memory; the GIL is released
             for name, value in status.items():
                 self.words[self._status[name]] = int(value) & 0xFFFFFFFF
             self.calls += 1

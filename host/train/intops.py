@@ -136,8 +136,8 @@ KEEP = {"relu": 2, "batchnorm": 1, "mix": 1}  # the gradients the op's backward 
 def join_steps(kinds: tuple, keep: int) -> list[tuple]:
     """How an op's backward joins the gradient parts ``kinds`` (``part_kind``'s; ``_reduce`` two at a
     time to ``keep``, then ReLU's masked join of the rest): ("apart", k, last) for a Masked and a
-    Spread of one gate's k images, ("whole", kind) for a part written whole (an Ints: as it is), ("join", sources, last)
-    for an APPLY of one or two whole parts; ``last``: ReLU's masked join."""
+    Spread of one gate's k images, ("whole", kind) for a part written whole (an Ints: as it is),
+    ("join", sources, last) for an APPLY of one or two whole parts; ``last``: ReLU's masked join."""
     steps, parts = [], list(kinds)
 
     def join(two: list, last: bool) -> None:
@@ -202,23 +202,24 @@ def _apart(w, op, parts: list, e: int, coef: np.ndarray, shift: int, out: str, m
     the Masked's whole gradient with its multiplier (right in the rows it does not zero) and one
     of the Spread's rows with theirs, put in at the picks. The same integers, planes and
     saturations as the APPLY of both written whole: a row's missing term is 0."""
-    s = w.layers
-    (i_m, masked), (i_s, spread) = [(i, p) for i, p in enumerate(parts) if isinstance(p, Masked)] + \
-        [(i, p) for i, p in enumerate(parts) if isinstance(p, Spread)]
-    c = np.zeros_like(coef)
-    c[:, 2] = coef[:, 2]
+    s, i_m = w.layers, 0 if isinstance(parts[0], Masked) else 1
+    masked, spread = parts[i_m], parts[1 - i_m]
+
+    def alone(i: int) -> np.ndarray:  # part i's multiplier as the first source's, the offset kept
+        one = np.zeros_like(coef)
+        one[:, 0], one[:, 2] = coef[:, i], coef[:, 2]
+        return one
+
     shape, n, k = masked.full.q.shape[1:], len(masked), len(spread.picks)
     buf = s.tensor(out, np.int32, shape, n)
-    planes = s.apply(op, "bwd_data", n, masked.full.name, np.column_stack([coef[:, i_m], c[:, 1:]]), shift, out,
-                     mask=mask.name if mask else None)
+    planes = s.apply(op, "bwd_data", n, masked.full.name, alone(i_m), shift, out, mask=mask.name if mask else None)
     rows_mask = None
     if mask is not None:
         rows_mask = f"{mask.name}.rows"
         np.take(mask.q, spread.picks, axis=0, out=s.tensor(rows_mask, np.int8, shape, k))
     rows = f"{out}.rows"
     s.tensor(rows, np.int32, shape, k)
-    planes[spread.picks] = s.apply(op, "bwd_data", k, spread.rows.name, np.column_stack([coef[:, i_s], c[:, 1:]]),
-                                   shift, rows, mask=rows_mask)
+    planes[spread.picks] = s.apply(op, "bwd_data", k, spread.rows.name, alone(1 - i_m), shift, rows, mask=rows_mask)
     buf[spread.picks] = s.tensor(rows, np.int32, shape, k)
     return _written(s, out, np.int32, shape, n, e, planes)
 

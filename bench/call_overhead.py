@@ -54,9 +54,9 @@ class _Recorder:
             self.kernel_s += CLOCK() - start
         engine._fn = timed
 
-    def call(self, regs, ports):
-        self.last = (dict(regs), dict(ports))
-        return self.engine.call(regs, ports)
+    def call(self, regs, ports, **kw):
+        self.last = (dict(regs), dict(ports), kw)  # kw: the overlay's (persistent=True where the tree has it)
+        return self.engine.call(regs, ports, **kw)
 
 
 def _per_call(fn, calls: int, engine: _Recorder, gap_s: float) -> tuple[float, float]:
@@ -109,9 +109,9 @@ def measure(calls: int, tensors: int, gap_s: float) -> dict:
     out = {}
     for kind, run in runs.items():
         run()  # first-call costs (the cycle model's memo, step tensors' buffers)
-        regs, ports = engine.last
+        regs, ports, kw = engine.last
         session, kernel = _per_call(run, calls, engine, gap_s)
-        call, call_kernel = _per_call(lambda: engine.engine.call(regs, ports), calls, engine, gap_s)
+        call, call_kernel = _per_call(lambda: engine.engine.call(regs, ports, **kw), calls, engine, gap_s)
         out[kind] = {"session": session, "kernel": kernel, "outside": session - kernel,
                      "marshal": call - call_kernel}
     out["source"] = csim.ROOT

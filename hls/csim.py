@@ -317,27 +317,13 @@ class Engine:
         p = self._kept_ports.get(key) if persistent else None
         held, r = _marshal(regs, None if p is not None else ports)
         if p is None:
-            p = self._ports(held)
+            p = Ports(**{k: _address(v) for k, v in held.items()})
             if persistent:
                 self._kept_ports[key] = p
                 self._kept_arrays.append(held)  # alive, so that no other array takes their ids
         s = Status()
         self._fn(ctypes.byref(r), ctypes.byref(p), ctypes.byref(s))
         return {f: getattr(s, f) for f in _STATUS_FIELDS}
-
-    _last_ports = None  # ((names, array ids), arrays, Ports) of the last call
-
-    def _ports(self, held: dict) -> "Ports":
-        """The Ports struct of the checked buffers ``held``: the last call's again when the same
-        array objects come back, as the emulated overlay hands over the views of every address
-        its registers hold, call after call (the memo keeps them alive, so no other array has
-        their ids and their memory stays put)."""
-        key, last = (tuple(held), tuple(map(id, held.values()))), self._last_ports
-        if last is not None and last[0] == key:
-            return last[2]
-        p = Ports(**{k: _address(v) for k, v in held.items()})
-        self._last_ports = (key, held, p)
-        return p
 
     def _run(self, what: str, regs: dict, ports: dict) -> dict:
         st = self.call(regs, ports)

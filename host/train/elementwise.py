@@ -24,7 +24,7 @@ from host.engine.session import ELEMENT_MACS
 
 from .intops import INT_OPS, KEEP, join_steps
 from .trainable import EVERYTHING
-from .walk import gathered
+from .walk import gathered, taken_inputs
 
 
 def elementwise_calls(plan, n: int | None = None, trainable=EVERYTHING, executed: dict | None = None) -> list[dict]:
@@ -50,10 +50,7 @@ def elementwise_calls(plan, n: int | None = None, trainable=EVERYTHING, executed
 
     terms: dict = {}  # an affine map's tensor (a BatchNorm's, an add's) -> its terms' dtypes, the int32 first
     empty = {op["name"] for op in plan.ops if not rows(op)}  # a gated block no image took: nothing runs
-    block = {}  # tensor -> the gate whose gathered op made it
     for op in plan.ops:
-        if gathered(op, INT_OPS[op["type"]]):
-            block[op["output"]] = op["gate"]
         if op["name"] in empty:
             continue
         if op["type"] == "batchnorm":
@@ -68,6 +65,7 @@ def elementwise_calls(plan, n: int | None = None, trainable=EVERYTHING, executed
         elif op["type"] == "mix" and op["inputs"][2] in terms:  # a projection's BatchNorm: its shortcut
             call(op, "fwd", "apply", op["output"], r.apply_mode(out_bits=8))
     grads = {plan.ops[-1]["output"]: [("ints",)]}  # tensor -> the gradient parts that reach it (intops.part_kind)
+    outside = taken_inputs(plan, INT_OPS)
     for op in reversed(plan.ops):
         kinds = tuple(grads.pop(op["output"], ()))
         if not kinds or op["name"] in empty:
@@ -87,9 +85,8 @@ def elementwise_calls(plan, n: int | None = None, trainable=EVERYTHING, executed
                     call(op, "bwd_data", "apply", op["output"], r.apply_mode("int32", out_bits=16), "int32")
         for i, name in enumerate(op["inputs"]):
             if name != plan.data["input"] and op.get("input_grad", True) and trainable.wants(name):
-                spread = gathered(op, INT_OPS[op["type"]]) and block.get(name) != op.get("gate")
                 on = executed.get(op["gate"], n) if op.get("gate") is not None else None
-                grads.setdefault(name, []).append(INT_OPS.part_kind(op, i, spread, on))
+                grads.setdefault(name, []).append(INT_OPS.part_kind(op, i, name in outside.get(op["name"], ()), on))
     for op in filter(trainable.trains, plan.convs()):  # the update: each conv's weights refreshed
         views = weightrefresh.views(op, plan.board)
         if views:

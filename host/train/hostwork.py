@@ -14,7 +14,7 @@ from host.plan.schema import MOMENTUM
 from . import hostops
 from .ops import per_image
 from .trainable import EVERYTHING
-from .walk import TABLE, HostTally, gathered
+from .walk import TABLE, HostTally, gathered, taken_inputs
 
 
 def update_work(plan, trainable=EVERYTHING, table=TABLE) -> dict:
@@ -51,16 +51,14 @@ def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None
         on = executed.get(op["gate"], n) if op.get("gate") is not None else None
         return (on if gathered(op, kind) else n), on
 
-    block, taken, empty = {}, set(), set()  # tensor -> the gate whose gathered op made it; (tensor, gate) gathered
+    outside, taken, empty = taken_inputs(plan, table), set(), set()  # (tensor, gate) gathered
     for op in plan.ops:
         kind, gate = table[op["type"]], op.get("gate")
         rows, on = sizes(op, kind)
-        if gathered(op, kind):
-            for name in op["inputs"]:
-                if block.get(name) != gate and (name, gate) not in taken:
-                    taken.add((name, gate))
-                    count(op, "fwd", ("take", name, on), lambda: table.take_work(plan, name, on))
-            block[op["output"]] = gate
+        for name in outside.get(op["name"], ()):
+            if (name, gate) not in taken:
+                taken.add((name, gate))
+                count(op, "fwd", ("take", name, on), lambda: table.take_work(plan, name, on))
         if rows == 0:
             empty.add(op["name"])
             continue
@@ -81,7 +79,7 @@ def count_step(tally: HostTally, n: int, psg: bool = True, executed: dict | None
         for i, name in enumerate(op["inputs"]):
             if name == plan.data["input"] or not trainable.wants(name):
                 continue  # the image (its conv passes no gradient, input_grad), a tensor frozen layers made
-            spread = gathered(op, kind) and block.get(name) != gate
+            spread = name in outside.get(op["name"], ())
             if spread:
                 count(op, "bwd_data", ("scatter", name, on, n), lambda: table.scatter_work(plan, name, on, n))
             parts.setdefault(name, []).append(table.part_kind(op, i, spread, on))

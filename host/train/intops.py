@@ -90,8 +90,26 @@ class GradSum(list):
         return len(self[0]) if list.__len__(self) else 0
 
 
+class _Lazy:
+    """A gradient part not yet written (``Spread``, ``Masked``): the exponents of the Ints ``of`` it
+    takes its rows from, and that Ints' range with 0 taken in (its other rows are 0)."""
+
+    of: Ints
+
+    @property
+    def e(self) -> np.ndarray:
+        return self.of.e
+
+    @property
+    def exponent(self) -> int:
+        return self.of.exponent
+
+    def box(self) -> np.ndarray:
+        return np.stack([np.minimum(self.of.lo, 0), np.maximum(self.of.hi, 0)], 1)
+
+
 @dataclass
-class Spread:
+class Spread(_Lazy):
     """A gated block's input gradient ``rows`` (an Ints of its images) in a batch of ``n``: its
     rows at the sorted ``picks``, 0 in the others. Not written: a join with the mix's shortcut
     gradient (``Masked``) reads the rows where they are, any other join has it written whole."""
@@ -104,15 +122,12 @@ class Spread:
         return self.n
 
     @property
-    def exponent(self) -> int:
-        return self.rows.exponent
-
-    def box(self) -> np.ndarray:
-        return np.stack([np.minimum(self.rows.lo, 0), np.maximum(self.rows.hi, 0)], 1)
+    def of(self) -> Ints:
+        return self.rows
 
 
 @dataclass
-class Masked:
+class Masked(_Lazy):
     """A mix's gradient ``full`` (an Ints of the whole batch) as its shortcut gets it: 0 in the
     rows at ``picks`` (the images the block took). Not written, as ``Spread``."""
 
@@ -123,11 +138,8 @@ class Masked:
         return len(self.full)
 
     @property
-    def exponent(self) -> int:
-        return self.full.exponent
-
-    def box(self) -> np.ndarray:
-        return np.stack([np.minimum(self.full.lo, 0), np.maximum(self.full.hi, 0)], 1)
+    def of(self) -> Ints:
+        return self.full
 
 
 KEEP = {"relu": 2, "batchnorm": 1, "mix": 1}  # the gradients the op's backward takes in its last APPLY (_reduce)
@@ -159,7 +171,7 @@ def join_steps(kinds: tuple, keep: int) -> list[tuple]:
 
 def part_kind(part) -> tuple:
     """What a gradient part is, for the host's count: ("ints",), ("spread", k) or ("masked", k)."""
-    if isinstance(part, (Spread, Masked)):
+    if isinstance(part, _Lazy):
         return ("spread" if isinstance(part, Spread) else "masked", len(part.picks))
     return ("ints",)
 
@@ -177,7 +189,7 @@ def _written(s, name: str, dtype, shape: tuple, n: int, e: int, planes: np.ndarr
 
 def _aligned(parts: list) -> tuple:
     """(m1, m2) of gradients at their per-tensor exponents joined by one APPLY."""
-    c = len(parts[0].box())
+    c = len(parts[0].e)
     m = [np.full(c, np.ldexp(1.0, p.exponent)) for p in parts]
     return m[0], m[1] if len(m) > 1 else np.zeros(c)
 
@@ -185,10 +197,10 @@ def _aligned(parts: list) -> tuple:
 def _whole(w, part) -> Ints:
     """A gradient part written whole: a Spread's rows into zeros, a Masked's others with its
     picked rows zeroed (each row written once)."""
-    if not isinstance(part, (Spread, Masked)):
+    if not isinstance(part, _Lazy):
         return part
-    name = _name(part)
-    v, src, fill = (part.rows, None, part.rows.q) if isinstance(part, Spread) else (part.full, part.full.q, 0)
+    name, v = _name(part), part.of
+    src, fill = (None, v.q) if isinstance(part, Spread) else (v.q, 0)
     buf = w.layers.tensor(name, v.q.dtype, v.q.shape[1:], len(part))
     for i, j in _others(part.picks, len(part)):
         buf[i:j] = 0 if src is None else src[i:j]
@@ -252,9 +264,9 @@ def _reduce(w, op, g, keep: int) -> list:
 
 def _name(part) -> str:
     """The name of a part's step tensor (a lazy part's where it is written whole)."""
-    if isinstance(part, Spread):
-        return f"{part.rows.name}.scatter"
-    return f"{part.full.name}.short" if isinstance(part, Masked) else part.name
+    if isinstance(part, _Lazy):
+        return f"{part.of.name}.{'scatter' if isinstance(part, Spread) else 'short'}"
+    return part.name
 
 
 def _shortcut_exponent(short) -> int:

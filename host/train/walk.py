@@ -133,6 +133,17 @@ def gathered(op: dict, kind) -> bool:
     return op.get("gate") is not None and kind.gathered
 
 
+def taken_inputs(plan, table) -> dict:
+    """Op name -> the inputs a gathered op takes from outside its gated block, in input order:
+    gathered for its gate's images, their gradients scattered back (``table``: the op table)."""
+    made, out = {}, {}  # tensor -> the gate whose gathered op made it
+    for op in plan.ops:
+        if gathered(op, table[op["type"]]):
+            out[op["name"]] = [name for name in op["inputs"] if made.get(name) != op["gate"]]
+            made[op["output"]] = op["gate"]
+    return out
+
+
 class HostTally:
     """The host's work of training steps: ``per_layer``, every plan op in order -> phase -> host
     slot (contract/opcount.py). Each distinct count is computed once (steps repeat their sizes),
